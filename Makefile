@@ -1,0 +1,34 @@
+# Two set-up commands on a fresh machine: `make demo` and `make test`. Each bootstraps .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.segstudy-installed
+SPEC ?= search_spaces/smoke.yaml
+EXPERIMENT ?= smoke
+PORT ?= 5000
+
+.PHONY: demo test install mlflow-ui clean
+
+install: $(STAMP)
+
+# torch is pinned first so pip takes the local CPU wheel instead of gigabytes of CUDA packages.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/segstudy run $(SPEC)
+	$(BIN)/segstudy analyze --experiment $(EXPERIMENT) --out demo_out
+	@echo "Open the runs with: make mlflow-ui   (plots and tables: demo_out/)"
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+clean:
+	rm -rf demo_out ray_results mlartifacts mlflow.db

@@ -1,0 +1,31 @@
+"""User-facing errors.
+
+Every mistake a user can make (a bad spec, a missing file, a resource the cluster lacks) is raised
+as :class:`SegstudyError` before any compute starts. The CLI prints its one-line message and exits
+with code 2; library callers can catch it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SegstudyError(Exception):
+    """A problem with the user's input, reported as one line naming what is wrong."""
+
+    exit_code = 2
+
+
+def unknown_name(kind: str, given: str, available: Iterable[str], *, where: str = "") -> SegstudyError:
+    """Build a MONAI-style look-up error: what was given, did-you-mean, what is accepted.
+
+    Example:
+        >>> str(unknown_name("architecture", "unte", ["unet", "unetr"], where="smoke.yaml: factors.architecture"))
+        "smoke.yaml: factors.architecture: unknown architecture 'unte'; did you mean 'unet'? Accepted: unet, unetr"
+    """
+    names = sorted(available)
+    close = difflib.get_close_matches(str(given), names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ";"
+    prefix = f"{where}: " if where else ""
+    return SegstudyError(f"{prefix}unknown {kind} '{given}'{hint} Accepted: {', '.join(names)}")

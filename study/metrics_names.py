@@ -1,0 +1,39 @@
+"""Names shared by the trainable, Tune, MLflow logging and the analysis.
+
+One module so that a metric logged under one name is read back under the same one everywhere.
+"""
+
+from __future__ import annotations
+
+# Reported by the trainable each epoch (step = epoch).
+EPOCH = "epoch"
+TRAIN_LOSS = "train_loss"
+VAL_DICE = "val_dice"
+
+# Reported once at the end of a trial, on the test split.
+TEST_DICE = "test_dice"
+TEST_HD95 = "test_hd95"
+TEST_NSD = "test_nsd"
+TEST_TD = "test_td"
+TEST_MISSED = "test_missed"
+TEST_METRICS = (TEST_DICE, TEST_HD95, TEST_NSD, TEST_TD, TEST_MISSED)
+
+# Columns of per_image.csv.
+PER_IMAGE_FILE = "per_image.csv"
+PER_IMAGE_COLUMNS = ("image_id", "condition", "dice", "hd95", "nsd", "td", "empty_gt", "empty_pred", "missed")
+CLEAN = "clean"
+
+# MLflow tags.
+ROLE_TAG = "segstudy.role"
+ROLE_STUDY = "study"
+ROLE_TRIAL = "trial"
+CELL_TAG = "segstudy.cell"
+PHASE_TAG = "segstudy.phase"
+SEED_TAG = "segstudy.seed"
+FACTORS_TAG = "segstudy.factors"
+ERROR_TAG = "segstudy.error"
+TRIAL_ID_TAG = "segstudy.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+
+PHASE_TUNE = "tune"
+PHASE_CONFIRM = "confirm"
