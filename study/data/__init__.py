@@ -1,0 +1,70 @@
+"""Datasets: one registry entry per dataset, each building `LevelData` from a config and factors.
+
+Adding a dataset is one module with a pydantic config and a build function, plus one entry in
+`DATASETS`. `factors` lists the study factors the dataset consumes (data is built once per
+combination of their values) with a check that says what values are accepted.
+
+Example:
+    >>> entry = get_dataset("synthetic2d")
+    >>> entry.factors["alpha"](1.5)
+    'must be a number in [0, 1)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from study.data.base import LevelData, Split, SplitConfig
+from study.data.synthetic2d import Synthetic2DConfig, build_synthetic2d, check_alpha
+from study.data.texture_disparity import texture_disparity
+from study.errors import unknown_name
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset.
+
+    Attributes:
+        config: pydantic model of the spec's `data:` section (with a `dataset` literal field).
+        factors: each factor the dataset consumes -> check returning None if a value is OK,
+            else a short text of what is accepted.
+        build: ``build(config, **factor_values) -> LevelData``.
+    """
+
+    config: type[BaseModel]
+    factors: Mapping[str, Callable[[Any], str | None]]
+    build: Callable[..., LevelData]
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "synthetic2d": DatasetEntry(
+        config=Synthetic2DConfig,
+        factors={"alpha": check_alpha},
+        build=build_synthetic2d,
+    ),
+}
+
+
+def get_dataset(name: str, *, where: str = "data.dataset") -> DatasetEntry:
+    """The registry entry for `name`; an unknown name raises a did-you-mean `SegstudyError`."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise unknown_name("dataset", name, DATASETS, where=where) from None
+
+
+__all__ = [
+    "DATASETS",
+    "DatasetEntry",
+    "LevelData",
+    "Split",
+    "SplitConfig",
+    "Synthetic2DConfig",
+    "build_synthetic2d",
+    "get_dataset",
+    "texture_disparity",
+]

@@ -1,0 +1,234 @@
+"""Synthetic 2D dataset, texture disparity, the dataset registry and export."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from pydantic import ValidationError
+
+from study.data import DATASETS, LevelData, Synthetic2DConfig, build_synthetic2d, get_dataset, texture_disparity
+from study.data.base import SplitConfig, split_sizes
+from study.data.export import export_level
+from study.data.textures import TEXTURES, draw_texture_pair
+from study.errors import SegstudyError
+
+SMALL = Synthetic2DConfig(image_size=32, n_images=10, seed=3)
+ALPHAS = [0.1, 0.3, 0.5, 0.7, 0.9]
+
+
+def _splits(level: LevelData):
+    return {"train": level.train, "val": level.val, "test": level.test}
+
+
+@pytest.fixture(scope="module")
+def default_levels() -> dict[float, LevelData]:
+    """The default config (100 images, 64x64) at every alpha of the reference study."""
+    cfg = Synthetic2DConfig()
+    return {a: build_synthetic2d(cfg, alpha=a) for a in ALPHAS}
+
+
+# --- determinism and pairing -------------------------------------------------------------
+
+
+def test_same_config_and_alpha_is_bit_identical():
+    a, b = build_synthetic2d(SMALL, alpha=0.4), build_synthetic2d(SMALL, alpha=0.4)
+    for name, split in _splits(a).items():
+        other = _splits(b)[name]
+        assert split.ids == other.ids
+        np.testing.assert_array_equal(split.images, other.images)
+        np.testing.assert_array_equal(split.masks, other.masks)
+        np.testing.assert_array_equal(split.td, other.td)
+
+
+def test_another_seed_gives_other_data():
+    a = build_synthetic2d(SMALL, alpha=0.4)
+    b = build_synthetic2d(SMALL.model_copy(update={"seed": 4}), alpha=0.4)
+    all_a = np.concatenate([a.train.masks, a.val.masks, a.test.masks])
+    all_b = np.concatenate([b.train.masks, b.val.masks, b.test.masks])
+    assert not np.array_equal(all_a, all_b)
+    assert not np.array_equal(a.train.images, b.train.images)
+
+
+def test_masks_and_splits_do_not_depend_on_alpha(default_levels):
+    ref = default_levels[0.1]
+    for alpha, level in default_levels.items():
+        for name, split in _splits(level).items():
+            assert split.ids == _splits(ref)[name].ids
+            np.testing.assert_array_equal(split.masks, _splits(ref)[name].masks)
+    # Only the foreground blend changes: the background pixels are the same texture.
+    bg = ref.test.masks == 0
+    np.testing.assert_array_equal(default_levels[0.9].test.images[bg], ref.test.images[bg])
+    assert not np.array_equal(default_levels[0.9].test.images, ref.test.images)
+
+
+def test_image_does_not_depend_on_dataset_size():
+    small = build_synthetic2d(SMALL, alpha=0.2)
+    bigger = build_synthetic2d(SMALL.model_copy(update={"n_images": 20}), alpha=0.2)
+    by_id = {i: m for s in _splits(bigger).values() for i, m in zip(s.ids, s.masks)}
+    for split in _splits(small).values():
+        for image_id, mask in zip(split.ids, split.masks):
+            np.testing.assert_array_equal(mask, by_id[image_id])
+
+
+# --- texture disparity tracks alpha --------------------------------------------------------
+
+
+def test_mean_test_td_decreases_strictly_with_alpha(default_levels):
+    means = [float(np.mean(default_levels[a].test.td)) for a in ALPHAS]
+    assert all(np.isfinite(means))
+    assert all(x > y for x, y in zip(means, means[1:])), means
+    assert means[-1] < 0.5 * means[0], means
+
+
+def test_td_identical_texture_is_near_zero():
+    rng = np.random.default_rng(0)
+    texture = TEXTURES["bandpass_noise"](rng, size=128, frequency=0.2)
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    mask[:, :64] = 1
+    assert abs(texture_disparity(texture, mask)) < 0.05
+
+
+def test_td_very_different_textures_is_large():
+    rng = np.random.default_rng(0)
+    fine = rng.random((128, 128))
+    coarse = TEXTURES["grating"](rng, size=128, frequency=0.05)
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    mask[32:96, 32:96] = 1
+    image = np.where(mask == 1, fine, coarse)
+    td = texture_disparity(image, mask)
+    assert td > 0.5
+    # Channel-first input gives the same value.
+    assert texture_disparity(image[None], mask[None]) == td
+
+
+def test_td_is_nan_for_empty_or_full_mask():
+    image = np.random.default_rng(0).random((32, 32))
+    assert np.isnan(texture_disparity(image, np.zeros((32, 32), np.uint8)))
+    assert np.isnan(texture_disparity(image, np.ones((32, 32), np.uint8)))
+
+
+def test_textures_are_normalised_and_seeded():
+    for name, make in TEXTURES.items():
+        a = make(np.random.default_rng(1), size=48, frequency=0.1)
+        b = make(np.random.default_rng(1), size=48, frequency=0.1)
+        assert a.shape == (48, 48), name
+        assert a.min() == 0.0 and a.max() == 1.0, name
+        np.testing.assert_array_equal(a, b)
+    fg, bg = draw_texture_pair(np.random.default_rng(5), size=48)
+    assert not np.array_equal(fg, bg)
+
+
+# --- shapes, dtypes, splits, validation ----------------------------------------------------
+
+
+def test_shapes_dtypes_split_sizes_and_nonempty_masks(default_levels):
+    level = default_levels[0.5]
+    sizes = {name: len(s) for name, s in _splits(level).items()}
+    assert sizes == {"train": 70, "val": 10, "test": 20}
+    all_ids = [i for s in _splits(level).values() for i in s.ids]
+    assert sorted(all_ids) == [f"img{i:04d}" for i in range(100)]
+    for split in _splits(level).values():
+        n = len(split)
+        assert split.images.shape == (n, 1, 64, 64) and split.images.dtype == np.float32
+        assert split.masks.shape == (n, 1, 64, 64) and split.masks.dtype == np.uint8
+        assert split.td.shape == (n,) and split.td.dtype == np.float64
+        assert split.spacing == (1.0, 1.0)
+        assert set(np.unique(split.masks)) == {0, 1}
+        assert split.masks.reshape(n, -1).sum(axis=1).min() > 0
+        assert split.images.min() >= 0.0 and split.images.max() <= 1.0
+
+
+def test_split_sizes_keep_one_image_per_split():
+    assert split_sizes(100, SplitConfig()) == (70, 10, 20)
+    assert split_sizes(5, SplitConfig()) == (3, 1, 1)
+    assert split_sizes(5, SplitConfig(train=0.02, val=0.02, test=0.96)) == (1, 1, 3)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.0, 1.5, float("nan"), True, "0.5"])
+def test_alpha_out_of_range_raises(alpha):
+    with pytest.raises(SegstudyError, match=r"alpha.*\[0, 1\)"):
+        build_synthetic2d(SMALL, alpha=alpha)
+
+
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        ({"split": {"train": 0.7, "val": 0.1, "test": 0.3}}, "must sum to 1"),
+        ({"split": {"train": 0.9, "val": 0.0, "test": 0.1}}, "greater than 0"),
+        ({"min_points": 10, "max_points": 5}, "min_points"),
+        ({"image_size": 8}, "greater than or equal to 16"),
+        ({"n_images": 2}, "greater than or equal to 5"),
+        ({"spacing": 0}, "greater than 0"),
+        ({"colour": "red"}, "Extra inputs"),
+    ],
+)
+def test_bad_config_gives_clear_pydantic_error(update, message):
+    with pytest.raises(ValidationError, match=message):
+        Synthetic2DConfig.model_validate(update)
+
+
+def test_config_is_frozen():
+    with pytest.raises(ValidationError):
+        SMALL.seed = 1  # type: ignore[misc]
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+def test_registry_entry_builds_and_checks_factors():
+    entry = get_dataset("synthetic2d")
+    assert entry is DATASETS["synthetic2d"]
+    assert entry.factors["alpha"](0.3) is None
+    assert entry.factors["alpha"](1.0) == "must be a number in [0, 1)"
+    level = entry.build(entry.config(image_size=16, n_images=5), alpha=0.3)
+    assert len(level.train) + len(level.val) + len(level.test) == 5
+
+
+def test_unknown_dataset_suggests_a_name():
+    with pytest.raises(SegstudyError, match="unknown dataset 'synthetic'; did you mean 'synthetic2d'"):
+        get_dataset("synthetic")
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+def test_export_png_reads_back(tmp_path: Path):
+    level = build_synthetic2d(SMALL, alpha=0.3)
+    paths = export_level(level, tmp_path, fmt="png")
+    assert len(paths) == 2 * 10 + 1
+    image_id = level.test.ids[0]
+    img = np.asarray(Image.open(tmp_path / "test" / f"{image_id}_image.png"))
+    mask = np.asarray(Image.open(tmp_path / "test" / f"{image_id}_mask.png"))
+    assert img.shape == (32, 32) and img.dtype == np.uint8
+    np.testing.assert_array_equal(img, np.round(level.test.images[0, 0] * 255).astype(np.uint8))
+    np.testing.assert_array_equal(mask, level.test.masks[0, 0] * 255)
+    with (tmp_path / "manifest.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 10 and list(rows[0]) == ["id", "split", "td", "foreground_fraction"]
+    row = next(r for r in rows if r["id"] == image_id)
+    assert row["split"] == "test"
+    assert float(row["td"]) == pytest.approx(level.test.td[0])
+    assert float(row["foreground_fraction"]) == pytest.approx(level.test.masks[0].mean())
+
+
+def test_export_nifti_reads_back_with_shape_and_affine(tmp_path: Path):
+    level = build_synthetic2d(SMALL.model_copy(update={"spacing": 0.5}), alpha=0.3)
+    export_level(level, tmp_path, fmt="nifti")
+    image_id = level.train.ids[1]
+    img = nib.load(tmp_path / "train" / f"{image_id}_image.nii.gz")
+    mask = nib.load(tmp_path / "train" / f"{image_id}_mask.nii.gz")
+    assert img.shape == (32, 32, 1) and mask.shape == (32, 32, 1)
+    np.testing.assert_allclose(img.affine, np.diag([0.5, 0.5, 1.0, 1.0]))
+    np.testing.assert_array_equal(np.asarray(img.dataobj)[:, :, 0], level.train.images[1, 0])
+    np.testing.assert_array_equal(np.asarray(mask.dataobj)[:, :, 0], level.train.masks[1, 0])
+
+
+def test_export_unknown_format_names_accepted(tmp_path: Path):
+    level = build_synthetic2d(SMALL, alpha=0.3)
+    with pytest.raises(SegstudyError, match="'tiff'.*accepted: png, nifti"):
+        export_level(level, tmp_path, fmt="tiff")
