@@ -1,0 +1,35 @@
+"""Architectures by name: presets, spec overrides, and the builder every trial uses.
+
+Example:
+    >>> from study.models import build_network, resolve_architecture
+    >>> cfg = resolve_architecture("noskip_unet", family_overrides={"unet": {"channels": [4, 8], "strides": [2]}})
+    >>> build_network(cfg, spatial_dims=2, in_channels=1, out_channels=1, img_size=[32, 32]).levels[0].up_in_channels
+    8
+"""
+
+from __future__ import annotations
+
+from study.models.configs import ACTS, NORMS, ArchConfig, UNetFamilyConfig, UNETRConfig
+from study.models.registry import (
+    PRESETS,
+    architecture_names,
+    build_network,
+    check_input_size,
+    resolve_architecture,
+)
+from study.models.unet_family import Level, SkipUNet
+
+__all__ = [
+    "ACTS",
+    "NORMS",
+    "PRESETS",
+    "ArchConfig",
+    "Level",
+    "SkipUNet",
+    "UNETRConfig",
+    "UNetFamilyConfig",
+    "architecture_names",
+    "build_network",
+    "check_input_size",
+    "resolve_architecture",
+]

@@ -1,0 +1,171 @@
+"""The architecture registry: preset names, spec overrides, and one builder for every config.
+
+A spec refers to architectures by name. A name is a preset below, or a custom entry of the spec's
+``architectures:`` section (a preset ``base`` plus changed fields). The spec's ``model:`` section,
+keyed by family kind, changes every architecture of that family at once (for example smaller
+channels for a smoke study), so arms of one family differ only in their named toggles.
+
+Example:
+    >>> cfg = resolve_architecture(
+    ...     "top_skip_only",
+    ...     family_overrides={"unet": {"channels": [8, 16, 32], "strides": [2, 2]}},
+    ...     custom={"top_skip_only": {"base": "unet", "skips": [True, False]}},
+    ... )
+    >>> cfg.channels, cfg.skip_mask
+    ((8, 16, 32), (True, False))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import torch.nn as nn
+from pydantic import ValidationError
+
+from study.errors import SegstudyError, unknown_name
+from study.models.configs import CONFIG_CLASSES, ArchConfig, UNetFamilyConfig, UNETRConfig
+from study.models.unet_family import build_unet, unet_size_problem
+from study.models.unetr import build_unetr, unetr_size_problem
+
+__all__ = ["PRESETS", "architecture_names", "build_network", "check_input_size", "resolve_architecture"]
+
+PRESETS: Mapping[str, ArchConfig] = MappingProxyType(
+    {
+        "unet": UNetFamilyConfig(),
+        "noskip_unet": UNetFamilyConfig(skips="none"),
+        "attention_unet": UNetFamilyConfig(attention=True),
+        "unetr": UNETRConfig(),
+    }
+)
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def architecture_names(*, custom: Mapping[str, Mapping[str, Any]] = _EMPTY) -> tuple[str, ...]:
+    """Every name a spec may use: the presets, then the spec's custom architectures."""
+    return (*PRESETS, *(name for name in custom if name not in PRESETS))
+
+
+def resolve_architecture(
+    name: str,
+    *,
+    family_overrides: Mapping[str, Mapping[str, Any]] = _EMPTY,
+    custom: Mapping[str, Mapping[str, Any]] = _EMPTY,
+    where: str = "",
+) -> ArchConfig:
+    """Turn an architecture name into its validated config.
+
+    The result is the preset (or a custom entry's ``base`` preset), then the ``model:`` overrides
+    for its kind, then the custom entry's own fields, later ones winning.
+
+    Args:
+        name: a preset name or a key of ``custom``.
+        family_overrides: the spec's ``model:`` section, ``{kind: {field: value}}``.
+        custom: the spec's ``architectures:`` section, ``{name: {"base": preset, field: value}}``.
+        where: prefix for an unknown-name error (e.g. ``"smoke.yaml: factors.architecture"``).
+
+    Raises:
+        SegstudyError: unknown name, base, family or field, a custom name that shadows a preset,
+            or a field value the config rejects; one line naming the architecture and field.
+    """
+    for kind in family_overrides:
+        if kind not in CONFIG_CLASSES:
+            raise unknown_name("model family", kind, CONFIG_CLASSES, where="model")
+    for custom_name in custom:
+        if custom_name in PRESETS:
+            raise SegstudyError(
+                f"architectures.{custom_name}: the name is taken by a preset; choose another "
+                f"(presets: {', '.join(PRESETS)})"
+            )
+    if name in PRESETS:
+        base, fields = name, {}
+    elif name in custom:
+        base, fields = _split_custom(name, custom[name])
+    else:
+        raise unknown_name("architecture", name, architecture_names(custom=custom), where=where)
+
+    preset = PRESETS[base]
+    cls = type(preset)
+    overrides = dict(family_overrides.get(preset.kind, {}))
+    # Remember where each changed field came from, so an error points at the spec line to fix.
+    sources = {key: f"model.{preset.kind}" for key in overrides}
+    sources |= {key: f"architectures.{name}" for key in fields}
+    accepted = [f for f in cls.model_fields if f != "kind"]
+    for key, source in sources.items():
+        if key not in accepted:
+            raise unknown_name(f"{preset.kind} field", key, accepted, where=f"{source} (architecture '{name}')")
+    try:
+        return cls.model_validate(preset.model_dump() | overrides | fields)
+    except ValidationError as exc:
+        raise _field_error(exc, name=name, base=base, sources=sources) from None
+
+
+def _split_custom(name: str, entry: Any) -> tuple[str, dict[str, Any]]:
+    """A custom entry -> (base preset name, changed fields)."""
+    where = f"architectures.{name}"
+    if not isinstance(entry, Mapping):
+        raise SegstudyError(f"{where}: expected a mapping with 'base' and fields to change, got {entry!r}")
+    fields = dict(entry)
+    if "base" not in fields:
+        raise SegstudyError(f"{where}: 'base' is required, one of {', '.join(PRESETS)}")
+    base = fields.pop("base")
+    if base not in PRESETS:
+        raise unknown_name("base architecture", str(base), PRESETS, where=f"{where}.base")
+    return base, fields
+
+
+def _field_error(exc: ValidationError, *, name: str, base: str, sources: Mapping[str, str]) -> SegstudyError:
+    """Pydantic's first complaint as one line: architecture, field, where it was set, why."""
+    errors = exc.errors()
+    # A union field (skips) yields one error per member; the one that reached an element of a
+    # list says most ("skips[1]: not a boolean"), so prefer it.
+    err = max(errors, key=lambda e: any(isinstance(p, int) for p in e["loc"]))
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    loc = err["loc"]
+    if loc:  # field-level error: name the field (and element)
+        field = str(loc[0]) + "".join(f"[{p}]" for p in loc[1:] if isinstance(p, int))
+        if err["type"] != "value_error":  # our own messages already quote the value
+            msg = f"{msg} (got {err['input']!r})"
+    else:  # model-level check: our messages start with the field they are about
+        field = next((f for f in sources if msg.startswith(f)), msg.split(" ", 1)[0])
+    source = sources.get(field.split("[", 1)[0], f"preset '{base}'")
+    others = len({e["loc"][:1] for e in errors}) - 1
+    more = f" (and {others} more)" if others > 0 else ""
+    return SegstudyError(f"architecture '{name}': {field} (set in {source}): {msg}{more}")
+
+
+def check_input_size(cfg: ArchConfig, img_size: Sequence[int]) -> str | None:
+    """None when the architecture accepts this patch/image size, else a short reason.
+
+    Example:
+        >>> check_input_size(UNETRConfig(), [40, 48])
+        'UNETR needs every patch/image dimension to be a multiple of 16, got 40'
+    """
+    if isinstance(cfg, UNETRConfig):
+        return unetr_size_problem(img_size)
+    return unet_size_problem(cfg, img_size)
+
+
+def build_network(
+    cfg: ArchConfig, *, spatial_dims: int, in_channels: int, out_channels: int, img_size: Sequence[int]
+) -> nn.Module:
+    """Build the network a config describes, for patches/images of ``img_size``.
+
+    Raises:
+        SegstudyError: ``img_size`` does not suit the architecture (see :func:`check_input_size`).
+        ValueError: ``spatial_dims`` is not 2 or 3, or ``img_size`` has the wrong length.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if len(img_size) != spatial_dims:
+        raise ValueError(f"img_size needs {spatial_dims} entries, got {list(img_size)}")
+    problem = check_input_size(cfg, img_size)
+    if problem:
+        raise SegstudyError(f"architecture kind '{cfg.kind}': {problem}")
+    if isinstance(cfg, UNETRConfig):
+        return build_unetr(
+            cfg, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, img_size=img_size
+        )
+    return build_unet(cfg, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels)

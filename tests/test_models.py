@@ -1,0 +1,193 @@
+"""The architecture registry: MONAI equivalence, the skip/attention toggles, presets, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.layers import SkipConnection
+from monai.networks.nets import UNet
+from monai.networks.nets.attentionunet import AttentionBlock
+from pydantic import TypeAdapter
+
+from study.errors import SegstudyError
+from study.models import (
+    ACTS,
+    NORMS,
+    PRESETS,
+    ArchConfig,
+    SkipUNet,
+    UNetFamilyConfig,
+    UNETRConfig,
+    architecture_names,
+    build_network,
+    check_input_size,
+    resolve_architecture,
+)
+from study.models.unet_family import GatedSkipConnection
+
+SMALL = {
+    "unet": {"channels": [4, 8, 16, 32, 64], "strides": [2, 2, 2, 2]},
+    "unetr": {"feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 2},
+}
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count(module: torch.nn.Module, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in module.modules())
+
+
+def skip_unet(**kw) -> SkipUNet:
+    args = dict(spatial_dims=2, in_channels=1, out_channels=1, channels=(4, 8, 16), strides=(2, 2))
+    return SkipUNet(**(args | kw))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("num_res_units", [0, 2])
+@pytest.mark.parametrize(("norm", "act"), [("batch", "relu"), ("instance", "prelu")])
+def test_all_skips_no_attention_is_monai_unet(spatial_dims, num_res_units, norm, act):
+    kw = dict(spatial_dims=spatial_dims, in_channels=1, out_channels=2, channels=(4, 8, 16, 32), strides=(2, 2, 2))
+    ref = UNet(**kw, num_res_units=num_res_units, norm=norm, act=act)
+    net = SkipUNet(**kw, num_res_units=num_res_units, norm=norm, act=act)
+    assert n_params(net) == n_params(ref)
+    # Same modules in the same places: MONAI's weights load strictly and give the same output.
+    net.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1, 1, *([16] * spatial_dims), generator=torch.Generator().manual_seed(0))
+    ref.eval(), net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ref(x))
+    assert count(net, SkipConnection) == 3
+
+
+def test_noskip_shrinks_every_up_layer_and_removes_concatenation():
+    full, none = skip_unet(), skip_unet(skips=(False, False))
+    assert [lv.up_in_channels for lv in full.levels] == [4 + 4, 8 + 16]
+    assert [lv.up_in_channels for lv in none.levels] == [4, 16]  # c, and channels[-1] at the bottom
+    assert count(none, SkipConnection) == 0 and count(full, SkipConnection) == 2
+    # Only the transposed up convs lose input weights: c_i * out_i * 3 * 3 per level.
+    assert n_params(full) - n_params(none) == 4 * 1 * 9 + 8 * 4 * 9
+    assert none.model[2].conv.in_channels == 4
+
+
+def test_partial_mask_changes_only_that_level():
+    full, top_only = skip_unet(), skip_unet(skips=(True, False))
+    assert [lv.up_in_channels for lv in top_only.levels] == [8, 16]
+    assert [lv.skip for lv in top_only.levels] == [True, False]
+    assert isinstance(top_only.model[1], SkipConnection)  # top level keeps its skip
+    bottom_level = top_only.model[1].submodule
+    assert not any(isinstance(m, SkipConnection) for m in bottom_level)
+    assert n_params(full) - n_params(top_only) == 8 * 4 * 9
+
+
+def test_attention_gates_every_kept_skip_with_the_deeper_output():
+    plain = skip_unet()
+    gated = skip_unet(attention=True)
+    assert count(gated, GatedSkipConnection) == 2 and count(gated, SkipConnection) == 0
+    gates = [m.gate for m in gated.modules() if isinstance(m, GatedSkipConnection)]
+    # Gating width = deeper path output: 4 at level 0 (from level 1's up layer), 16 at the bottom.
+    assert sorted(g.W_g[0].conv.in_channels for g in gates) == [4, 16]
+    assert n_params(gated) - n_params(plain) == sum(n_params(g) for g in gates) > 0
+    assert [lv.up_in_channels for lv in gated.levels] == [8, 24]
+    partial = skip_unet(attention=True, skips=(False, True))
+    assert count(partial, AttentionBlock) == 1
+    assert [lv.attention for lv in partial.levels] == [False, True]
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_runs_forward(name, spatial_dims):
+    cfg = resolve_architecture(name, family_overrides=SMALL)
+    size = [32] * spatial_dims
+    net = build_network(cfg, spatial_dims=spatial_dims, in_channels=1, out_channels=2, img_size=size).eval()
+    with torch.no_grad():
+        y = net(torch.randn(1, 1, *size))
+    assert y.shape == (1, 2, *size)
+
+
+def test_unetr_config_reaches_monai_unetr():
+    cfg = resolve_architecture("unetr", family_overrides=SMALL)
+    net = build_network(cfg, spatial_dims=3, in_channels=1, out_channels=1, img_size=[32, 32, 48])
+    assert net.hidden_size == 32 and net.feat_size == (2, 2, 3)
+    assert net.out.conv.conv.in_channels == 4  # feature_size
+
+
+def test_check_input_size_messages():
+    assert check_input_size(UNETRConfig(), [48, 40]) == (
+        "UNETR needs every patch/image dimension to be a multiple of 16, got 40"
+    )
+    assert check_input_size(UNETRConfig(), [32, 64, 96]) is None
+    assert check_input_size(UNetFamilyConfig(), [48, 48]) is None
+    assert check_input_size(UNetFamilyConfig(), [40, 48]) == (
+        "this U-Net needs every patch/image dimension to be divisible by 16 "
+        "(the product of strides [2, 2, 2, 2]), got 40"
+    )
+    assert check_input_size(UNetFamilyConfig(channels=(4, 8, 16), strides=(2, 2)), [36, 36]) is None
+    with pytest.raises(SegstudyError, match="multiple of 16, got 40"):
+        build_network(UNETRConfig(), spatial_dims=2, in_channels=1, out_channels=1, img_size=[40, 48])
+
+
+def test_family_overrides_and_custom_architectures():
+    custom = {"top_skip_only": {"base": "unet", "skips": [True, False]}}
+    overrides = {"unet": {"channels": [8, 16, 32], "strides": [2, 2]}}
+    for name in ("unet", "noskip_unet", "attention_unet"):
+        assert resolve_architecture(name, family_overrides=overrides).channels == (8, 16, 32)
+    assert resolve_architecture("noskip_unet", family_overrides=overrides).skip_mask == (False, False)
+    assert resolve_architecture("attention_unet", family_overrides=overrides).attention is True
+    cfg = resolve_architecture("top_skip_only", family_overrides=overrides, custom=custom)
+    assert cfg.skip_mask == (True, False) and cfg.strides == (2, 2)
+    assert resolve_architecture("unet") == UNetFamilyConfig()  # presets untouched by overrides
+    assert architecture_names(custom=custom) == ("unet", "noskip_unet", "attention_unet", "unetr", "top_skip_only")
+
+
+def test_config_round_trips_through_json():
+    cfg = resolve_architecture("top", custom={"top": {"base": "attention_unet", "skips": [True, False, True, True]}})
+    again = TypeAdapter(ArchConfig).validate_json(cfg.model_dump_json())
+    assert again == cfg and isinstance(again, UNetFamilyConfig)
+    assert isinstance(TypeAdapter(ArchConfig).validate_python({"kind": "unetr"}), UNETRConfig)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "expected"),
+    [
+        ("unte", {}, "unknown architecture 'unte'; did you mean 'unet'?"),
+        ("top", {"custom": {"top": {"base": "unett"}}}, "architectures.top.base: unknown base architecture 'unett'"),
+        ("top", {"custom": {"top": {"skips": [True]}}}, "architectures.top: 'base' is required"),
+        (
+            "top",
+            {"custom": {"top": {"base": "unet", "skips": [True, False]}}},
+            "architecture 'top': skips (set in architectures.top): skips needs one flag per level (4, index 0 = top)",
+        ),
+        (
+            "top",
+            {"custom": {"top": {"base": "unet", "skips": [True, "x", True, True]}}},
+            "architecture 'top': skips[1] (set in architectures.top): Input should be a valid boolean",
+        ),
+        ("unet", {"family_overrides": {"unet": {"chanels": [4, 8]}}}, "did you mean 'channels'?"),
+        ("unet", {"family_overrides": {"unte": {}}}, "model: unknown model family 'unte'"),
+        ("unet", {"family_overrides": {"unet": {"norm": "group"}}}, "norm 'group' is not accepted"),
+        ("unet", {"family_overrides": {"unet": {"channels": [4, -8], "strides": [2]}}}, "channels must all be"),
+        ("unetr", {"family_overrides": {"unetr": {"num_heads": 5}}}, "hidden_size 768 must be divisible by num_heads"),
+        ("unet", {"custom": {"unet": {"base": "unet"}}}, "architectures.unet: the name is taken by a preset"),
+    ],
+)
+def test_resolve_architecture_errors_are_one_line(name, kwargs, expected):
+    with pytest.raises(SegstudyError) as info:
+        resolve_architecture(name, **kwargs)
+    message = str(info.value)
+    assert expected in message and "\n" not in message
+
+
+def test_unknown_name_lists_custom_names():
+    with pytest.raises(SegstudyError, match="did you mean 'top_skip_only'.*top_skip_only"):
+        resolve_architecture("top_skip", custom={"top_skip_only": {"base": "unet"}}, where="s.yaml: factors")
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_every_accepted_act_builds(act):
+    for norm in NORMS:
+        cfg = UNetFamilyConfig(channels=(2, 4), strides=(2,), act=act.upper(), norm=norm)
+        assert cfg.act == act
+        net = build_network(cfg, spatial_dims=2, in_channels=1, out_channels=1, img_size=[8, 8]).eval()
+        assert net(torch.randn(1, 1, 8, 8)).shape == (1, 1, 8, 8)
