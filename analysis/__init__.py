@@ -1,0 +1,17 @@
+"""Post-hoc analysis: MLflow runs -> tidy frames -> summaries -> plots.
+
+Stages hand over through pandas frames (and CSV files in `analyze`), so each can be used alone:
+
+    from analysis import load_trials, summarise
+    trials = load_trials("skip_vs_complexity", tracking_uri="sqlite:////data/mlflow.db")
+    summarise(trials, by=["architecture", "alpha"])
+"""
+
+from __future__ import annotations
+
+from analysis.analyze import analyze
+from analysis.plots import plot_dice_vs_complexity
+from analysis.runs import factor_names, load_per_image, load_trials
+from analysis.summary import summarise
+
+__all__ = ["analyze", "factor_names", "load_per_image", "load_trials", "plot_dice_vs_complexity", "summarise"]

@@ -1,0 +1,155 @@
+"""`segstudy` command line: a thin layer over importable functions.
+
+Every user mistake surfaces as a `SegstudyError`: one line on stderr, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from study.errors import SegstudyError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="segstudy",
+    help="Distributed ablation studies of segmentation robustness on Ray Tune, tracked in MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect a study's data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+SpecArg = Annotated[Path, typer.Argument(help="Study spec (YAML), e.g. search_spaces/smoke.yaml")]
+TrackingOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, spec, ./mlflow.db)")
+]
+
+
+def user_errors(fn: F) -> F:
+    """Turn SegstudyError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SegstudyError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@user_errors
+def validate(spec: SpecArg) -> None:
+    """Check a spec (keys, values, architectures, factors) without training anything."""
+    from study.cells import expand_cells
+    from study.spec import load_spec
+
+    parsed = load_spec(spec)
+    n_cells = len(expand_cells(parsed))
+    typer.echo(
+        f"{spec}: ok: study '{parsed.name}', {n_cells} cells x {len(parsed.seeds)} seeds = "
+        f"{n_cells * len(parsed.seeds)} trials, factors {', '.join(sorted(parsed.factors))}"
+    )
+
+
+@app.command()
+@user_errors
+def run(
+    spec: SpecArg,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
+    tracking_uri: TrackingOpt = None,
+    storage: Annotated[Path | None, typer.Option(help="Directory for Tune results and checkpoints")] = None,
+) -> None:
+    """Run every cell x seed of the study and track it in MLflow."""
+    from study.engine import run_study
+
+    result = run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage)
+    typer.echo(
+        f"study '{result.experiment}': {result.n_trials - result.n_failed}/{result.n_trials} trials finished; "
+        f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.storage_path}"
+    )
+    if not result.ok:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@user_errors
+def submit(
+    spec: SpecArg,
+    address: Annotated[str, typer.Option(help="Ray job server, e.g. http://HEAD:8265")],
+    tracking_uri: TrackingOpt = None,
+    storage: Annotated[Path | None, typer.Option(help="Results directory as seen by the cluster")] = None,
+    no_follow: Annotated[bool, typer.Option("--no-follow", help="Return after submitting")] = False,
+) -> None:
+    """Submit the study as a Ray job, stream its logs, exit with its status."""
+    from study.submit import submit_study
+
+    job_id, status = submit_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, follow=not no_follow)
+    typer.echo(f"job {job_id}: {status}")
+    if not no_follow and status != "SUCCEEDED":
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@user_errors
+def analyze(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment (= the spec's name)")],
+    out: Annotated[Path, typer.Option(help="Output directory for tables and plots")],
+    tracking_uri: TrackingOpt = None,
+    phase: Annotated[str, typer.Option(help="Which trials to read: confirm, tune or all")] = "confirm",
+) -> None:
+    """Read the study's runs from MLflow; write tidy CSVs and robustness plots."""
+    from analysis.analyze import analyze as run_analysis
+    from study.tracking import resolve_tracking_uri
+
+    if phase not in {"confirm", "tune", "all"}:
+        raise SegstudyError(f"--phase {phase!r}: accepted values are confirm, tune, all")
+    written = run_analysis(
+        experiment,
+        out_dir=out,
+        tracking_uri=resolve_tracking_uri(tracking_uri, None),
+        phase=None if phase == "all" else phase,
+    )
+    for name, path in written.items():
+        typer.echo(f"{name}: {path}")
+
+
+@data_app.command("synth")
+@user_errors
+def data_synth(
+    spec: SpecArg,
+    out: Annotated[Path, typer.Option(help="Output directory")],
+    fmt: Annotated[str, typer.Option("--format", help="png or nifti")] = "png",
+) -> None:
+    """Write the study's data (every level of its data factors) to files for inspection."""
+    from study.cells import cell_key
+    from study.data.export import export_level
+    from study.spec import load_spec
+    from study.study_data import build_study_data
+
+    parsed = load_spec(spec)
+    if fmt not in {"png", "nifti"}:
+        raise SegstudyError(f"--format {fmt!r}: accepted values are png, nifti")
+    for key, level in build_study_data(parsed).items():
+        folder = out / (cell_key(dict(zip(parsed.dataset_factors, key))) or "data")
+        files = export_level(level, folder, fmt=fmt)
+        typer.echo(f"{folder}: {len(files)} files")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="segstudy")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The study spec: one YAML file that says what to train, on what, how often, and where to log.
+
+`load_spec` reads and validates it completely (pydantic, plus checks that need the registries)
+before anything starts, and turns every problem into a one-line `SegstudyError` that names the
+file, the key and what is accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from study.data import DATASETS
+from study.errors import SegstudyError, unknown_name
+from study.models import check_input_size, resolve_architecture
+
+ARCHITECTURE = "architecture"
+
+Scalar = Union[bool, int, float, str]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hyperparameters(_Strict):
+    """Fixed optimisation settings (issue 3 turns these into distributions)."""
+
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+
+
+HYPERPARAMETER_NAMES = tuple(Hyperparameters.model_fields)
+
+
+class Training(_Strict):
+    epochs: int = Field(10, gt=0)
+    loss: Literal["dice", "dice_ce"] = "dice"
+    # Which weights the test split sees: the reference study mixed these up between arms.
+    test_weights: Literal["best", "last"] = "best"
+
+
+class Evaluation(_Strict):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    nsd_tolerance: float = Field(1.0, gt=0, description="surface Dice tolerance in mm")
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_or_fraction(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("must be a fraction in (0, 1] or a whole number of GPUs")
+        return v
+
+
+class Tracking(_Strict):
+    uri: str | None = None
+
+
+def _data_type() -> Any:
+    configs = tuple(entry.config for entry in DATASETS.values())
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[configs], Field(discriminator="dataset")]  # type: ignore[valid-type]
+
+
+DataConfig = _data_type()
+
+
+class StudySpec(_Strict):
+    """A whole study: the ablation grid, how each cell is trained, evaluated and tracked."""
+
+    name: str
+    description: str = ""
+    data: DataConfig  # type: ignore[valid-type]
+    model: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    architectures: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    factors: dict[str, list[Scalar]]
+    hyperparameters: Hyperparameters = Hyperparameters()
+    training: Training = Training()
+    evaluation: Evaluation = Evaluation()
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    resources: Resources = Resources()
+    tracking: Tracking = Tracking()
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v):
+            raise ValueError("must be 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @field_validator("factors")
+    @classmethod
+    def _factor_lists(cls, v: dict[str, list[Scalar]]) -> dict[str, list[Scalar]]:
+        if ARCHITECTURE not in v:
+            raise ValueError(f"must include '{ARCHITECTURE}'")
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"factor '{key}' needs at least one value")
+            if len(set(map(repr, values))) != len(values):
+                raise ValueError(f"factor '{key}' lists a value twice: {values}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_known(cls, raw: Any) -> Any:
+        # Checked first so an unknown dataset gets a did-you-mean, not a union-mismatch dump.
+        data = raw.get("data") if isinstance(raw, dict) else None
+        if isinstance(data, dict) and data.get("dataset", "synthetic2d") not in DATASETS:
+            raise ValueError(str(unknown_name("dataset", data["dataset"], DATASETS, where="data.dataset")))
+        return raw
+
+    @property
+    def dataset_factors(self) -> tuple[str, ...]:
+        """The factors the dataset consumes (e.g. alpha): data is built once per combination."""
+        return tuple(k for k in sorted(self.factors) if k in DATASETS[self.data.dataset].factors)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read, validate and cross-check a study spec.
+
+    Raises:
+        SegstudyError: one line naming the file, the key and what is accepted.
+
+    Example:
+        >>> spec = load_spec("search_spaces/smoke.yaml")
+        >>> spec.name
+        'smoke'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegstudyError(f"{path}: spec file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SegstudyError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise SegstudyError(f"{path}: a spec must be a YAML mapping with keys {', '.join(StudySpec.model_fields)}")
+    return parse_spec(raw, source=str(path))
+
+
+def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> StudySpec:
+    """Validate an already-loaded spec mapping (see `load_spec`)."""
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SegstudyError(f"{source}: {_describe(exc, raw)}") from None
+    except SegstudyError as exc:
+        raise SegstudyError(f"{source}: {exc}") from None
+    try:
+        _check_cross_references(spec)
+    except SegstudyError as exc:
+        raise SegstudyError(f"{source}: {exc}") from None
+    return spec
+
+
+def _check_cross_references(spec: StudySpec) -> None:
+    dataset = DATASETS[spec.data.dataset]
+    accepted = {ARCHITECTURE, *dataset.factors, *HYPERPARAMETER_NAMES}
+    for key in spec.factors:
+        if key not in accepted:
+            raise unknown_name("factor", key, accepted, where="factors")
+    for key, values in spec.factors.items():
+        check = dataset.factors.get(key)
+        for i, value in enumerate(values):
+            if key == ARCHITECTURE:
+                cfg = resolve_architecture(
+                    str(value), family_overrides=spec.model, custom=spec.architectures, where=f"factors.architecture[{i}]"
+                )
+                size = getattr(spec.data, "image_size", None)
+                if size is not None:
+                    problem = check_input_size(cfg, [size] * _spatial_dims(spec))
+                    if problem:
+                        raise SegstudyError(f"factors.architecture[{i}]: '{value}': {problem}")
+            elif check is not None:
+                problem = check(value)
+                if problem:
+                    raise SegstudyError(f"factors.{key}[{i}]: value {value!r} {problem}")
+            else:
+                _check_hyperparameter(key, i, value)
+
+
+def _check_hyperparameter(key: str, index: int, value: Scalar) -> None:
+    try:
+        Hyperparameters.model_validate({key: value})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise SegstudyError(f"factors.{key}[{index}]: value {value!r}: {err['msg']}") from None
+
+
+def _spatial_dims(spec: StudySpec) -> int:
+    return int(getattr(spec.data, "spatial_dims", 2))
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+    """One line for the first validation error: where, what was given, what is accepted."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(err["loc"][:-1], raw)
+        accepted = ", ".join(parent.model_fields) if parent else "see README"
+        return f"{loc}: unknown key; accepted keys here: {accepted}"
+    if err["type"] == "missing":
+        return f"{loc}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+    return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
+
+
+def _model_at(loc: tuple[Any, ...], raw: dict[str, Any]) -> type[BaseModel] | None:
+    model: type[BaseModel] = StudySpec
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        if str(part) == "data":
+            dataset = raw.get("data", {}).get("dataset", "synthetic2d") if isinstance(raw.get("data"), dict) else None
+            entry = DATASETS.get(str(dataset))
+            ann = entry.config if entry else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model

@@ -1,0 +1,99 @@
+"""Submit a study to a Ray cluster as a Ray job and follow it to the end.
+
+The project directory travels as the job's working_dir (Ray honours .gitignore/.rayignore, so the
+venv and local stores stay behind); the job runs the same `segstudy run` entrypoint as a local run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from study.errors import SegstudyError
+from study.spec import load_spec
+from study.tracking import resolve_tracking_uri
+
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder holding pyproject.toml (the working_dir that travels), else cwd."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "study").is_dir():
+            return folder
+    return here
+
+
+def build_entrypoint(spec_rel: str, *, tracking_uri: str, storage: str) -> str:
+    return " ".join(
+        [
+            "python -m study run",
+            shlex.quote(spec_rel),
+            "--address auto",
+            f"--tracking-uri {shlex.quote(tracking_uri)}",
+            f"--storage {shlex.quote(storage)}",
+        ]
+    )
+
+
+def submit_study(
+    spec_path: str | Path,
+    *,
+    address: str,
+    tracking_uri: str | None = None,
+    storage: str | Path | None = None,
+    follow: bool = True,
+) -> tuple[str, str]:
+    """Submit the study and (by default) stream its logs until it ends.
+
+    Returns:
+        (job id, final status: SUCCEEDED, FAILED or STOPPED; PENDING/RUNNING if not following)
+
+    Raises:
+        SegstudyError: bad spec, a spec outside the project, or an unreachable job server.
+    """
+    spec_path = Path(spec_path)
+    spec = load_spec(spec_path)  # refuse bad input before anything reaches the cluster
+    root = project_root()
+    try:
+        spec_rel = spec_path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise SegstudyError(f"{spec_path}: the spec must lie inside the project folder {root} that is uploaded") from None
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
+    storage_abs = str(Path(storage or "ray_results").resolve())
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(address)
+    except Exception as exc:  # noqa: BLE001 - connection errors come in many types
+        raise SegstudyError(f"--address {address}: no Ray job server answered ({str(exc).splitlines()[0][:200]})") from None
+    job_id = client.submit_job(
+        entrypoint=build_entrypoint(spec_rel, tracking_uri=uri, storage=storage_abs),
+        submission_id=f"segstudy-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        runtime_env={"working_dir": str(root)},
+        metadata={"segstudy.spec": spec_rel, "segstudy.tracking_uri": uri},
+    )
+    print(f"submitted {job_id} to {address}; tracking {uri}", file=sys.stderr, flush=True)
+    if not follow:
+        return job_id, str(client.get_job_status(job_id))
+    asyncio.run(_stream_logs(client, job_id))
+    return job_id, _wait_terminal(client, job_id)
+
+
+async def _stream_logs(client: object, job_id: str) -> None:
+    async for lines in client.tail_job_logs(job_id):  # type: ignore[attr-defined]
+        print(lines, end="", flush=True)
+
+
+def _wait_terminal(client: object, job_id: str, *, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = str(client.get_job_status(job_id))  # type: ignore[attr-defined]
+        status = status.rsplit(".", 1)[-1]
+        if status in TERMINAL or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)

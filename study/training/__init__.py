@@ -1,0 +1,17 @@
+"""Plain training and evaluation functions: no Ray, no MLflow, callable from a loop or a trial."""
+
+from __future__ import annotations
+
+from study.training.loop import build_loss, build_optimizer, predict_probabilities, train_one_epoch
+from study.training.evaluate import dice_of, evaluate_split
+from study.training.plan import TrialPlan
+
+__all__ = [
+    "TrialPlan",
+    "build_loss",
+    "build_optimizer",
+    "dice_of",
+    "evaluate_split",
+    "predict_probabilities",
+    "train_one_epoch",
+]

@@ -1,0 +1,90 @@
+"""Tune driver callback: mirrors each trial's life into its MLflow child run.
+
+Runs in the driver only, so the MLflow store has one writer whatever the cluster size.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray import tune
+
+from study import metrics_names as M
+from study.spec import StudySpec
+from study.tracking import StudyTracker
+from study.training import TrialPlan
+from study.tune_report import checkpoint_dir
+
+log = logging.getLogger(__name__)
+
+_EPOCH_METRICS = (M.TRAIN_LOSS, M.VAL_DICE)
+_FINAL_METRICS = (*M.TEST_METRICS, "best_val_dice")
+_ARTIFACTS = (M.PER_IMAGE_FILE, "architecture.json")
+
+
+class TrackingCallback(tune.Callback):
+    """Creates a child run when a trial starts, logs each epoch, closes it FINISHED or FAILED."""
+
+    def __init__(self, tracker: StudyTracker, spec: StudySpec) -> None:
+        self.tracker = tracker
+        self.spec = spec
+        self.runs: dict[str, str] = {}
+        self.failed = 0
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.runs:
+            return
+        plan = TrialPlan.from_config(self.spec, trial.config)
+        self.runs[trial.trial_id] = self.tracker.start_trial(
+            cell=plan.cell_key,
+            phase=plan.phase,
+            seed=plan.seed,
+            factors=list(plan.cell),
+            params=plan.params(),
+            trial_id=trial.trial_id,
+        )
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None or M.VAL_DICE not in result:
+            return
+        metrics = {k: result[k] for k in _EPOCH_METRICS if k in result}
+        self.tracker.log_metrics(run_id, metrics, step=int(result[M.EPOCH]))
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        run_id = self.runs.pop(trial.trial_id, None)
+        if run_id is None:
+            return
+        final = trial.last_result or {}
+        self.tracker.log_metrics(run_id, {k: final[k] for k in _FINAL_METRICS if k in final})
+        directory = checkpoint_dir(trial)
+        if directory is not None:
+            self.tracker.log_artifacts(run_id, directory, names=_ARTIFACTS)
+        self.tracker.finish(run_id)
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        # The attempt that failed keeps its own FAILED run; the retry opens a new one.
+        self._fail(trial, retried=True)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._fail(trial, retried=False)
+
+    def _fail(self, trial: Any, *, retried: bool) -> None:
+        self.failed += 0 if retried else 1
+        run_id = self.runs.pop(trial.trial_id, None)
+        if run_id is None:
+            return
+        reason = error_reason(trial)
+        self.tracker.finish(run_id, failed_reason=f"{reason} (retried)" if retried else reason)
+
+
+def error_reason(trial: Any) -> str:
+    """The last line of the trial's traceback, e.g. 'LossDivergedError: loss diverged at epoch 3'."""
+    text = ""
+    try:
+        text = str(trial.get_error() or "")
+    except Exception:  # noqa: BLE001 - the error file may be unreadable; the status still matters
+        log.debug("could not read error of trial %s", trial.trial_id, exc_info=True)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "trial failed (no error text recorded)"

@@ -1,0 +1,96 @@
+"""Shared fixtures. One Ray instance per test session: a real head node on loopback, started
+lazily by the first test that needs it and stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RayHead:
+    gcs_address: str
+    dashboard_url: str
+    env: dict[str, str]
+
+
+def head_env() -> dict[str, str]:
+    """The head runs job entrypoints with the first `python` on PATH: make it this venv's."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["RAY_AUTH_MODE"] = "disabled"  # loopback-only test cluster
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory):
+    """A real `ray start --head` on 127.0.0.1 with the job server, and this process connected."""
+    import ray
+
+    env = head_env()
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    port, dash = free_port(), free_port()
+    cmd = [
+        str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats",
+    ]
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=120)
+    head = RayHead(gcs_address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dash}", env=env)
+    try:
+        ray.init(address=head.gcs_address, logging_level="WARNING")
+        yield head
+    finally:
+        ray.shutdown()
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    """Write a variant of the smoke spec: `write_spec(**overrides)` -> path (dotted keys allowed)."""
+
+    def _write(_file: str = "spec.yaml", **overrides: object) -> Path:
+        raw = yaml.safe_load(SMOKE.read_text())
+        for dotted, value in overrides.items():
+            node = raw
+            *parents, leaf = dotted.split("__")
+            for key in parents:
+                node = node.setdefault(key, {})
+            if value is DELETE:
+                node.pop(leaf, None)
+            else:
+                node[leaf] = value
+        path = tmp_path / _file
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    return _write
+
+
+DELETE = object()
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed `segstudy` console script."""
+    exe = shutil.which("segstudy", path=str(BIN)) or str(BIN / "segstudy")
+    return subprocess.run([exe, *args], cwd=cwd, env=env or os.environ.copy(), capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,98 @@
+"""Spec validation: every bad input is one line naming the key/value, exit code 2, nothing run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import DELETE, SMOKE, run_cli
+from study.cells import cell_key, expand_cells
+from study.cli import app
+from study.errors import SegstudyError
+from study.spec import load_spec
+
+runner = CliRunner()
+
+
+def test_smoke_spec_loads_and_expands():
+    spec = load_spec(SMOKE)
+    cells = expand_cells(spec)
+    assert len(cells) == 4
+    assert [cell_key(c) for c in cells] == [
+        "alpha=0.2,architecture=unet",
+        "alpha=0.2,architecture=noskip_unet",
+        "alpha=0.8,architecture=unet",
+        "alpha=0.8,architecture=noskip_unet",
+    ]
+    assert spec.dataset_factors == ("alpha",)
+
+
+def test_skip_vs_complexity_spec_is_valid():
+    spec = load_spec(Path(SMOKE).with_name("skip_vs_complexity.yaml"))
+    assert len(expand_cells(spec)) == 15 and spec.seeds == [0, 1, 2]
+
+
+def test_validate_command_reports_trial_count():
+    result = runner.invoke(app, ["validate", str(SMOKE)])
+    assert result.exit_code == 0, result.output
+    assert "4 cells x 1 seeds = 4 trials" in result.output
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"factors__architecture": ["unet", "unte"]}, "unknown architecture 'unte'; did you mean 'unet'?"),
+        ({"factors__colour": [1, 2]}, "factors: unknown factor 'colour'"),
+        ({"factors__alpha": [0.2, 1.0]}, "factors.alpha[1]: value 1.0"),
+        ({"factors__alpha": [-0.1]}, "factors.alpha[0]: value -0.1"),
+        ({"data__image_size": 0}, "data.image_size"),
+        ({"data__n_images": -5}, "data.n_images"),
+        ({"training__epochs": 0}, "training.epochs"),
+        ({"hyperparameters__batch_size": 0}, "hyperparameters.batch_size"),
+        ({"hyperparameters__momentum": 0.9}, "hyperparameters.momentum: unknown key; accepted keys here: lr, batch_size"),
+        ({"bogus": 1}, "bogus: unknown key; accepted keys here: name, description, data"),
+        ({"resources__gpu": 1.5}, "resources.gpu: must be a fraction"),
+        ({"resources__cpu": 0}, "resources.cpu"),
+        ({"seeds": []}, "seeds: needs at least one seed"),
+        ({"name": "bad name!"}, "name: must be 1-100 letters"),
+        ({"data__dataset": "synthetic2x"}, "unknown dataset 'synthetic2x'; did you mean 'synthetic2d'?"),
+        ({"factors__architecture": DELETE}, "factors: must include 'architecture'"),
+        ({"factors__architecture": ["unetr"], "data__image_size": 40}, "'unetr': UNETR needs every patch/image dimension to be a multiple of 16, got 40"),
+    ],
+)
+def test_bad_spec_is_one_line_exit_2(write_spec, overrides, expected):
+    path = write_spec(**overrides)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {path}: ")
+    assert expected in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_missing_spec_file(tmp_path):
+    result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'nope.yaml'}: spec file not found"
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nfactors: [unclosed\n")
+    with pytest.raises(SegstudyError, match=r"broken.yaml: not valid YAML at line"):
+        load_spec(path)
+
+
+def test_real_console_script_exit_code(write_spec, tmp_path):
+    """The installed `segstudy` binary, not just the in-process app: exit 2, one line, no trial."""
+    path = write_spec(factors__alpha=[0.5, 1.2])
+    proc = run_cli("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {path}: factors.alpha[1]: value 1.2 must be a number in [0, 1)"
+    ]
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "ray_results").exists()

@@ -1,0 +1,112 @@
+"""The smoke study end to end on a real Ray head: trials, MLflow runs, artifacts, analysis."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, SMOKE, run_cli
+from study import metrics_names as M
+from study.engine import run_study
+from study.errors import SegstudyError
+
+pytestmark = pytest.mark.slow
+
+CELLS = {
+    "alpha=0.2,architecture=noskip_unet",
+    "alpha=0.2,architecture=unet",
+    "alpha=0.8,architecture=noskip_unet",
+    "alpha=0.8,architecture=unet",
+}
+
+
+def trial_runs(client: MlflowClient, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")
+
+
+def per_image(client: MlflowClient, run_id: str, tmp_path) -> pd.DataFrame:
+    local = client.download_artifacts(run_id, M.PER_IMAGE_FILE, str(tmp_path))
+    return pd.read_csv(local)
+
+
+def check_smoke_runs(uri: str, tmp_path) -> list:
+    """Assertions shared by the local and the job-submission run of the smoke study."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("smoke")
+    studies = client.search_runs([exp.experiment_id], filter_string=f"tags.`{M.ROLE_TAG}` = '{M.ROLE_STUDY}'")
+    assert len(studies) == 1 and studies[0].info.status == "FINISHED"
+    parent = studies[0].info.run_id
+    runs = trial_runs(client, "smoke")
+    assert {r.data.tags[M.CELL_TAG] for r in runs} == CELLS
+    frames = {}
+    for r in runs:
+        tags, params, metrics = r.data.tags, r.data.params, r.data.metrics
+        assert r.info.status == "FINISHED"
+        assert tags[M.PARENT_TAG] == parent
+        assert tags[M.PHASE_TAG] == M.PHASE_CONFIRM and tags[M.SEED_TAG] == "0"
+        assert json.loads(tags[M.FACTORS_TAG]) == ["alpha", "architecture"]
+        assert params["architecture"] in {"unet", "noskip_unet"} and params["alpha"] in {"0.2", "0.8"}
+        assert params["lr"] == "0.01" and params["batch_size"] == "6" and params["seed"] == "0"
+        history = client.get_metric_history(r.info.run_id, M.VAL_DICE)
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 31))
+        assert 0.0 <= metrics[M.TEST_DICE] <= 1.0 and 0.0 <= metrics[M.TEST_NSD] <= 1.0
+        assert metrics[M.TEST_HD95] >= 0.0 and metrics[M.TEST_TD] > 0.0
+        table = per_image(client, r.info.run_id, tmp_path / r.info.run_id)
+        assert list(table.columns) == list(M.PER_IMAGE_COLUMNS)
+        assert len(table) == 8 and (table["condition"] == M.CLEAN).all()
+        # Final metrics are exactly the means of the per-image table (no NaN silently dropped).
+        assert table["dice"].mean() == pytest.approx(metrics[M.TEST_DICE], abs=1e-6)
+        assert table["hd95"].notna().all()
+        frames[tags[M.CELL_TAG]] = table
+    # Paired test sets: both arms at one alpha saw the same images with the same TD.
+    for alpha in ("0.2", "0.8"):
+        a = frames[f"alpha={alpha},architecture=unet"]
+        b = frames[f"alpha={alpha},architecture=noskip_unet"]
+        assert list(a["image_id"]) == list(b["image_id"]) and list(a["td"]) == list(b["td"])
+    assert frames["alpha=0.2,architecture=unet"]["td"].mean() > frames["alpha=0.8,architecture=unet"]["td"].mean()
+    return runs
+
+
+def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_study(SMOKE, address=ray_head.gcs_address, tracking_uri=uri, storage=tmp_path / "results")
+    assert result.ok and result.n_trials == 4
+    check_smoke_runs(uri, tmp_path)
+
+    out = tmp_path / "analysis"
+    proc = run_cli("analyze", "--experiment", "smoke", "--out", str(out), "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 4 and set(trials["architecture"]) == {"unet", "noskip_unet"}
+    png = (out / "dice_vs_complexity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_gpu_request_on_cpu_cluster_is_refused_before_any_run(ray_head, write_spec, tmp_path):
+    spec = write_spec(resources__gpu=1)
+    uri = f"sqlite:///{tmp_path / 'gpu.db'}"
+    with pytest.raises(SegstudyError, match=r"resources.gpu: 1 per trial requested, but the largest node .* has 0 GPU"):
+        run_study(spec, address=ray_head.gcs_address, tracking_uri=uri, storage=tmp_path / "r")
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("smoke")
+    assert exp is None or client.search_runs([exp.experiment_id]) == []
+    assert not (tmp_path / "r").exists()
+
+
+def test_submit_smoke_study_as_ray_job(ray_head, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli(
+        "submit", "search_spaces/smoke.yaml", "--address", ray_head.dashboard_url,
+        "--tracking-uri", uri, "--storage", str(tmp_path / "results"),
+        cwd=ROOT, env=ray_head.env, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "SUCCEEDED" in proc.stdout
+    assert "4/4 trials finished" in proc.stdout  # the job's own log, streamed back
+    check_smoke_runs(uri, tmp_path)
