@@ -30,6 +30,7 @@ def analyze(
     out_dir: Path,
     tracking_uri: str,
     phase: str | None = M.PHASE_CONFIRM,
+    study: str = "latest",
 ) -> dict[str, Path]:
     """Write trials.csv, per_image.csv, summary.csv and dice_vs_complexity.png into `out_dir`.
 
@@ -41,6 +42,7 @@ def analyze(
         out_dir: created if missing; existing files of the same names are overwritten.
         tracking_uri: the MLflow store the study logged to.
         phase: "confirm" (default), "tune", or None for every trial.
+        study: "latest" study run of the experiment (default), "all", or a study run id.
 
     Returns:
         {"trials": ..., "per_image": ..., "summary": ..., "dice_vs_complexity": ...} paths.
@@ -52,7 +54,7 @@ def analyze(
         >>> analyze("skip_vs_complexity", out_dir=Path("analysis_out"),
         ...         tracking_uri="sqlite:////data/mlflow.db")  # doctest: +SKIP
     """
-    trials = load_trials(experiment, tracking_uri=tracking_uri, phase=phase)
+    trials = load_trials(experiment, tracking_uri=tracking_uri, phase=phase, study=study)
     factors = factor_names(trials)
     if COMPLEXITY_FACTOR not in factors:
         raise SegstudyError(

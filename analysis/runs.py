@@ -30,6 +30,7 @@ from study.errors import SegstudyError
 # Columns every trials frame starts with; a param of the same name gets a `param.` prefix.
 BASE_COLUMNS = ("run_id", "status", "phase", "cell", "seed")
 PHASES = (M.PHASE_TUNE, M.PHASE_CONFIRM)
+LATEST, ALL = "latest", "all"
 FINISHED = "FINISHED"
 _TEST_PREFIX = "test_"
 
@@ -40,6 +41,7 @@ def load_trials(
     tracking_uri: str,
     phase: str | None = M.PHASE_CONFIRM,
     include_failed: bool = False,
+    study: str = LATEST,
 ) -> pd.DataFrame:
     """One row per trial run of `experiment`: ids, factors, hyperparameters and test metrics.
 
@@ -49,6 +51,8 @@ def load_trials(
         phase: "confirm" (the seeded repeats of each cell's best config), "tune", or None for all.
         include_failed: keep runs whose status is not FINISHED (failed, killed, still running);
             their reason is in the `error` column.
+        study: which study run's trials: "latest" (the newest study run that has trials, so a
+            re-run of the same spec does not double its seeds), "all", or a study run id.
 
     Returns:
         Columns run_id, status, phase, cell, seed (int), one column per factor (numeric factors as
@@ -75,6 +79,7 @@ def load_trials(
     runs = list(
         _all_pages(lambda token: client.search_runs([found.experiment_id], filter_string=role, page_token=token))
     )
+    runs = _of_study(runs, study)
     kept = [
         r for r in runs
         if (phase is None or r.data.tags.get(M.PHASE_TAG) == phase)
@@ -83,6 +88,24 @@ def load_trials(
     if not kept:
         raise SegstudyError(_nothing_found(experiment, runs, phase=phase, include_failed=include_failed))
     return _frame(kept)
+
+
+def _of_study(runs: list[Run], study: str) -> list[Run]:
+    """Keep the trials of one study run (see `load_trials`)."""
+    if study == ALL:
+        return runs
+    if study == LATEST:
+        newest: dict[str, int] = {}
+        for r in runs:
+            parent = r.data.tags.get(M.PARENT_TAG, "")
+            newest[parent] = max(newest.get(parent, 0), r.info.start_time or 0)
+        if not newest:
+            return runs
+        study = max(newest, key=newest.__getitem__)
+    chosen = [r for r in runs if r.data.tags.get(M.PARENT_TAG, "") == study]
+    if not chosen:
+        raise SegstudyError(f"study run '{study}': no trial runs belong to it; use 'latest', 'all' or a study run id")
+    return chosen
 
 
 def load_per_image(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -107,6 +108,7 @@ def analyze(
     out: Annotated[Path, typer.Option(help="Output directory for tables and plots")],
     tracking_uri: TrackingOpt = None,
     phase: Annotated[str, typer.Option(help="Which trials to read: confirm, tune or all")] = "confirm",
+    study: Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")] = "latest",
 ) -> None:
     """Read the study's runs from MLflow; write tidy CSVs and robustness plots."""
     from analysis.analyze import analyze as run_analysis
@@ -119,6 +121,7 @@ def analyze(
         out_dir=out,
         tracking_uri=resolve_tracking_uri(tracking_uri, None),
         phase=None if phase == "all" else phase,
+        study=study,
     )
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
@@ -146,8 +149,13 @@ def data_synth(
         typer.echo(f"{folder}: {len(files)} files")
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
     """Console-script entry point."""
+    warnings.formatwarning = _warning_line  # one readable line, not file:line plus source
     app(prog_name="segstudy")
 
 

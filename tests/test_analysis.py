@@ -209,3 +209,22 @@ def test_user_errors_name_what_is_wrong(store: str, tmp_path: Path) -> None:
     with pytest.raises(SegstudyError, match="no MLflow store at"):
         load_trials("demo", tracking_uri=f"sqlite:///{tmp_path / 'missing.db'}")
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_rerun_of_a_study_reads_only_the_latest_study_run(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("rerun", artifact_location=(tmp_path / "a").as_uri())
+    first = client.create_run(exp, tags={M.ROLE_TAG: M.ROLE_STUDY}).info.run_id
+    for seed in (0, 1):
+        _trial(client, exp, first, tmp_path, factors={"architecture": "unet", "alpha": 0.1}, seed=seed,
+               phase=M.PHASE_CONFIRM, metrics=_metrics(0.5, 1.0))
+    second = client.create_run(exp, tags={M.ROLE_TAG: M.ROLE_STUDY}).info.run_id
+    _trial(client, exp, second, tmp_path, factors={"architecture": "unet", "alpha": 0.1}, seed=0,
+           phase=M.PHASE_CONFIRM, metrics=_metrics(0.9, 1.0))
+    latest = load_trials("rerun", tracking_uri=uri)
+    assert list(latest["test_dice"]) == [pytest.approx(0.9)]
+    assert len(load_trials("rerun", tracking_uri=uri, study="all")) == 3
+    assert sorted(load_trials("rerun", tracking_uri=uri, study=first)["seed"]) == [0, 1]
+    with pytest.raises(SegstudyError, match="study run 'nope': no trial runs belong to it"):
+        load_trials("rerun", tracking_uri=uri, study="nope")

@@ -1,0 +1,60 @@
+"""Per-image metrics: MONAI values, the declared empty-mask policy, distances in mm."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from study.metrics import score_images
+
+
+def square(n: int = 3, *, size: int = 32, at: tuple[int, int] = (8, 8), side: int = 10) -> np.ndarray:
+    out = np.zeros((n, 1, size, size), dtype=np.uint8)
+    y, x = at
+    out[:, :, y : y + side, x : x + side] = 1
+    return out
+
+
+def test_perfect_prediction():
+    rows = score_images(square(1), square(1), spacing=(1.0, 1.0), nsd_tolerance=1.0)
+    assert rows == [{"empty_gt": False, "empty_pred": False, "missed": False, "dice": 1.0, "hd95": 0.0, "nsd": 1.0}]
+
+
+def test_missed_structure_is_worst_case_not_nan():
+    gt = square(2)
+    pred = gt.copy()
+    pred[1] = 0  # image 1: the model missed the structure entirely
+    rows = score_images(pred, gt, spacing=(0.5, 2.0), nsd_tolerance=1.0)
+    diagonal = math.hypot(32 * 0.5, 32 * 2.0)
+    assert rows[1]["missed"] and rows[1]["empty_pred"] and not rows[1]["empty_gt"]
+    assert rows[1]["dice"] == 0.0 and rows[1]["nsd"] == 0.0
+    assert rows[1]["hd95"] == pytest.approx(diagonal)
+    assert not rows[0]["missed"] and rows[0]["dice"] == 1.0
+
+
+def test_hallucination_and_both_empty():
+    gt = np.zeros((2, 1, 16, 16), dtype=np.uint8)
+    pred = gt.copy()
+    pred[0, :, 2:5, 2:5] = 1
+    rows = score_images(pred, gt, spacing=(1.0, 1.0), nsd_tolerance=1.0)
+    assert rows[0]["empty_gt"] and not rows[0]["missed"]
+    assert (rows[0]["dice"], rows[0]["nsd"]) == (0.0, 0.0) and rows[0]["hd95"] == pytest.approx(math.hypot(16, 16))
+    assert (rows[1]["dice"], rows[1]["hd95"], rows[1]["nsd"]) == (1.0, 0.0, 1.0)
+
+
+def test_distances_scale_with_spacing_and_nsd_with_tolerance():
+    gt = square(1)
+    pred = square(1, at=(11, 8))  # shifted 3 pixels along the first axis
+    one = score_images(pred, gt, spacing=(1.0, 1.0), nsd_tolerance=1.0)[0]
+    two = score_images(pred, gt, spacing=(2.0, 2.0), nsd_tolerance=1.0)[0]
+    assert one["dice"] == pytest.approx(2 * 70 / 200)
+    assert one["hd95"] == pytest.approx(3.0) and two["hd95"] == pytest.approx(6.0)
+    loose = score_images(pred, gt, spacing=(1.0, 1.0), nsd_tolerance=3.0)[0]
+    assert one["nsd"] < loose["nsd"] == pytest.approx(1.0)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="prediction shape"):
+        score_images(square(1), square(2), spacing=(1.0, 1.0), nsd_tolerance=1.0)

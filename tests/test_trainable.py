@@ -1,0 +1,48 @@
+"""The trainable without Ray: same spec and seed give the same numbers on CPU; seeds matter."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import SMOKE
+from study.spec import parse_spec
+from study.study_data import build_study_data
+from study.trainable import run_plan
+from study.training import TrialPlan
+
+
+@pytest.fixture(scope="module")
+def setup():
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["training"]["epochs"] = 3
+    spec = parse_spec(raw)
+    return spec, build_study_data(spec)
+
+
+def plan(spec, *, seed: int, arch: str = "unet", alpha: float = 0.2) -> TrialPlan:
+    return TrialPlan.from_config(spec, {"cell": {"alpha": alpha, "architecture": arch}, "seed": seed, "phase": "confirm"})
+
+
+def test_same_seed_same_per_image_metrics(setup):
+    spec, data = setup
+    epochs_a, epochs_b = [], []
+    m1, t1, _ = run_plan(plan(spec, seed=1), spec=spec, data=data, on_epoch=epochs_a.append)
+    m2, t2, _ = run_plan(plan(spec, seed=1), spec=spec, data=data, on_epoch=epochs_b.append)
+    pd.testing.assert_frame_equal(t1, t2)
+    assert m1 == m2 and epochs_a == epochs_b and [e["epoch"] for e in epochs_a] == [1, 2, 3]
+
+
+def test_other_seed_other_numbers(setup):
+    spec, data = setup
+    _, t1, _ = run_plan(plan(spec, seed=1), spec=spec, data=data)
+    _, t2, _ = run_plan(plan(spec, seed=2), spec=spec, data=data)
+    assert list(t1["image_id"]) == list(t2["image_id"])  # same paired test images
+    assert not t1["dice"].equals(t2["dice"])
+
+
+def test_hyperparameter_factor_overrides_spec_value(setup):
+    spec, _ = setup
+    p = TrialPlan.from_config(spec, {"cell": {"alpha": 0.2, "architecture": "unet", "lr": 0.1}, "seed": 0, "phase": "confirm"})
+    assert p.hparams.lr == 0.1 and p.params()["lr"] == 0.1 and p.cell_key == "alpha=0.2,architecture=unet,lr=0.1"
