@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from study import metrics_names as M
 from study.cells import cell_key, expand_cells
 from study.errors import SegstudyError
 from study.spec import StudySpec, load_spec
-from study.study_data import build_study_data
+from study.study_data import build_study_data, summarise_data
 from study.tracking import StudyTracker, resolve_tracking_uri
 from study.trainable import train_trial
 from study.tune_callback import TrackingCallback
@@ -120,6 +121,10 @@ def _run(spec: StudySpec, spec_path: Path, tracker: StudyTracker, storage_path: 
         tags={M.FACTORS_TAG: json.dumps(sorted(spec.factors)), "segstudy.cells": ";".join(map(cell_key, cells))},
         spec_file=spec_path,
     )
+    with tempfile.TemporaryDirectory(prefix="segstudy-") as tmp:
+        summary = Path(tmp) / "data_summary.csv"
+        summarise_data(spec, data).to_csv(summary, index=False)
+        tracker.log_file(study_run, summary)
     callback = TrackingCallback(tracker, spec)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec=spec, data=data),

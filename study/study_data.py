@@ -11,6 +11,9 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from study.data import DATASETS, LevelData
 from study.spec import StudySpec
 
@@ -31,3 +34,24 @@ def build_study_data(spec: StudySpec) -> StudyData:
     for combo in itertools.product(*(spec.factors[n] for n in names)):
         out[tuple(combo)] = entry.build(spec.data, **dict(zip(names, combo)))
     return out
+
+
+def summarise_data(spec: StudySpec, data: StudyData) -> pd.DataFrame:
+    """One row per data level and split: size, mean texture disparity, foreground share.
+
+    Logged on the study run so the complexity axis can be read in measured TD, not only alpha.
+    """
+    rows = []
+    for key, level in data.items():
+        for split_name in ("train", "val", "test"):
+            split = getattr(level, split_name)
+            rows.append(
+                {
+                    **dict(zip(spec.dataset_factors, key)),
+                    "split": split_name,
+                    "n": len(split),
+                    "td_mean": float(np.nanmean(split.td)) if np.isfinite(split.td).any() else float("nan"),
+                    "foreground_fraction": float(split.masks.mean()),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -41,6 +41,10 @@ def check_smoke_runs(uri: str, tmp_path) -> list:
     studies = client.search_runs([exp.experiment_id], filter_string=f"tags.`{M.ROLE_TAG}` = '{M.ROLE_STUDY}'")
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"
     parent = studies[0].info.run_id
+    data = pd.read_csv(client.download_artifacts(parent, "data_summary.csv", str(tmp_path)))
+    assert len(data) == 6 and set(data["alpha"]) == {0.2, 0.8}
+    test_td = data[data["split"] == "test"].set_index("alpha")["td_mean"]
+    assert test_td[0.2] > test_td[0.8]
     runs = trial_runs(client, "smoke")
     assert {r.data.tags[M.CELL_TAG] for r in runs} == CELLS
     frames = {}
