@@ -11,8 +11,10 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ray
 from ray import tune
@@ -24,9 +26,15 @@ from study.spec import StudySpec, load_spec
 from study.study_data import build_study_data, summarise_data
 from study.tracking import StudyTracker, resolve_tracking_uri
 from study.trainable import train_trial
+from study.training import TrialPlan
 from study.tune_callback import TrackingCallback
+from study.tuning.scheduler import PerCellScheduler
+from study.tuning.searcher import CellSearcher
 
 log = logging.getLogger(__name__)
+
+MIN_SEEDS = 3
+CHOSEN_TAG = "segstudy.chosen"
 
 
 @dataclass(frozen=True)
@@ -107,14 +115,21 @@ def check_resources(spec: StudySpec) -> None:
 
 def _run(spec: StudySpec, spec_path: Path, tracker: StudyTracker, storage_path: Path) -> StudyResult:
     cells = expand_cells(spec)
+    if len(spec.confirm_seeds) < MIN_SEEDS:
+        warnings.warn(
+            f"{spec.name}: {len(spec.confirm_seeds)} confirmation seed(s); comparisons between arms need "
+            f">= {MIN_SEEDS} (set confirm.seeds)",
+            stacklevel=3,
+        )
     t0 = time.perf_counter()
     data = build_study_data(spec)
     log.info("built data for %d level(s) in %.1f s", len(data), time.perf_counter() - t0)
+    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     study_run = tracker.start_study(
         params={
             "spec_name": spec.name,
             "n_cells": len(cells),
-            "seeds": spec.seeds,
+            "seeds": spec.confirm_seeds,
             "factors": {k: list(v) for k, v in spec.factors.items()},
             "dataset": spec.data.dataset,
         },
@@ -125,42 +140,145 @@ def _run(spec: StudySpec, spec_path: Path, tracker: StudyTracker, storage_path: 
         summary = Path(tmp) / "data_summary.csv"
         summarise_data(spec, data).to_csv(summary, index=False)
         tracker.log_file(study_run, summary)
-    callback = TrackingCallback(tracker, spec)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec=spec, data=data),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    tuner = tune.Tuner(
-        trainable,
-        param_space={
-            "cell": tune.grid_search(cells),
-            "seed": tune.grid_search(list(spec.seeds)),
-            "phase": M.PHASE_CONFIRM,
-        },
-        tune_config=tune.TuneConfig(num_samples=1),
-        run_config=tune.RunConfig(
-            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(storage_path),
-            callbacks=[callback],
-            verbose=1,
-        ),
-    )
+    n_trials = n_failed = 0
     status = "FAILED"
     try:
-        grid = tuner.fit()
-        n_failed = sum(1 for r in grid if r.error is not None)
-        status = "FINISHED" if n_failed == 0 else "FAILED"
-        tracker.set_tags(study_run, {"segstudy.n_trials": str(len(grid)), "segstudy.n_failed": str(n_failed)})
+        chosen: dict[str, dict[str, Any]] = {cell_key(c): {} for c in cells}
+        if spec.tuning is not None:
+            chosen, n_tuned, n_failed = _tune_phase(spec, cells, trainable, tracker, storage_path / run_name)
+            n_trials += n_tuned
+            _log_chosen(tracker, study_run, chosen)
+        configs = [
+            TrialPlan.config(cell, seed=seed, phase=M.PHASE_CONFIRM, hparams=chosen[cell_key(cell)])["trial"]
+            for cell in cells
+            if cell_key(cell) in chosen
+            for seed in spec.confirm_seeds
+        ]
+        grid = _tuner(
+            spec,
+            trainable,
+            path=storage_path / run_name,
+            name="confirm",
+            callback=TrackingCallback(tracker, spec, full_epochs=spec.training.epochs),
+            param_space={"trial": tune.grid_search(configs)},
+        ).fit()
+        n_trials += len(grid)
+        n_failed += sum(1 for r in grid if r.error is not None)
+        missing = len(cells) - len(chosen)
+        status = "FINISHED" if n_failed == 0 and missing == 0 else "FAILED"
+        tracker.set_tags(study_run, {"segstudy.n_trials": str(n_trials), "segstudy.n_failed": str(n_failed)})
     finally:
-        tracker.finish(study_run, failed_reason=None if status == "FINISHED" else "some trials failed")
+        tracker.finish(study_run, failed_reason=None if status == "FINISHED" else "some trials or cells failed")
     return StudyResult(
         experiment=spec.name,
         study_run_id=study_run,
         tracking_uri=tracker.uri,
-        storage_path=storage_path,
-        n_trials=len(grid),
+        storage_path=storage_path / run_name,
+        n_trials=n_trials,
         n_failed=n_failed,
     )
 
 
-__all__ = ["StudyResult", "check_resources", "connect_ray", "run_study"]
+def _tune_phase(
+    spec: StudySpec, cells: list[dict[str, Any]], trainable: Any, tracker: StudyTracker, path: Path
+) -> tuple[dict[str, dict[str, Any]], int, int]:
+    """Per-cell Optuna search with per-cell early stopping; returns (chosen per cell, trials, failed)."""
+    tuning = spec.tuning
+    assert tuning is not None
+    stopping = tuning.early_stopping
+    max_t = stopping.max_t or spec.training.epochs
+    path.mkdir(parents=True, exist_ok=True)
+    searcher = CellSearcher(
+        cells=cells,
+        space=spec.search_space,
+        trials_per_cell=tuning.trials_per_cell,
+        storage=f"sqlite:///{path / 'optuna.db'}",
+        prefix=spec.name,
+        sampler=tuning.sampler,
+        seed=tuning.seed,
+        trial_seed=tuning.seed,
+        metric=spec.objective,
+        max_t=max_t,
+        epoch_key=M.EPOCH,
+    )
+    scheduler = None
+    if stopping.kind == "asha":
+        scheduler = PerCellScheduler(
+            cell_of=lambda config: cell_key(config["trial"]["cell"]),
+            metric=spec.objective,
+            time_attr=M.EPOCH,
+            max_t=max_t,
+            grace_period=stopping.grace_period,
+            reduction_factor=stopping.reduction_factor,
+        )
+    grid = _tuner(
+        spec,
+        trainable,
+        path=path,
+        name="tune",
+        callback=TrackingCallback(tracker, spec, full_epochs=max_t),
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=len(cells) * tuning.trials_per_cell,
+        max_concurrent=tuning.max_concurrent,
+        stop={M.EPOCH: max_t},
+    ).fit()
+    return searcher.best(), len(grid), sum(1 for r in grid if r.error is not None)
+
+
+def _tuner(
+    spec: StudySpec,
+    trainable: Any,
+    *,
+    path: Path,
+    name: str,
+    callback: TrackingCallback,
+    param_space: dict[str, Any] | None = None,
+    search_alg: Any = None,
+    scheduler: Any = None,
+    num_samples: int = 1,
+    max_concurrent: int | None = None,
+    stop: dict[str, int] | None = None,
+) -> tune.Tuner:
+    return tune.Tuner(
+        trainable,
+        param_space=param_space or {},
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=max_concurrent or cluster_capacity(spec),
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(path),
+            callbacks=[callback],
+            stop=stop,
+            verbose=1,
+        ),
+    )
+
+
+def cluster_capacity(spec: StudySpec) -> int:
+    """How many trials of this size fit on the cluster at once (keeps every CPU/GPU busy)."""
+    total = ray.cluster_resources()
+    fits = [int(total.get("CPU", 0) // spec.resources.cpu)]
+    if spec.resources.gpu > 0:
+        fits.append(int(total.get("GPU", 0) // spec.resources.gpu))
+    return max(1, min(fits))
+
+
+def _log_chosen(tracker: StudyTracker, run_id: str, chosen: dict[str, dict[str, Any]]) -> None:
+    with tempfile.TemporaryDirectory(prefix="segstudy-") as tmp:
+        path = Path(tmp) / "chosen_hyperparameters.json"
+        path.write_text(json.dumps(chosen, indent=2, sort_keys=True))
+        tracker.log_file(run_id, path)
+    tracker.set_tags(run_id, {CHOSEN_TAG: json.dumps(chosen, sort_keys=True)[:5000]})
+
+
+__all__ = ["StudyResult", "check_resources", "cluster_capacity", "connect_ray", "run_study"]

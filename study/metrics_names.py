@@ -9,6 +9,7 @@ from __future__ import annotations
 EPOCH = "epoch"
 TRAIN_LOSS = "train_loss"
 VAL_DICE = "val_dice"
+BEST_VAL_DICE = "best_val_dice"  # running maximum of val_dice: the tuning objective with best weights
 
 # Reported once at the end of a trial, on the test split.
 TEST_DICE = "test_dice"

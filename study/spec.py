@@ -14,11 +14,15 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from study import metrics_names as M
 from study.data import DATASETS
 from study.errors import SegstudyError, unknown_name
 from study.models import check_input_size, resolve_architecture
+from study.tuning import Confirm, Tuning, grid_size, is_distribution, parse_distribution
+from study.tuning.space import distribution_values
 
 ARCHITECTURE = "architecture"
+DEFAULT_SEEDS = (0, 1, 2)
 
 Scalar = Union[bool, int, float, str]
 
@@ -28,7 +32,7 @@ class _Strict(BaseModel):
 
 
 class Hyperparameters(_Strict):
-    """Fixed optimisation settings (issue 3 turns these into distributions)."""
+    """Resolved optimisation settings of one trial (the spec may give distributions instead)."""
 
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(8, gt=0)
@@ -86,10 +90,12 @@ class StudySpec(_Strict):
     model: dict[str, dict[str, Any]] = Field(default_factory=dict)
     architectures: dict[str, dict[str, Any]] = Field(default_factory=dict)
     factors: dict[str, list[Scalar]]
-    hyperparameters: Hyperparameters = Hyperparameters()
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
     training: Training = Training()
     evaluation: Evaluation = Evaluation()
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    tuning: Tuning | None = None
+    confirm: Confirm = Confirm()
+    seeds: list[int] | None = None
     resources: Resources = Resources()
     tracking: Tracking = Tracking()
 
@@ -102,11 +108,18 @@ class StudySpec(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("needs at least one seed")
-        if len(set(v)) != len(v):
-            raise ValueError(f"seeds must be distinct, got {v}")
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        return _check_seeds(v)
+
+    @field_validator("factors", mode="before")
+    @classmethod
+    def _factor_values_plain(cls, v: Any) -> Any:
+        for key, values in (v.items() if isinstance(v, dict) else ()):
+            if isinstance(values, dict) or any(isinstance(x, dict) for x in values or ()):
+                raise ValueError(
+                    f"'{key}' takes a plain list of values (each value is a cell); "
+                    "distributions and grid_search belong under hyperparameters"
+                )
         return v
 
     @field_validator("factors")
@@ -130,10 +143,47 @@ class StudySpec(_Strict):
             raise ValueError(str(unknown_name("dataset", data["dataset"], DATASETS, where="data.dataset")))
         return raw
 
+    @model_validator(mode="after")
+    def _seeds_once(self) -> StudySpec:
+        if self.seeds is not None and self.confirm.seeds is not None:
+            raise ValueError("give the seeds once: top-level seeds (shorthand) or confirm.seeds")
+        _check_seeds(self.confirm.seeds)
+        return self
+
+    @property
+    def objective(self) -> str:
+        """The metric tuning maximises: it must match the weights the test split will see."""
+        return M.BEST_VAL_DICE if self.training.test_weights == "best" else M.VAL_DICE
+
+    @property
+    def confirm_seeds(self) -> list[int]:
+        """Seeds every cell's chosen configuration is trained and tested under."""
+        return list(self.confirm.seeds or self.seeds or DEFAULT_SEEDS)
+
+    @property
+    def fixed_hyperparameters(self) -> Hyperparameters:
+        """The spec's fixed values over the defaults; searched ones keep their default here."""
+        return Hyperparameters(**{k: v for k, v in self.hyperparameters.items() if not is_distribution(v)})
+
+    @property
+    def search_space(self) -> dict[str, Any]:
+        """Hyperparameter name -> Optuna distribution, for those given as distributions."""
+        return {k: parse_distribution(k, v) for k, v in self.hyperparameters.items() if is_distribution(v)}
+
     @property
     def dataset_factors(self) -> tuple[str, ...]:
         """The factors the dataset consumes (e.g. alpha): data is built once per combination."""
         return tuple(k for k in sorted(self.factors) if k in DATASETS[self.data.dataset].factors)
+
+
+def _check_seeds(v: list[int] | None) -> list[int] | None:
+    if v is None:
+        return v
+    if not v:
+        raise ValueError("needs at least one seed")
+    if len(set(v)) != len(v):
+        raise ValueError(f"seeds must be distinct, got {v}")
+    return v
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -177,6 +227,8 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> StudySpec:
 
 
 def _check_cross_references(spec: StudySpec) -> None:
+    _check_hyperparameters(spec)
+    _check_tuning(spec)
     dataset = DATASETS[spec.data.dataset]
     accepted = {ARCHITECTURE, *dataset.factors, *HYPERPARAMETER_NAMES}
     for key in spec.factors:
@@ -199,15 +251,60 @@ def _check_cross_references(spec: StudySpec) -> None:
                 if problem:
                     raise SegstudyError(f"factors.{key}[{i}]: value {value!r} {problem}")
             else:
-                _check_hyperparameter(key, i, value)
+                _check_value(f"factors.{key}[{i}]", key, value)
 
 
-def _check_hyperparameter(key: str, index: int, value: Scalar) -> None:
+def _check_hyperparameters(spec: StudySpec) -> None:
+    for key, value in spec.hyperparameters.items():
+        where = f"hyperparameters.{key}"
+        if key not in HYPERPARAMETER_NAMES:
+            raise SegstudyError(f"{where}: unknown key; accepted keys here: {', '.join(HYPERPARAMETER_NAMES)}")
+        if not is_distribution(value):
+            _check_value(where, key, value)
+            continue
+        try:
+            dist = parse_distribution(key, value)
+        except ValueError as exc:
+            raise SegstudyError(f"hyperparameters.{exc}") from None
+        for bound in distribution_values(dist):
+            _check_value(where, key, bound)
+
+
+def _check_value(where: str, key: str, value: Any) -> None:
     try:
         Hyperparameters.model_validate({key: value})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise SegstudyError(f"factors.{key}[{index}]: value {value!r}: {err['msg']}") from None
+        raise SegstudyError(f"{where}: value {value!r}: {exc.errors()[0]['msg']}") from None
+
+
+def _check_tuning(spec: StudySpec) -> None:
+    space = spec.search_space
+    tuning = spec.tuning
+    if tuning is None:
+        return
+    if not space:
+        raise SegstudyError(
+            "tuning: no hyperparameter is given as a distribution, so there is nothing to tune; "
+            "give one as e.g. lr: {loguniform: [1.0e-4, 1.0e-2]} or remove the tuning section"
+        )
+    max_t = tuning.early_stopping.max_t
+    if max_t is not None and max_t > spec.training.epochs:
+        raise SegstudyError(
+            f"tuning.early_stopping.max_t: {max_t} is more than training.epochs ({spec.training.epochs})"
+        )
+    if tuning.early_stopping.kind == "asha" and tuning.early_stopping.grace_period > spec.training.epochs:
+        raise SegstudyError(
+            f"tuning.early_stopping.grace_period: {tuning.early_stopping.grace_period} is more than "
+            f"training.epochs ({spec.training.epochs})"
+        )
+    if tuning.sampler == "grid":
+        not_choice = [k for k, v in spec.hyperparameters.items() if is_distribution(v) and "choice" not in v]
+        if not_choice:
+            raise SegstudyError(f"tuning.sampler: grid needs every searched hyperparameter as a choice; not: {', '.join(not_choice)}")
+        if tuning.trials_per_cell > grid_size(space):
+            raise SegstudyError(
+                f"tuning.trials_per_cell: {tuning.trials_per_cell} is more than the {grid_size(space)} grid points"
+            )
 
 
 def _spatial_dims(spec: StudySpec) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,13 @@ class LossDivergedError(RuntimeError):
 
 
 def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> None:
-    """Tune entry point: one cell x seed, reported epoch by epoch, then evaluated on the test split."""
+    """Tune entry point: one trial, reported epoch by epoch; confirm trials are then tested."""
     plan = TrialPlan.from_config(spec, config)
+    if plan.phase == M.PHASE_TUNE:
+        train_plan(plan, spec=spec, data=data, on_epoch=report_epoch)  # validation only
+        return
     metrics, per_image, model_state = run_plan(plan, spec=spec, data=data, on_epoch=report_epoch)
+    metrics[M.EPOCH] = spec.training.epochs  # the final result ran the full schedule
 
     def write(directory: Path) -> None:
         per_image.to_csv(directory / M.PER_IMAGE_FILE, index=False)
@@ -42,15 +47,20 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
     report_final(metrics, write)
 
 
-def run_plan(plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Any = None):
-    """Train and test one plan; Tune-free so a plain loop (or a benchmark) can call it.
+def train_plan(
+    plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Callable[[dict[str, float]], None] | None = None
+) -> tuple[torch.nn.Module, float]:
+    """Train one plan for spec.training.epochs, validating each epoch.
 
     Returns:
-        (final metrics, per-image test frame, state dict of the weights that were tested)
+        (model holding the weights the spec says to test, best validation Dice)
+
+    Raises:
+        LossDivergedError: the loss became NaN or infinite.
     """
     torch.set_num_threads(max(1, int(spec.resources.cpu)))
     torch.manual_seed(plan.seed)
-    device = torch.device("cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu")
+    device = _device(spec)
     level = data[plan.data_key]
     spatial = level.train.images.shape[2:]
     model = build_network(
@@ -76,18 +86,34 @@ def run_plan(plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Any
         if val > best_dice:
             best_dice, best_state = val, copy.deepcopy(model.state_dict())
         if on_epoch is not None:
-            on_epoch({M.EPOCH: epoch, M.TRAIN_LOSS: loss, M.VAL_DICE: val})
+            on_epoch({M.EPOCH: epoch, M.TRAIN_LOSS: loss, M.VAL_DICE: val, M.BEST_VAL_DICE: best_dice})
     if spec.training.test_weights == "best" and best_state is not None:
         model.load_state_dict(best_state)
+    return model, best_dice
+
+
+def run_plan(
+    plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Callable[[dict[str, float]], None] | None = None
+) -> tuple[dict[str, float], pd.DataFrame, dict[str, Any]]:
+    """Train and test one plan; Tune-free so a plain loop (or a benchmark) can call it.
+
+    Returns:
+        (final metrics, per-image test frame, state dict of the weights that were tested)
+    """
+    model, best_dice = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)
     per_image = evaluate_split(
         model,
-        level.test,
+        data[plan.data_key].test,
         threshold=spec.evaluation.threshold,
         nsd_tolerance=spec.evaluation.nsd_tolerance,
-        batch_size=batch,
-        device=device,
+        batch_size=plan.hparams.batch_size,
+        device=_device(spec),
     )
     return summarise_test(per_image, best_val=best_dice), per_image, model.state_dict()
+
+
+def _device(spec: StudySpec) -> torch.device:
+    return torch.device("cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu")
 
 
 def summarise_test(per_image: pd.DataFrame, *, best_val: float) -> dict[str, float]:
@@ -98,5 +124,5 @@ def summarise_test(per_image: pd.DataFrame, *, best_val: float) -> dict[str, flo
         M.TEST_NSD: float(per_image["nsd"].mean()),
         M.TEST_TD: float(np.nanmean(per_image["td"])) if per_image["td"].notna().any() else float("nan"),
         M.TEST_MISSED: float(per_image["missed"].sum()),
-        "best_val_dice": best_val,
+        M.BEST_VAL_DICE: best_val,
     }

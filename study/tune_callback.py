@@ -18,17 +18,19 @@ from study.tune_report import checkpoint_dir
 
 log = logging.getLogger(__name__)
 
-_EPOCH_METRICS = (M.TRAIN_LOSS, M.VAL_DICE)
-_FINAL_METRICS = (*M.TEST_METRICS, "best_val_dice")
+_EPOCH_METRICS = (M.TRAIN_LOSS, M.VAL_DICE, M.BEST_VAL_DICE)
+_FINAL_METRICS = (*M.TEST_METRICS, M.BEST_VAL_DICE)
+STOPPED_EARLY_TAG = "segstudy.stopped_early"
 _ARTIFACTS = (M.PER_IMAGE_FILE, "architecture.json")
 
 
 class TrackingCallback(tune.Callback):
     """Creates a child run when a trial starts, logs each epoch, closes it FINISHED or FAILED."""
 
-    def __init__(self, tracker: StudyTracker, spec: StudySpec) -> None:
+    def __init__(self, tracker: StudyTracker, spec: StudySpec, *, full_epochs: int) -> None:
         self.tracker = tracker
         self.spec = spec
+        self.full_epochs = full_epochs
         self.runs: dict[str, str] = {}
         self.failed = 0
 
@@ -58,6 +60,8 @@ class TrackingCallback(tune.Callback):
             return
         final = trial.last_result or {}
         self.tracker.log_metrics(run_id, {k: final[k] for k in _FINAL_METRICS if k in final})
+        stopped = int(final.get(M.EPOCH, 0)) < self.full_epochs
+        self.tracker.set_tags(run_id, {STOPPED_EARLY_TAG: "true" if stopped else "false"})
         directory = checkpoint_dir(trial)
         if directory is not None:
             self.tracker.log_artifacts(run_id, directory, names=_ARTIFACTS)

@@ -22,7 +22,7 @@ def setup():
 
 
 def plan(spec, *, seed: int, arch: str = "unet", alpha: float = 0.2) -> TrialPlan:
-    return TrialPlan.from_config(spec, {"cell": {"alpha": alpha, "architecture": arch}, "seed": seed, "phase": "confirm"})
+    return TrialPlan.from_config(spec, TrialPlan.config({"alpha": alpha, "architecture": arch}, seed=seed, phase="confirm"))
 
 
 def test_same_seed_same_per_image_metrics(setup):
@@ -44,5 +44,7 @@ def test_other_seed_other_numbers(setup):
 
 def test_hyperparameter_factor_overrides_spec_value(setup):
     spec, _ = setup
-    p = TrialPlan.from_config(spec, {"cell": {"alpha": 0.2, "architecture": "unet", "lr": 0.1}, "seed": 0, "phase": "confirm"})
+    cell = {"alpha": 0.2, "architecture": "unet", "lr": 0.1}
+    p = TrialPlan.from_config(spec, TrialPlan.config(cell, seed=0, phase="confirm", hparams={"lr": 0.5, "batch_size": 3}))
     assert p.hparams.lr == 0.1 and p.params()["lr"] == 0.1 and p.cell_key == "alpha=0.2,architecture=unet,lr=0.1"
+    assert p.hparams.batch_size == 3 and p.hparams.optimizer == "adam"  # sampled value, then spec default

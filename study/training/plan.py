@@ -15,8 +15,9 @@ from study.study_data import DataKey, data_key
 class TrialPlan:
     """Everything one trial needs to know, derived from the spec and its Tune config.
 
-    The Tune config carries only the cell, the seed and the phase; hyperparameters come from the
-    spec, overridden by any hyperparameter that is itself a factor of the cell.
+    The Tune config carries {"trial": {cell, seed, phase, hparams}}: `hparams` are the values
+    Optuna sampled (tune) or chose (confirm); they override the spec's fixed values, and any
+    hyperparameter that is itself a factor of the cell overrides both.
     """
 
     cell: Cell
@@ -30,17 +31,26 @@ class TrialPlan:
     def cell_key(self) -> str:
         return cell_key(self.cell)
 
+    @staticmethod
+    def config(cell: Cell, *, seed: int, phase: str, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The Tune config of one trial (the inverse of `from_config`)."""
+        return {"trial": {"cell": dict(cell), "seed": seed, "phase": phase, "hparams": dict(hparams or {})}}
+
     @classmethod
     def from_config(cls, spec: StudySpec, config: dict[str, Any]) -> TrialPlan:
-        cell = dict(config["cell"])
-        overrides = {k: v for k, v in cell.items() if k in HYPERPARAMETER_NAMES}
-        hparams = spec.hyperparameters.model_copy(update=overrides)
+        trial = config["trial"]
+        cell = dict(trial["cell"])
+        values = {
+            **spec.fixed_hyperparameters.model_dump(),
+            **trial["hparams"],
+            **{k: v for k, v in cell.items() if k in HYPERPARAMETER_NAMES},
+        }
         arch = resolve_architecture(str(cell[ARCHITECTURE]), family_overrides=spec.model, custom=spec.architectures)
         return cls(
             cell=cell,
-            seed=int(config["seed"]),
-            phase=str(config["phase"]),
-            hparams=Hyperparameters.model_validate(hparams.model_dump()),
+            seed=int(trial["seed"]),
+            phase=str(trial["phase"]),
+            hparams=Hyperparameters.model_validate(values),
             arch=arch,
             data_key=data_key(spec, cell),
         )

@@ -1,0 +1,178 @@
+"""One Optuna study per ablation cell, asked and told through a single Ray Tune searcher.
+
+Ray's OptunaSearch runs one Optuna study over the whole config and refuses grid_search, so it
+cannot tune each cell of an ablation grid separately. `CellSearcher` keeps one study per cell in
+an Optuna RDB storage (open it with `optuna-dashboard sqlite:///.../optuna.db`), hands out trials
+round-robin across cells so every arm gets the same budget, and tells each study what its trials
+did: COMPLETE with the value, PRUNED when early stopping ended the trial, FAIL when it crashed or
+diverged (never a made-up bad value, which would mislead the sampler).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from study.cells import Cell, cell_key
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "random", "grid")
+
+
+def make_sampler(kind: str, *, seed: int, space: Mapping[str, Any], n_trials: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named in the spec, seeded."""
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        return optuna.samplers.GridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed)
+    # A third of the budget explores at random before TPE models it; constant_liar keeps
+    # concurrent asks of one cell from all landing on the same point.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, n_trials // 3), constant_liar=True)
+
+
+def cell_seed(base: int, index: int) -> int:
+    """Independent, reproducible sampler seed per cell."""
+    return int(np.random.SeedSequence([base, index]).generate_state(1)[0])
+
+
+class CellSearcher(Searcher):
+    """Ray Tune searcher over `cells`, each with its own Optuna study and equal trial budget.
+
+    Args:
+        cells: the ablation cells, in order.
+        space: hyperparameter name -> Optuna distribution (the same for every cell).
+        trials_per_cell: Optuna trials each cell gets.
+        storage: Optuna storage URL, e.g. "sqlite:////abs/optuna.db".
+        prefix: study-name prefix; each study is named "<prefix>/<cell key>".
+        sampler: "tpe", "random" or "grid".
+        seed: base sampler seed; each cell derives its own.
+        trial_seed: the training seed every tune-phase trial uses (so configs, not inits, differ).
+        metric: the reported metric that Optuna maximises.
+        max_t: epochs of a full trial; a trial that ended before it was stopped early (PRUNED).
+    """
+
+    def __init__(
+        self,
+        *,
+        cells: Sequence[Cell],
+        space: Mapping[str, Any],
+        trials_per_cell: int,
+        storage: str,
+        prefix: str,
+        sampler: str,
+        seed: int,
+        trial_seed: int,
+        metric: str,
+        max_t: int,
+        epoch_key: str,
+    ) -> None:
+        super().__init__(metric=metric, mode="max")
+        self.cells = [dict(c) for c in cells]
+        self.space = dict(space)
+        self.trials_per_cell = trials_per_cell
+        self.trial_seed = trial_seed
+        self.max_t = max_t
+        self.epoch_key = epoch_key
+        self.asked = [0] * len(self.cells)
+        self.live: dict[str, tuple[int, int]] = {}  # tune trial id -> (cell index, optuna trial number)
+        self.last: dict[str, dict[str, Any]] = {}
+        self._handles: dict[str, optuna.Trial] = {}
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.studies = [
+            optuna.create_study(
+                study_name=f"{prefix}/{cell_key(cell)}",
+                storage=storage,
+                direction="maximize",
+                sampler=make_sampler(sampler, seed=cell_seed(seed, i), space=self.space, n_trials=trials_per_cell),
+                load_if_exists=True,
+            )
+            for i, cell in enumerate(self.cells)
+        ]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # metric and mode are ours; Tune's are not needed
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        remaining = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
+        if not remaining:
+            return Searcher.FINISHED
+        index = min(remaining, key=lambda i: (self.asked[i], i))  # round-robin: fewest asked first
+        trial = self.studies[index].ask(self.space)
+        self.asked[index] += 1
+        self.live[trial_id] = (index, trial.number)
+        self._handles[trial_id] = trial
+        return {
+            "trial": {
+                "cell": self.cells[index],
+                "seed": self.trial_seed,
+                "phase": "tune",
+                "hparams": dict(trial.params),
+                "optuna_trial": trial.number,
+            }
+        }
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self.last[trial_id] = result
+        handle = self._handles.get(trial_id)
+        value = result.get(self.metric)
+        if handle is not None and value is not None and math.isfinite(float(value)):
+            # Intermediate values let the dashboard draw learning curves and give a pruned
+            # trial its last value.
+            handle.report(float(value), step=int(result[self.epoch_key]))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id not in self.live:
+            return
+        index, number = self.live.pop(trial_id)
+        result = result or self.last.pop(trial_id, None) or {}
+        self.last.pop(trial_id, None)
+        self._handles.pop(trial_id, None)
+        study = self.studies[index]
+        value = result.get(self.metric)
+        if error or value is None or not math.isfinite(float(value)):
+            study.tell(number, state=TrialState.FAIL)
+        elif int(result.get(self.epoch_key, 0)) < self.max_t:
+            study.tell(number, state=TrialState.PRUNED)
+        else:
+            study.tell(number, float(value))
+
+    def best(self) -> dict[str, dict[str, Any]]:
+        """Chosen hyperparameters per cell key: the best COMPLETE trial of each cell's study.
+
+        A cell whose trials all failed or were pruned falls back to its best pruned trial; one
+        with none at all is left out (and reported by the engine).
+        """
+        chosen: dict[str, dict[str, Any]] = {}
+        for cell, study in zip(self.cells, self.studies):
+            done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+            if not done:
+                done = [t for t in study.trials if t.state == TrialState.PRUNED and t.intermediate_values]
+            if done:
+                chosen[cell_key(cell)] = dict(max(done, key=_trial_value).params)
+        return chosen
+
+    def save(self, checkpoint_path: str) -> None:
+        # The studies themselves live in the RDB storage; only the in-flight bookkeeping is ours.
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"asked": self.asked, "live": self.live}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.asked, self.live = state["asked"], state["live"]
+        self._handles = {}
+
+
+def _trial_value(trial: optuna.trial.FrozenTrial) -> float:
+    if trial.value is not None:
+        return float(trial.value)
+    return max(trial.intermediate_values.values())
