@@ -68,6 +68,19 @@ def load_trials(
     """
     if phase is not None and phase not in PHASES:
         raise SegstudyError(f"phase '{phase}': accepted values are {', '.join(PHASES)} or None (all phases)")
+    runs = trial_runs(experiment, tracking_uri=tracking_uri, study=study)
+    kept = [
+        r for r in runs
+        if (phase is None or r.data.tags.get(M.PHASE_TAG) == phase)
+        and (include_failed or r.info.status == FINISHED)
+    ]
+    if not kept:
+        raise SegstudyError(_nothing_found(experiment, runs, phase=phase, include_failed=include_failed))
+    return _frame(kept)
+
+
+def trial_runs(experiment: str, *, tracking_uri: str, study: str = LATEST) -> list[Run]:
+    """Every trial run (any phase or status) of one study run of `experiment` (see `load_trials`)."""
     client = _client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -79,15 +92,7 @@ def load_trials(
     runs = list(
         _all_pages(lambda token: client.search_runs([found.experiment_id], filter_string=role, page_token=token))
     )
-    runs = _of_study(runs, study)
-    kept = [
-        r for r in runs
-        if (phase is None or r.data.tags.get(M.PHASE_TAG) == phase)
-        and (include_failed or r.info.status == FINISHED)
-    ]
-    if not kept:
-        raise SegstudyError(_nothing_found(experiment, runs, phase=phase, include_failed=include_failed))
-    return _frame(kept)
+    return _of_study(runs, study)
 
 
 def _of_study(runs: list[Run], study: str) -> list[Run]:

@@ -127,6 +127,21 @@ def analyze(
         typer.echo(f"{name}: {path}")
 
 
+@app.command()
+@user_errors
+def status(
+    experiment: Annotated[str, typer.Argument(help="Study name (= MLflow experiment)")],
+    tracking_uri: TrackingOpt = None,
+    study: Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")] = "latest",
+) -> None:
+    """Per cell and phase: trials done, running, stopped early, failed, best validation Dice."""
+    from analysis.status import study_status
+    from study.tracking import resolve_tracking_uri
+
+    table = study_status(experiment, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 @data_app.command("synth")
 @user_errors
 def data_synth(

@@ -17,6 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+SMOKE_TUNING = ROOT / "search_spaces" / "smoke_tuning.yaml"
 BIN = Path(sys.executable).parent
 
 
@@ -69,8 +70,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
 def write_spec(tmp_path: Path):
     """Write a variant of the smoke spec: `write_spec(**overrides)` -> path (dotted keys allowed)."""
 
-    def _write(_file: str = "spec.yaml", **overrides: object) -> Path:
-        raw = yaml.safe_load(SMOKE.read_text())
+    def _write(_file: str = "spec.yaml", _base: Path = SMOKE, **overrides: object) -> Path:
+        raw = yaml.safe_load(_base.read_text())
         for dotted, value in overrides.items():
             node = raw
             *parents, leaf = dotted.split("__")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DELETE, SMOKE, run_cli
+from conftest import DELETE, SMOKE, SMOKE_TUNING, run_cli
 from study.cells import cell_key, expand_cells
 from study.cli import app
 from study.errors import SegstudyError
@@ -96,3 +96,40 @@ def test_real_console_script_exit_code(write_spec, tmp_path):
     ]
     assert not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "ray_results").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"hyperparameters__lr": {"grid_search": [0.1, 0.01]}}, "hyperparameters.lr: grid_search is not accepted here"),
+        ({"factors__lr": {"loguniform": [1e-4, 1e-2]}}, "factors: 'lr' takes a plain list of values"),
+        ({"factors__lr": [{"loguniform": [1e-4, 1e-2]}]}, "distributions and grid_search belong under hyperparameters"),
+        ({"hyperparameters__lr": {"loguniform": [0, 1e-2]}}, "hyperparameters.lr: loguniform needs low > 0"),
+        ({"hyperparameters__lr": {"normal": [0, 1]}}, "hyperparameters.lr: unknown distribution 'normal'; accepted: loguniform"),
+        ({"hyperparameters__batch_size": {"choice": [0, 8]}}, "hyperparameters.batch_size: value 0"),
+        ({"tuning__trials_per_cell": 0}, "tuning.trials_per_cell"),
+        ({"tuning__early_stopping__reduction_factor": 1.5}, "tuning.early_stopping.reduction_factor"),
+        ({"tuning__early_stopping__grace_period": 8, "tuning__early_stopping__max_t": 5}, "grace_period (8) must be <= max_t (5)"),
+        ({"tuning__early_stopping__grace_period": 30}, "grace_period: 30 is more than training.epochs (20)"),
+        ({"tuning__early_stopping__max_t": 50}, "max_t: 50 is more than training.epochs (20)"),
+        ({"tuning__max_concurrent": 0}, "tuning.max_concurrent"),
+        ({"tuning__sampler": "cmaes"}, "tuning.sampler"),
+        ({"tuning__sampler": "grid"}, "tuning.sampler: grid needs every searched hyperparameter as a choice; not: lr"),
+        ({"hyperparameters__lr": 0.01, "hyperparameters__batch_size": 4}, "tuning: no hyperparameter is given as a distribution"),
+        ({"seeds": [0, 1, 2]}, "give the seeds once"),
+    ],
+)
+def test_bad_tuning_spec(write_spec, overrides, expected):
+    path = write_spec(_base=SMOKE_TUNING, **overrides)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: {path}: ") and expected in line, line
+
+
+def test_tuning_spec_space_and_seeds():
+    spec = load_spec(SMOKE_TUNING)
+    assert set(spec.search_space) == {"lr", "batch_size"}
+    assert spec.fixed_hyperparameters.optimizer == "adam"
+    assert spec.confirm_seeds == [0, 1, 2] and spec.objective == "best_val_dice"
+    assert load_spec(SMOKE).confirm_seeds == [0]

@@ -114,3 +114,45 @@ def test_submit_smoke_study_as_ray_job(ray_head, tmp_path):
     assert "SUCCEEDED" in proc.stdout
     assert "4/4 trials finished" in proc.stdout  # the job's own log, streamed back
     check_smoke_runs(uri, tmp_path)
+
+
+def test_smoke_tuning_study_tunes_each_cell_then_confirms(ray_head, tmp_path):
+    import optuna
+
+    from analysis.runs import load_trials
+    from analysis.status import study_status
+    from conftest import SMOKE_TUNING
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_study(SMOKE_TUNING, address=ray_head.gcs_address, tracking_uri=uri, storage=tmp_path / "results")
+    assert result.ok and result.n_trials == 4 * 4 + 4 * 3
+    client = MlflowClient(tracking_uri=uri)
+    study_run = client.get_run(result.study_run_id)
+    chosen = json.loads(study_run.data.tags["segstudy.chosen"])
+    assert set(chosen) == CELLS and all(set(v) == {"lr", "batch_size"} for v in chosen.values())
+
+    runs = trial_runs(client, "smoke_tuning")
+    tune_runs = [r for r in runs if r.data.tags[M.PHASE_TAG] == M.PHASE_TUNE]
+    confirm_runs = [r for r in runs if r.data.tags[M.PHASE_TAG] == M.PHASE_CONFIRM]
+    assert len(tune_runs) == 16 and len(confirm_runs) == 12
+    assert any(r.data.tags["segstudy.stopped_early"] == "true" for r in tune_runs)
+    assert all(M.TEST_DICE not in r.data.metrics for r in tune_runs)  # the test split is for confirm only
+    for r in confirm_runs:  # every seed of a cell retrains exactly the chosen configuration
+        cell = r.data.tags[M.CELL_TAG]
+        assert float(r.data.params["lr"]) == pytest.approx(chosen[cell]["lr"])
+        assert int(r.data.params["batch_size"]) == chosen[cell]["batch_size"]
+    assert sorted(r.data.tags[M.SEED_TAG] for r in confirm_runs) == sorted(["0", "1", "2"] * 4)
+
+    storage = f"sqlite:///{result.storage_path / 'optuna.db'}"
+    summaries = optuna.get_all_study_summaries(storage)
+    assert sorted(s.study_name for s in summaries) == sorted(f"smoke_tuning/{c}" for c in CELLS)
+    assert all(s.n_trials == 4 for s in summaries)
+    for cell, params in chosen.items():  # the chosen config is that cell's best full-length trial
+        study = optuna.load_study(study_name=f"smoke_tuning/{cell}", storage=storage)
+        assert study.best_trial.params == params
+
+    status = study_status("smoke_tuning", tracking_uri=uri)
+    tune_rows = status[status["phase"] == "tune"]
+    assert list(tune_rows["done"] + tune_rows["stopped_early"]) == [4, 4, 4, 4]
+    assert (status[status["phase"] == "confirm"]["done"] == 3).all()
+    assert len(load_trials("smoke_tuning", tracking_uri=uri)) == 12  # analysis reads confirm runs only

@@ -1,0 +1,48 @@
+"""`segstudy status NAME`: where a study stands, per cell and phase, read from MLflow."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.runs import LATEST, trial_runs
+from study import metrics_names as M
+
+STOPPED_EARLY_TAG = "segstudy.stopped_early"
+COLUMNS = ("cell", "phase", "done", "running", "stopped_early", "failed", "best_val_dice")
+
+
+def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> pd.DataFrame:
+    """Counts of trials per cell and phase, and the best validation Dice reached.
+
+    `done` counts trials that ran their full schedule, `stopped_early` those ended by early
+    stopping, `failed` crashed or diverged attempts (a retried trial counts once per attempt).
+    """
+    rows = []
+    for run in trial_runs(experiment, tracking_uri=tracking_uri, study=study):
+        tags = run.data.tags
+        status = run.info.status
+        early = tags.get(STOPPED_EARLY_TAG) == "true"
+        rows.append(
+            {
+                "cell": tags.get(M.CELL_TAG, "?"),
+                "phase": tags.get(M.PHASE_TAG, "?"),
+                "done": status == "FINISHED" and not early,
+                "running": status == "RUNNING",
+                "stopped_early": status == "FINISHED" and early,
+                "failed": status in {"FAILED", "KILLED"},
+                "best_val_dice": run.data.metrics.get(M.BEST_VAL_DICE, float("nan")),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    counts = frame.groupby(["cell", "phase"], sort=True).agg(
+        done=("done", "sum"),
+        running=("running", "sum"),
+        stopped_early=("stopped_early", "sum"),
+        failed=("failed", "sum"),
+        best_val_dice=("best_val_dice", "max"),
+    )
+    return counts.reset_index().sort_values(["phase", "cell"], key=_phase_order).reset_index(drop=True)
+
+
+def _phase_order(col: pd.Series) -> pd.Series:
+    return col.map({M.PHASE_TUNE: 0, M.PHASE_CONFIRM: 1}).fillna(col) if col.name == "phase" else col
