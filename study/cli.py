@@ -57,10 +57,20 @@ def validate(spec: SpecArg) -> None:
 
     parsed = load_spec(spec)
     n_cells = len(expand_cells(parsed))
+    seeds = parsed.confirm_seeds
+    tune = ""
+    if parsed.tuning is not None:
+        t = parsed.tuning
+        tune = (
+            f"tune {n_cells * t.trials_per_cell} trials ({t.trials_per_cell} per cell, {t.sampler}, "
+            f"early stopping {t.early_stopping.kind}, searching {', '.join(sorted(parsed.search_space))}); "
+        )
     typer.echo(
-        f"{spec}: ok: study '{parsed.name}', {n_cells} cells x {len(parsed.seeds)} seeds = "
-        f"{n_cells * len(parsed.seeds)} trials, factors {', '.join(sorted(parsed.factors))}"
+        f"{spec}: ok: study '{parsed.name}', factors {', '.join(sorted(parsed.factors))}; {tune}"
+        f"confirm {n_cells} cells x {len(seeds)} seeds = {n_cells * len(seeds)} trials"
     )
+    if len(seeds) < 3:
+        typer.echo(f"warning: only {len(seeds)} confirmation seed(s); comparisons need >= 3", err=True)
 
 
 @app.command()
