@@ -11,6 +11,7 @@ falls below the exhaustive best, both scored by the full-length run (target <= 0
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -45,9 +46,13 @@ def tune_runs(uri: str, study_run: str) -> list:
     return out
 
 
-def run(kind: str, tmp: Path) -> tuple[list, dict]:
+def run(kind: str, tmp: Path, *, grace: int | None, rf: float | None) -> tuple[list, dict]:
     raw = yaml.safe_load(SPEC.read_text())
     raw["tuning"]["early_stopping"]["kind"] = kind
+    if grace is not None:
+        raw["tuning"]["early_stopping"]["grace_period"] = grace
+    if rf is not None:
+        raw["tuning"]["early_stopping"]["reduction_factor"] = rf
     spec = tmp / f"{kind}.yaml"
     spec.write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -57,9 +62,16 @@ def run(kind: str, tmp: Path) -> tuple[list, dict]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--grace-period", type=int, default=None, help="override the spec's")
+    parser.add_argument("--reduction-factor", type=float, default=None, help="override the spec's")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        asha, chosen = run("asha", Path(tmp))
-        full, _ = run("none", Path(tmp))
+        asha, chosen = run("asha", Path(tmp), grace=args.grace_period, rf=args.reduction_factor)
+        full, _ = run("none", Path(tmp), grace=None, rf=None)
+    settings = yaml.safe_load(SPEC.read_text())["tuning"]["early_stopping"]
+    settings.update({k: v for k, v in {"grace_period": args.grace_period,
+                                       "reduction_factor": args.reduction_factor}.items() if v is not None})
     epochs_asha = sum(r[2] for r in asha)
     epochs_full = sum(r[2] for r in full)
     full_score = {(cell, key): score for cell, key, _, score in full}
@@ -73,7 +85,8 @@ def main() -> None:
         ROOT / "benchmarks" / "results.jsonl",
         {
             "benchmark": "early_stopping",
-            "command": "python benchmarks/early_stopping.py",
+            "command": "python " + " ".join(sys.argv),
+            "asha": settings,
             "trials": len(full),
             "epochs_with_asha": epochs_asha,
             "epochs_without": epochs_full,

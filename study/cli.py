@@ -53,9 +53,10 @@ def user_errors(fn: F) -> F:
 def validate(spec: SpecArg) -> None:
     """Check a spec (keys, values, architectures, factors) without training anything."""
     from study.cells import expand_cells
-    from study.spec import load_spec
+    from study.spec import check_data, load_spec
 
     parsed = load_spec(spec)
+    check_data(parsed)
     n_cells = len(expand_cells(parsed))
     seeds = parsed.confirm_seeds
     tune = ""

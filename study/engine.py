@@ -22,7 +22,7 @@ from ray import tune
 from study import metrics_names as M
 from study.cells import cell_key, expand_cells
 from study.errors import SegstudyError
-from study.spec import StudySpec, load_spec
+from study.spec import StudySpec, check_data, load_spec
 from study.study_data import build_study_data, summarise_data
 from study.tracking import StudyTracker, resolve_tracking_uri
 from study.trainable import train_trial
@@ -73,6 +73,7 @@ def run_study(
     """
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
+    check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     storage_path = Path(storage or "ray_results").resolve()
     tracker = StudyTracker(uri, spec.name)

@@ -21,8 +21,15 @@ TEST_METRICS = (TEST_DICE, TEST_HD95, TEST_NSD, TEST_TD, TEST_MISSED)
 
 # Columns of per_image.csv.
 PER_IMAGE_FILE = "per_image.csv"
-PER_IMAGE_COLUMNS = ("image_id", "condition", "dice", "hd95", "nsd", "td", "empty_gt", "empty_pred", "missed")
+PER_IMAGE_COLUMNS = ("image_id", "condition", "dice", "hd95", "nsd", "td", "empty_gt", "empty_pred", "missed", "fbr")
 CLEAN = "clean"
+
+# Patch-based trials: the distribution of training-patch foreground fractions, and memory.
+PATCH_FG_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+PATCH_FG_PREFIX = "patch_fg_q"  # e.g. patch_fg_q50
+PATCH_FG_MEAN = "patch_fg_mean"
+PATCH_FG_FILE = "patch_foreground.csv"
+PEAK_MEMORY = "peak_memory_mb"
 
 # MLflow tags.
 ROLE_TAG = "segstudy.role"

@@ -55,6 +55,24 @@ class Evaluation(_Strict):
     nsd_tolerance: float = Field(1.0, gt=0, description="surface Dice tolerance in mm")
 
 
+class Patches(_Strict):
+    """Patch-based training (3D): crop size, share of foreground-centred crops, crops per volume."""
+
+    size: int = Field(64, gt=0, description="patch side in voxels; the factor patch_size overrides it")
+    pos_fraction: float = Field(0.5, ge=0, le=1, description="share of crops centred on foreground")
+    samples_per_volume: int = Field(4, gt=0)
+
+
+class Inference(_Strict):
+    """Sliding-window inference for validation and test (patch mode only)."""
+
+    sw_batch_size: int = Field(4, gt=0)
+    overlap: float = Field(0.25, ge=0, lt=1)
+
+
+PATCH_FACTORS = {"patch_size": "a whole number of voxels > 0", "pos_fraction": "a number in [0, 1]"}
+
+
 class Resources(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
@@ -93,6 +111,8 @@ class StudySpec(_Strict):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     training: Training = Training()
     evaluation: Evaluation = Evaluation()
+    patches: Patches | None = None
+    inference: Inference = Inference()
     tuning: Tuning | None = None
     confirm: Confirm = Confirm()
     seeds: list[int] | None = None
@@ -139,7 +159,9 @@ class StudySpec(_Strict):
     def _dataset_known(cls, raw: Any) -> Any:
         # Checked first so an unknown dataset gets a did-you-mean, not a union-mismatch dump.
         data = raw.get("data") if isinstance(raw, dict) else None
-        if isinstance(data, dict) and data.get("dataset", "synthetic2d") not in DATASETS:
+        if isinstance(data, dict) and "dataset" not in data:
+            raise ValueError(f"data.dataset: required key is missing; accepted: {', '.join(sorted(DATASETS))}")
+        if isinstance(data, dict) and data["dataset"] not in DATASETS:
             raise ValueError(str(unknown_name("dataset", data["dataset"], DATASETS, where="data.dataset")))
         return raw
 
@@ -149,6 +171,15 @@ class StudySpec(_Strict):
             raise ValueError("give the seeds once: top-level seeds (shorthand) or confirm.seeds")
         _check_seeds(self.confirm.seeds)
         return self
+
+    @property
+    def patch_mode(self) -> bool:
+        """Train on random crops and infer by sliding window (else: whole images)."""
+        return self.patches is not None or any(k in self.factors for k in PATCH_FACTORS)
+
+    @property
+    def patch_defaults(self) -> Patches:
+        return self.patches or Patches()
 
     @property
     def objective(self) -> str:
@@ -211,6 +242,13 @@ def load_spec(path: str | Path) -> StudySpec:
     return parse_spec(raw, source=str(path))
 
 
+def check_data(spec: StudySpec) -> None:
+    """Validate the dataset's files (real data) without building tensors; no-op for synthetic."""
+    check = DATASETS[spec.data.dataset].check
+    if check is not None:
+        check(spec.data)
+
+
 def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> StudySpec:
     """Validate an already-loaded spec mapping (see `load_spec`)."""
     try:
@@ -230,28 +268,53 @@ def _check_cross_references(spec: StudySpec) -> None:
     _check_hyperparameters(spec)
     _check_tuning(spec)
     dataset = DATASETS[spec.data.dataset]
-    accepted = {ARCHITECTURE, *dataset.factors, *HYPERPARAMETER_NAMES}
+    accepted = {ARCHITECTURE, *dataset.factors, *HYPERPARAMETER_NAMES, *PATCH_FACTORS}
     for key in spec.factors:
         if key not in accepted:
             raise unknown_name("factor", key, accepted, where="factors")
     for key, values in spec.factors.items():
-        check = dataset.factors.get(key)
+        check = dataset.factors.get(key) or _PATCH_CHECKS.get(key)
         for i, value in enumerate(values):
             if key == ARCHITECTURE:
-                cfg = resolve_architecture(
-                    str(value), family_overrides=spec.model, custom=spec.architectures, where=f"factors.architecture[{i}]"
-                )
-                size = getattr(spec.data, "image_size", None)
-                if size is not None:
-                    problem = check_input_size(cfg, [size] * _spatial_dims(spec))
-                    if problem:
-                        raise SegstudyError(f"factors.architecture[{i}]: '{value}': {problem}")
-            elif check is not None:
+                continue
+            if check is not None:
                 problem = check(value)
                 if problem:
                     raise SegstudyError(f"factors.{key}[{i}]: value {value!r} {problem}")
             else:
                 _check_value(f"factors.{key}[{i}]", key, value)
+    _check_input_sizes(spec)
+
+
+def _check_input_sizes(spec: StudySpec) -> None:
+    """Every architecture must accept every input it will see: patches, or whole images."""
+    if spec.patch_mode:
+        sizes = [int(v) for v in spec.factors.get("patch_size", [spec.patch_defaults.size])]
+        what = "patch"
+    else:
+        size = getattr(spec.data, "image_size", None)
+        sizes, what = ([size] if size is not None else []), "image"
+    for i, name in enumerate(spec.factors[ARCHITECTURE]):
+        cfg = resolve_architecture(
+            str(name), family_overrides=spec.model, custom=spec.architectures, where=f"factors.architecture[{i}]"
+        )
+        for size in sizes:
+            problem = check_input_size(cfg, [size] * _spatial_dims(spec))
+            if problem:
+                raise SegstudyError(f"factors.architecture[{i}]: '{name}' with {what} size {size}: {problem}")
+
+
+def _check_patch_size(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return None if ok else f"must be {PATCH_FACTORS['patch_size']}"
+
+
+def _check_pos_fraction(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+    return None if ok else f"must be {PATCH_FACTORS['pos_fraction']}"
+
+
+_PATCH_CHECKS = {"patch_size": _check_patch_size, "pos_fraction": _check_pos_fraction}
 
 
 def _check_hyperparameters(spec: StudySpec) -> None:
@@ -314,9 +377,12 @@ def _spatial_dims(spec: StudySpec) -> int:
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     """One line for the first validation error: where, what was given, what is accepted."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    parts = [p for p in err["loc"] if not str(p).startswith("function-after")]
+    if len(parts) > 1 and parts[0] == "data" and parts[1] in DATASETS:
+        del parts[1]  # the discriminated union's tag is noise to the user
+    loc = ".".join(str(p) for p in parts)
     if err["type"] == "extra_forbidden":
-        parent = _model_at(err["loc"][:-1], raw)
+        parent = _model_at(tuple(parts[:-1]), raw)
         accepted = ", ".join(parent.model_fields) if parent else "see README"
         return f"{loc}: unknown key; accepted keys here: {accepted}"
     if err["type"] == "missing":

@@ -51,7 +51,7 @@ def summarise_data(spec: StudySpec, data: StudyData) -> pd.DataFrame:
                     "split": split_name,
                     "n": len(split),
                     "td_mean": float(np.nanmean(split.td)) if np.isfinite(split.td).any() else float("nan"),
-                    "foreground_fraction": float(split.masks.mean()),
+                    "foreground_fraction": float(np.mean(split.foreground_fraction)),
                 }
             )
     return pd.DataFrame(rows)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import resource
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,16 @@ from study import metrics_names as M
 from study.models import build_network
 from study.spec import StudySpec
 from study.study_data import StudyData
-from study.training import TrialPlan, build_loss, build_optimizer, dice_of, evaluate_split, train_one_epoch
-from study.training.loop import predict_probabilities
+from study.training import (
+    Patches,
+    TrialPlan,
+    WholeImages,
+    build_loss,
+    build_optimizer,
+    dice_of,
+    evaluate_split,
+    train_one_epoch,
+)
 from study.tune_report import report_epoch, report_final
 
 
@@ -36,24 +46,58 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
     if plan.phase == M.PHASE_TUNE:
         train_plan(plan, spec=spec, data=data, on_epoch=report_epoch)  # validation only
         return
-    metrics, per_image, model_state = run_plan(plan, spec=spec, data=data, on_epoch=report_epoch)
-    metrics[M.EPOCH] = spec.training.epochs  # the final result ran the full schedule
+    result = run_plan(plan, spec=spec, data=data, on_epoch=report_epoch)
+    metrics = {**result.metrics, M.EPOCH: spec.training.epochs}  # the final result ran the full schedule
 
     def write(directory: Path) -> None:
-        per_image.to_csv(directory / M.PER_IMAGE_FILE, index=False)
-        torch.save(model_state, directory / "model.pt")
+        result.per_image.to_csv(directory / M.PER_IMAGE_FILE, index=False)
+        if result.patch_foreground is not None:
+            pd.DataFrame({"foreground_fraction": result.patch_foreground}).to_csv(directory / M.PATCH_FG_FILE, index=False)
+        torch.save(result.state_dict, directory / "model.pt")
         (directory / "architecture.json").write_text(json.dumps(plan.arch.model_dump(mode="json"), indent=2))
 
     report_final(metrics, write)
 
 
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    best_val: float
+    inputs: WholeImages | Patches
+    peak_memory_mb: float
+
+
+@dataclass
+class PlanResult:
+    """What a confirm trial leaves: final metrics, per-image table, weights, training-patch stats."""
+
+    metrics: dict[str, float]
+    per_image: pd.DataFrame
+    state_dict: dict[str, Any]
+    patch_foreground: list[float] | None
+
+
+def input_strategy(plan: TrialPlan, spec: StudySpec) -> WholeImages | Patches:
+    if plan.patch_size is None:
+        return WholeImages(batch_size=plan.hparams.batch_size)
+    return Patches(
+        batch_size=plan.hparams.batch_size,
+        patch_size=plan.patch_size,
+        pos_fraction=float(plan.pos_fraction),
+        samples_per_volume=spec.patch_defaults.samples_per_volume,
+        sw_batch_size=spec.inference.sw_batch_size,
+        overlap=spec.inference.overlap,
+    )
+
+
 def train_plan(
     plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Callable[[dict[str, float]], None] | None = None
-) -> tuple[torch.nn.Module, float]:
+) -> Trained:
     """Train one plan for spec.training.epochs, validating each epoch.
 
     Returns:
-        (model holding the weights the spec says to test, best validation Dice)
+        the model holding the weights the spec says to test, the best validation Dice, the input
+        strategy (with the training patches' foreground shares) and the peak memory seen.
 
     Raises:
         LossDivergedError: the loss became NaN or infinite.
@@ -62,54 +106,76 @@ def train_plan(
     torch.manual_seed(plan.seed)
     device = _device(spec)
     level = data[plan.data_key]
-    spatial = level.train.images.shape[2:]
+    first_image = level.train.volume(0)[0]
+    in_spatial = [plan.patch_size] * (first_image.ndim - 1) if plan.patch_size else first_image.shape[1:]
     model = build_network(
-        plan.arch,
-        spatial_dims=len(spatial),
-        in_channels=level.train.images.shape[1],
-        out_channels=1,
-        img_size=spatial,
+        plan.arch, spatial_dims=first_image.ndim - 1, in_channels=first_image.shape[0], out_channels=1, img_size=in_spatial
     ).to(device)
     optimizer = build_optimizer(model, plan.hparams)
     loss_fn = build_loss(spec.training)
+    inputs = input_strategy(plan, spec)
     rng = np.random.default_rng([plan.seed, 7919])
-    batch = plan.hparams.batch_size
+    memory = PeakMemory(device)
     best_dice, best_state = -1.0, None
     for epoch in range(1, spec.training.epochs + 1):
-        loss = train_one_epoch(
-            model, optimizer, loss_fn, level.train.images, level.train.masks, batch_size=batch, rng=rng, device=device
-        )
+        loss = train_one_epoch(model, optimizer, loss_fn, inputs.batches(level.train, rng), device=device)
         if not math.isfinite(loss):
             raise LossDivergedError(f"loss diverged at epoch {epoch}")
-        probs = predict_probabilities(model, level.val.images, batch_size=batch, device=device)
-        val = dice_of(probs > spec.evaluation.threshold, level.val.masks)
+        val = dice_of(inputs.predict(model, level.val, device=device), level.val, threshold=spec.evaluation.threshold)
+        memory.sample()
         if val > best_dice:
             best_dice, best_state = val, copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch({M.EPOCH: epoch, M.TRAIN_LOSS: loss, M.VAL_DICE: val, M.BEST_VAL_DICE: best_dice})
     if spec.training.test_weights == "best" and best_state is not None:
         model.load_state_dict(best_state)
-    return model, best_dice
+    return Trained(model=model, best_val=best_dice, inputs=inputs, peak_memory_mb=memory.peak_mb)
 
 
 def run_plan(
     plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Callable[[dict[str, float]], None] | None = None
-) -> tuple[dict[str, float], pd.DataFrame, dict[str, Any]]:
-    """Train and test one plan; Tune-free so a plain loop (or a benchmark) can call it.
-
-    Returns:
-        (final metrics, per-image test frame, state dict of the weights that were tested)
-    """
-    model, best_dice = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)
+) -> PlanResult:
+    """Train and test one plan; Tune-free so a plain loop (or a benchmark) can call it."""
+    trained = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)
+    test = data[plan.data_key].test
     per_image = evaluate_split(
-        model,
-        data[plan.data_key].test,
+        trained.inputs.predict(trained.model, test, device=_device(spec)),
+        test,
         threshold=spec.evaluation.threshold,
         nsd_tolerance=spec.evaluation.nsd_tolerance,
-        batch_size=plan.hparams.batch_size,
-        device=_device(spec),
     )
-    return summarise_test(per_image, best_val=best_dice), per_image, model.state_dict()
+    metrics = summarise_test(per_image, best_val=trained.best_val)
+    metrics[M.PEAK_MEMORY] = trained.peak_memory_mb
+    patch_fg = trained.inputs.patch_foreground if isinstance(trained.inputs, Patches) else None
+    if patch_fg:
+        metrics.update(patch_statistics(patch_fg))
+    return PlanResult(metrics, per_image, trained.model.state_dict(), patch_fg)
+
+
+def patch_statistics(foreground: list[float]) -> dict[str, float]:
+    """Quantiles and mean of the training patches' foreground shares (logged as metrics)."""
+    values = np.asarray(foreground, dtype=float)
+    stats = {f"{M.PATCH_FG_PREFIX}{round(q * 100):02d}": float(np.quantile(values, q)) for q in M.PATCH_FG_QUANTILES}
+    stats[M.PATCH_FG_MEAN] = float(values.mean())
+    return stats
+
+
+class PeakMemory:
+    """Peak memory of the trial: CUDA allocator peak on GPU, else the process's resident-set
+    high-water mark (Linux ru_maxrss; a reused actor carries its earlier trials' peak)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mb = 0.0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def sample(self) -> None:
+        if self.device.type == "cuda":
+            now = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.peak_mb = max(self.peak_mb, now)
 
 
 def _device(spec: StudySpec) -> torch.device:
@@ -117,12 +183,17 @@ def _device(spec: StudySpec) -> torch.device:
 
 
 def summarise_test(per_image: pd.DataFrame, *, best_val: float) -> dict[str, float]:
-    """Final trial metrics: means over test images (every image counted, see EmptyPolicy)."""
-    return {
+    """Final trial metrics: means over test images (every image counted, see EmptyPolicy).
+
+    Texture disparity is only defined for 2D texture data; elsewhere it is left out, not NaN.
+    """
+    metrics = {
         M.TEST_DICE: float(per_image["dice"].mean()),
         M.TEST_HD95: float(per_image["hd95"].mean()),
         M.TEST_NSD: float(per_image["nsd"].mean()),
-        M.TEST_TD: float(np.nanmean(per_image["td"])) if per_image["td"].notna().any() else float("nan"),
         M.TEST_MISSED: float(per_image["missed"].sum()),
         M.BEST_VAL_DICE: best_val,
     }
+    if per_image["td"].notna().any():
+        metrics[M.TEST_TD] = float(np.nanmean(per_image["td"]))
+    return metrics

@@ -18,6 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
 SMOKE_TUNING = ROOT / "search_spaces" / "smoke_tuning.yaml"
+SMOKE_3D = ROOT / "search_spaces" / "smoke_3d.yaml"
 BIN = Path(sys.executable).parent
 
 

@@ -53,7 +53,7 @@ def _trial(client: MlflowClient, exp: str, parent: str, tmp: Path, *, factors: d
         table = pd.DataFrame({
             "image_id": [f"img{i}" for i in range(IMAGES)], "condition": M.CLEAN,
             "dice": [dice + (i - 1) / 100 for i in range(IMAGES)], "hd95": 3.0, "nsd": 0.9,
-            "td": metrics[M.TEST_TD], "empty_gt": False, "empty_pred": False, "missed": False,
+            "td": metrics[M.TEST_TD], "empty_gt": False, "empty_pred": False, "missed": False, "fbr": 0.05,
         })
         path = tmp / run_id / M.PER_IMAGE_FILE
         path.parent.mkdir(parents=True)
@@ -189,6 +189,15 @@ def test_analyze_writes_tables_and_a_real_png(store: str, tmp_path: Path) -> Non
     assert image[..., :3].std() > 0.05  # lines and text, not a blank canvas
 
 
+def test_analyze_study_without_alpha_or_patch_size_writes_tables_only(store: str, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="1 of 1 cells have fewer than 3 seeds"):
+        paths = analyze("flat", out_dir=tmp_path / "flat", tracking_uri=store)
+    assert set(paths) == {"trials", "per_image", "summary"}
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["per_image.csv", "summary.csv", "trials.csv"]
+    summary = pd.read_csv(paths["summary"])
+    assert summary.loc[summary["metric"] == "test_dice", "mean"].item() == pytest.approx(0.7)
+
+
 def test_plot_without_td_values(store: str, tmp_path: Path) -> None:
     summary = summarise(load_trials("demo", tracking_uri=store), by=["architecture", "alpha"])
     out = plot_dice_vs_complexity(summary, summary.iloc[0:0], tmp_path / "sub" / "p.png")
@@ -202,8 +211,6 @@ def test_user_errors_name_what_is_wrong(store: str, tmp_path: Path) -> None:
         load_trials("empty", tracking_uri=store)
     with pytest.raises(SegstudyError, match="no trial runs with phase 'tune'.*found 1 trial run"):
         load_trials("flat", tracking_uri=store, phase="tune")
-    with pytest.raises(SegstudyError, match="needs a 'alpha' factor; factors found: architecture"):
-        analyze("flat", out_dir=tmp_path, tracking_uri=store)
     with pytest.raises(SegstudyError, match="phase 'final': accepted values are tune, confirm"):
         load_trials("demo", tracking_uri=store, phase="final")
     with pytest.raises(SegstudyError, match="no MLflow store at"):

@@ -190,8 +190,8 @@ def test_registry_entry_builds_and_checks_factors():
 
 
 def test_unknown_dataset_suggests_a_name():
-    with pytest.raises(SegstudyError, match="unknown dataset 'synthetic'; did you mean 'synthetic2d'"):
-        get_dataset("synthetic")
+    with pytest.raises(SegstudyError, match="unknown dataset 'synthetc2d'; did you mean 'synthetic2d'"):
+        get_dataset("synthetc2d")
 
 
 # --- export --------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def test_smoke_spec_loads_and_expands():
 
 def test_skip_vs_complexity_spec_is_valid():
     spec = load_spec(Path(SMOKE).with_name("skip_vs_complexity.yaml"))
-    assert len(expand_cells(spec)) == 15 and spec.seeds == [0, 1, 2]
+    assert len(expand_cells(spec)) == 15 and spec.confirm_seeds == [0, 1, 2] and spec.tuning.trials_per_cell == 8
 
 
 def test_validate_command_reports_trial_count():
@@ -59,7 +59,7 @@ def test_validate_command_reports_trial_count():
         ({"name": "bad name!"}, "name: must be 1-100 letters"),
         ({"data__dataset": "synthetic2x"}, "unknown dataset 'synthetic2x'; did you mean 'synthetic2d'?"),
         ({"factors__architecture": DELETE}, "factors: must include 'architecture'"),
-        ({"factors__architecture": ["unetr"], "data__image_size": 40}, "'unetr': UNETR needs every patch/image dimension to be a multiple of 16, got 40"),
+        ({"factors__architecture": ["unetr"], "data__image_size": 40}, "'unetr' with image size 40: UNETR needs every patch/image dimension to be a multiple of 16, got 40"),
     ],
 )
 def test_bad_spec_is_one_line_exit_2(write_spec, overrides, expected):

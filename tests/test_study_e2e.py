@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -156,3 +156,34 @@ def test_smoke_tuning_study_tunes_each_cell_then_confirms(ray_head, tmp_path):
     assert list(tune_rows["done"] + tune_rows["stopped_early"]) == [4, 4, 4, 4]
     assert (status[status["phase"] == "confirm"]["done"] == 3).all()
     assert len(load_trials("smoke_tuning", tracking_uri=uri)) == 12  # analysis reads confirm runs only
+
+
+def test_smoke_3d_study_patches_and_sliding_window(ray_head, tmp_path):
+    from conftest import SMOKE_3D
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_study(SMOKE_3D, address=ray_head.gcs_address, tracking_uri=uri, storage=tmp_path / "results")
+    assert result.ok and result.n_trials == 8
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.data.tags[M.CELL_TAG]: r for r in trial_runs(client, "smoke_3d")}
+    assert len(runs) == 8
+    tables = {}
+    for cell, r in runs.items():
+        m = r.data.metrics
+        assert {"patch_fg_q05", "patch_fg_q50", "patch_fg_q95", "patch_fg_mean", M.PEAK_MEMORY} <= set(m)
+        assert m[M.PEAK_MEMORY] > 0 and M.TEST_TD not in m
+        table = per_image(client, r.info.run_id, tmp_path / r.info.run_id)
+        assert len(table) == 6 and (table["fbr"] > 0).all()  # 3 objects x 2 volume sizes
+        patches = pd.read_csv(client.download_artifacts(r.info.run_id, M.PATCH_FG_FILE, str(tmp_path / r.info.run_id)))
+        # 4 training volumes x 4 crops per epoch x 4 epochs
+        assert len(patches) == 64
+        assert np.quantile(patches["foreground_fraction"], 0.5) == pytest.approx(m["patch_fg_q50"])
+        tables[cell] = table
+    fbrs = {tuple(t["fbr"].round(9)) for t in tables.values()}
+    assert len(fbrs) == 1  # every cell tested on the very same volumes
+    # Same object in a larger volume: lower FBR (object size and FBR are separated).
+    first = next(iter(tables.values()))
+    assert first["fbr"].iloc[:3].min() > 0 and first["fbr"].max() / first["fbr"].min() > 2
+    lo = runs["architecture=unet,patch_size=16,pos_fraction=0.25"].data.metrics["patch_fg_mean"]
+    hi = runs["architecture=unet,patch_size=16,pos_fraction=0.75"].data.metrics["patch_fg_mean"]
+    assert hi > lo  # more foreground-centred crops, more foreground seen in training

@@ -19,7 +19,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from study.data.base import LevelData, Split, SplitConfig
+from study.data.msd import MSDConfig, build_msd, check_msd
 from study.data.synthetic2d import Synthetic2DConfig, build_synthetic2d, check_alpha
+from study.data.synthetic3d import Synthetic3DConfig, build_synthetic3d
 from study.data.texture_disparity import texture_disparity
 from study.errors import unknown_name
 
@@ -33,11 +35,14 @@ class DatasetEntry:
         factors: each factor the dataset consumes -> check returning None if a value is OK,
             else a short text of what is accepted.
         build: ``build(config, **factor_values) -> LevelData``.
+        check: optional ``check(config) -> None`` that validates input files without building
+            (raises `SegstudyError`), for `segstudy validate` on datasets read from disk.
     """
 
     config: type[BaseModel]
     factors: Mapping[str, Callable[[Any], str | None]]
     build: Callable[..., LevelData]
+    check: Callable[[Any], None] | None = None
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -46,6 +51,9 @@ DATASETS: dict[str, DatasetEntry] = {
         factors={"alpha": check_alpha},
         build=build_synthetic2d,
     ),
+    # 3D data for the context-vs-FBR study: built once per study, no dataset factors.
+    "synthetic3d": DatasetEntry(config=Synthetic3DConfig, factors={}, build=build_synthetic3d),
+    "msd": DatasetEntry(config=MSDConfig, factors={}, build=build_msd, check=check_msd),
 }
 
 
@@ -61,10 +69,15 @@ __all__ = [
     "DATASETS",
     "DatasetEntry",
     "LevelData",
+    "MSDConfig",
     "Split",
     "SplitConfig",
     "Synthetic2DConfig",
+    "Synthetic3DConfig",
+    "build_msd",
     "build_synthetic2d",
+    "build_synthetic3d",
+    "check_msd",
     "get_dataset",
     "texture_disparity",
 ]

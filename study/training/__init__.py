@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from study.training.loop import build_loss, build_optimizer, predict_probabilities, train_one_epoch
+from study.training.inputs import Patches, WholeImages
+from study.training.loop import build_loss, build_optimizer, train_one_epoch
 from study.training.evaluate import dice_of, evaluate_split
 from study.training.plan import TrialPlan
 
 __all__ = [
+    "Patches",
     "TrialPlan",
+    "WholeImages",
     "build_loss",
     "build_optimizer",
     "dice_of",
     "evaluate_split",
-    "predict_probabilities",
     "train_one_epoch",
 ]

@@ -1,41 +1,45 @@
-"""Validation Dice and per-image test scores from a trained model."""
+"""Validation Dice and per-image test scores from predicted probabilities."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from monai.metrics import compute_dice
-from torch import nn
 
 from study.data import Split
 from study.metrics import score_images
 from study.metrics_names import CLEAN, PER_IMAGE_COLUMNS
-from study.training.loop import predict_probabilities
 
 
-def dice_of(pred: np.ndarray, gt: np.ndarray) -> float:
+def dice_of(probs: Sequence[np.ndarray], split: Split, *, threshold: float) -> float:
     """Mean per-image Dice; MONAI's ignore_empty=False gives the same empty policy as the test."""
-    p = torch.as_tensor(np.asarray(pred) > 0).float()
-    g = torch.as_tensor(np.asarray(gt) > 0).float()
-    return float(compute_dice(p, g, include_background=True, ignore_empty=False).mean())
+    scores = []
+    for i, p in enumerate(probs):
+        pred = torch.as_tensor(p[None] > threshold).float()
+        gt = torch.as_tensor(split.volume(i)[1][None] > 0).float()
+        scores.append(float(compute_dice(pred, gt, include_background=True, ignore_empty=False)[0, 0]))
+    return float(np.mean(scores))
 
 
 def evaluate_split(
-    model: nn.Module,
+    probs: Sequence[np.ndarray],
     split: Split,
     *,
     threshold: float,
     nsd_tolerance: float,
-    batch_size: int,
-    device: torch.device,
     condition: str = CLEAN,
 ) -> pd.DataFrame:
     """Score every image of `split`: one row per image in the per_image.csv layout."""
-    probs = predict_probabilities(model, split.images, batch_size=batch_size, device=device)
-    rows = score_images(probs > threshold, split.masks, spacing=split.spacing, nsd_tolerance=nsd_tolerance)
+    rows = []
+    for i, p in enumerate(probs):
+        gt = split.volume(i)[1]
+        rows.extend(score_images(p[None] > threshold, gt[None], spacing=split.spacing, nsd_tolerance=nsd_tolerance))
     frame = pd.DataFrame(rows)
     frame["image_id"] = list(split.ids)
     frame["condition"] = condition
     frame["td"] = np.asarray(split.td, dtype=float)
+    frame["fbr"] = split.fbr
     return frame[list(PER_IMAGE_COLUMNS)]

@@ -1,6 +1,8 @@
-"""One epoch of training and batched inference on in-memory arrays."""
+"""One epoch of training over whatever batches an input strategy yields."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -30,39 +32,20 @@ def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     loss_fn: nn.Module,
-    images: np.ndarray,
-    masks: np.ndarray,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
     *,
-    batch_size: int,
-    rng: np.random.Generator,
     device: torch.device,
 ) -> float:
-    """Shuffle with `rng`, step through every batch once, return the mean loss."""
+    """Step through every batch once; return the mean loss per sample."""
     model.train()
-    order = rng.permutation(len(images))
     total, seen = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        x = torch.from_numpy(images[idx]).to(device)
-        y = torch.from_numpy(masks[idx]).float().to(device)
+    for images, masks in batches:
+        x = torch.tensor(images, device=device)
+        y = torch.tensor(masks, device=device, dtype=torch.float32)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(idx)
-        seen += len(idx)
+        total += float(loss.detach()) * len(x)
+        seen += len(x)
     return total / max(seen, 1)
-
-
-@torch.no_grad()
-def predict_probabilities(
-    model: nn.Module, images: np.ndarray, *, batch_size: int, device: torch.device
-) -> np.ndarray:
-    """Foreground probabilities, same shape as `images` with one channel."""
-    model.eval()
-    out = [
-        # torch.tensor copies: arrays from the Ray object store are read-only.
-        torch.sigmoid(model(torch.tensor(images[i : i + batch_size], device=device))).cpu().numpy()
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out, axis=0)

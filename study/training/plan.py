@@ -26,6 +26,8 @@ class TrialPlan:
     hparams: Hyperparameters
     arch: Any
     data_key: DataKey
+    patch_size: int | None = None  # None: whole images
+    pos_fraction: float | None = None
 
     @property
     def cell_key(self) -> str:
@@ -53,6 +55,8 @@ class TrialPlan:
             hparams=Hyperparameters.model_validate(values),
             arch=arch,
             data_key=data_key(spec, cell),
+            patch_size=int(cell.get("patch_size", spec.patch_defaults.size)) if spec.patch_mode else None,
+            pos_fraction=float(cell.get("pos_fraction", spec.patch_defaults.pos_fraction)) if spec.patch_mode else None,
         )
 
     def params(self) -> dict[str, Any]:

@@ -1,0 +1,93 @@
+"""How a trial feeds its network: whole images, or random patches with sliding-window inference.
+
+Both strategies share one interface so the training loop and the evaluation never ask which one
+they have: `batches` yields training batches for one epoch, `predict` gives per-image foreground
+probabilities at the input's own shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from study.data import Split
+from study.training.patches import foreground_fraction, sample_patches, sliding_window_probabilities
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class WholeImages:
+    """Whole images in shuffled mini-batches; inference on whole images (2D studies)."""
+
+    batch_size: int
+
+    def batches(self, split: Split, rng: np.random.Generator) -> Iterator[Batch]:
+        order = rng.permutation(len(split))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if split.stacked:
+                yield split.images[idx], split.masks[idx]
+            else:
+                yield np.stack([split.images[i] for i in idx]), np.stack([split.masks[i] for i in idx])
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, split: Split, *, device: torch.device) -> list[np.ndarray]:
+        model.eval()
+        out: list[np.ndarray] = []
+        for start in range(0, len(split), self.batch_size):
+            chunk = [split.volume(i)[0] for i in range(start, min(start + self.batch_size, len(split)))]
+            x = torch.tensor(np.stack(chunk), device=device)  # a copy: object-store arrays are read-only
+            out.extend(torch.sigmoid(model(x)).cpu().numpy())
+        return out
+
+
+@dataclass
+class Patches:
+    """`samples_per_volume` random crops from each of `batch_size` volumes per step; sliding-window
+    inference with the same patch size. Records every training crop's foreground share."""
+
+    batch_size: int
+    patch_size: int
+    pos_fraction: float
+    samples_per_volume: int
+    sw_batch_size: int
+    overlap: float
+    patch_foreground: list[float] = field(default_factory=list)
+
+    def batches(self, split: Split, rng: np.random.Generator) -> Iterator[Batch]:
+        order = rng.permutation(len(split))
+        for start in range(0, len(order), self.batch_size):
+            images, masks = [], []
+            for i in order[start : start + self.batch_size]:
+                image, mask = split.volume(int(i))
+                x, y = sample_patches(
+                    image,
+                    mask,
+                    patch_size=self.patch_size,
+                    pos_fraction=self.pos_fraction,
+                    num_samples=self.samples_per_volume,
+                    seed=int(rng.integers(2**31 - 1)),
+                )
+                images.append(x)
+                masks.append(y)
+            y_all = np.concatenate(masks)
+            self.patch_foreground.extend(foreground_fraction(y_all).tolist())
+            yield np.concatenate(images), y_all
+
+    def predict(self, model: nn.Module, split: Split, *, device: torch.device) -> list[np.ndarray]:
+        return [
+            sliding_window_probabilities(
+                model,
+                split.volume(i)[0],
+                patch_size=self.patch_size,
+                sw_batch_size=self.sw_batch_size,
+                overlap=self.overlap,
+                device=device,
+            )
+            for i in range(len(split))
+        ]

@@ -1,0 +1,61 @@
+"""Patch sampling and sliding-window inference (3D context study)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import UNet
+
+from study.training.patches import fbr, foreground_fraction, sample_patches, sliding_window_probabilities
+
+
+def known_volume() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 48, 48, 48)).astype(np.float32)
+    mask = np.zeros((1, 48, 48, 48), dtype=np.uint8)
+    mask[:, 16:28, 16:28, 16:28] = 1  # a 12^3 cube: 1728 of 110592 voxels
+    return image, mask
+
+
+@pytest.mark.parametrize("pos_fraction", [0.0, 0.25, 0.5, 0.9, 1.0])
+def test_share_of_foreground_centred_crops_matches_pos_fraction(pos_fraction):
+    image, mask = known_volume()
+    _, masks = sample_patches(image, mask, patch_size=16, pos_fraction=pos_fraction, num_samples=400, seed=3)
+    centred = masks[:, 0, 8, 8, 8].mean()  # label at the crop centre voxel
+    assert centred == pytest.approx(pos_fraction, abs=0.06)
+
+
+def test_crops_keep_image_and_label_aligned_and_are_seeded():
+    image, mask = known_volume()
+    x, y = sample_patches(mask.astype(np.float32), mask, patch_size=16, pos_fraction=0.5, num_samples=20, seed=1)
+    assert x.shape == (20, 1, 16, 16, 16) and y.dtype == np.uint8
+    assert np.array_equal(x.astype(np.uint8), y)
+    x2, _ = sample_patches(mask.astype(np.float32), mask, patch_size=16, pos_fraction=0.5, num_samples=20, seed=1)
+    x3, _ = sample_patches(mask.astype(np.float32), mask, patch_size=16, pos_fraction=0.5, num_samples=20, seed=2)
+    assert np.array_equal(x, x2) and not np.array_equal(x, x3)
+
+
+def test_patch_larger_than_volume_is_padded():
+    image, mask = known_volume()
+    x, y = sample_patches(image[:, :20, :20, :20], mask[:, :20, :20, :20], patch_size=32, pos_fraction=1.0,
+                          num_samples=2, seed=0)
+    assert x.shape == (2, 1, 32, 32, 32)
+
+
+def test_foreground_fraction_and_fbr():
+    masks = np.zeros((2, 1, 4, 4, 4), dtype=np.uint8)
+    masks[0, :, :2] = 1  # half
+    assert foreground_fraction(masks).tolist() == [0.5, 0.0]
+    assert fbr(masks).tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(("shape", "patch"), [((37, 29, 40), 16), ((50, 50, 50), 32), ((20, 33, 17), 16)])
+def test_sliding_window_output_shape_equals_input_shape(shape, patch):
+    torch.manual_seed(0)
+    net = UNet(spatial_dims=3, in_channels=1, out_channels=1, channels=(4, 8), strides=(2,))
+    volume = np.random.default_rng(0).random((1, *shape)).astype(np.float32)
+    out = sliding_window_probabilities(net, volume, patch_size=patch, sw_batch_size=4, overlap=0.25,
+                                       device=torch.device("cpu"))
+    assert out.shape == (1, *shape)
+    assert 0.0 <= out.min() and out.max() <= 1.0
