@@ -157,7 +157,7 @@ def test_dice_by_fbr_bin_means_and_intervals_over_seeds(frames: tuple[pd.DataFra
     _, per_image = frames
     table = dice_by_fbr_bin(per_image, bins=[0.01, 0.1, 1.0, 10.0], by=["architecture"])
     assert list(table.columns) == ["architecture", "fbr_low", "fbr_high", "fbr_centre", "metric", "mean", "std", "n",
-                                   "ci_low", "ci_high", "n_volumes"]
+                                   "ci_low", "ci_high", "n_volumes", "fbr_median"]
     assert len(table) == 6 and set(table["n"]) == {2} and set(table["metric"]) == {"dice"}
     unet = table[(table["architecture"] == "unet") & (table["fbr_low"] == 1.0)].iloc[0]
     # volumes 2 and 3 of the 4 unet cells: 0.75 (patch) + 0.01 (pos) - 0.025 (volumes) -/+ 0.02 (seed)
@@ -165,6 +165,7 @@ def test_dice_by_fbr_bin_means_and_intervals_over_seeds(frames: tuple[pd.DataFra
     assert unet["ci_low"] == pytest.approx(0.735 - T_DF1 * 0.02, abs=1e-4)
     assert unet["ci_high"] == pytest.approx(0.735 + T_DF1 * 0.02, abs=1e-4)
     assert unet["n_volumes"] == 16 and unet["fbr_high"] == 10.0 and unet["fbr_centre"] == pytest.approx(math.sqrt(10))
+    assert unet["fbr_median"] == pytest.approx(3.5)  # volumes at FBR 2 and 5
     unetr = table[(table["architecture"] == "unetr") & (table["fbr_low"] == 0.01)].iloc[0]
     assert unetr["mean"] == pytest.approx(0.60 + 0.01 - 0.20) and unetr["n_volumes"] == 8
 

@@ -133,3 +133,25 @@ def test_tuning_spec_space_and_seeds():
     assert spec.fixed_hyperparameters.optimizer == "adam"
     assert spec.confirm_seeds == [0, 1, 2] and spec.objective == "best_val_dice"
     assert load_spec(SMOKE).confirm_seeds == [0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"factors__patch_size": [24, 32]}, "factors.architecture[1]: 'unetr' with patch size 24: UNETR needs every patch/image dimension to be a multiple of 16, got 24"),
+        ({"factors__patch_size": [0]}, "factors.patch_size[0]: value 0 must be a whole number of voxels > 0"),
+        ({"factors__pos_fraction": [0.5, 1.5]}, "factors.pos_fraction[1]: value 1.5 must be a number in [0, 1]"),
+        ({"inference__overlap": 1.0}, "inference.overlap"),
+        ({"patches__samples_per_volume": 0}, "patches.samples_per_volume"),
+        ({"data__volume_size": 8}, "data.volume_size"),
+        ({"data__bogus": 1}, "data.bogus: unknown key; accepted keys here: dataset, volume_size"),
+    ],
+)
+def test_bad_3d_spec(write_spec, overrides, expected):
+    from conftest import SMOKE_3D
+
+    path = write_spec(_base=SMOKE_3D, **overrides)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: {path}: ") and expected in line, line

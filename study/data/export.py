@@ -79,10 +79,11 @@ def _splits(level: LevelData) -> list[tuple[str, Split]]:
 
 def _check_png_compatible(level: LevelData) -> None:
     for name, split in _splits(level):
-        if split.images.ndim != 4 or split.images.shape[1] != 1:
+        image = split.volume(0)[0]
+        if image.ndim != 3 or image.shape[0] != 1:
             raise SegstudyError(
-                f"export format 'png' needs 2D single-channel images, but split '{name}' has shape "
-                f"{split.images.shape}; use fmt 'nifti'"
+                f"export format 'png' needs 2D single-channel images, but split '{name}' has images of shape "
+                f"{image.shape}; use --format nifti"
             )
 
 
