@@ -10,8 +10,23 @@ Stages hand over through pandas frames (and CSV files in `analyze`), so each can
 from __future__ import annotations
 
 from analysis.analyze import analyze
+from analysis.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
+from analysis.context_plots import plot_dice_vs_fbr, plot_dice_vs_patch_size, plot_patch_pos_heatmap
 from analysis.plots import plot_dice_vs_complexity
 from analysis.runs import factor_names, load_per_image, load_trials
 from analysis.summary import summarise
 
-__all__ = ["analyze", "factor_names", "load_per_image", "load_trials", "plot_dice_vs_complexity", "summarise"]
+__all__ = [
+    "analyze",
+    "dice_by_fbr_bin",
+    "factor_names",
+    "fbr_shift",
+    "load_per_image",
+    "load_trials",
+    "plot_dice_vs_complexity",
+    "plot_dice_vs_fbr",
+    "plot_dice_vs_patch_size",
+    "plot_patch_pos_heatmap",
+    "summarise",
+    "with_patch_metrics",
+]

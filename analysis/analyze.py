@@ -1,7 +1,9 @@
-"""`segstudy analyze`: a study's MLflow runs -> tidy CSVs and the Dice-vs-complexity plot.
+"""`segstudy analyze`: a study's MLflow runs -> tidy CSVs and the plots its factors call for.
 
-Each stage hands over through a file in `out_dir`, so a notebook can pick up trials.csv or
-per_image.csv without MLflow.
+Every study gets trials.csv, per_image.csv and summary.csv; a complexity study (`alpha` factor)
+adds the Dice-vs-complexity plot, a context study (`patch_size` factor) the FBR-shift tables and
+patch-size plots. Each stage hands over through a file in `out_dir`, so a notebook can pick up
+trials.csv or per_image.csv without MLflow.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
+from analysis.context_plots import plot_dice_vs_fbr, plot_dice_vs_patch_size, plot_patch_pos_heatmap
 from analysis.plots import plot_dice_vs_complexity
 from analysis.runs import factor_names, load_per_image, load_trials
 from analysis.summary import summarise
@@ -19,6 +23,8 @@ from study import metrics_names as M
 from study.errors import SegstudyError
 
 COMPLEXITY_FACTOR = "alpha"
+PATCH_FACTOR = "patch_size"
+POS_FACTOR = "pos_fraction"
 MIN_SEEDS = 3  # fewer seeds per cell give intervals too wide to separate arms (DESIGN.md section 5)
 
 log = logging.getLogger(__name__)
@@ -32,10 +38,14 @@ def analyze(
     phase: str | None = M.PHASE_CONFIRM,
     study: str = "latest",
 ) -> dict[str, Path]:
-    """Write trials.csv, per_image.csv, summary.csv and dice_vs_complexity.png into `out_dir`.
+    """Write the study's tables and the plots its factors call for into `out_dir`.
 
-    summary.csv holds every test metric (long format, one `metric` column) per cell, i.e. per
-    combination of all factors, with mean, sd, n and 95% t-interval over seeds.
+    Always trials.csv, per_image.csv and summary.csv: every test metric (and peak_memory_mb when
+    logged; long format, one `metric` column) per cell, i.e. per combination of all factors, with
+    mean, sd, n and 95% t-interval over seeds. With an `alpha` factor: dice_vs_complexity.png.
+    With a `patch_size` factor: fbr_shift.csv, dice_by_fbr.csv, dice_vs_patch_size.png,
+    dice_vs_fbr.png and, when `pos_fraction` takes several values, patch_pos_heatmap.png (see
+    `analysis.context`). A study with neither factor gets the tables only.
 
     Args:
         experiment: MLflow experiment name (= the study spec's `name`).
@@ -45,10 +55,11 @@ def analyze(
         study: "latest" study run of the experiment (default), "all", or a study run id.
 
     Returns:
-        {"trials": ..., "per_image": ..., "summary": ..., "dice_vs_complexity": ...} paths.
+        Written file name without suffix -> path, e.g. {"trials": ..., "per_image": ...,
+        "summary": ..., "dice_vs_complexity": ...}.
 
     Raises:
-        SegstudyError: unknown experiment, no trials, or no `alpha` factor to plot against.
+        SegstudyError: unknown experiment, no trials, or no trial logged test_dice.
 
     Example:
         >>> analyze("skip_vs_complexity", out_dir=Path("analysis_out"),
@@ -56,32 +67,50 @@ def analyze(
     """
     trials = load_trials(experiment, tracking_uri=tracking_uri, phase=phase, study=study)
     factors = factor_names(trials)
-    if COMPLEXITY_FACTOR not in factors:
-        raise SegstudyError(
-            f"experiment '{experiment}': the complexity plot needs a '{COMPLEXITY_FACTOR}' factor; "
-            f"factors found: {', '.join(factors) or '(none)'}"
-        )
+    if PATCH_FACTOR in factors:
+        trials = with_patch_metrics(trials, experiment=experiment, tracking_uri=tracking_uri, study=study)
     _warn_few_seeds(trials)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / f"{name}.csv" for name in ("trials", "per_image", "summary")}
     trials.to_csv(paths["trials"], index=False)
-    load_per_image(trials, tracking_uri=tracking_uri).to_csv(paths["per_image"], index=False)
+    per_image = load_per_image(trials, tracking_uri=tracking_uri)
+    per_image.to_csv(paths["per_image"], index=False)
 
-    metrics = [m for m in M.TEST_METRICS if trials[m].notna().any()]
+    metrics = [m for m in (*M.TEST_METRICS, M.PEAK_MEMORY) if m in trials.columns and trials[m].notna().any()]
     if M.TEST_DICE not in metrics:
         raise SegstudyError(f"experiment '{experiment}': no trial logged {M.TEST_DICE}; nothing to summarise")
     summary = pd.concat([summarise(trials, by=factors, metric=m) for m in metrics], ignore_index=True)
     summary.to_csv(paths["summary"], index=False)
+    dice = summary[summary["metric"] == M.TEST_DICE]
 
-    plot = plot_dice_vs_complexity(
-        summary[summary["metric"] == M.TEST_DICE],
-        summary[summary["metric"] == M.TEST_TD],
-        out_dir / "dice_vs_complexity.png",
-        x=COMPLEXITY_FACTOR,
-    )
+    if COMPLEXITY_FACTOR in factors:
+        paths["dice_vs_complexity"] = plot_dice_vs_complexity(
+            dice, summary[summary["metric"] == M.TEST_TD], out_dir / "dice_vs_complexity.png", x=COMPLEXITY_FACTOR
+        )
+    if PATCH_FACTOR in factors:
+        paths.update(_context_outputs(trials, per_image, dice, out_dir=out_dir))
     log.info("analysed %d trials of '%s' into %s", len(trials), experiment, out_dir)
-    return {**paths, "dice_vs_complexity": plot}
+    return paths
+
+
+def _context_outputs(trials: pd.DataFrame, per_image: pd.DataFrame, dice: pd.DataFrame, *, out_dir: Path) -> dict[str, Path]:
+    """The context vs FBR study's tables and plots (DESIGN.md 4.2)."""
+    paths = {"dice_vs_patch_size": plot_dice_vs_patch_size(dice, out_dir / "dice_vs_patch_size.png")}
+    if POS_FACTOR in dice.columns and dice[POS_FACTOR].nunique() > 1:
+        paths["patch_pos_heatmap"] = plot_patch_pos_heatmap(dice, out_dir / "patch_pos_heatmap.png")
+    # Runs logged before per-image FBRs were recorded still get the patch-size plots.
+    if "fbr" not in per_image.columns or not per_image["fbr"].notna().any():
+        skipped = "fbr_shift.csv, dice_by_fbr.csv, dice_vs_fbr.png"
+        warnings.warn(f"no test-volume FBR in per_image.csv: skipping {skipped}", stacklevel=3)
+        return paths
+    shift = fbr_shift(per_image, trials)
+    paths["fbr_shift"] = out_dir / "fbr_shift.csv"
+    shift.to_csv(paths["fbr_shift"], index=False)
+    paths["dice_by_fbr"] = out_dir / "dice_by_fbr.csv"
+    dice_by_fbr_bin(per_image).to_csv(paths["dice_by_fbr"], index=False)
+    paths["dice_vs_fbr"] = plot_dice_vs_fbr(per_image, shift, out_dir / "dice_vs_fbr.png")
+    return paths
 
 
 def _warn_few_seeds(trials: pd.DataFrame) -> None:
@@ -95,4 +124,4 @@ def _warn_few_seeds(trials: pd.DataFrame) -> None:
         )
 
 
-__all__ = ["COMPLEXITY_FACTOR", "MIN_SEEDS", "analyze"]
+__all__ = ["COMPLEXITY_FACTOR", "MIN_SEEDS", "PATCH_FACTOR", "POS_FACTOR", "analyze"]

@@ -46,8 +46,10 @@ def tune_runs(uri: str, study_run: str) -> list:
     return out
 
 
-def run(kind: str, tmp: Path, *, grace: int | None, rf: float | None) -> tuple[list, dict]:
+def run(kind: str, tmp: Path, *, grace: int | None, rf: float | None, trials: int | None) -> tuple[list, dict]:
     raw = yaml.safe_load(SPEC.read_text())
+    if trials is not None:
+        raw["tuning"]["trials_per_cell"] = trials
     raw["tuning"]["early_stopping"]["kind"] = kind
     if grace is not None:
         raw["tuning"]["early_stopping"]["grace_period"] = grace
@@ -65,10 +67,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--grace-period", type=int, default=None, help="override the spec's")
     parser.add_argument("--reduction-factor", type=float, default=None, help="override the spec's")
+    parser.add_argument("--trials-per-cell", type=int, default=None, help="override the spec's")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        asha, chosen = run("asha", Path(tmp), grace=args.grace_period, rf=args.reduction_factor)
-        full, _ = run("none", Path(tmp), grace=None, rf=None)
+        asha, chosen = run("asha", Path(tmp), grace=args.grace_period, rf=args.reduction_factor,
+                           trials=args.trials_per_cell)
+        full, _ = run("none", Path(tmp), grace=None, rf=None, trials=args.trials_per_cell)
     settings = yaml.safe_load(SPEC.read_text())["tuning"]["early_stopping"]
     settings.update({k: v for k, v in {"grace_period": args.grace_period,
                                        "reduction_factor": args.reduction_factor}.items() if v is not None})
