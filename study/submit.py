@@ -71,7 +71,8 @@ def submit_study(
         client = JobSubmissionClient(address)
     except Exception as exc:  # noqa: BLE001 - connection errors come in many types
         raise SegstudyError(f"--address {address}: no Ray job server answered ({str(exc).splitlines()[0][:200]})") from None
-    job_id = client.submit_job(
+    job_id = _submit_with_retry(
+        client,
         entrypoint=build_entrypoint(spec_rel, tracking_uri=uri, storage=storage_abs),
         submission_id=f"segstudy-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         runtime_env={"working_dir": str(root)},
@@ -82,6 +83,18 @@ def submit_study(
         return job_id, str(client.get_job_status(job_id))
     asyncio.run(_stream_logs(client, job_id))
     return job_id, _wait_terminal(client, job_id)
+
+
+def _submit_with_retry(client: object, *, attempts_s: float = 60.0, **job: object) -> str:
+    """Submit, retrying while a just-started head has no job agent yet (HTTP 500, "No available agent")."""
+    deadline = time.monotonic() + attempts_s
+    while True:
+        try:
+            return client.submit_job(**job)  # type: ignore[attr-defined]
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 async def _stream_logs(client: object, job_id: str) -> None:

@@ -46,25 +46,65 @@ def head_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory):
-    """A real `ray start --head` on 127.0.0.1 with the job server, and this process connected."""
+    """A real `ray start --head --block` on 127.0.0.1 with the job server, and this process connected.
+
+    The head runs in its own process group so teardown stops exactly this cluster (never other
+    Ray instances on the machine, as `ray stop` would).
+    """
     import ray
 
     env = head_env()
     os.environ["RAY_AUTH_MODE"] = "disabled"
     port, dash = free_port(), free_port()
     cmd = [
-        str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+        str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
         "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats",
+        f"--temp-dir={tmp_path_factory.mktemp('ray')}",
     ]
-    subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=120)
+    log = (tmp_path_factory.getbasetemp() / "ray_head.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     head = RayHead(gcs_address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dash}", env=env)
     try:
+        wait_for_dashboard(head.dashboard_url, proc, timeout=120)
         ray.init(address=head.gcs_address, logging_level="WARNING")
         yield head
     finally:
         ray.shutdown()
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_process_group(proc)
+        log.close()
+
+
+def wait_for_dashboard(url: str, proc: subprocess.Popen, *, timeout: float) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}; see ray_head.log in the pytest temp dir")
+        try:
+            urllib.request.urlopen(f"{url}/api/version", timeout=2).read()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"Ray dashboard at {url} did not answer within {timeout} s")
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the head's process group, then SIGKILL whatever is left after 30 s."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture
