@@ -153,6 +153,41 @@ def status(
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+@app.command()
+@user_errors
+def recommend(
+    experiment: Annotated[str, typer.Option(help="Study name (= MLflow experiment)")],
+    data: Annotated[Path, typer.Option(help="Folder of <id>_image / <id>_mask pairs (PNG or NIfTI)")],
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Measure your labelled images and print which architecture won nearest to them (JSON)."""
+    import json
+
+    from analysis.recommend import recommend as run_recommend
+    from study.tracking import resolve_tracking_uri
+
+    result = run_recommend(experiment, data=data, tracking_uri=resolve_tracking_uri(tracking_uri, None))
+    for text in result["warnings"]:
+        typer.echo(f"warning: {text}", err=True)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+@user_errors
+def report(
+    experiment: Annotated[str, typer.Option(help="Study name (= MLflow experiment)")],
+    out: Annotated[Path, typer.Option(help="Output directory for report.html and its figures")],
+    tracking_uri: TrackingOpt = None,
+    study: Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")] = "latest",
+) -> None:
+    """Build the self-contained HTML study report and log it to the study's MLflow run."""
+    from analysis.report import build_report
+    from study.tracking import resolve_tracking_uri
+
+    path = build_report(experiment, out_dir=out, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
+    typer.echo(f"report: {path}")
+
+
 @data_app.command("synth")
 @user_errors
 def data_synth(

@@ -15,13 +15,17 @@ BEST_VAL_DICE = "best_val_dice"  # running maximum of val_dice: the tuning objec
 TEST_DICE = "test_dice"
 TEST_HD95 = "test_hd95"
 TEST_NSD = "test_nsd"
+TEST_ASSD = "test_assd"
 TEST_TD = "test_td"
 TEST_MISSED = "test_missed"
-TEST_METRICS = (TEST_DICE, TEST_HD95, TEST_NSD, TEST_TD, TEST_MISSED)
+TEST_METRICS = (TEST_DICE, TEST_HD95, TEST_NSD, TEST_ASSD, TEST_TD, TEST_MISSED)
 
 # Columns of per_image.csv.
 PER_IMAGE_FILE = "per_image.csv"
-PER_IMAGE_COLUMNS = ("image_id", "condition", "dice", "hd95", "nsd", "td", "empty_gt", "empty_pred", "missed", "fbr")
+PER_IMAGE_COLUMNS = (
+    "image_id", "condition", "dice", "hd95", "nsd", "assd", "td", "empty_gt", "empty_pred", "missed", "fbr",
+)
+PERTURBATION_PARAMS = "perturbation_params"  # realised parameters (JSON) of the condition
 CLEAN = "clean"
 
 # Patch-based trials: the distribution of training-patch foreground fractions, and memory.

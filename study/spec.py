@@ -18,6 +18,7 @@ from study import metrics_names as M
 from study.data import DATASETS
 from study.errors import SegstudyError, unknown_name
 from study.models import check_input_size, resolve_architecture
+from study.perturbations import get_perturbation
 from study.tuning import Confirm, Tuning, grid_size, is_distribution, parse_distribution
 from study.tuning.space import distribution_values
 
@@ -53,6 +54,20 @@ class Training(_Strict):
 class Evaluation(_Strict):
     threshold: float = Field(0.5, gt=0, lt=1)
     nsd_tolerance: float = Field(1.0, gt=0, description="surface Dice tolerance in mm")
+    # Robustness: each named perturbation (registry: study/perturbations) at each severity is
+    # applied to every test image with a seed derived from (seed, image, perturbation, severity).
+    perturbations: list[str] = Field(default_factory=list)
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    perturbation_seed: int = Field(0, ge=0)
+    failure_threshold: float = Field(0.5, gt=0, lt=1, description="Dice below this counts as a failure")
+    reference_arm: str | None = Field(None, description="architecture that corruption errors are relative to")
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, v: list[int]) -> list[int]:
+        if not v or any(s not in range(1, 6) for s in v) or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct severities from 1 to 5, got {v}")
+        return sorted(v)
 
 
 class Patches(_Strict):
@@ -284,6 +299,18 @@ def _check_cross_references(spec: StudySpec) -> None:
             else:
                 _check_value(f"factors.{key}[{i}]", key, value)
     _check_input_sizes(spec)
+    _check_evaluation(spec)
+
+
+def _check_evaluation(spec: StudySpec) -> None:
+    for i, name in enumerate(spec.evaluation.perturbations):
+        get_perturbation(name, where=f"evaluation.perturbations[{i}]")
+    ref = spec.evaluation.reference_arm
+    if ref is not None and ref not in spec.factors[ARCHITECTURE]:
+        raise SegstudyError(
+            f"evaluation.reference_arm: '{ref}' is not one of factors.architecture: "
+            f"{', '.join(map(str, spec.factors[ARCHITECTURE]))}"
+        )
 
 
 def _check_input_sizes(spec: StudySpec) -> None:

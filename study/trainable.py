@@ -22,7 +22,9 @@ import torch
 from study import metrics_names as M
 from study.models import build_network
 from study.spec import StudySpec
+from study.data import Split
 from study.study_data import StudyData
+from study.training.conditions import condition_metrics, evaluate_conditions
 from study.training import (
     Patches,
     TrialPlan,
@@ -138,13 +140,20 @@ def run_plan(
     """Train and test one plan; Tune-free so a plain loop (or a benchmark) can call it."""
     trained = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)
     test = data[plan.data_key].test
-    per_image = evaluate_split(
-        trained.inputs.predict(trained.model, test, device=_device(spec)),
-        test,
-        threshold=spec.evaluation.threshold,
-        nsd_tolerance=spec.evaluation.nsd_tolerance,
+
+    def predict(split: Split) -> list[np.ndarray]:
+        return trained.inputs.predict(trained.model, split, device=_device(spec))
+
+    clean = evaluate_split(
+        predict(test), test, threshold=spec.evaluation.threshold, nsd_tolerance=spec.evaluation.nsd_tolerance
     )
-    metrics = summarise_test(per_image, best_val=trained.best_val)
+    corrupted = evaluate_conditions(predict, test, spec)
+    per_image = clean
+    if len(corrupted):
+        clean[M.PERTURBATION_PARAMS] = "{}"
+        per_image = pd.concat([clean, corrupted], ignore_index=True)
+    metrics = summarise_test(clean, best_val=trained.best_val)
+    metrics.update(condition_metrics(corrupted) if len(corrupted) else {})
     metrics[M.PEAK_MEMORY] = trained.peak_memory_mb
     patch_fg = trained.inputs.patch_foreground if isinstance(trained.inputs, Patches) else None
     if patch_fg:
@@ -191,6 +200,7 @@ def summarise_test(per_image: pd.DataFrame, *, best_val: float) -> dict[str, flo
         M.TEST_DICE: float(per_image["dice"].mean()),
         M.TEST_HD95: float(per_image["hd95"].mean()),
         M.TEST_NSD: float(per_image["nsd"].mean()),
+        M.TEST_ASSD: float(per_image["assd"].mean()),
         M.TEST_MISSED: float(per_image["missed"].sum()),
         M.BEST_VAL_DICE: best_val,
     }

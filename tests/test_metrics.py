@@ -19,7 +19,9 @@ def square(n: int = 3, *, size: int = 32, at: tuple[int, int] = (8, 8), side: in
 
 def test_perfect_prediction():
     rows = score_images(square(1), square(1), spacing=(1.0, 1.0), nsd_tolerance=1.0)
-    assert rows == [{"empty_gt": False, "empty_pred": False, "missed": False, "dice": 1.0, "hd95": 0.0, "nsd": 1.0}]
+    assert rows == [
+        {"empty_gt": False, "empty_pred": False, "missed": False, "dice": 1.0, "hd95": 0.0, "nsd": 1.0, "assd": 0.0}
+    ]
 
 
 def test_missed_structure_is_worst_case_not_nan():
@@ -30,7 +32,7 @@ def test_missed_structure_is_worst_case_not_nan():
     diagonal = math.hypot(32 * 0.5, 32 * 2.0)
     assert rows[1]["missed"] and rows[1]["empty_pred"] and not rows[1]["empty_gt"]
     assert rows[1]["dice"] == 0.0 and rows[1]["nsd"] == 0.0
-    assert rows[1]["hd95"] == pytest.approx(diagonal)
+    assert rows[1]["hd95"] == pytest.approx(diagonal) and rows[1]["assd"] == pytest.approx(diagonal)
     assert not rows[0]["missed"] and rows[0]["dice"] == 1.0
 
 
@@ -51,6 +53,7 @@ def test_distances_scale_with_spacing_and_nsd_with_tolerance():
     two = score_images(pred, gt, spacing=(2.0, 2.0), nsd_tolerance=1.0)[0]
     assert one["dice"] == pytest.approx(2 * 70 / 200)
     assert one["hd95"] == pytest.approx(3.0) and two["hd95"] == pytest.approx(6.0)
+    assert 0.0 < one["assd"] < one["hd95"] and two["assd"] == pytest.approx(2 * one["assd"])
     loose = score_images(pred, gt, spacing=(1.0, 1.0), nsd_tolerance=3.0)[0]
     assert one["nsd"] < loose["nsd"] == pytest.approx(1.0)
 

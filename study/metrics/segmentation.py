@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
+from monai.metrics import (
+    compute_average_surface_distance,
+    compute_dice,
+    compute_hausdorff_distance,
+    compute_surface_dice,
+)
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,19 @@ def _nsd(pred: torch.Tensor, gt: torch.Tensor, spacing: Sequence[float], tol: fl
         return compute_surface_dice(pred, gt, class_thresholds=[tol], include_background=True, spacing=list(spacing))[:, 0]
 
 
+def _assd(pred: torch.Tensor, gt: torch.Tensor, spacing: Sequence[float], tol: float) -> torch.Tensor:
+    with _quiet_monai():
+        return compute_average_surface_distance(
+            pred, gt, include_background=True, symmetric=True, spacing=list(spacing)
+        )[:, 0]
+
+
 # name -> (MONAI computation, value when exactly one mask is empty, value when both are)
 METRICS: dict[str, tuple[MetricFn, str, float]] = {
     "dice": (_dice, "zero", 1.0),
     "hd95": (_hd95, "worst_distance", 0.0),
     "nsd": (_nsd, "zero", 1.0),
+    "assd": (_assd, "worst_distance", 0.0),
 }
 
 

@@ -1,0 +1,75 @@
+"""Test-split evaluation under controlled perturbations (robustness suite).
+
+Every architecture sees exactly the same corrupted pixels: each image's corruption is seeded by
+(evaluation.perturbation_seed, image id, perturbation, severity), never by the trial. The realised
+parameters go into per_image.csv next to the scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from study import metrics_names as M
+from study.data import Split, texture_disparity
+from study.perturbations import condition_seed, get_perturbation
+from study.spec import StudySpec
+from study.training.evaluate import evaluate_split
+
+Predict = Callable[[Split], Sequence[np.ndarray]]
+
+
+def condition_name(perturbation: str, severity: int) -> str:
+    """The `condition` column value, e.g. 'gaussian_noise:3' (analysis.robustness parses it)."""
+    return f"{perturbation}:{severity}"
+
+
+def perturbed(split: Split, perturbation: str, severity: int, *, base_seed: int) -> tuple[Split, list[str]]:
+    """The split with every image corrupted, and each image's realised parameters as JSON."""
+    p = get_perturbation(perturbation)
+    images, params, td = [], [], []
+    for i, image_id in enumerate(split.ids):
+        image, mask = split.volume(i)
+        seed = condition_seed(base_seed, image_id, perturbation, severity)
+        out, realised = p.apply(image, severity=severity, seed=seed, mask=mask)
+        images.append(np.asarray(out, dtype=np.float32))
+        params.append(json.dumps(realised, sort_keys=True))
+        # Texture disparity of the corrupted image says where it lands on the complexity axis.
+        td.append(texture_disparity(out[0], mask[0]) if np.isfinite(split.td[i]) else float("nan"))
+    stacked = np.stack(images) if split.stacked else tuple(images)
+    return dataclasses.replace(split, images=stacked, td=np.asarray(td, dtype=float)), params
+
+
+def evaluate_conditions(predict: Predict, split: Split, spec: StudySpec) -> pd.DataFrame:
+    """Per-image scores for every perturbation x severity in the spec (clean not included)."""
+    ev = spec.evaluation
+    frames = []
+    for name in ev.perturbations:
+        for severity in ev.severities:
+            corrupted, params = perturbed(split, name, severity, base_seed=ev.perturbation_seed)
+            frame = evaluate_split(
+                predict(corrupted),
+                corrupted,
+                threshold=ev.threshold,
+                nsd_tolerance=ev.nsd_tolerance,
+                condition=condition_name(name, severity),
+            )
+            frame[M.PERTURBATION_PARAMS] = params
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def condition_metrics(per_image: pd.DataFrame) -> dict[str, float]:
+    """Per-condition means as MLflow metric names, e.g. test_dice/gaussian_noise/3."""
+    out: dict[str, float] = {}
+    for condition, group in per_image.groupby("condition", sort=True):
+        if ":" not in str(condition):
+            continue
+        name, severity = str(condition).split(":")
+        for metric in ("dice", "hd95", "nsd", "assd"):
+            out[f"test_{metric}/{name}/{severity}"] = float(group[metric].mean())
+    return out
