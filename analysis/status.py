@@ -7,7 +7,6 @@ import pandas as pd
 from analysis.runs import LATEST, trial_runs
 from study import metrics_names as M
 
-STOPPED_EARLY_TAG = "segstudy.stopped_early"
 COLUMNS = ("cell", "phase", "done", "running", "stopped_early", "failed", "best_val_dice")
 
 
@@ -21,7 +20,7 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
     for run in trial_runs(experiment, tracking_uri=tracking_uri, study=study):
         tags = run.data.tags
         status = run.info.status
-        early = tags.get(STOPPED_EARLY_TAG) == "true"
+        early = tags.get(M.STOPPED_EARLY_TAG) == "true"
         rows.append(
             {
                 "cell": tags.get(M.CELL_TAG, "?"),

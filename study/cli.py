@@ -33,6 +33,9 @@ TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, spec, ./mlflow.db)")
 ]
 
+StudyOpt = Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")]
+ExperimentOpt = Annotated[str, typer.Option(help="Study name (= MLflow experiment)")]
+
 
 def user_errors(fn: F) -> F:
     """Turn SegstudyError into one line on stderr and exit code 2."""
@@ -115,11 +118,11 @@ def submit(
 @app.command()
 @user_errors
 def analyze(
-    experiment: Annotated[str, typer.Option(help="MLflow experiment (= the spec's name)")],
+    experiment: ExperimentOpt,
     out: Annotated[Path, typer.Option(help="Output directory for tables and plots")],
     tracking_uri: TrackingOpt = None,
     phase: Annotated[str, typer.Option(help="Which trials to read: confirm, tune or all")] = "confirm",
-    study: Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")] = "latest",
+    study: StudyOpt = "latest",
 ) -> None:
     """Read the study's runs from MLflow; write tidy CSVs and robustness plots."""
     from analysis.analyze import analyze as run_analysis
@@ -143,7 +146,7 @@ def analyze(
 def status(
     experiment: Annotated[str, typer.Argument(help="Study name (= MLflow experiment)")],
     tracking_uri: TrackingOpt = None,
-    study: Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")] = "latest",
+    study: StudyOpt = "latest",
 ) -> None:
     """Per cell and phase: trials done, running, stopped early, failed, best validation Dice."""
     from analysis.status import study_status
@@ -156,7 +159,7 @@ def status(
 @app.command()
 @user_errors
 def recommend(
-    experiment: Annotated[str, typer.Option(help="Study name (= MLflow experiment)")],
+    experiment: ExperimentOpt,
     data: Annotated[Path, typer.Option(help="Folder of <id>_image / <id>_mask pairs (PNG or NIfTI)")],
     tracking_uri: TrackingOpt = None,
 ) -> None:
@@ -175,10 +178,10 @@ def recommend(
 @app.command()
 @user_errors
 def report(
-    experiment: Annotated[str, typer.Option(help="Study name (= MLflow experiment)")],
+    experiment: ExperimentOpt,
     out: Annotated[Path, typer.Option(help="Output directory for report.html and its figures")],
     tracking_uri: TrackingOpt = None,
-    study: Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")] = "latest",
+    study: StudyOpt = "latest",
 ) -> None:
     """Build the self-contained HTML study report and log it to the study's MLflow run."""
     from analysis.report import build_report

@@ -34,7 +34,6 @@ from study.tuning.searcher import CellSearcher
 log = logging.getLogger(__name__)
 
 MIN_SEEDS = 3
-CHOSEN_TAG = "segstudy.chosen"
 
 
 @dataclass(frozen=True)
@@ -279,7 +278,7 @@ def _log_chosen(tracker: StudyTracker, run_id: str, chosen: dict[str, dict[str, 
         path = Path(tmp) / "chosen_hyperparameters.json"
         path.write_text(json.dumps(chosen, indent=2, sort_keys=True))
         tracker.log_file(run_id, path)
-    tracker.set_tags(run_id, {CHOSEN_TAG: json.dumps(chosen, sort_keys=True)[:5000]})
+    tracker.set_tags(run_id, {M.CHOSEN_TAG: json.dumps(chosen, sort_keys=True)[:5000]})
 
 
 __all__ = ["StudyResult", "check_resources", "cluster_capacity", "connect_ray", "run_study"]

@@ -46,6 +46,8 @@ FACTORS_TAG = "segstudy.factors"
 ERROR_TAG = "segstudy.error"
 TRIAL_ID_TAG = "segstudy.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
+CHOSEN_TAG = "segstudy.chosen"  # JSON of each cell's chosen hyperparameters, on the study run
+STOPPED_EARLY_TAG = "segstudy.stopped_early"
 
 PHASE_TUNE = "tune"
 PHASE_CONFIRM = "confirm"

@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 
 _EPOCH_METRICS = (M.TRAIN_LOSS, M.VAL_DICE, M.BEST_VAL_DICE)
 _FINAL_PREFIXES = ("test_", M.PATCH_FG_PREFIX, M.PATCH_FG_MEAN, M.BEST_VAL_DICE, M.PEAK_MEMORY)
-STOPPED_EARLY_TAG = "segstudy.stopped_early"
 _ARTIFACTS = (M.PER_IMAGE_FILE, M.PATCH_FG_FILE, "architecture.json")
 
 
@@ -61,7 +60,7 @@ class TrackingCallback(tune.Callback):
         final = trial.last_result or {}
         self.tracker.log_metrics(run_id, {k: v for k, v in final.items() if k.startswith(_FINAL_PREFIXES)})
         stopped = int(final.get(M.EPOCH, 0)) < self.full_epochs
-        self.tracker.set_tags(run_id, {STOPPED_EARLY_TAG: "true" if stopped else "false"})
+        self.tracker.set_tags(run_id, {M.STOPPED_EARLY_TAG: "true" if stopped else "false"})
         directory = checkpoint_dir(trial)
         if directory is not None:
             self.tracker.log_artifacts(run_id, directory, names=_ARTIFACTS)

@@ -60,19 +60,24 @@ def check_smoke_runs(uri: str, tmp_path) -> list:
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 31))
         assert 0.0 <= metrics[M.TEST_DICE] <= 1.0 and 0.0 <= metrics[M.TEST_NSD] <= 1.0
         assert metrics[M.TEST_HD95] >= 0.0 and metrics[M.TEST_TD] > 0.0
-        table = per_image(client, r.info.run_id, tmp_path / r.info.run_id)
-        assert list(table.columns) == list(M.PER_IMAGE_COLUMNS)
-        assert len(table) == 8 and (table["condition"] == M.CLEAN).all()
+        full = per_image(client, r.info.run_id, tmp_path / r.info.run_id)
+        assert list(full.columns) == [*M.PER_IMAGE_COLUMNS, M.PERTURBATION_PARAMS]
+        assert len(full) == 8 * (1 + 3 * 3)  # clean + 3 perturbations x 3 severities
+        table = full[full["condition"] == M.CLEAN]
         # Final metrics are exactly the means of the per-image table (no NaN silently dropped).
         assert table["dice"].mean() == pytest.approx(metrics[M.TEST_DICE], abs=1e-6)
-        assert table["hd95"].notna().all()
-        frames[tags[M.CELL_TAG]] = table
+        assert full["hd95"].notna().all() and full["assd"].notna().all()
+        noisy = full[full["condition"] == "gaussian_noise:5"]
+        assert metrics["test_dice/gaussian_noise/5"] == pytest.approx(noisy["dice"].mean(), abs=1e-6)
+        frames[tags[M.CELL_TAG]] = full
     # Paired test sets: both arms at one alpha saw the same images with the same TD.
     for alpha in ("0.2", "0.8"):
         a = frames[f"alpha={alpha},architecture=unet"]
         b = frames[f"alpha={alpha},architecture=noskip_unet"]
         assert list(a["image_id"]) == list(b["image_id"]) and list(a["td"]) == list(b["td"])
-    assert frames["alpha=0.2,architecture=unet"]["td"].mean() > frames["alpha=0.8,architecture=unet"]["td"].mean()
+        assert list(a[M.PERTURBATION_PARAMS]) == list(b[M.PERTURBATION_PARAMS])  # identical corruptions
+    clean = {k: v[v["condition"] == M.CLEAN] for k, v in frames.items()}
+    assert clean["alpha=0.2,architecture=unet"]["td"].mean() > clean["alpha=0.8,architecture=unet"]["td"].mean()
     return runs
 
 
@@ -90,6 +95,26 @@ def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
     assert len(trials) == 4 and set(trials["architecture"]) == {"unet", "noskip_unet"}
     png = (out / "dice_vs_complexity.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+    # The report: every section, figures embedded, logged to the study run.
+    proc = run_cli("report", "--experiment", "smoke", "--out", str(tmp_path / "report"), "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "report" / "report.html").read_text()
+    for section in ("design", "versions", "perturbations", "conditions", "statistics", "plots"):
+        assert f'id="{section}"' in html
+    assert html.count("data:image/png;base64,") >= 4
+    client = MlflowClient(tracking_uri=uri)
+    assert "report/report.html" in [a.path for a in client.list_artifacts(result.study_run_id, "report")]
+
+    # Recommend for "user data": the study's own alpha=0.2 images exported as PNG pairs.
+    exported = tmp_path / "user_data"
+    assert run_cli("data", "synth", str(SMOKE), "--out", str(exported), cwd=tmp_path).returncode == 0
+    proc = run_cli("recommend", "--experiment", "smoke", "--data", str(exported / "alpha=0.2" / "test"),
+                   "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    advice = json.loads(proc.stdout)
+    assert advice["matched"]["alpha"] == 0.2 and advice["winner"] in {"unet", "noskip_unet"}
+    assert advice["margin_ci95"][0] <= advice["margin"] <= advice["margin_ci95"][1]
 
 
 def test_gpu_request_on_cpu_cluster_is_refused_before_any_run(ray_head, write_spec, tmp_path):

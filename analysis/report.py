@@ -1,0 +1,410 @@
+"""`segstudy report`: one self-contained HTML page saying what a study did and what it found.
+
+The page has six sections with stable ids (design, versions, perturbations, conditions,
+statistics, plots); each is present even when it has nothing to show, and then says why. Figures
+are embedded as base64 PNG so the file can be mailed or archived alone; the figures and every
+table also land beside it as PNG and CSV for reuse. The report is logged back to the study's MLflow
+run (the trials' `mlflow.parentRunId`): the one MLflow write the analysis package makes.
+
+Numbers come from the analysis modules unchanged: `condition_summary` and `robustness_summary`
+(bootstrap CIs), `pairwise_wilcoxon` and `friedman` (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import platform
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from analysis.plots import plot_dice_vs_complexity
+from analysis.robustness import condition_summary, parse_condition, robustness_summary
+from analysis.robustness_plots import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
+from analysis.runs import _no_progress_bars, factor_names, load_per_image, load_trials, trial_runs
+from analysis.stats import MIN_SEEDS, friedman, pairwise_wilcoxon, resolve_within
+from analysis.stats_plots import plot_critical_difference
+from analysis.summary import summarise
+from study import __version__ as SEGSTUDY_VERSION
+from study import metrics_names as M
+from study.errors import SegstudyError
+from study.perturbations import describe
+from study.spec import Evaluation
+
+ARM = "architecture"
+COMPLEXITY = "alpha"
+DEFAULT_TAU = float(Evaluation.model_fields["failure_threshold"].default)  # when the spec is missing
+PACKAGES = ("torch", "monai", "ray", "optuna", "mlflow", "numpy")
+SECTIONS = ("design", "versions", "perturbations", "conditions", "statistics", "plots")
+ARTIFACT_DIR = "report"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table ready for the template: text cells, and which rows to highlight."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    marked: list[bool] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """A figure of the report: its PNG, or the note saying why it is missing."""
+
+    title: str
+    caption: str = ""
+    path: Path | None = None
+    note: str = ""
+
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode("ascii") if self.path else ""
+
+
+def build_report(
+    experiment: str,
+    *,
+    out_dir: Path,
+    tracking_uri: str,
+    study: str = "latest",
+    n_boot: int = 500,
+    log_to_mlflow: bool = True,
+) -> Path:
+    """Write out_dir/report.html (plus its figures and CSV tables) for one study run.
+
+    Args:
+        experiment: MLflow experiment name (= the study spec's `name`).
+        out_dir: created if missing; files of the same names are overwritten.
+        tracking_uri: the MLflow store the study logged to.
+        study: "latest" study run (default), "all", or a study run id (see `load_trials`).
+        n_boot: bootstrap draws for the confidence intervals (0: none).
+        log_to_mlflow: also log report.html and the figures under `report/` of the study run.
+
+    Returns:
+        The path of report.html.
+
+    Raises:
+        SegstudyError: unknown experiment or no finished confirm trials.
+
+    Example:
+        >>> build_report("skip_vs_complexity", out_dir=Path("report"),
+        ...              tracking_uri="sqlite:////data/mlflow.db")  # doctest: +SKIP
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials = load_trials(experiment, tracking_uri=tracking_uri, study=study)
+    runs = trial_runs(experiment, tracking_uri=tracking_uri, study=study)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    study_run = _study_run(client, runs)
+    spec_text, spec = _spec(client, study_run)
+    per_image = load_per_image(trials, tracking_uri=tracking_uri)
+    evaluation = spec.get("evaluation") or {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = _results(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir)
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
+    for note in notes:  # each once: the analysis functions repeat them per call
+        warnings.warn(note, stacklevel=2)
+    html = _render({
+        "experiment": experiment, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "study_run_id": study_run.info.run_id if study_run else None, "tracking_uri": tracking_uri,
+        "design": _design(experiment, spec, spec_text, study_run, trials, runs), "versions": versions(),
+        "notes": notes, "min_seeds": MIN_SEEDS, **results,
+    })
+    path = out_dir / "report.html"
+    path.write_text(html, encoding="utf-8")
+    if log_to_mlflow:
+        cd = results["statistics"]["cd"] if results["statistics"] else []
+        _log(client, study_run, [path, *(f.path for f in [*cd, *results["figures"]] if f.path)])
+    return path
+
+
+def versions() -> list[tuple[str, str]]:
+    """Python, segstudy and the main libraries, as installed where the report is built."""
+    found = [("python", platform.python_version()), ("segstudy", SEGSTUDY_VERSION)]
+    for name in PACKAGES:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            found.append((name, "not installed"))
+    return found
+
+
+def _study_run(client: MlflowClient, runs: list[Run]) -> Run | None:
+    """The parent run of the newest trial (several only with study="all")."""
+    children = [r for r in runs if r.data.tags.get(M.PARENT_TAG)]
+    if not children:
+        return None
+    parent = max(children, key=lambda r: r.info.start_time or 0).data.tags[M.PARENT_TAG]
+    return client.get_run(parent)
+
+
+def _spec(client: MlflowClient, run: Run | None) -> tuple[str, dict[str, Any]]:
+    """The spec YAML logged on the study run: its text, and its mapping ({} if absent or unreadable)."""
+    if run is None:
+        return "", {}
+    names = [f.path for f in client.list_artifacts(run.info.run_id) if f.path.endswith((".yaml", ".yml"))]
+    if not names:
+        return "", {}
+    with tempfile.TemporaryDirectory(prefix="segstudy-report-") as tmp, _no_progress_bars():
+        text = Path(client.download_artifacts(run.info.run_id, names[0], tmp)).read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raw = None
+    return text, raw if isinstance(raw, dict) else {}
+
+
+def _design(
+    experiment: str, spec: dict, spec_text: str, run: Run | None, trials: pd.DataFrame, runs: list[Run]
+) -> dict[str, Any]:
+    params = run.data.params if run else {}
+    factors = spec.get("factors") or _json(params.get("factors")) or {
+        f: sorted(trials[f].dropna().unique().tolist()) for f in factor_names(trials)
+    }
+    phases = Counter((r.data.tags.get(M.PHASE_TAG, "?"), r.info.status) for r in runs)
+    hparams = spec.get("hyperparameters") or {}
+    names = trials.attrs.get("hyperparameters", [])
+    used = {h: ", ".join(map(_text, sorted(trials[h].dropna().unique()))) for h in names}
+    chosen = _json(run.data.tags.get(M.CHOSEN_TAG)) if run else None
+    data = spec.get("data") or {}
+    return {
+        "name": spec.get("name", experiment),
+        "description": spec.get("description") or "",
+        "factors": Table(["factor", "levels"], [[k, ", ".join(map(str, v))] for k, v in factors.items()]),
+        "n_cells": math.prod(len(v) for v in factors.values()),
+        "seeds": ", ".join(map(str, sorted(trials["seed"].unique()))),
+        "phases": Table(["phase", "status", "trials"], [[p, s, str(n)] for (p, s), n in sorted(phases.items())]),
+        "dataset": _dataset(data) if data else params.get("dataset", "not recorded"),
+        "hyperparameters": Table(
+            ["hyperparameter", "spec (fixed value or search space)", "values in confirm trials"],
+            [[h, json.dumps(hparams[h]) if h in hparams else "default", v] for h, v in used.items()],
+        ),
+        "chosen": _chosen_table(chosen) if isinstance(chosen, dict) and chosen else None,
+        "spec_text": spec_text,
+    }
+
+
+def _dataset(data: dict[str, Any]) -> str:
+    """"synthetic2d (image_size=64, ...)": the dataset's name, then the spec's settings for it."""
+    rest = ", ".join(f"{k}={v}" for k, v in data.items() if k != "dataset")
+    return f"{data.get('dataset', '?')} ({rest})" if rest else str(data.get("dataset", "?"))
+
+
+def _chosen_table(chosen: dict[str, dict[str, Any]]) -> Table:
+    """Tuned studies: the hyperparameters the search chose for each cell."""
+    names = sorted({name for values in chosen.values() for name in values})
+    return Table(["cell", *names], [[cell, *(str(v.get(n, "")) for n in names)] for cell, v in sorted(chosen.items())])
+
+
+def _results(
+    per_image: pd.DataFrame, trials: pd.DataFrame, *, evaluation: dict, n_boot: int, out_dir: Path
+) -> dict[str, Any]:
+    """Sections 3-6: perturbations, per-condition tables, statistics and plots."""
+    figures = [_complexity_figure(trials, out_dir)]
+    if per_image.empty or per_image["dice"].isna().all():
+        why = "no confirm trial logged per-image Dice (per_image.csv)"
+        figures.append(ReportFigure("Robustness plots", note=why))
+        return {"perturbations": None, "tau": DEFAULT_TAU, "reference": None, "why_empty": why, "conditions": None,
+                "statistics": None, "figures": figures}
+    within = resolve_within(per_image, by=ARM, within=None)
+    tau = float(evaluation.get("failure_threshold", DEFAULT_TAU))
+    reference = evaluation.get("reference_arm")
+    reference = reference if reference in set(per_image[ARM]) else None
+    perturbed = sorted({parse_condition(c)[0] for c in per_image["condition"].unique()} - {None})
+    cond = condition_summary(per_image, arm=ARM, tau=tau, n_boot=n_boot)
+    robust, robust_note = None, "no perturbations in this study, so there is no severity curve to summarise"
+    if perturbed:
+        try:
+            robust = robustness_summary(per_image, arm=ARM, reference=reference, n_boot=n_boot)
+        except SegstudyError as exc:  # e.g. a stratum without clean scores: the rest of the report still stands
+            robust_note = str(exc)
+    pairwise = pairwise_wilcoxon(per_image, by=ARM)
+    ranks = friedman(per_image, by=ARM)
+    _csv(out_dir, condition_summary=cond, robustness_summary=robust, pairwise_wilcoxon=pairwise, friedman=ranks)
+    rows = [*within, ARM]
+    conditions = {
+        "mean": _pivot(cond[cond["statistic"] == "mean"], rows, "condition"),
+        "failure_rate": _pivot(cond[cond["statistic"] == "failure_rate"], rows, "condition"),
+        "robustness": _pivot(robust, [*rows, "perturbation"], "summary") if robust is not None else None,
+        "robustness_note": robust_note,
+    }
+    seeds = per_image.groupby([*within, ARM])["seed"].nunique()
+    statistics = {
+        "wilcoxon": _table(pairwise, mark="significant"),
+        "friedman": _friedman_table(ranks, within),
+        "few_seeds": int(seeds.min()) if seeds.min() < MIN_SEEDS else None,
+        "cd": _cd_figures(per_image, within, perturbed, out_dir),
+    }
+    win = winners(cond, pairwise, arm=ARM, within=within)
+    _csv(out_dir, winners=win)
+    figures += _robustness_figures(per_image, within, perturbed, tau=tau, n_boot=n_boot, win=win, out_dir=out_dir)
+    return {
+        "perturbations": _perturbation_table(per_image, perturbed), "tau": tau, "reference": reference,
+        "why_empty": "", "conditions": conditions, "statistics": statistics, "figures": figures,
+    }
+
+
+def _perturbation_table(per_image: pd.DataFrame, names: list[str]) -> Table | None:
+    """Each perturbation used: its physical parameter, levels, severities run and one realised example."""
+    if not names:
+        return None
+    registry = {row["name"]: row for row in describe()}
+    rows = []
+    for name in names:
+        info = registry.get(name, {"parameter": "not in this segstudy's registry", "levels": []})
+        mine = per_image[per_image["condition"].str.startswith(f"{name}:")]
+        severities = sorted({parse_condition(c)[1] for c in mine["condition"]})
+        example = ""
+        if M.PERTURBATION_PARAMS in mine.columns and mine[M.PERTURBATION_PARAMS].notna().any():
+            row = mine.dropna(subset=[M.PERTURBATION_PARAMS]).iloc[-1]
+            example = f"{row['condition']}, image {row['image_id']}: {row[M.PERTURBATION_PARAMS]}"
+        rows.append([name, info["parameter"], ", ".join(f"{v:g}" for v in info["levels"]),
+                     ", ".join(map(str, severities)), example or "not recorded"])
+    return Table(["perturbation", "physical parameter", "levels (severity 1-5)", "severities evaluated",
+                  "example of realised parameters"], rows)
+
+
+def _friedman_table(ranks: pd.DataFrame, within: list[str]) -> Table:
+    rows = []
+    for key, group in ranks.groupby([*within, "condition"], sort=False, dropna=False):
+        first = group.iloc[0]
+        order = "; ".join(f"{a}: {r:.2f}" for a, r in sorted(zip(group[ARM], group["mean_rank"]), key=lambda t: t[1]))
+        test = f"chi2 = {first['statistic']:.3g}, p = {first['p']:.3g}"
+        if math.isnan(first["statistic"]):
+            test = "not computable: needs >= 3 arms and >= 2 images"
+        rows.append([*map(str, key), order, test, str(first["n_blocks"])])
+    return Table([*within, "condition", "mean rank (1 = best)", "Friedman test", "images"], rows)
+
+
+def _cd_figures(per_image: pd.DataFrame, within: list[str], perturbed: list[str], out_dir: Path) -> list[ReportFigure]:
+    """One critical-difference diagram per condition group: clean, then each perturbation (severities pooled)."""
+    if per_image[ARM].nunique() < 2:
+        return [ReportFigure("Critical difference", note=f"one {ARM} only: nothing to rank")]
+    frame = _pooled(per_image, within)
+    frame["image_id"] = frame["image_id"] + "|" + frame["condition"]
+    frame["condition"] = [parse_condition(c)[0] or M.CLEAN for c in frame["condition"]]
+    figures = []
+    for group in [M.CLEAN, *perturbed]:
+        ranks = friedman(frame, by=ARM, within=[], condition=group)
+        tests = pairwise_wilcoxon(frame, by=ARM, within=[], condition=group)
+        path = plot_critical_difference(ranks.set_index(ARM)["mean_rank"], tests, out_dir / f"cd_{group}.png",
+                                        title=f"{group}{'' if group == M.CLEAN else ' (severities pooled)'}: "
+                                              f"mean rank per {ARM} (1 = best); bars join arms with Holm p >= 0.05")
+        blocks = "images" if group == M.CLEAN else "image x severity pairs"
+        figures.append(ReportFigure(f"Critical difference: {group}", f"Blocks: {ranks['n_blocks'].iloc[0]} {blocks}"
+                              f"{' over every ' + ', '.join(within) + ' level' if within else ''}.", path))
+    return figures
+
+
+def _complexity_figure(trials: pd.DataFrame, out_dir: Path) -> ReportFigure:
+    title = "(a) Dice vs task complexity"
+    factors = factor_names(trials)
+    if COMPLEXITY not in factors:
+        return ReportFigure(title, note=f"skipped: the study has no '{COMPLEXITY}' (complexity) factor")
+    dice, td = (summarise(trials, by=factors, metric=m) for m in (M.TEST_DICE, M.TEST_TD))
+    return ReportFigure(title, "Mean test Dice over seeds with 95% t-interval, against the complexity level and the "
+                  "measured texture disparity.", plot_dice_vs_complexity(dice, td, out_dir / "dice_vs_complexity.png"))
+
+
+def _robustness_figures(
+    per_image: pd.DataFrame, within: list[str], perturbed: list[str], *, tau: float, n_boot: int,
+    win: pd.DataFrame, out_dir: Path,
+) -> list[ReportFigure]:
+    """Plots (b)-(d); (b) and (c) pool the strata so each arm is one line or point."""
+    over = f"{', '.join(within)} levels" if within else ""
+    titles = ("(b) Dice vs severity", "(c) Accuracy vs robustness")
+    figures = [ReportFigure(t, note="skipped: no perturbations in this study") for t in titles]
+    if perturbed:
+        pooled = _pooled(per_image, within)
+        cond = condition_summary(pooled, arm=ARM, within=[], tau=tau, n_boot=n_boot)
+        robust = robustness_summary(pooled, arm=ARM, within=[], n_boot=n_boot)
+        parameters = {p["name"]: (p["parameter"], p["levels"]) for p in describe()}
+        clean = cond[(cond["condition"] == M.CLEAN) & (cond["statistic"] == "mean")]
+        figures = [
+            ReportFigure(titles[0], "One panel per perturbation; severity 0 is the clean image.",
+                   plot_dice_vs_severity(cond, out_dir / "dice_vs_severity.png", arm=ARM, parameters=parameters,
+                                         pooled_over=over)),
+            ReportFigure(titles[1], "Clean Dice against ROOD-MRI degradation; ringed arms form the Pareto front.",
+                   plot_accuracy_robustness(clean, robust[robust["summary"] == "degradation"],
+                                            out_dir / "accuracy_vs_robustness.png", arm=ARM, pooled_over=over)),
+        ]
+    figures.append(ReportFigure("(d) Which arm wins where", "Winner per (stratum, severity); table in winners.csv.",
+                          plot_winner_map(win, out_dir / "winner_map.png", within=within)))
+    return figures
+
+
+def _pooled(per_image: pd.DataFrame, within: list[str]) -> pd.DataFrame:
+    """Strata folded into the image id, so `within=[]` pools them without merging different images."""
+    frame = per_image.copy()
+    frame["image_id"] = frame["image_id"].astype(str)
+    for name in within:
+        frame["image_id"] = f"{name}=" + frame[name].astype(str) + "|" + frame["image_id"]
+    return frame
+
+
+def _pivot(frame: pd.DataFrame, rows: list[str], columns: str) -> Table:
+    """Long estimates -> one row per `rows`, one column per `columns` value: "value [ci_low, ci_high]"."""
+    text = frame.assign(_text=[_ci(*v) for v in frame[["value", "ci_low", "ci_high"]].itertuples(index=False)])
+    wide = text.pivot_table(index=rows, columns=columns, values="_text", aggfunc="first", sort=False)
+    return _table(wide[list(pd.unique(frame[columns]))].reset_index())
+
+
+def _table(frame: pd.DataFrame, *, mark: str | None = None) -> Table:
+    rows = [[_text(v) for v in row] for row in frame.itertuples(index=False)]
+    marked = [bool(v) for v in frame[mark]] if mark else []
+    return Table([str(c) for c in frame.columns], rows, marked)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return "\u2013" if math.isnan(value) else f"{value:.4g}"
+    return "\u2013" if value is None else str(value)
+
+
+def _ci(value: float, low: float, high: float) -> str:
+    return f"{value:.3f}" if math.isnan(low) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:  # e.g. a tag cut at MLflow's length limit
+        return None
+
+
+def _csv(out_dir: Path, **tables: pd.DataFrame | None) -> None:
+    for name, table in tables.items():
+        if table is not None:
+            table.to_csv(out_dir / f"{name}.csv", index=False)
+
+
+def _render(context: dict[str, Any]) -> str:
+    env = Environment(loader=PackageLoader("analysis", "templates"), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(sections=SECTIONS, **context)
+
+
+def _log(client: MlflowClient, run: Run | None, paths: list[Path]) -> None:
+    if run is None:
+        warnings.warn("report: the trials name no study run (mlflow.parentRunId); the report was not logged",
+                      stacklevel=3)
+        return
+    for path in paths:
+        client.log_artifact(run.info.run_id, str(path), artifact_path=ARTIFACT_DIR)
+
+
+__all__ = ["SECTIONS", "build_report", "versions"]
