@@ -230,6 +230,12 @@ def _tune_phase(
     return searcher.best(), len(grid), sum(1 for r in grid if r.error is not None)
 
 
+def _quiet_tune_loggers() -> None:
+    # Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records and cost driver CPU
+    # on every result; a user can turn them back on by setting the variable to 0.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
 def _tuner(
     spec: StudySpec,
     trainable: Any,
@@ -244,6 +250,7 @@ def _tuner(
     max_concurrent: int | None = None,
     stop: dict[str, int] | None = None,
 ) -> tune.Tuner:
+    _quiet_tune_loggers()
     return tune.Tuner(
         trainable,
         param_space=param_space or {},

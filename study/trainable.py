@@ -35,7 +35,10 @@ from study.training import (
     evaluate_split,
     train_one_epoch,
 )
-from study.tune_report import report_epoch, report_final
+from study.tune_report import EpochReporter
+
+
+CONFIRM_REPORT_INTERVAL_S = 5.0  # confirm trials have no scheduler waiting on each epoch
 
 
 class LossDivergedError(RuntimeError):
@@ -46,9 +49,13 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
     """Tune entry point: one trial, reported epoch by epoch; confirm trials are then tested."""
     plan = TrialPlan.from_config(spec, config)
     if plan.phase == M.PHASE_TUNE:
-        train_plan(plan, spec=spec, data=data, on_epoch=report_epoch)  # validation only
+        # Early stopping decides on every epoch: report each one as it ends.
+        reporter = EpochReporter(interval_s=0.0)
+        train_plan(plan, spec=spec, data=data, on_epoch=reporter)  # validation only
+        reporter.flush()
         return
-    result = run_plan(plan, spec=spec, data=data, on_epoch=report_epoch)
+    reporter = EpochReporter(interval_s=CONFIRM_REPORT_INTERVAL_S)
+    result = run_plan(plan, spec=spec, data=data, on_epoch=reporter)
     metrics = {**result.metrics, M.EPOCH: spec.training.epochs}  # the final result ran the full schedule
 
     def write(directory: Path) -> None:
@@ -58,7 +65,7 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
         torch.save(result.state_dict, directory / "model.pt")
         (directory / "architecture.json").write_text(json.dumps(plan.arch.model_dump(mode="json"), indent=2))
 
-    report_final(metrics, write)
+    reporter.final(metrics, write)
 
 
 @dataclass

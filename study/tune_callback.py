@@ -14,7 +14,7 @@ from study import metrics_names as M
 from study.spec import StudySpec
 from study.tracking import StudyTracker
 from study.training import TrialPlan
-from study.tune_report import checkpoint_dir
+from study.tune_report import HISTORY, checkpoint_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,11 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
         run_id = self.runs.get(trial.trial_id)
-        if run_id is None or M.VAL_DICE not in result:
+        if run_id is None:
             return
-        metrics = {k: result[k] for k in _EPOCH_METRICS if k in result}
-        self.tracker.log_metrics(run_id, metrics, step=int(result[M.EPOCH]))
+        for epoch in result.get(HISTORY, []):  # every epoch since the last report
+            metrics = {k: epoch[k] for k in _EPOCH_METRICS if k in epoch}
+            self.tracker.log_metrics(run_id, metrics, step=int(epoch[M.EPOCH]), buffered=True)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         run_id = self.runs.pop(trial.trial_id, None)
@@ -65,6 +66,9 @@ class TrackingCallback(tune.Callback):
         if directory is not None:
             self.tracker.log_artifacts(run_id, directory, names=_ARTIFACTS)
         self.tracker.finish(run_id)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.tracker.flush()
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         # The attempt that failed keeps its own FAILED run; the retry opens a new one.

@@ -2,27 +2,58 @@
 
 Everything else in segstudy returns plain dicts and files; this module turns them into
 `ray.tune.report` calls so a Ray upgrade touches one file.
+
+Each `tune.report` from a function trainable waits for the driver to ask for the next result, a
+round trip through Tune's event loop. With sub-second epochs that costs a large share of the
+trial, so when no scheduler needs a decision every epoch (the confirm phase), epochs are reported
+in batches: at most one report per `interval_s`, carrying every epoch since the last one in
+`HISTORY` so MLflow still gets each epoch's values.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ray import tune
 
-
-def report_epoch(metrics: Mapping[str, float]) -> None:
-    """Report one epoch's metrics (Tune schedulers and the MLflow callback read them)."""
-    tune.report(dict(metrics))
+HISTORY = "epoch_history"
 
 
-def report_final(metrics: Mapping[str, float], write_files: Callable[[Path], None]) -> None:
-    """Report the trial's final metrics with a checkpoint holding the files `write_files` writes."""
-    with tempfile.TemporaryDirectory(prefix="segstudy-ckpt-") as tmp:
-        write_files(Path(tmp))
-        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
+class EpochReporter:
+    """Report epoch metrics to Tune, every epoch (`interval_s=0`) or batched in time."""
+
+    def __init__(self, *, interval_s: float = 0.0) -> None:
+        self.interval_s = interval_s
+        self._pending: list[dict[str, float]] = []
+        self._last = time.monotonic()
+
+    def __call__(self, metrics: Mapping[str, float]) -> None:
+        self._pending.append(dict(metrics))
+        if time.monotonic() - self._last >= self.interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            tune.report(self.result())
+            self._pending.clear()
+        self._last = time.monotonic()
+
+    def result(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The latest epoch's values at top level (schedulers read them), all pending in HISTORY."""
+        out: dict[str, Any] = {**(self._pending[-1] if self._pending else {}), **(extra or {})}
+        out[HISTORY] = list(self._pending)
+        return out
+
+    def final(self, metrics: Mapping[str, float], write_files: Callable[[Path], None]) -> None:
+        """The trial's final report: pending epochs, final metrics and a checkpoint of files."""
+        with tempfile.TemporaryDirectory(prefix="segstudy-ckpt-") as tmp:
+            write_files(Path(tmp))
+            tune.report(self.result(metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
+        self._pending.clear()
 
 
 def checkpoint_dir(trial: object) -> Path | None:
