@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/overhead.py [--repeats 3]
 
-Both sides run the 4 trials of benchmarks/specs/overhead.yaml one at a time with 2 torch threads
+Both sides run the 4 x --seeds trials of benchmarks/specs/overhead.yaml one at a time with 2 torch threads
 (resources.cpu: 2). The loop calls `study.trainable.run_plan` directly on data built once; the
 study side is the whole `run_study` (Ray start, data build, object store, reporting, MLflow
 logging, checkpoints). Target: median ratio <= 1.10 for trials of about 30 s.
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,9 +34,18 @@ from study.training import TrialPlan  # noqa: E402
 SPEC = ROOT / "benchmarks" / "specs" / "overhead.yaml"
 
 
-def plain_loop() -> tuple[float, list[float]]:
+def spec_with_seeds(n_seeds: int, tmp: Path) -> Path:
+    """The benchmark spec with `n_seeds` seeds: 4 cells x n_seeds trials."""
+    raw = yaml.safe_load(SPEC.read_text())
+    raw["seeds"] = list(range(n_seeds))
+    path = tmp / "overhead.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def plain_loop(spec_path: Path) -> tuple[float, list[float]]:
     t0 = time.perf_counter()
-    spec = load_spec(SPEC)
+    spec = load_spec(spec_path)
     data = build_study_data(spec)
     per_trial = []
     for cell in expand_cells(spec):
@@ -47,10 +57,10 @@ def plain_loop() -> tuple[float, list[float]]:
     return time.perf_counter() - t0, per_trial
 
 
-def through_segstudy() -> float:
+def through_segstudy(spec_path: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        result = run_study(SPEC, tracking_uri=f"sqlite:///{tmp}/mlflow.db", storage=Path(tmp) / "results")
+        result = run_study(spec_path, tracking_uri=f"sqlite:///{tmp}/mlflow.db", storage=Path(tmp) / "results")
         elapsed = time.perf_counter() - t0
     assert result.ok, result
     return elapsed
@@ -59,20 +69,24 @@ def through_segstudy() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1, help="trials = 4 cells x seeds")
     args = parser.parse_args()
     torch.set_num_threads(2)
     loops, studies, trial_times = [], [], []
-    for _ in range(args.repeats):
-        total, per_trial = plain_loop()
-        loops.append(total)
-        trial_times += per_trial
-        studies.append(through_segstudy())
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = spec_with_seeds(args.seeds, Path(tmp))
+        for _ in range(args.repeats):
+            total, per_trial = plain_loop(spec_path)
+            loops.append(total)
+            trial_times += per_trial
+            studies.append(through_segstudy(spec_path))
     ratios = [s / l for s, l in zip(studies, loops)]
     record(
         ROOT / "benchmarks" / "results.jsonl",
         {
             "benchmark": "overhead",
-            "command": "python benchmarks/overhead.py --repeats %d" % args.repeats,
+            "command": "python " + " ".join(sys.argv),
+            "trials": len(trial_times) // args.repeats,
             "trial_s_median": round(statistics.median(trial_times), 1),
             "loop_s": [round(v, 1) for v in loops],
             "segstudy_s": [round(v, 1) for v in studies],

@@ -32,7 +32,8 @@ CLEAN = "clean"
 PATCH_FG_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 PATCH_FG_PREFIX = "patch_fg_q"  # e.g. patch_fg_q50
 PATCH_FG_MEAN = "patch_fg_mean"
-PATCH_FG_FILE = "patch_foreground.csv"
+PATCH_FG_FILE = "patch_foreground.csv"  # one row per training patch
+PATCH_FG_HIST_FILE = "patch_foreground_hist.csv"  # 20 bins over [0, 1]: bin_low, bin_high, count
 PEAK_MEMORY = "peak_memory_mb"
 
 # MLflow tags.

@@ -62,6 +62,9 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
         result.per_image.to_csv(directory / M.PER_IMAGE_FILE, index=False)
         if result.patch_foreground is not None:
             pd.DataFrame({"foreground_fraction": result.patch_foreground}).to_csv(directory / M.PATCH_FG_FILE, index=False)
+            counts, edges = np.histogram(result.patch_foreground, bins=20, range=(0.0, 1.0))
+            hist = pd.DataFrame({"bin_low": edges[:-1], "bin_high": edges[1:], "count": counts})
+            hist.to_csv(directory / M.PATCH_FG_HIST_FILE, index=False)
         torch.save(result.state_dict, directory / "model.pt")
         (directory / "architecture.json").write_text(json.dumps(plan.arch.model_dump(mode="json"), indent=2))
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 _EPOCH_METRICS = (M.TRAIN_LOSS, M.VAL_DICE, M.BEST_VAL_DICE)
 _FINAL_PREFIXES = ("test_", M.PATCH_FG_PREFIX, M.PATCH_FG_MEAN, M.BEST_VAL_DICE, M.PEAK_MEMORY)
-_ARTIFACTS = (M.PER_IMAGE_FILE, M.PATCH_FG_FILE, "architecture.json")
+_ARTIFACTS = (M.PER_IMAGE_FILE, M.PATCH_FG_FILE, M.PATCH_FG_HIST_FILE, "architecture.json")
 
 
 class TrackingCallback(tune.Callback):

@@ -52,7 +52,7 @@ def _trial(client: MlflowClient, exp: str, parent: str, tmp: Path, *, factors: d
         dice = metrics[M.TEST_DICE]
         table = pd.DataFrame({
             "image_id": [f"img{i}" for i in range(IMAGES)], "condition": M.CLEAN,
-            "dice": [dice + (i - 1) / 100 for i in range(IMAGES)], "hd95": 3.0, "nsd": 0.9,
+            "dice": [dice + (i - 1) / 100 for i in range(IMAGES)], "hd95": 3.0, "nsd": 0.9, "assd": 1.5,
             "td": metrics[M.TEST_TD], "empty_gt": False, "empty_pred": False, "missed": False, "fbr": 0.05,
         })
         path = tmp / run_id / M.PER_IMAGE_FILE
@@ -64,7 +64,7 @@ def _trial(client: MlflowClient, exp: str, parent: str, tmp: Path, *, factors: d
 
 
 def _metrics(dice: float, td: float) -> dict[str, float]:
-    return {M.TEST_DICE: dice, M.TEST_HD95: 4.0, M.TEST_NSD: 0.8, M.TEST_TD: td, M.TEST_MISSED: 0.0}
+    return {M.TEST_DICE: dice, M.TEST_HD95: 4.0, M.TEST_NSD: 0.8, M.TEST_ASSD: 1.5, M.TEST_TD: td, M.TEST_MISSED: 0.0}
 
 
 @pytest.fixture(scope="module")

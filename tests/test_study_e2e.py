@@ -203,6 +203,8 @@ def test_smoke_3d_study_patches_and_sliding_window(ray_head, tmp_path):
         # 4 training volumes x 4 crops per epoch x 4 epochs
         assert len(patches) == 64
         assert np.quantile(patches["foreground_fraction"], 0.5) == pytest.approx(m["patch_fg_q50"])
+        hist = pd.read_csv(client.download_artifacts(r.info.run_id, M.PATCH_FG_HIST_FILE, str(tmp_path / r.info.run_id)))
+        assert hist["count"].sum() == 64 and len(hist) == 20
         tables[cell] = table
     fbrs = {tuple(t["fbr"].round(9)) for t in tables.values()}
     assert len(fbrs) == 1  # every cell tested on the very same volumes
