@@ -7,7 +7,7 @@ SPEC ?= search_spaces/smoke.yaml
 EXPERIMENT ?= smoke
 PORT ?= 5000
 
-.PHONY: demo test install mlflow-ui clean
+.PHONY: demo test install mlflow-ui mlflow-server clean
 
 install: $(STAMP)
 
@@ -30,5 +30,9 @@ test: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
 
+# A real tracking server (loopback) for studies on a cluster: --tracking-uri http://127.0.0.1:$(PORT)
+mlflow-server: $(STAMP)
+	$(BIN)/segstudy tracking serve --port $(PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow-server.db --artifacts $(CURDIR)/mlartifacts-server
+
 clean:
-	rm -rf demo_out ray_results mlartifacts mlflow.db
+	rm -rf demo_out ray_results mlartifacts mlflow.db mlflow-server.db mlartifacts-server

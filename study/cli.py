@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect a study's data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+tracking_app = typer.Typer(help="Run an MLflow tracking server for studies.", no_args_is_help=True)
+app.add_typer(tracking_app, name="tracking")
 
 SpecArg = Annotated[Path, typer.Argument(help="Study spec (YAML), e.g. search_spaces/smoke.yaml")]
 TrackingOpt = Annotated[
@@ -88,7 +90,64 @@ def run(
     """Run every cell x seed of the study and track it in MLflow."""
     from study.engine import run_study
 
-    result = run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage)
+    _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage))
+
+
+StorageOpt = Annotated[Path | None, typer.Option(help="Where study folders are (default ./ray_results)")]
+
+
+@app.command()
+@user_errors
+def resume(
+    study: Annotated[str, typer.Argument(help="Study folder, or study name (its newest folder under --storage)")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Default: the URI the study started with")] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Continue a study whose driver was killed: finished trials are kept, the rest run."""
+    from study.engine import resume_study
+
+    _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage))
+
+
+@app.command()
+@user_errors
+def sync(
+    study: Annotated[str, typer.Argument(help="Study folder, or study name (its newest folder under --storage)")],
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Default: the URI the study started with")] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Deliver tracking writes kept while the MLflow server was unreachable."""
+    from study.engine import sync_study
+
+    sent, left = sync_study(study, storage=storage, tracking_uri=tracking_uri)
+    typer.echo(f"delivered {sent} kept tracking write(s); {left} still waiting")
+    if left:
+        raise typer.Exit(code=1)
+
+
+@tracking_app.command("serve")
+@user_errors
+def tracking_serve(
+    backend_store_uri: Annotated[
+        str, typer.Option("--backend-store-uri", help="sqlite:///PATH or postgresql://USER@HOST/DB")
+    ] = "sqlite:///mlflow-server.db",
+    artifacts: Annotated[Path, typer.Option(help="Artifact root the server writes to")] = Path("mlartifacts-server"),
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 5000,
+    workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
+) -> None:
+    """Start `mlflow server` (loopback by default); studies log to it with --tracking-uri http://HOST:PORT."""
+    from study.tracking_server import serve
+    from study.tracking import resolve_tracking_uri
+
+    if backend_store_uri.startswith("sqlite:///"):
+        backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
+    typer.echo(f"MLflow server on http://{host}:{port} (backend {backend_store_uri}, artifacts {artifacts})", err=True)
+    serve(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)
+
+
+def _finished(result: Any) -> None:
     typer.echo(
         f"study '{result.experiment}': {result.n_trials - result.n_failed}/{result.n_trials} trials finished; "
         f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.storage_path}"

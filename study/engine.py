@@ -22,11 +22,14 @@ from ray import tune
 from study import metrics_names as M
 from study.cells import cell_key, expand_cells
 from study.errors import SegstudyError
+from study.reconcile import reconcile
 from study.spec import StudySpec, check_data, load_spec
 from study.study_data import build_study_data, summarise_data
+from study.study_dir import StudyDir
 from study.tracking import StudyTracker, resolve_tracking_uri
 from study.trainable import train_trial
 from study.training import TrialPlan
+from study.training.plan import trial_key
 from study.tune_callback import TrackingCallback
 from study.tuning.scheduler import PerCellScheduler
 from study.tuning.searcher import CellSearcher
@@ -46,10 +49,11 @@ class StudyResult:
     storage_path: Path
     n_trials: int
     n_failed: int
+    pending_writes: int = 0  # tracking writes still in the outbox (server away at the end)
 
     @property
     def ok(self) -> bool:
-        return self.n_failed == 0
+        return self.n_failed == 0 and self.pending_writes == 0
 
 
 def run_study(
@@ -65,7 +69,8 @@ def run_study(
         spec_path: YAML study spec.
         address: Ray cluster to join ("auto", "ray://...", "HOST:PORT"); None starts Ray here.
         tracking_uri: MLflow tracking URI; default MLFLOW_TRACKING_URI, the spec's, or ./mlflow.db.
-        storage: directory for Tune's results and checkpoints (default ./ray_results).
+        storage: directory for study folders (spec copy, Optuna storage, Tune results; default
+            ./ray_results).
 
     Raises:
         SegstudyError: bad spec or a resource request the cluster cannot meet (nothing started).
@@ -80,10 +85,52 @@ def run_study(
     started_ray = connect_ray(address)
     try:
         check_resources(spec)
-        return _run(spec, spec_path, tracker, storage_path)
+        study = StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri)
+        return _drive(spec, study, tracker)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def resume_study(
+    name_or_dir: str | Path,
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    storage: str | Path | None = None,
+) -> StudyResult:
+    """Continue a study whose driver died: finished trials are kept, the rest run.
+
+    Args:
+        name_or_dir: the study folder, or the study name (newest folder of that name in storage).
+        tracking_uri: where the study's runs are; default the one it was started with.
+    """
+    study = StudyDir.find(name_or_dir, storage=Path(storage or "ray_results").resolve())
+    spec = load_spec(study.spec_file)
+    check_data(spec)
+    tracker = StudyTracker(tracking_uri or study.manifest["tracking_uri"], spec.name)
+    tracker.check_reachable()
+    tracker.use_outbox(study.outbox)
+    if tracker.deliver() > 0:
+        raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
+    started_ray = connect_ray(address)
+    try:
+        check_resources(spec)
+        return _drive(spec, study, tracker)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None) -> tuple[int, int]:
+    """Deliver a study's kept tracking writes; returns (delivered, still waiting)."""
+    study = StudyDir.find(name_or_dir, storage=Path(storage or "ray_results").resolve())
+    tracker = StudyTracker(tracking_uri or study.manifest["tracking_uri"], study.manifest["name"])
+    tracker.use_outbox(study.outbox)
+    before = len(tracker.outbox or [])
+    tracker.check_reachable()
+    left = tracker.deliver()
+    return before - left, left
 
 
 def connect_ray(address: str | None) -> bool:
@@ -113,7 +160,9 @@ def check_resources(spec: StudySpec) -> None:
             )
 
 
-def _run(spec: StudySpec, spec_path: Path, tracker: StudyTracker, storage_path: Path) -> StudyResult:
+def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker) -> StudyResult:
+    """Run what is left of the study in `study` (everything, for a new one)."""
+    tracker.use_outbox(study.outbox)
     cells = expand_cells(spec)
     if len(spec.confirm_seeds) < MIN_SEEDS:
         warnings.warn(
@@ -124,110 +173,172 @@ def _run(spec: StudySpec, spec_path: Path, tracker: StudyTracker, storage_path: 
     t0 = time.perf_counter()
     data = build_study_data(spec)
     log.info("built data for %d level(s) in %.1f s", len(data), time.perf_counter() - t0)
-    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    study_run = tracker.start_study(
-        params={
-            "spec_name": spec.name,
-            "n_cells": len(cells),
-            "seeds": spec.confirm_seeds,
-            "factors": {k: list(v) for k, v in spec.factors.items()},
-            "dataset": spec.data.dataset,
-        },
-        tags={M.FACTORS_TAG: json.dumps(sorted(spec.factors)), "segstudy.cells": ";".join(map(cell_key, cells))},
-        spec_file=spec_path,
-    )
-    with tempfile.TemporaryDirectory(prefix="segstudy-") as tmp:
-        summary = Path(tmp) / "data_summary.csv"
-        summarise_data(spec, data).to_csv(summary, index=False)
-        tracker.log_file(study_run, summary)
+    study_run = _study_run(spec, study, tracker, cells, data)
+    searcher = _searcher(spec, cells, study) if spec.tuning is not None else None
+    done = reconcile(tracker, study_run, outcome_of=lambda key: _optuna_outcome(searcher, key))
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec=spec, data=data),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    n_trials = n_failed = 0
+    n_trials, n_failed = len(done.done), len(done.failed)
     status = "FAILED"
     try:
         chosen: dict[str, dict[str, Any]] = {cell_key(c): {} for c in cells}
-        if spec.tuning is not None:
-            chosen, n_tuned, n_failed = _tune_phase(spec, cells, trainable, tracker, storage_path / run_name)
-            n_trials += n_tuned
-            _log_chosen(tracker, study_run, chosen)
-        configs = [
+        if searcher is not None:
+            chosen = study.manifest.get("chosen") or _tune_phase(spec, searcher, trainable, tracker, study)
+            n_trials, n_failed = n_trials + searcher.ran, n_failed + searcher.failed_now
+            if "chosen" not in study.manifest:
+                _log_chosen(tracker, study_run, chosen)
+                study.update(chosen=chosen)
+        todo = [
             TrialPlan.config(cell, seed=seed, phase=M.PHASE_CONFIRM, hparams=chosen[cell_key(cell)])["trial"]
             for cell in cells
             if cell_key(cell) in chosen
             for seed in spec.confirm_seeds
+            if trial_key(M.PHASE_CONFIRM, cell_key(cell), seed=seed) not in done.done
         ]
-        grid = _tuner(
-            spec,
-            trainable,
-            path=storage_path / run_name,
-            name="confirm",
-            callback=TrackingCallback(tracker, spec, full_epochs=spec.training.epochs),
-            param_space={"trial": tune.grid_search(configs)},
-        ).fit()
-        n_trials += len(grid)
-        n_failed += sum(1 for r in grid if r.error is not None)
+        if todo:
+            callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs)
+            _tuner(
+                spec,
+                trainable,
+                path=study.path,
+                name=study.next_attempt("confirm"),
+                callback=callback,
+                param_space={"trial": tune.grid_search(todo)},
+            ).fit()
+            n_trials, n_failed = n_trials + callback.completed, n_failed + callback.failed
         missing = len(cells) - len(chosen)
         status = "FINISHED" if n_failed == 0 and missing == 0 else "FAILED"
         tracker.set_tags(study_run, {"segstudy.n_trials": str(n_trials), "segstudy.n_failed": str(n_failed)})
     finally:
         tracker.finish(study_run, failed_reason=None if status == "FINISHED" else "some trials or cells failed")
+        pending = tracker.deliver()
+        if pending:
+            warnings.warn(
+                f"{pending} tracking write(s) could not reach {tracker.uri} and are kept in {study.outbox}; "
+                f"run `segstudy sync {study.path}` when the server is back",
+                stacklevel=2,
+            )
     return StudyResult(
         experiment=spec.name,
-        study_run_id=study_run,
+        study_run_id=tracker.real_id(study_run),
         tracking_uri=tracker.uri,
-        storage_path=storage_path / run_name,
+        storage_path=study.path,
         n_trials=n_trials,
         n_failed=n_failed,
+        pending_writes=pending,
     )
 
 
-def _tune_phase(
-    spec: StudySpec, cells: list[dict[str, Any]], trainable: Any, tracker: StudyTracker, path: Path
-) -> tuple[dict[str, dict[str, Any]], int, int]:
-    """Per-cell Optuna search with per-cell early stopping; returns (chosen per cell, trials, failed)."""
+def _study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cells: list[dict[str, Any]], data: Any) -> str:
+    """The study's MLflow parent run: the one this folder already has, or a new one."""
+    manifest = study.manifest
+    run_id = manifest.get("study_run_id") or _find_study_run(tracker, study)
+    if run_id is None:
+        run_id = tracker.start_study(
+            params={
+                "spec_name": spec.name,
+                "n_cells": len(cells),
+                "seeds": spec.confirm_seeds,
+                "factors": {k: list(v) for k, v in spec.factors.items()},
+                "dataset": spec.data.dataset,
+            },
+            tags={
+                M.FACTORS_TAG: json.dumps(sorted(spec.factors)),
+                "segstudy.cells": ";".join(map(cell_key, cells)),
+                M.STUDY_DIR_TAG: str(study.path),
+            },
+            spec_file=study.spec_file,
+            run_name=study.run_name,
+        )
+        study.update(study_run_id=run_id)
+    else:
+        run_id = tracker.real_id(run_id)
+        tracker.client.update_run(run_id, status="RUNNING")  # a resumed study is running again
+    tracker.study_run_id = run_id
+    if not manifest.get("data_summary_logged"):
+        with tempfile.TemporaryDirectory(prefix="segstudy-") as tmp:
+            summary = Path(tmp) / "data_summary.csv"
+            summarise_data(spec, data).to_csv(summary, index=False)
+            tracker.log_file(run_id, summary)
+        study.update(data_summary_logged=True)
+    return run_id
+
+
+def _find_study_run(tracker: StudyTracker, study: StudyDir) -> str | None:
+    # The driver may have died between creating the run and recording it in study.json.
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id()], filter_string=f"tags.`{M.STUDY_DIR_TAG}` = '{study.path}'", max_results=1
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir) -> CellSearcher:
     tuning = spec.tuning
     assert tuning is not None
-    stopping = tuning.early_stopping
-    max_t = stopping.max_t or spec.training.epochs
-    path.mkdir(parents=True, exist_ok=True)
-    searcher = CellSearcher(
+    return CellSearcher(
         cells=cells,
         space=spec.search_space,
         trials_per_cell=tuning.trials_per_cell,
-        storage=f"sqlite:///{path / 'optuna.db'}",
+        storage=f"sqlite:///{study.path / 'optuna.db'}",
         prefix=spec.name,
         sampler=tuning.sampler,
         seed=tuning.seed,
         trial_seed=tuning.seed,
         metric=spec.objective,
-        max_t=max_t,
+        max_t=tuning.early_stopping.max_t or spec.training.epochs,
         epoch_key=M.EPOCH,
     )
-    scheduler = None
-    if stopping.kind == "asha":
-        scheduler = PerCellScheduler(
-            cell_of=lambda config: cell_key(config["trial"]["cell"]),
-            metric=spec.objective,
-            time_attr=M.EPOCH,
-            max_t=max_t,
-            grace_period=stopping.grace_period,
-            reduction_factor=stopping.reduction_factor,
-        )
-    grid = _tuner(
-        spec,
-        trainable,
-        path=path,
-        name="tune",
-        callback=TrackingCallback(tracker, spec, full_epochs=max_t),
-        search_alg=searcher,
-        scheduler=scheduler,
-        num_samples=len(cells) * tuning.trials_per_cell,
-        max_concurrent=tuning.max_concurrent,
-        stop={M.EPOCH: max_t},
-    ).fit()
-    return searcher.best(), len(grid), sum(1 for r in grid if r.error is not None)
+
+
+def _optuna_outcome(searcher: CellSearcher | None, key: str) -> str | None:
+    phase, cell, which = key.split("|")
+    if searcher is None or phase != M.PHASE_TUNE or not which.startswith("optuna="):
+        return None
+    return searcher.state_of(cell, int(which.removeprefix("optuna=")))
+
+
+def _tune_phase(
+    spec: StudySpec, searcher: CellSearcher, trainable: Any, tracker: StudyTracker, study: StudyDir
+) -> dict[str, dict[str, Any]]:
+    """Per-cell Optuna search with per-cell early stopping; returns the chosen values per cell.
+
+    On resume, trials the dead driver left running are re-queued with their parameters and only
+    the budget not yet spent is run.
+    """
+    tuning = spec.tuning
+    assert tuning is not None
+    stopping = tuning.early_stopping
+    max_t = stopping.max_t or spec.training.epochs
+    searcher.requeue_interrupted()
+    remaining = searcher.remaining()
+    if remaining:
+        scheduler = None
+        if stopping.kind == "asha":
+            scheduler = PerCellScheduler(
+                cell_of=lambda config: cell_key(config["trial"]["cell"]),
+                metric=spec.objective,
+                time_attr=M.EPOCH,
+                max_t=max_t,
+                grace_period=stopping.grace_period,
+                reduction_factor=stopping.reduction_factor,
+            )
+        callback = TrackingCallback(tracker, spec, full_epochs=max_t)
+        _tuner(
+            spec,
+            trainable,
+            path=study.path,
+            name=study.next_attempt("tune"),
+            callback=callback,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=remaining,
+            max_concurrent=tuning.max_concurrent,
+            stop={M.EPOCH: max_t},
+        ).fit()
+        searcher.ran, searcher.failed_now = callback.completed, callback.failed
+    return searcher.best()
 
 
 def _quiet_tune_loggers() -> None:
@@ -267,6 +378,8 @@ def _tuner(
             callbacks=[callback],
             stop=stop,
             verbose=1,
+            # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).
+            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
         ),
     )
 
@@ -288,4 +401,4 @@ def _log_chosen(tracker: StudyTracker, run_id: str, chosen: dict[str, dict[str, 
     tracker.set_tags(run_id, {M.CHOSEN_TAG: json.dumps(chosen, sort_keys=True)[:5000]})
 
 
-__all__ = ["StudyResult", "check_resources", "cluster_capacity", "connect_ray", "run_study"]
+__all__ = ["StudyResult", "check_resources", "cluster_capacity", "connect_ray", "resume_study", "run_study", "sync_study"]

@@ -52,3 +52,8 @@ STOPPED_EARLY_TAG = "segstudy.stopped_early"
 
 PHASE_TUNE = "tune"
 PHASE_CONFIRM = "confirm"
+VERSIONS_TAG = "segstudy.versions"  # JSON of python and library versions, on every run
+TRIAL_KEY_TAG = "segstudy.trial_key"  # phase|cell|seed (confirm) or phase|cell|optuna=N (tune): resume's identity
+STUDY_DIR_TAG = "segstudy.study_dir"  # the study directory (spec copy, Optuna storage, outbox)
+RECOVERED_TAG = "segstudy.recovered"  # closed by resume from the Optuna record after the driver died
+RETRIED_TAG = "segstudy.retried"  # a failed attempt that Tune retried (max_failures); not a result

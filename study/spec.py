@@ -91,6 +91,9 @@ PATCH_FACTORS = {"patch_size": "a whole number of voxels > 0", "pos_fraction": "
 class Resources(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    max_failures: int = Field(
+        2, ge=0, le=100, description="retries of a trial whose worker crashed or was killed (0: no retry)"
+    )
 
     @field_validator("gpu")
     @classmethod

@@ -8,17 +8,22 @@ section 3 and `study.metrics_names`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
 from study.errors import SegstudyError
+from study.outbox import OFFLINE_PREFIX, Outbox, is_unavailable
+
+log = logging.getLogger(__name__)
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 _PARAM_LIMIT = 6000  # MLflow rejects longer param values
@@ -50,9 +55,21 @@ def _artifact_root(uri: str) -> str | None:
 
 
 class StudyTracker:
-    """Creates and fills the MLflow runs of one study."""
+    """Creates and fills the MLflow runs of one study.
 
-    def __init__(self, tracking_uri: str, experiment: str, *, flush_interval_s: float = 5.0) -> None:
+    Every write goes through `_do`, so with an outbox attached (`use_outbox`) a write that cannot
+    reach the server is kept on disk and delivered later instead of failing the study.
+    """
+
+    def __init__(
+        self, tracking_uri: str, experiment: str, *, flush_interval_s: float = 5.0, retry_interval_s: float = 5.0
+    ) -> None:
+        check_no_credentials(tracking_uri)
+        if tracking_uri.startswith(("http://", "https://")):
+            # MLflow retries a refused connection for minutes by default, which would stall the
+            # Tune driver; the outbox is our retry.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.uri = tracking_uri
         self.experiment = experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -63,6 +80,13 @@ class StudyTracker:
         self.flush_interval_s = flush_interval_s
         self._pending: dict[str, list[Metric]] = {}
         self._last_flush = time.monotonic()
+        self.outbox: Outbox | None = None
+        self.retry_interval_s = retry_interval_s
+        self._last_retry = 0.0
+
+    def use_outbox(self, directory: Path) -> None:
+        """Keep writes the server cannot take in `directory` (see `study.outbox`)."""
+        self.outbox = Outbox(directory)
 
     def check_reachable(self) -> None:
         """Fail fast, before any trial, when the store cannot be opened or the server is down."""
@@ -83,20 +107,28 @@ class StudyTracker:
                 self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
         return self._experiment_id
 
-    def start_study(self, *, params: Mapping[str, Any], tags: Mapping[str, str], spec_file: Path | None) -> str:
-        run = self.client.create_run(
-            self.experiment_id(),
-            run_name=f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={M.ROLE_TAG: M.ROLE_STUDY, **tags},
+    def start_study(
+        self, *, params: Mapping[str, Any], tags: Mapping[str, str], spec_file: Path | None, run_name: str | None = None
+    ) -> str:
+        self.study_run_id = self._create_run(
+            run_name or f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+            {M.ROLE_TAG: M.ROLE_STUDY, **version_tags(), **tags},
         )
-        self.study_run_id = run.info.run_id
         self._log_params(self.study_run_id, params)
         if spec_file is not None:
-            self.client.log_artifact(self.study_run_id, str(spec_file))
+            self.log_file(self.study_run_id, spec_file)
         return self.study_run_id
 
     def start_trial(
-        self, *, cell: str, phase: str, seed: int, factors: list[str], params: Mapping[str, Any], trial_id: str
+        self,
+        *,
+        cell: str,
+        phase: str,
+        seed: int,
+        factors: list[str],
+        params: Mapping[str, Any],
+        trial_id: str,
+        extra_tags: Mapping[str, str] | None = None,
     ) -> str:
         tags = {
             M.ROLE_TAG: M.ROLE_TRIAL,
@@ -105,12 +137,14 @@ class StudyTracker:
             M.SEED_TAG: str(seed),
             M.FACTORS_TAG: json.dumps(sorted(factors)),
             M.TRIAL_ID_TAG: trial_id,
+            **version_tags(),
+            **(extra_tags or {}),
         }
         if self.study_run_id:
             tags[M.PARENT_TAG] = self.study_run_id
-        run = self.client.create_run(self.experiment_id(), run_name=f"{cell}|seed={seed}|{phase}", tags=tags)
-        self._log_params(run.info.run_id, params)
-        return run.info.run_id
+        run_id = self._create_run(f"{cell}|seed={seed}|{phase}", tags)
+        self._log_params(run_id, params)
+        return run_id
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int = 0, buffered: bool = False) -> None:
         """Log metrics now, or (buffered) with the next flush, at most `flush_interval_s` later."""
@@ -132,30 +166,149 @@ class StudyTracker:
 
     def _write(self, run_id: str, metrics: list[Metric]) -> None:
         for i in range(0, len(metrics), 1000):  # MLflow caps a batch at 1000 metrics
-            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+            chunk = [[m.key, m.value, m.timestamp, m.step] for m in metrics[i : i + 1000]]
+            self._do("log_batch", {"run_id": run_id, "metrics": chunk})
 
     def log_artifacts(self, run_id: str, directory: Path, *, names: tuple[str, ...]) -> None:
         for name in names:
             path = directory / name
             if path.is_file():
-                self.client.log_artifact(run_id, str(path))
+                self.log_file(run_id, path)
 
     def log_file(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+        self._do("log_artifact", {"run_id": run_id, "path": str(path)})
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._do("log_batch", {"run_id": run_id, "tags": {k: str(v) for k, v in tags.items()}})
 
-    def finish(self, run_id: str, *, failed_reason: str | None = None) -> None:
+    def finish(self, run_id: str, *, failed_reason: str | None = None, status: str | None = None) -> None:
         self.flush(run_id)
         if failed_reason is not None:
             self.set_tags(run_id, {M.ERROR_TAG: failed_reason[:5000]})
-        self.client.set_terminated(run_id, status="FAILED" if failed_reason is not None else "FINISHED")
+        final = status or ("FAILED" if failed_reason is not None else "FINISHED")
+        self._do("set_terminated", {"run_id": run_id, "status": final})
+
+    def delete_run(self, run_id: str) -> None:
+        self._do("delete_run", {"run_id": run_id})
+
+    def deliver(self, *, force: bool = True) -> int:
+        """Send what the outbox holds; returns how many writes are still waiting."""
+        if self.outbox is None:
+            return 0
+        if not force and time.monotonic() - self._last_retry < self.retry_interval_s:
+            return len(self.outbox)
+        self._last_retry = time.monotonic()
+        if len(self.outbox):
+            sent = self.outbox.deliver(self._apply)
+            if sent:
+                log.warning("tracking: delivered %d kept write(s) to %s", sent, self.uri)
+        return len(self.outbox)
+
+    def real_id(self, run_id: str) -> str:
+        """The MLflow id of a run created while the server was away (identity otherwise)."""
+        if self.outbox is None or not run_id.startswith(OFFLINE_PREFIX):
+            return run_id
+        return self.outbox.ids().get(run_id, run_id)
+
+    def _create_run(self, run_name: str, tags: dict[str, str]) -> str:
+        args = {"experiment_id": self.experiment_id(), "run_name": run_name, "tags": tags}
+        if self.outbox is not None:
+            args["offline_id"] = self.outbox.new_offline_id()
+        run_id = self._do("create_run", args)
+        assert run_id is not None
+        return run_id
+
+    def _do(self, kind: str, args: dict[str, Any]) -> str | None:
+        """Apply one write, or keep it in the outbox when the server cannot be reached.
+
+        Once something is kept, later writes queue behind it: MLflow must see a run created
+        before its metrics, and a run's FINISHED after its last metric.
+        """
+        if self.outbox is not None:
+            args = {**args, "run_id": self.real_id(args["run_id"])} if "run_id" in args else args
+            if self.deliver(force=False) > 0:
+                return self._keep(kind, args)
+        try:
+            return self._apply(kind, args)
+        except Exception as exc:
+            if self.outbox is None or not is_unavailable(exc):
+                raise
+            log.warning("tracking server %s unreachable; keeping writes in %s", self.uri, self.outbox.directory)
+            self._last_retry = time.monotonic()
+            return self._keep(kind, args)
+
+    def _keep(self, kind: str, args: dict[str, Any]) -> str | None:
+        assert self.outbox is not None
+        self.outbox.append(kind, args)
+        return args.get("offline_id") if kind == "create_run" else None
+
+    def _apply(self, kind: str, args: dict[str, Any]) -> str | None:
+        if kind == "create_run":
+            return self.client.create_run(args["experiment_id"], run_name=args["run_name"], tags=args["tags"]).info.run_id
+        if kind == "log_batch":
+            self.client.log_batch(
+                args["run_id"],
+                metrics=[Metric(k, v, ts, step) for k, v, ts, step in args.get("metrics", [])],
+                params=[Param(k, v) for k, v in args.get("params", {}).items()],
+                tags=[RunTag(k, v) for k, v in args.get("tags", {}).items()],
+            )
+            return None
+        if kind == "log_artifact":
+            self.client.log_artifact(args["run_id"], args["path"])
+            return None
+        if kind == "delete_run":
+            self.client.delete_run(args["run_id"])
+            return None
+        if kind == "set_terminated":
+            self.client.set_terminated(args["run_id"], status=args["status"])
+            return None
+        raise ValueError(f"unknown tracking operation {kind!r}")
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(k, _param_text(v)) for k, v in sorted(params.items())]
+        items = sorted((k, _param_text(v)) for k, v in params.items())
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-            self.client.log_batch(run_id, params=items[i : i + 100])
+            self._do("log_batch", {"run_id": run_id, "params": dict(items[i : i + 100])})
+
+
+def check_no_credentials(uri: str) -> None:
+    """Credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, never in the URI: the URI is
+    printed, logged and stored in study.json."""
+    parts = urlsplit(uri)
+    if parts.scheme in {"http", "https"} and (parts.username or parts.password):
+        raise SegstudyError(
+            f"tracking URI '{redact(uri)}' embeds credentials; remove them and set MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment"
+        )
+
+
+def redact(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.password or parts.username:
+        host = parts.hostname or ""
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def version_tags() -> dict[str, str]:
+    """Library versions behind every run, so a result can be reproduced (DESIGN.md section 6)."""
+    return {M.VERSIONS_TAG: _VERSIONS}
+
+
+def _library_versions() -> str:
+    import importlib.metadata as md
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for dist in ("segstudy", "torch", "monai", "ray", "optuna", "mlflow", "numpy", "nibabel", "scikit-image"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return json.dumps(versions, sort_keys=True)
+
+
+_VERSIONS = _library_versions()
 
 
 def _param_text(value: Any) -> str:
@@ -163,4 +316,4 @@ def _param_text(value: Any) -> str:
     return text[:_PARAM_LIMIT]
 
 
-__all__ = ["StudyTracker", "resolve_tracking_uri"]
+__all__ = ["StudyTracker", "check_no_credentials", "redact", "resolve_tracking_uri", "version_tags"]

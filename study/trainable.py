@@ -6,11 +6,12 @@ Ray Tune calls `train_trial(config, spec=..., data=...)`; `spec` and `data` arri
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,21 +42,37 @@ from study.tune_report import EpochReporter
 CONFIRM_REPORT_INTERVAL_S = 5.0  # confirm trials have no scheduler waiting on each epoch
 
 
-class LossDivergedError(RuntimeError):
+class TrialFailure(RuntimeError):
+    """A failure that would repeat on every retry: the trial ends FAILED with this reason."""
+
+
+class LossDivergedError(TrialFailure):
     """The training loss became NaN or infinite."""
 
 
+class TrialOutOfMemoryError(TrialFailure):
+    """The trial ran out of (GPU or host) memory."""
+
+
 def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> None:
-    """Tune entry point: one trial, reported epoch by epoch; confirm trials are then tested."""
+    """Tune entry point: one trial, reported epoch by epoch; confirm trials are then tested.
+
+    A `TrialFailure` is reported as the trial's last result rather than raised: Tune retries
+    raised errors up to `resources.max_failures`, which is right for a killed worker and wasted
+    on a diverged loss.
+    """
     plan = TrialPlan.from_config(spec, config)
-    if plan.phase == M.PHASE_TUNE:
-        # Early stopping decides on every epoch: report each one as it ends.
-        reporter = EpochReporter(interval_s=0.0)
-        train_plan(plan, spec=spec, data=data, on_epoch=reporter)  # validation only
-        reporter.flush()
+    # Early stopping decides on every epoch in the tune phase: report each one as it ends.
+    reporter = EpochReporter(interval_s=0.0 if plan.phase == M.PHASE_TUNE else CONFIRM_REPORT_INTERVAL_S)
+    try:
+        if plan.phase == M.PHASE_TUNE:
+            train_plan(plan, spec=spec, data=data, on_epoch=reporter)  # validation only
+            reporter.flush()
+            return
+        result = run_plan(plan, spec=spec, data=data, on_epoch=reporter)
+    except TrialFailure as exc:
+        reporter.failed(f"{type(exc).__name__}: {exc}")
         return
-    reporter = EpochReporter(interval_s=CONFIRM_REPORT_INTERVAL_S)
-    result = run_plan(plan, spec=spec, data=data, on_epoch=reporter)
     metrics = {**result.metrics, M.EPOCH: spec.training.epochs}  # the final result ran the full schedule
 
     def write(directory: Path) -> None:
@@ -130,10 +147,11 @@ def train_plan(
     memory = PeakMemory(device)
     best_dice, best_state = -1.0, None
     for epoch in range(1, spec.training.epochs + 1):
-        loss = train_one_epoch(model, optimizer, loss_fn, inputs.batches(level.train, rng), device=device)
-        if not math.isfinite(loss):
-            raise LossDivergedError(f"loss diverged at epoch {epoch}")
-        val = dice_of(inputs.predict(model, level.val, device=device), level.val, threshold=spec.evaluation.threshold)
+        with out_of_memory_as_failure(epoch, device):
+            loss = train_one_epoch(model, optimizer, loss_fn, inputs.batches(level.train, rng), device=device)
+            if not math.isfinite(loss):
+                raise LossDivergedError(f"loss diverged at epoch {epoch}")
+            val = dice_of(inputs.predict(model, level.val, device=device), level.val, threshold=spec.evaluation.threshold)
         memory.sample()
         if val > best_dice:
             best_dice, best_state = val, copy.deepcopy(model.state_dict())
@@ -142,6 +160,19 @@ def train_plan(
     if spec.training.test_weights == "best" and best_state is not None:
         model.load_state_dict(best_state)
     return Trained(model=model, best_val=best_dice, inputs=inputs, peak_memory_mb=memory.peak_mb)
+
+
+@contextlib.contextmanager
+def out_of_memory_as_failure(epoch: int, device: torch.device) -> Iterator[None]:
+    """Turn torch's CUDA OOM and Python's MemoryError into a named trial failure."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "allocation failed"
+        raise TrialOutOfMemoryError(
+            f"out of memory on {device.type} at epoch {epoch} ({detail}); lower batch_size, patch_size or "
+            "resources.gpu packing"
+        ) from None
 
 
 def run_plan(

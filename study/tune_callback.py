@@ -14,7 +14,7 @@ from study import metrics_names as M
 from study.spec import StudySpec
 from study.tracking import StudyTracker
 from study.training import TrialPlan
-from study.tune_report import HISTORY, checkpoint_dir
+from study.tune_report import FAILURE, HISTORY, checkpoint_dir
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class TrackingCallback(tune.Callback):
         self.full_epochs = full_epochs
         self.runs: dict[str, str] = {}
         self.failed = 0
+        self.completed = 0  # trials ended (finished or failed for good), retried attempts not counted
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if trial.trial_id in self.runs:
@@ -44,6 +45,7 @@ class TrackingCallback(tune.Callback):
             factors=list(plan.cell),
             params=plan.params(),
             trial_id=trial.trial_id,
+            extra_tags={M.TRIAL_KEY_TAG: plan.key},
         )
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
@@ -55,10 +57,15 @@ class TrackingCallback(tune.Callback):
             self.tracker.log_metrics(run_id, metrics, step=int(epoch[M.EPOCH]), buffered=True)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.completed += 1
         run_id = self.runs.pop(trial.trial_id, None)
         if run_id is None:
             return
         final = trial.last_result or {}
+        if final.get(FAILURE):
+            self.failed += 1
+            self.tracker.finish(run_id, failed_reason=str(final[FAILURE]))
+            return
         self.tracker.log_metrics(run_id, {k: v for k, v in final.items() if k.startswith(_FINAL_PREFIXES)})
         stopped = int(final.get(M.EPOCH, 0)) < self.full_epochs
         self.tracker.set_tags(run_id, {M.STOPPED_EARLY_TAG: "true" if stopped else "false"})
@@ -79,10 +86,13 @@ class TrackingCallback(tune.Callback):
 
     def _fail(self, trial: Any, *, retried: bool) -> None:
         self.failed += 0 if retried else 1
+        self.completed += 0 if retried else 1
         run_id = self.runs.pop(trial.trial_id, None)
         if run_id is None:
             return
         reason = error_reason(trial)
+        if retried:
+            self.tracker.set_tags(run_id, {M.RETRIED_TAG: "true"})
         self.tracker.finish(run_id, failed_reason=f"{reason} (retried)" if retried else reason)
 
 
@@ -94,4 +104,10 @@ def error_reason(trial: Any) -> str:
     except Exception:  # noqa: BLE001 - the error file may be unreadable; the status still matters
         log.debug("could not read error of trial %s", trial.trial_id, exc_info=True)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "trial failed (no error text recorded)"
+    if not lines:
+        return "trial failed (no error text recorded)"
+    if "ActorDiedError" in text or "actor died unexpectedly" in text.lower():
+        # Ray's last line for a dead worker is a hint about logs; say what happened instead.
+        cause = next((line for line in lines if "exit_detail" in line or "killed" in line.lower()), lines[-1])
+        return f"worker process died: {cause[:300]}"
+    return lines[-1]

@@ -21,6 +21,7 @@ from typing import Any
 from ray import tune
 
 HISTORY = "epoch_history"
+FAILURE = "segstudy_failure"  # in a trial's last result: why it ended as FAILED
 
 
 class EpochReporter:
@@ -53,6 +54,13 @@ class EpochReporter:
         with tempfile.TemporaryDirectory(prefix="segstudy-ckpt-") as tmp:
             write_files(Path(tmp))
             tune.report(self.result(metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
+        self._pending.clear()
+
+
+    def failed(self, reason: str) -> None:
+        """End the trial as failed without raising: a deterministic failure (divergence, out of
+        memory) would fail again on every retry, so it must not use up Tune's `max_failures`."""
+        tune.report(self.result({FAILURE: reason}))
         self._pending.clear()
 
 

@@ -28,10 +28,17 @@ class TrialPlan:
     data_key: DataKey
     patch_size: int | None = None  # None: whole images
     pos_fraction: float | None = None
+    optuna_trial: int | None = None  # tune phase: the trial number in the cell's Optuna study
 
     @property
     def cell_key(self) -> str:
         return cell_key(self.cell)
+
+    @property
+    def key(self) -> str:
+        """The trial's identity across driver restarts (tagged on its MLflow run; resume skips
+        keys that already finished)."""
+        return trial_key(self.phase, self.cell_key, seed=self.seed, optuna_trial=self.optuna_trial)
 
     @staticmethod
     def config(cell: Cell, *, seed: int, phase: str, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -57,8 +64,15 @@ class TrialPlan:
             data_key=data_key(spec, cell),
             patch_size=int(cell.get("patch_size", spec.patch_defaults.size)) if spec.patch_mode else None,
             pos_fraction=float(cell.get("pos_fraction", spec.patch_defaults.pos_fraction)) if spec.patch_mode else None,
+            optuna_trial=None if trial.get("optuna_trial") is None else int(trial["optuna_trial"]),
         )
 
     def params(self) -> dict[str, Any]:
         """Every factor and hyperparameter by its spec name, plus the seed (MLflow params)."""
         return {**self.hparams.model_dump(), **self.cell, "seed": self.seed}
+
+
+def trial_key(phase: str, cell: str, *, seed: int, optuna_trial: int | None = None) -> str:
+    """'confirm|<cell>|seed=<s>' or 'tune|<cell>|optuna=<n>' (tune trials share one seed)."""
+    which = f"optuna={optuna_trial}" if optuna_trial is not None else f"seed={seed}"
+    return f"{phase}|{cell}|{which}"

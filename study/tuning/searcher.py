@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from study.cells import Cell, cell_key
+from study.tune_report import FAILURE
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,12 @@ def make_sampler(kind: str, *, seed: int, space: Mapping[str, Any], n_trials: in
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, n_trials // 3), constant_liar=True)
 
 
-def cell_seed(base: int, index: int) -> int:
-    """Independent, reproducible sampler seed per cell."""
-    return int(np.random.SeedSequence([base, index]).generate_state(1)[0])
+def cell_seed(base: int, index: int, *more: int) -> int:
+    """Independent, reproducible sampler seed per cell (and per ask within it)."""
+    return int(np.random.SeedSequence([base, index, *more]).generate_state(1)[0])
+
+
+REQUEUED_FROM = "segstudy_requeued_from"  # user attr: this trial re-runs one a dead driver left
 
 
 class CellSearcher(Searcher):
@@ -79,10 +83,11 @@ class CellSearcher(Searcher):
         self.cells = [dict(c) for c in cells]
         self.space = dict(space)
         self.trials_per_cell = trials_per_cell
+        self.sampler_kind = sampler
+        self.seed = seed
         self.trial_seed = trial_seed
         self.max_t = max_t
         self.epoch_key = epoch_key
-        self.asked = [0] * len(self.cells)
         self.live: dict[str, tuple[int, int]] = {}  # tune trial id -> (cell index, optuna trial number)
         self.last: dict[str, dict[str, Any]] = {}
         self._handles: dict[str, optuna.Trial] = {}
@@ -97,6 +102,27 @@ class CellSearcher(Searcher):
             )
             for i, cell in enumerate(self.cells)
         ]
+        self.asked = [_counted(study) for study in self.studies]
+        self.ran = self.failed_now = 0  # trials run and failed by this driver (set by the engine)
+
+    def requeue_interrupted(self) -> int:
+        """Fail the trials a dead driver left RUNNING and queue them again with the same
+        parameters; returns how many. Call after the MLflow runs were reconciled."""
+        n = sum(_requeue_interrupted(study) for study in self.studies)
+        self.asked = [_counted(study) for study in self.studies]
+        return n
+
+    def remaining(self) -> int:
+        """Trials still to run across cells (all of them for a new study; fewer on resume)."""
+        return sum(max(0, self.trials_per_cell - n) for n in self.asked)
+
+    def state_of(self, cell: str, number: int) -> str | None:
+        """The Optuna state name of one trial ("COMPLETE", "PRUNED", "FAIL", "RUNNING"), if any."""
+        for c, study in zip(self.cells, self.studies):
+            if cell_key(c) == cell:
+                trials = study.get_trials(deepcopy=False)
+                return trials[number].state.name if number < len(trials) else None
+        return None
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # metric and mode are ours; Tune's are not needed
@@ -106,7 +132,17 @@ class CellSearcher(Searcher):
         if not remaining:
             return Searcher.FINISHED
         index = min(remaining, key=lambda i: (self.asked[i], i))  # round-robin: fewest asked first
-        trial = self.studies[index].ask(self.space)
+        study = self.studies[index]
+        # A sampler seeded by (cell, ask number) makes the k-th ask of a cell the same draw
+        # whether or not a driver restart came in between (a restarted sampler would replay
+        # its random stream from the start).
+        study.sampler = make_sampler(
+            self.sampler_kind,
+            seed=cell_seed(self.seed, index, self.asked[index]),
+            space=self.space,
+            n_trials=self.trials_per_cell,
+        )
+        trial = study.ask(self.space)
         self.asked[index] += 1
         self.live[trial_id] = (index, trial.number)
         self._handles[trial_id] = trial
@@ -138,7 +174,7 @@ class CellSearcher(Searcher):
         self._handles.pop(trial_id, None)
         study = self.studies[index]
         value = result.get(self.metric)
-        if error or value is None or not math.isfinite(float(value)):
+        if error or result.get(FAILURE) or value is None or not math.isfinite(float(value)):
             study.tell(number, state=TrialState.FAIL)
         elif int(result.get(self.epoch_key, 0)) < self.max_t:
             study.tell(number, state=TrialState.PRUNED)
@@ -170,6 +206,24 @@ class CellSearcher(Searcher):
             state = pickle.load(f)
         self.asked, self.live = state["asked"], state["live"]
         self._handles = {}
+
+
+def _requeue_interrupted(study: optuna.Study) -> int:
+    """Trials left RUNNING by a driver that died are failed and queued again with the same
+    parameters (what Optuna's RetryFailedTrialCallback does for crashed workers)."""
+    n = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={REQUEUED_FROM: trial.number})
+        n += 1
+    return n
+
+
+def _counted(study: optuna.Study) -> int:
+    """Trials that used up budget: every asked trial except those re-queued after a dead driver."""
+    trials = study.get_trials(deepcopy=False)
+    requeued = {t.user_attrs[REQUEUED_FROM] for t in trials if REQUEUED_FROM in t.user_attrs}
+    return sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in requeued)
 
 
 def _trial_value(trial: optuna.trial.FrozenTrial) -> float:

@@ -1,0 +1,142 @@
+"""Tracking writes that could not reach the MLflow server, kept on disk until it is back.
+
+A study on a shared cluster outlives tracking-server restarts. When a write fails because the
+server cannot be reached, it goes to `<study dir>/outbox/ops.jsonl` (artifacts copied next to it)
+and every later write queues behind it, so the store receives everything in the original order.
+`StudyTracker` retries delivery every few seconds, at the end of the study, on `segstudy resume`
+and on `segstudy sync`. Runs created while offline get a stand-in id ("offline-...") that is
+mapped to the real run id when the creation is delivered; the mapping is kept in `ids.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+OFFLINE_PREFIX = "offline-"
+
+Apply = Callable[[str, dict[str, Any]], str | None]
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the error means "the server could not be reached", not "the request was wrong".
+
+    MLflow wraps connection failures as "API request to ... failed with exception ..." and
+    gateway errors as 5xx responses; anything else (a bad parameter, a missing run) is a bug to
+    raise, not a write to keep for later.
+    """
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, MlflowException):
+        text = str(exc)
+        return (
+            "failed with exception" in text
+            or exc.error_code == "TEMPORARILY_UNAVAILABLE"
+            or any(f"status code {code}" in text for code in (500, 502, 503, 504))
+        )
+    return False
+
+
+class Outbox:
+    """An append-only file of pending tracking operations, delivered in order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ops_file = directory / "ops.jsonl"
+        self.ids_file = directory / "ids.json"
+
+    def __len__(self) -> int:
+        return len(self._ops())
+
+    def new_offline_id(self) -> str:
+        return f"{OFFLINE_PREFIX}{uuid.uuid4().hex}"
+
+    def ids(self) -> dict[str, str]:
+        """Offline stand-in id -> real run id, for every creation delivered so far."""
+        try:
+            return json.loads(self.ids_file.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def append(self, kind: str, args: dict[str, Any]) -> None:
+        """Queue one operation durably (flushed and fsynced: the driver may be killed next)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if kind == "log_artifact":
+            keep = self.directory / "files" / uuid.uuid4().hex
+            keep.mkdir(parents=True)
+            args = {**args, "path": str(shutil.copy2(args["path"], keep / Path(args["path"]).name))}
+        with self.ops_file.open("a") as f:
+            f.write(json.dumps({"kind": kind, "args": args}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def deliver(self, apply: Apply) -> int:
+        """Send queued operations in order until one fails to reach the server.
+
+        Returns how many were delivered. Connection failures stop delivery and keep the rest;
+        other errors propagate (after saving progress) because retrying them cannot help.
+        """
+        ops = self._ops()
+        ids = self.ids()
+        done = 0
+        try:
+            for op in ops:
+                args = _map_ids(op["args"], ids)
+                result = apply(op["kind"], args)
+                if op["kind"] == "create_run" and result is not None:
+                    ids[args["offline_id"]] = result
+                if op["kind"] == "log_artifact":
+                    shutil.rmtree(Path(args["path"]).parent, ignore_errors=True)
+                done += 1
+        except Exception as exc:
+            self._save(ops[done:], ids)
+            if is_unavailable(exc):
+                return done
+            raise
+        self._save([], ids)
+        return done
+
+    def _ops(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.ops_file.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        # A kill in the middle of an append leaves at most one partial last line.
+        ops = []
+        for line in lines:
+            try:
+                ops.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return ops
+
+    def _save(self, ops: list[dict[str, Any]], ids: dict[str, str]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.ids_file, json.dumps(ids, indent=1))
+        _atomic_write(self.ops_file, "".join(json.dumps(op) + "\n" for op in ops))
+
+
+def _map_ids(args: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+    # Run ids appear as the target of an operation and as values of tags (the parent run).
+    args = dict(args)
+    if args.get("run_id") in ids:
+        args["run_id"] = ids[args["run_id"]]
+    if isinstance(args.get("tags"), dict):
+        args["tags"] = {k: ids.get(v, v) for k, v in args["tags"].items()}
+    return args
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["OFFLINE_PREFIX", "Outbox", "is_unavailable"]
