@@ -71,7 +71,7 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
             return
         result = run_plan(plan, spec=spec, data=data, on_epoch=reporter)
     except TrialFailure as exc:
-        reporter.failed(f"{type(exc).__name__}: {exc}")
+        reporter.failed(f"{type(exc).__name__}: {exc}", {spec.objective: math.nan})
         return
     metrics = {**result.metrics, M.EPOCH: spec.training.epochs}  # the final result ran the full schedule
 

@@ -6,6 +6,7 @@ Runs in the driver only, so the MLflow store has one writer whatever the cluster
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -100,7 +101,10 @@ def error_reason(trial: Any) -> str:
     """The last line of the trial's traceback, e.g. 'LossDivergedError: loss diverged at epoch 3'."""
     text = ""
     try:
-        text = str(trial.get_error() or "")
+        # The local error file is written at once; the storage copy behind get_error() only
+        # after the next sync, too late for on_trial_recover.
+        local = getattr(trial, "error_file", None)
+        text = Path(local).read_text() if local and Path(local).is_file() else str(trial.get_error() or "")
     except Exception:  # noqa: BLE001 - the error file may be unreadable; the status still matters
         log.debug("could not read error of trial %s", trial.trial_id, exc_info=True)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]

@@ -57,10 +57,11 @@ class EpochReporter:
         self._pending.clear()
 
 
-    def failed(self, reason: str) -> None:
+    def failed(self, reason: str, metrics: Mapping[str, float]) -> None:
         """End the trial as failed without raising: a deterministic failure (divergence, out of
-        memory) would fail again on every retry, so it must not use up Tune's `max_failures`."""
-        tune.report(self.result({FAILURE: reason}))
+        memory) would fail again on every retry, so it must not use up Tune's `max_failures`.
+        `metrics` fills the keys Tune insists on seeing in every result (NaN: no value)."""
+        tune.report(self.result({**metrics, FAILURE: reason}))
         self._pending.clear()
 
 

@@ -34,10 +34,22 @@ def make_sampler(kind: str, *, seed: int, space: Mapping[str, Any], n_trials: in
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "grid":
-        return optuna.samplers.GridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed)
+        return AskTellGridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed)
     # A third of the budget explores at random before TPE models it; constant_liar keeps
     # concurrent asks of one cell from all landing on the same point.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, n_trials // 3), constant_liar=True)
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask-and-tell use.
+
+    The stock sampler calls `study.stop()` once the grid is covered, which raises outside
+    `study.optimize` and made Tune count the told trial as crashed. The searcher's per-cell
+    budget already ends the search.
+    """
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: TrialState, values: Any) -> None:
+        return None
 
 
 def cell_seed(base: int, index: int, *more: int) -> int:
@@ -133,12 +145,14 @@ class CellSearcher(Searcher):
             return Searcher.FINISHED
         index = min(remaining, key=lambda i: (self.asked[i], i))  # round-robin: fewest asked first
         study = self.studies[index]
-        # A sampler seeded by (cell, ask number) makes the k-th ask of a cell the same draw
-        # whether or not a driver restart came in between (a restarted sampler would replay
-        # its random stream from the start).
+        # A fresh sampler per ask, seeded by (cell, ask number), makes the k-th ask of a cell
+        # the same draw whether or not a driver restart came in between (a restarted sampler
+        # would replay its random stream from the start). The grid sampler shuffles its grid by
+        # seed, so it keeps the cell's seed and is deterministic given the trials so far.
+        per_ask = () if self.sampler_kind == "grid" else (self.asked[index],)
         study.sampler = make_sampler(
             self.sampler_kind,
-            seed=cell_seed(self.seed, index, self.asked[index]),
+            seed=cell_seed(self.seed, index, *per_ask),
             space=self.space,
             n_trials=self.trials_per_cell,
         )
