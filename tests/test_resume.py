@@ -1,0 +1,134 @@
+"""Resume after the driver is SIGKILLed: finished trials kept, nothing duplicated, same numbers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+from optuna.distributions import FloatDistribution
+
+from study import metrics_names as M
+from study.engine import run_study
+from study.tuning.searcher import CellSearcher
+from conftest import BIN, ROOT, run_cli
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
+
+
+def trial_runs(uri: str, view: int = ViewType.ACTIVE_ONLY) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("resume")
+    if exp is None:
+        return []
+    return client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'", run_view_type=view
+    )
+
+
+def by_key(uri: str, tmp_path) -> dict[str, tuple[dict, pd.DataFrame]]:
+    client = MlflowClient(tracking_uri=uri)
+    out = {}
+    for run in trial_runs(uri):
+        key = run.data.tags[M.TRIAL_KEY_TAG]
+        assert key not in out, f"duplicated run for {key}"
+        table = pd.read_csv(client.download_artifacts(run.info.run_id, M.PER_IMAGE_FILE, str(tmp_path / run.info.run_id)))
+        out[key] = (run, table)
+    return out
+
+
+def test_driver_killed_mid_study_resumes_to_the_same_result(ray_head, write_spec, tmp_path):
+    spec = write_spec(
+        name="resume",
+        factors={"architecture": ["unet", "noskip_unet"], "alpha": [0.5]},
+        seeds=[0, 1],
+        training__epochs=25,
+        evaluation__perturbations=["gaussian_noise"],
+        evaluation__severities=[3],
+    )
+    reference_uri = f"sqlite:///{tmp_path / 'reference.db'}"
+    run_study(spec, address=ray_head.gcs_address, tracking_uri=reference_uri, storage=tmp_path / "ref")
+
+    uri = f"sqlite:///{tmp_path / 'killed.db'}"
+    storage = tmp_path / "killed"
+    env = {**ray_head.env, "MLFLOW_TRACKING_URI": uri}
+    driver = subprocess.Popen(
+        [str(BIN / "segstudy"), "run", str(spec), "--address", ray_head.gcs_address, "--storage", str(storage)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and driver.poll() is None:
+        statuses = [r.info.status for r in trial_runs(uri)]
+        if "FINISHED" in statuses and "RUNNING" in statuses:
+            break
+        time.sleep(0.3)
+    assert driver.poll() is None, "the study ended before it could be interrupted"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    before = {r.data.tags[M.TRIAL_KEY_TAG] for r in trial_runs(uri) if r.info.status == "FINISHED"}
+
+    resumed = run_cli("resume", "resume", "--address", ray_head.gcs_address, "--storage", str(storage), cwd=ROOT, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "4/4 trials finished" in resumed.stdout
+
+    reference, result = by_key(reference_uri, tmp_path / "a"), by_key(uri, tmp_path / "b")
+    assert set(result) == set(reference) and len(result) == 4
+    for key, (run, table) in result.items():
+        ref_run, ref_table = reference[key]
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics[M.TEST_DICE] == ref_run.data.metrics[M.TEST_DICE]
+        pd.testing.assert_frame_equal(table, ref_table)
+        steps = [m.step for m in MlflowClient(tracking_uri=uri).get_metric_history(run.info.run_id, M.VAL_DICE)]
+        assert sorted(steps) == list(range(1, 26))
+    # Trials that had finished before the kill were not run again: same MLflow run as before.
+    assert before and before <= set(result)
+    # The interrupted attempt is kept out of sight: KILLED and deleted, not a second result.
+    deleted = trial_runs(uri, ViewType.DELETED_ONLY)
+    assert deleted and all(r.info.status == "KILLED" for r in deleted)
+    assert all(r.data.tags[M.TRIAL_KEY_TAG] not in before for r in deleted)
+    client = MlflowClient(tracking_uri=uri)
+    studies = client.search_runs([client.get_experiment_by_name("resume").experiment_id],
+                                 filter_string=f"tags.`{M.ROLE_TAG}` = '{M.ROLE_STUDY}'")
+    assert len(studies) == 1 and studies[0].info.status == "FINISHED"
+
+
+def test_resume_of_unknown_study_is_a_clear_error(tmp_path):
+    proc = run_cli("resume", "nosuch", "--storage", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"error: no study named 'nosuch' under {tmp_path.resolve()} (looked for */study.json); "
+        "pass the study directory or --storage where it ran"
+    )
+
+
+def make_searcher(storage: str) -> CellSearcher:
+    return CellSearcher(
+        cells=[{"architecture": "unet"}], space={"lr": FloatDistribution(1e-4, 1e-1, log=True)}, trials_per_cell=4,
+        storage=storage, prefix="s", sampler="tpe", seed=3, trial_seed=0, metric="m", max_t=5, epoch_key="epoch",
+    )
+
+
+def test_searcher_requeues_trials_a_dead_driver_left_running(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = make_searcher(storage)
+    asked = [first.suggest(f"t{i}")["trial"] for i in range(3)]
+    first.on_trial_complete("t0", {"m": 0.5, "epoch": 5})
+    # t1 and t2 were running when the driver died.
+    uninterrupted = make_searcher(f"sqlite:///{tmp_path / 'other.db'}")
+    fresh = [uninterrupted.suggest(f"u{i}")["trial"]["hparams"] for i in range(4)]
+
+    second = make_searcher(storage)
+    assert second.requeue_interrupted() == 2
+    assert second.remaining() == 3  # t0 counts; t1 and t2 run again; one never asked
+    again = [second.suggest(f"r{i}")["trial"]["hparams"] for i in range(3)]
+    assert again[:2] == [asked[1]["hparams"], asked[2]["hparams"]]  # same parameters as before
+    assert second.suggest("r3") is second.FINISHED
+    study = optuna.load_study(study_name="s/architecture=unet", storage=storage)
+    assert [t.state.name for t in study.trials[:3]] == ["COMPLETE", "FAIL", "FAIL"]
+    assert fresh[:3] == [a["hparams"] for a in asked]  # per-ask seeding: same draws as an uninterrupted run
