@@ -138,11 +138,12 @@ def tracking_serve(
     workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
 ) -> None:
     """Start `mlflow server` (loopback by default); studies log to it with --tracking-uri http://HOST:PORT."""
-    from study.tracking_server import serve
+    from study.tracking_server import serve, server_command
     from study.tracking import resolve_tracking_uri
 
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
+    server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
     typer.echo(f"MLflow server on http://{host}:{port} (backend {backend_store_uri}, artifacts {artifacts})", err=True)
     serve(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)
 

@@ -1,0 +1,161 @@
+"""A real `mlflow server` on loopback: studies log over HTTP, survive the server going away,
+refuse an unreachable one up front, and never write credentials anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import BIN, ROOT, free_port, run_cli
+from study import metrics_names as M
+from study.engine import run_study
+from study.tracking_server import server_command
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
+
+SECRET = "hunter2-do-not-log"
+
+
+class Server:
+    """`segstudy tracking serve` in its own process group, restartable on the same port."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.args = [
+            str(BIN / "segstudy"), "tracking", "serve", "--port", str(self.port),
+            "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}", "--artifacts", str(tmp / "artifacts"),
+        ]
+        self.log = tmp / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(self.log.read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = Server(tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_study_survives_the_tracking_server_going_away(ray_head, write_spec, server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    epochs = 40
+    spec = write_spec(
+        name="outage",
+        factors={"architecture": ["unet"], "alpha": [0.2, 0.8]},
+        training__epochs=epochs,
+        evaluation__perturbations=["gaussian_noise"],
+        evaluation__severities=[2],
+    )
+    outcome: dict = {}
+
+    def drive() -> None:
+        try:
+            outcome["result"] = run_study(spec, address=ray_head.gcs_address, tracking_uri=server.uri, storage=tmp_path / "r")
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    client = MlflowClient(tracking_uri=server.uri)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and thread.is_alive():
+        exp = client.get_experiment_by_name("outage")
+        if exp and len(client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")) == 2:
+            break
+        time.sleep(0.3)
+    server.stop()  # both trials are training; their epochs now have nowhere to go
+    time.sleep(6)
+    server.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    outbox = result.storage_path / "outbox"
+    assert (outbox / "ids.json").is_file(), "nothing was kept: the outage did not hit the study"
+    if result.pending_writes:  # the study ended before the server was back: sync delivers
+        proc = run_cli("sync", str(result.storage_path), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert not (outbox / "ops.jsonl").read_text().strip()
+
+    exp = client.get_experiment_by_name("outage")
+    runs = client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")
+    assert len(runs) == 2
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, M.VAL_DICE))
+        assert steps == list(range(1, epochs + 1)), "an epoch metric was lost"
+        assert M.TEST_DICE in run.data.metrics and "test_dice/gaussian_noise/2" in run.data.metrics
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert M.PER_IMAGE_FILE in names
+        assert json.loads(run.data.tags[M.VERSIONS_TAG])["torch"]
+    # Credentials came from the environment and went nowhere else.
+    study = client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_STUDY}'")
+    for run in [*runs, *study]:
+        text = json.dumps([run.data.params, run.data.tags, run.data.metrics])
+        assert SECRET not in text and "alice" not in text
+        local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl" / run.info.run_id)))
+        for path in local.rglob("*"):
+            if path.is_file():
+                assert SECRET.encode() not in path.read_bytes(), path
+    for path in result.storage_path.rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in server.log.read_text()
+
+
+def test_unreachable_server_is_refused_before_anything_starts(write_spec, tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = run_cli("run", str(write_spec()), "--tracking-uri", uri, "--storage", str(tmp_path / "r"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: tracking URI '{uri}' is not reachable: ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_credentials_in_the_uri_are_refused_without_echoing_them(write_spec, tmp_path):
+    proc = run_cli("run", str(write_spec()), "--tracking-uri", f"http://alice:{SECRET}@127.0.0.1:5000", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "embeds credentials" in proc.stderr and "MLFLOW_TRACKING_PASSWORD" in proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_server_binds_loopback_unless_told(tmp_path):
+    cmd = server_command(backend=f"sqlite:///{tmp_path / 'x.db'}", artifacts=tmp_path / "a")
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    proc = run_cli("tracking", "serve", "--backend-store-uri", "file:///tmp/mlruns", cwd=tmp_path)
+    assert proc.returncode == 2 and "accepted are sqlite:///PATH and postgresql://" in proc.stderr
+    proc = run_cli("tracking", "serve", "--backend-store-uri", f"postgresql://u:{SECRET}@db/mlflow", cwd=tmp_path)
+    assert proc.returncode == 2 and "PGPASSWORD" in proc.stderr and SECRET not in proc.stderr
