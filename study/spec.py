@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal, Union
 
 import yaml
@@ -105,6 +106,17 @@ class Resources(_Strict):
 
 class Tracking(_Strict):
     uri: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        # The spec is copied into the study folder and logged as an artifact: no secrets here.
+        if v is not None and urlsplit(v).password:
+            raise ValueError(
+                "embeds a password; remove it and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                "(or MLFLOW_TRACKING_TOKEN) in the environment"
+            )
+        return v
 
 
 def _data_type() -> Any:
@@ -420,6 +432,8 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
     shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+    if isinstance(given, str) and urlsplit(given).password:
+        shown = ""  # never echo a credential
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 
 

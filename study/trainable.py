@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from study import metrics_names as M
+from study.checkpoints import WEIGHTS_FILE, save_weights
 from study.models import build_network
 from study.spec import StudySpec
 from study.data import Split
@@ -82,7 +83,7 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
             counts, edges = np.histogram(result.patch_foreground, bins=20, range=(0.0, 1.0))
             hist = pd.DataFrame({"bin_low": edges[:-1], "bin_high": edges[1:], "count": counts})
             hist.to_csv(directory / M.PATCH_FG_HIST_FILE, index=False)
-        torch.save(result.state_dict, directory / "model.pt")
+        save_weights(result.state_dict, directory / WEIGHTS_FILE)
         (directory / "architecture.json").write_text(json.dumps(plan.arch.model_dump(mode="json"), indent=2))
 
     reporter.final(metrics, write)

@@ -55,6 +55,10 @@ def test_validate_command_reports_trial_count():
         ({"bogus": 1}, "bogus: unknown key; accepted keys here: name, description, data"),
         ({"resources__gpu": 1.5}, "resources.gpu: must be a fraction"),
         ({"resources__cpu": 0}, "resources.cpu"),
+        ({"resources__max_failures": -1}, "resources.max_failures"),
+        ({"tracking__uri": "http://bob:s3cret@mlflow:5000"}, "tracking.uri: embeds a password"),
+        ({"evaluation__perturbations": ["gausian_noise"]}, "did you mean 'gaussian_noise'?"),
+        ({"evaluation__severities": [6]}, "evaluation.severities"),
         ({"seeds": []}, "seeds: needs at least one seed"),
         ({"name": "bad name!"}, "name: must be 1-100 letters"),
         ({"data__dataset": "synthetic2x"}, "unknown dataset 'synthetic2x'; did you mean 'synthetic2d'?"),
@@ -71,6 +75,7 @@ def test_bad_spec_is_one_line_exit_2(write_spec, overrides, expected):
     assert lines[0].startswith(f"error: {path}: ")
     assert expected in lines[0]
     assert "Traceback" not in result.output
+    assert "s3cret" not in result.output
 
 
 def test_missing_spec_file(tmp_path):

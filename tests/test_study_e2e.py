@@ -41,6 +41,10 @@ def check_smoke_runs(uri: str, tmp_path) -> list:
     studies = client.search_runs([exp.experiment_id], filter_string=f"tags.`{M.ROLE_TAG}` = '{M.ROLE_STUDY}'")
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"
     parent = studies[0].info.run_id
+    import torch  # noqa: PLC0415 - only for the version check
+
+    assert json.loads(studies[0].data.tags[M.VERSIONS_TAG])["torch"] == torch.__version__
+    assert studies[0].data.params["data_seed"] == "0" and studies[0].data.params["perturbation_seed"] == "0"
     data = pd.read_csv(client.download_artifacts(parent, "data_summary.csv", str(tmp_path)))
     assert len(data) == 6 and set(data["alpha"]) == {0.2, 0.8}
     test_td = data[data["split"] == "test"].set_index("alpha")["td_mean"]
@@ -53,6 +57,8 @@ def check_smoke_runs(uri: str, tmp_path) -> list:
         assert r.info.status == "FINISHED"
         assert tags[M.PARENT_TAG] == parent
         assert tags[M.PHASE_TAG] == M.PHASE_CONFIRM and tags[M.SEED_TAG] == "0"
+        assert tags[M.TRIAL_KEY_TAG] == f"confirm|{tags[M.CELL_TAG]}|seed=0"
+        assert set(json.loads(tags[M.VERSIONS_TAG])) >= {"python", "torch", "monai", "ray", "optuna", "mlflow"}
         assert json.loads(tags[M.FACTORS_TAG]) == ["alpha", "architecture"]
         assert params["architecture"] in {"unet", "noskip_unet"} and params["alpha"] in {"0.2", "0.8"}
         assert params["lr"] == "0.01" and params["batch_size"] == "6" and params["seed"] == "0"

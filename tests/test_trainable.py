@@ -49,3 +49,32 @@ def test_hyperparameter_factor_overrides_spec_value(setup):
     p = TrialPlan.from_config(spec, TrialPlan.config(cell, seed=0, phase="confirm", hparams={"lr": 0.5, "batch_size": 3}))
     assert p.hparams.lr == 0.1 and p.params()["lr"] == 0.1 and p.cell_key == "alpha=0.2,architecture=unet,lr=0.1"
     assert p.hparams.batch_size == 3 and p.hparams.optimizer == "adam"  # sampled value, then spec default
+
+
+class _Payload:
+    """An object whose unpickling would run code: what weights_only=True must refuse."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_weights_round_trip_and_code_in_a_checkpoint_is_refused(setup, tmp_path):
+    import torch
+
+    from study.checkpoints import load_weights, save_weights
+    from study.errors import SegstudyError
+
+    spec, data = setup
+    result = run_plan(plan(spec, seed=1), spec=spec, data=data)
+    save_weights(result.state_dict, tmp_path / "model.pt")
+    loaded = load_weights(tmp_path / "model.pt")
+    assert loaded.keys() == result.state_dict.keys()
+    assert all(torch.equal(loaded[k], result.state_dict[k]) for k in loaded)
+    torch.save({"weight": torch.zeros(1), "evil": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(SegstudyError, match=r"evil.pt: refused, not a plain weights file"):
+        load_weights(tmp_path / "evil.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SegstudyError, match=r"broken.pt: (cannot read checkpoint|refused)"):
+        load_weights(tmp_path / "broken.pt")
