@@ -72,7 +72,7 @@ def server(tmp_path):
 def test_study_survives_the_tracking_server_going_away(ray_head, write_spec, server, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
-    epochs = 40
+    epochs = 90  # long enough that the server is usually back before the trials end
     spec = write_spec(
         name="outage",
         factors={"architecture": ["unet"], "alpha": [0.2, 0.8]},
