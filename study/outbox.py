@@ -11,6 +11,7 @@ mapped to the real run id when the creation is delivered; the mapping is kept in
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
+
+log = logging.getLogger(__name__)
 
 OFFLINE_PREFIX = "offline-"
 
@@ -98,6 +101,7 @@ class Outbox:
         except Exception as exc:
             self._save(ops[done:], ids)
             if is_unavailable(exc):
+                log.warning("tracking outbox: %d write(s) still waiting (%s)", len(ops) - done, str(exc)[:300])
                 return done
             raise
         self._save([], ids)
