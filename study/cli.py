@@ -94,14 +94,16 @@ def run(
 
 
 StorageOpt = Annotated[Path | None, typer.Option(help="Where study folders are (default ./ray_results)")]
+StudyDirArg = Annotated[str, typer.Argument(help="Study folder, or study name (its newest folder under --storage)")]
+StudyTrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="Default: the URI the study started with")]
 
 
 @app.command()
 @user_errors
 def resume(
-    study: Annotated[str, typer.Argument(help="Study folder, or study name (its newest folder under --storage)")],
+    study: StudyDirArg,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Default: the URI the study started with")] = None,
+    tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
 ) -> None:
     """Continue a study whose driver was killed: finished trials are kept, the rest run."""
@@ -113,8 +115,8 @@ def resume(
 @app.command()
 @user_errors
 def sync(
-    study: Annotated[str, typer.Argument(help="Study folder, or study name (its newest folder under --storage)")],
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Default: the URI the study started with")] = None,
+    study: StudyDirArg,
+    tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
 ) -> None:
     """Deliver tracking writes kept while the MLflow server was unreachable."""
