@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from study.study_dir import StudyDir
 from study.tracking import StudyTracker, resolve_tracking_uri
 from study.trainable import train_trial
 from study.training import TrialPlan
-from study.training.plan import trial_key
+from study.training.plan import optuna_trial_of, trial_key
 from study.tune_callback import TrackingCallback
 from study.tuning.scheduler import PerCellScheduler
 from study.tuning.searcher import CellSearcher
@@ -79,17 +80,13 @@ def run_study(
     spec = load_spec(spec_path)
     check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
-    storage_path = Path(storage or "ray_results").resolve()
+    storage_path = _storage(storage)
     tracker = StudyTracker(uri, spec.name)
     tracker.check_reachable()
-    started_ray = connect_ray(address)
-    try:
-        check_resources(spec)
-        study = StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri)
-        return _drive(spec, study, tracker)
-    finally:
-        if started_ray:
-            ray.shutdown()
+    return _on_ray(
+        address, spec, tracker,
+        lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
+    )
 
 
 def resume_study(
@@ -105,7 +102,7 @@ def resume_study(
         name_or_dir: the study folder, or the study name (newest folder of that name in storage).
         tracking_uri: where the study's runs are; default the one it was started with.
     """
-    study = StudyDir.find(name_or_dir, storage=Path(storage or "ray_results").resolve())
+    study = StudyDir.find(name_or_dir, storage=_storage(storage))
     spec = load_spec(study.spec_file)
     check_data(spec)
     tracker = StudyTracker(tracking_uri or study.manifest["tracking_uri"], spec.name)
@@ -113,10 +110,16 @@ def resume_study(
     tracker.use_outbox(study.outbox)
     if tracker.deliver() > 0:
         raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
+    return _on_ray(address, spec, tracker, lambda: study)
+
+
+def _on_ray(address: str | None, spec: StudySpec, tracker: StudyTracker, study_dir: Callable[[], StudyDir]) -> StudyResult:
+    """Connect to Ray, refuse what the cluster cannot hold, then drive the study. The folder is
+    only made (`study_dir`) once the resource check passed: bad input leaves nothing behind."""
     started_ray = connect_ray(address)
     try:
         check_resources(spec)
-        return _drive(spec, study, tracker)
+        return _drive(spec, study_dir(), tracker)
     finally:
         if started_ray:
             ray.shutdown()
@@ -124,13 +127,17 @@ def resume_study(
 
 def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None) -> tuple[int, int]:
     """Deliver a study's kept tracking writes; returns (delivered, still waiting)."""
-    study = StudyDir.find(name_or_dir, storage=Path(storage or "ray_results").resolve())
+    study = StudyDir.find(name_or_dir, storage=_storage(storage))
     tracker = StudyTracker(tracking_uri or study.manifest["tracking_uri"], study.manifest["name"])
     tracker.use_outbox(study.outbox)
     before = len(tracker.outbox or [])
     tracker.check_reachable()
     left = tracker.deliver()
     return before - left, left
+
+
+def _storage(storage: str | Path | None) -> Path:
+    return Path(storage or "ray_results").resolve()
 
 
 def connect_ray(address: str | None) -> bool:
@@ -185,9 +192,10 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker) -> StudyResu
     try:
         chosen: dict[str, dict[str, Any]] = {cell_key(c): {} for c in cells}
         if searcher is not None:
-            chosen = study.manifest.get("chosen") or _tune_phase(spec, searcher, trainable, tracker, study)
-            n_trials, n_failed = n_trials + searcher.ran, n_failed + searcher.failed_now
-            if "chosen" not in study.manifest:
+            chosen = study.manifest.get("chosen")
+            if chosen is None:
+                chosen, tuned, failed = _tune_phase(spec, searcher, trainable, tracker, study)
+                n_trials, n_failed = n_trials + tuned, n_failed + failed
                 _log_chosen(tracker, study_run, chosen)
                 study.update(chosen=chosen)
         todo = [
@@ -297,16 +305,15 @@ def _searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir) -> 
 
 
 def _optuna_outcome(searcher: CellSearcher | None, key: str) -> str | None:
-    phase, cell, which = key.split("|")
-    if searcher is None or phase != M.PHASE_TUNE or not which.startswith("optuna="):
-        return None
-    return searcher.state_of(cell, int(which.removeprefix("optuna=")))
+    trial = optuna_trial_of(key)
+    return None if searcher is None or trial is None else searcher.state_of(*trial)
 
 
 def _tune_phase(
     spec: StudySpec, searcher: CellSearcher, trainable: Any, tracker: StudyTracker, study: StudyDir
-) -> dict[str, dict[str, Any]]:
-    """Per-cell Optuna search with per-cell early stopping; returns the chosen values per cell.
+) -> tuple[dict[str, dict[str, Any]], int, int]:
+    """Per-cell Optuna search with per-cell early stopping; returns (chosen per cell, trials
+    ended, trials failed) for the trials this driver ran.
 
     On resume, trials the dead driver left running are re-queued with their parameters and only
     the budget not yet spent is run.
@@ -317,32 +324,32 @@ def _tune_phase(
     max_t = stopping.max_t or spec.training.epochs
     searcher.requeue_interrupted()
     remaining = searcher.remaining()
-    if remaining:
-        scheduler = None
-        if stopping.kind == "asha":
-            scheduler = PerCellScheduler(
-                cell_of=lambda config: cell_key(config["trial"]["cell"]),
-                metric=spec.objective,
-                time_attr=M.EPOCH,
-                max_t=max_t,
-                grace_period=stopping.grace_period,
-                reduction_factor=stopping.reduction_factor,
-            )
-        callback = TrackingCallback(tracker, spec, full_epochs=max_t)
-        _tuner(
-            spec,
-            trainable,
-            path=study.path,
-            name=study.next_attempt("tune"),
-            callback=callback,
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=remaining,
-            max_concurrent=tuning.max_concurrent,
-            stop={M.EPOCH: max_t},
-        ).fit()
-        searcher.ran, searcher.failed_now = callback.completed, callback.failed
-    return searcher.best()
+    if not remaining:
+        return searcher.best(), 0, 0
+    scheduler = None
+    if stopping.kind == "asha":
+        scheduler = PerCellScheduler(
+            cell_of=lambda config: cell_key(config["trial"]["cell"]),
+            metric=spec.objective,
+            time_attr=M.EPOCH,
+            max_t=max_t,
+            grace_period=stopping.grace_period,
+            reduction_factor=stopping.reduction_factor,
+        )
+    callback = TrackingCallback(tracker, spec, full_epochs=max_t)
+    _tuner(
+        spec,
+        trainable,
+        path=study.path,
+        name=study.next_attempt("tune"),
+        callback=callback,
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=remaining,
+        max_concurrent=tuning.max_concurrent,
+        stop={M.EPOCH: max_t},
+    ).fit()
+    return searcher.best(), callback.completed, callback.failed
 
 
 def _quiet_tune_loggers() -> None:

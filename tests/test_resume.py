@@ -71,7 +71,7 @@ def test_driver_killed_mid_study_resumes_to_the_same_result(ray_head, write_spec
     assert driver.poll() is None, "the study ended before it could be interrupted"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=30)
-    before = {r.data.tags[M.TRIAL_KEY_TAG] for r in trial_runs(uri) if r.info.status == "FINISHED"}
+    before = {r.data.tags[M.TRIAL_KEY_TAG]: r.info.run_id for r in trial_runs(uri) if r.info.status == "FINISHED"}
 
     resumed = run_cli("resume", "resume", "--address", ray_head.gcs_address, "--storage", str(storage), cwd=ROOT, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -86,8 +86,9 @@ def test_driver_killed_mid_study_resumes_to_the_same_result(ray_head, write_spec
         pd.testing.assert_frame_equal(table, ref_table)
         steps = [m.step for m in MlflowClient(tracking_uri=uri).get_metric_history(run.info.run_id, M.VAL_DICE)]
         assert sorted(steps) == list(range(1, 26))
-    # Trials that had finished before the kill were not run again: same MLflow run as before.
-    assert before and before <= set(result)
+    # Trials that had finished before the kill were not run again: their result is the same
+    # MLflow run as before the kill, not a new one.
+    assert before and all(result[key][0].info.run_id == run_id for key, run_id in before.items())
     # The interrupted attempt is kept out of sight: KILLED and deleted, not a second result.
     deleted = trial_runs(uri, ViewType.DELETED_ONLY)
     assert deleted and all(r.info.status == "KILLED" for r in deleted)

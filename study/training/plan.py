@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from study import metrics_names as M
 from study.cells import Cell, cell_key
 from study.models import resolve_architecture
 from study.spec import ARCHITECTURE, HYPERPARAMETER_NAMES, Hyperparameters, StudySpec
@@ -76,3 +77,11 @@ def trial_key(phase: str, cell: str, *, seed: int, optuna_trial: int | None = No
     """'confirm|<cell>|seed=<s>' or 'tune|<cell>|optuna=<n>' (tune trials share one seed)."""
     which = f"optuna={optuna_trial}" if optuna_trial is not None else f"seed={seed}"
     return f"{phase}|{cell}|{which}"
+
+
+def optuna_trial_of(key: str) -> tuple[str, int] | None:
+    """(cell, Optuna trial number) of a tune-phase key from `trial_key`; None for other keys."""
+    phase, cell, which = key.split("|")
+    if phase != M.PHASE_TUNE or not which.startswith("optuna="):
+        return None
+    return cell, int(which.removeprefix("optuna="))

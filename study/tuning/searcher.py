@@ -115,7 +115,6 @@ class CellSearcher(Searcher):
             for i, cell in enumerate(self.cells)
         ]
         self.asked = [_counted(study) for study in self.studies]
-        self.ran = self.failed_now = 0  # trials run and failed by this driver (set by the engine)
 
     def requeue_interrupted(self) -> int:
         """Fail the trials a dead driver left RUNNING and queue them again with the same
