@@ -43,8 +43,7 @@ def summarise_data(spec: StudySpec, data: StudyData) -> pd.DataFrame:
     """
     rows = []
     for key, level in data.items():
-        for split_name in ("train", "val", "test"):
-            split = getattr(level, split_name)
+        for split_name, split in level.named_splits():
             rows.append(
                 {
                     **dict(zip(spec.dataset_factors, key)),

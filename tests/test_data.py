@@ -22,7 +22,7 @@ ALPHAS = [0.1, 0.3, 0.5, 0.7, 0.9]
 
 
 def _splits(level: LevelData):
-    return {"train": level.train, "val": level.val, "test": level.test}
+    return dict(level.named_splits())
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,8 @@ def test_same_config_and_alpha_is_bit_identical():
 def test_another_seed_gives_other_data():
     a = build_synthetic2d(SMALL, alpha=0.4)
     b = build_synthetic2d(SMALL.model_copy(update={"seed": 4}), alpha=0.4)
-    all_a = np.concatenate([a.train.masks, a.val.masks, a.test.masks])
-    all_b = np.concatenate([b.train.masks, b.val.masks, b.test.masks])
+    all_a = np.concatenate([s.masks for _, s in a.named_splits()])
+    all_b = np.concatenate([s.masks for _, s in b.named_splits()])
     assert not np.array_equal(all_a, all_b)
     assert not np.array_equal(a.train.images, b.train.images)
 
@@ -129,7 +129,7 @@ def test_textures_are_normalised_and_seeded():
 def test_shapes_dtypes_split_sizes_and_nonempty_masks(default_levels):
     level = default_levels[0.5]
     sizes = {name: len(s) for name, s in _splits(level).items()}
-    assert sizes == {"train": 70, "val": 10, "test": 20}
+    assert sizes == {"train": 60, "val": 10, "calib": 10, "test": 20}
     all_ids = [i for s in _splits(level).values() for i in s.ids]
     assert sorted(all_ids) == [f"img{i:04d}" for i in range(100)]
     for split in _splits(level).values():
@@ -144,9 +144,10 @@ def test_shapes_dtypes_split_sizes_and_nonempty_masks(default_levels):
 
 
 def test_split_sizes_keep_one_image_per_split():
-    assert split_sizes(100, SplitConfig()) == (70, 10, 20)
-    assert split_sizes(5, SplitConfig()) == (3, 1, 1)
-    assert split_sizes(5, SplitConfig(train=0.02, val=0.02, test=0.96)) == (1, 1, 3)
+    assert split_sizes(100, SplitConfig()) == (60, 10, 10, 20)
+    assert split_sizes(5, SplitConfig()) == (2, 1, 1, 1)
+    assert split_sizes(5, SplitConfig(train=0.02, val=0.02, calib=0.02, test=0.94)) == (1, 1, 1, 2)
+    assert split_sizes(4, SplitConfig(train=0.1, val=0.1, calib=0.1, test=0.7)) == (1, 1, 1, 1)
 
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.0, 1.5, float("nan"), True, "0.5"])
@@ -186,7 +187,7 @@ def test_registry_entry_builds_and_checks_factors():
     assert entry.factors["alpha"](0.3) is None
     assert entry.factors["alpha"](1.0) == "must be a number in [0, 1)"
     level = entry.build(entry.config(image_size=16, n_images=5), alpha=0.3)
-    assert len(level.train) + len(level.val) + len(level.test) == 5
+    assert sum(len(s) for _, s in level.named_splits()) == 5
 
 
 def test_unknown_dataset_suggests_a_name():

@@ -17,7 +17,7 @@ from study.errors import SegstudyError
 
 SHAPE = (24, 24, 12)
 AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
-THIRDS = SplitConfig(train=0.34, val=0.33, test=0.33)  # 3 cases -> one per split
+QUARTERS = SplitConfig(train=0.25, val=0.25, calib=0.25, test=0.25)  # 4 cases -> one per split
 LABELS = {"0": "background", "1": "spleen", "2": "tumour"}
 
 
@@ -39,7 +39,7 @@ def _save(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> None:
     nib.save(nib.Nifti1Image(data, affine), path)
 
 
-def write_msd(root: Path, *, n: int = 3, shapes: list[tuple[int, ...]] | None = None) -> Path:
+def write_msd(root: Path, *, n: int = 4, shapes: list[tuple[int, ...]] | None = None) -> Path:
     """A tiny Decathlon folder: n cases of 24x24x12 voxels at 1.5 x 1.5 x 3 mm."""
     training = []
     for i in range(n):
@@ -58,16 +58,16 @@ def msd(tmp_path: Path) -> Path:
 
 
 def _all(level):
-    return [level.train, level.val, level.test]
+    return [split for _, split in level.named_splits()]
 
 
 # --- loading -------------------------------------------------------------------------------
 
 
 def test_loads_volumes_with_shapes_ids_spacing_and_fbr(msd: Path):
-    level = build_msd(MSDConfig(root=msd, split=THIRDS))
+    level = build_msd(MSDConfig(root=msd, split=QUARTERS))
     ids = [i for split in _all(level) for i in split.ids]
-    assert sorted(ids) == ["case_0", "case_1", "case_2"]
+    assert sorted(ids) == ["case_0", "case_1", "case_2", "case_3"]
     for split in _all(level):
         assert split.images.shape == (1, 1, *SHAPE) and split.images.dtype == np.float32
         assert split.masks.shape == (1, 1, *SHAPE) and split.masks.dtype == np.uint8
@@ -80,7 +80,7 @@ def test_loads_volumes_with_shapes_ids_spacing_and_fbr(msd: Path):
 
 
 def test_intensity_is_scaled_by_percentiles(msd: Path):
-    level = build_msd(MSDConfig(root=msd, split=THIRDS))
+    level = build_msd(MSDConfig(root=msd, split=QUARTERS))
     split = next(s for s in _all(level) if s.ids == ("case_1",))
     raw = np.asarray(nib.load(msd / "imagesTr" / "case_1.nii.gz").dataobj)
     lo, hi = np.percentile(raw, [0.5, 99.5])
@@ -89,15 +89,15 @@ def test_intensity_is_scaled_by_percentiles(msd: Path):
 
 def test_split_is_by_case_and_seeded(msd: Path):
     def assignment(seed: int) -> tuple[tuple[str, ...], ...]:
-        return tuple(s.ids for s in _all(build_msd(MSDConfig(root=msd, split=THIRDS, seed=seed))))
+        return tuple(s.ids for s in _all(build_msd(MSDConfig(root=msd, split=QUARTERS, seed=seed))))
 
     assert assignment(0) == assignment(0)
     assert len({assignment(s) for s in range(6)}) > 1
 
 
 def test_label_selected_by_name_or_value_others_background(msd: Path):
-    by_name = build_msd(MSDConfig(root=msd, split=THIRDS, label="tumour"))
-    by_value = build_msd(MSDConfig(root=msd, split=THIRDS, label=2))
+    by_name = build_msd(MSDConfig(root=msd, split=QUARTERS, label="tumour"))
+    by_value = build_msd(MSDConfig(root=msd, split=QUARTERS, label=2))
     for a, b in zip(_all(by_name), _all(by_value)):
         np.testing.assert_array_equal(a.masks, b.masks)
         case = int(a.ids[0][-1])
@@ -107,11 +107,11 @@ def test_label_selected_by_name_or_value_others_background(msd: Path):
 def test_orientation_is_ras(tmp_path: Path):
     root = write_msd(tmp_path / "flipped")
     flip = np.diag([-1.5, 1.5, 3.0, 1.0])  # first voxel axis points left: RAS flips it
-    for i in range(3):
+    for i in range(4):
         for kind in ("imagesTr", "labelsTr"):
             path = root / kind / f"case_{i}.nii.gz"
             _save(path, np.asarray(nib.load(path).dataobj), flip)
-    level = build_msd(MSDConfig(root=root, split=THIRDS))
+    level = build_msd(MSDConfig(root=root, split=QUARTERS))
     for split in _all(level):
         case = int(split.ids[0][-1])
         np.testing.assert_array_equal(split.masks[0, 0], (_box_label(case) == 1)[::-1].astype(np.uint8))
@@ -119,7 +119,7 @@ def test_orientation_is_ras(tmp_path: Path):
 
 @pytest.mark.parametrize(("spacing", "shape"), [((3.0, 3.0, 3.0), (12, 12, 12)), ((1.5, 1.5, 1.5), (24, 24, 23))])
 def test_resampling_to_spacing_changes_shape(msd: Path, spacing, shape):
-    level = build_msd(MSDConfig(root=msd, split=THIRDS, spacing=spacing))
+    level = build_msd(MSDConfig(root=msd, split=QUARTERS, spacing=spacing))
     for split in _all(level):
         assert split.images.shape == (1, 1, *shape) and split.masks.shape == (1, 1, *shape)
         assert split.spacing == spacing and split.masks.any()
@@ -129,7 +129,7 @@ def test_resampling_to_spacing_changes_shape(msd: Path, spacing, shape):
 
 
 def test_as_2d_slices_foreground_plus_share_of_empty(msd: Path):
-    cfg = MSDConfig(root=msd, split=THIRDS, as_2d=True, slice_size=32, empty_slices=0.0)
+    cfg = MSDConfig(root=msd, split=QUARTERS, as_2d=True, slice_size=32, empty_slices=0.0)
     assert cfg.spatial_dims == 2 and cfg.image_size == 32
     level = build_msd(cfg)
     for split in _all(level):
@@ -146,31 +146,31 @@ def test_as_2d_slices_foreground_plus_share_of_empty(msd: Path):
 def test_different_shapes_give_per_volume_tuples(tmp_path: Path):
     shapes = [(24, 24, 12), (26, 24, 12), (28, 24, 12), (30, 24, 12), (24, 26, 12)]
     root = write_msd(tmp_path / "mixed", n=5, shapes=shapes)
-    level = build_msd(MSDConfig(root=root, split=SplitConfig(train=0.6, val=0.2, test=0.2)))
+    level = build_msd(MSDConfig(root=root, split=SplitConfig(train=0.4, val=0.2, calib=0.2, test=0.2)))
     train = level.train
-    assert not train.stacked and len(train) == 3 and isinstance(train.images, tuple)
+    assert not train.stacked and len(train) == 2 and isinstance(train.images, tuple)
     for i, image_id in enumerate(train.ids):
         image, mask = train.volume(i)
         assert image.shape == mask.shape == (1, *shapes[int(image_id[-1])])
-    assert train.fbr.shape == (3,) and (train.fbr > 0).all()
+    assert train.fbr.shape == (2,) and (train.fbr > 0).all()
     assert level.test.stacked  # one case: stacked
 
 
 def test_multichannel_4d_images_become_channels(msd: Path):
-    for i in range(3):
+    for i in range(4):
         path = msd / "imagesTr" / f"case_{i}.nii.gz"
         image = np.asarray(nib.load(path).dataobj)
         _save(path, np.stack([image, -image], axis=-1))  # MSD stores modalities on the 4th axis
-    level = build_msd(MSDConfig(root=msd, split=THIRDS))
+    level = build_msd(MSDConfig(root=msd, split=QUARTERS))
     assert level.train.images.shape == (1, 2, *SHAPE)
     # Each channel is scaled on its own: the negated channel is the mirror image in [0, 1].
     np.testing.assert_allclose(level.train.images[0, 1], 1.0 - level.train.images[0, 0], atol=1e-5)
 
 
 def test_max_cases_takes_the_first_listed(tmp_path: Path):
-    root = write_msd(tmp_path / "five", n=5)
-    level = build_msd(MSDConfig(root=root, split=THIRDS, max_cases=3))
-    assert sorted(i for s in _all(level) for i in s.ids) == ["case_0", "case_1", "case_2"]
+    root = write_msd(tmp_path / "six", n=6)
+    level = build_msd(MSDConfig(root=root, split=QUARTERS, max_cases=4))
+    assert sorted(i for s in _all(level) for i in s.ids) == ["case_0", "case_1", "case_2", "case_3"]
 
 
 def test_check_passes_and_registry_entry(msd: Path):
@@ -188,7 +188,7 @@ def test_native_spacing_must_agree_unless_resampled(msd: Path):
     with pytest.raises(SegstudyError, match="set data.spacing") as info:
         check_msd(MSDConfig(root=msd))
     assert str(path) in str(info.value)
-    assert build_msd(MSDConfig(root=msd, split=THIRDS, spacing=(3.0, 3.0, 3.0))).train.spacing == (3.0, 3.0, 3.0)
+    assert build_msd(MSDConfig(root=msd, split=QUARTERS, spacing=(3.0, 3.0, 3.0))).train.spacing == (3.0, 3.0, 3.0)
 
 
 # --- bad input: one line naming the file -----------------------------------------------------

@@ -21,7 +21,7 @@ def msd_spec(tmp_path: Path, root: Path) -> Path:
     spec = {
         "name": "msd_tiny",
         "data": {"dataset": "msd", "root": str(root), "label": "spleen", "spacing": [1.5, 1.5, 3.0],
-                 "split": {"train": 0.34, "val": 0.33, "test": 0.33}},
+                 "split": {"train": 0.25, "val": 0.25, "calib": 0.25, "test": 0.25}},
         "model": {"unet": {"channels": [4, 8], "strides": [2]}},
         "factors": {"architecture": ["unet"], "patch_size": [8], "pos_fraction": [0.5]},
         "patches": {"samples_per_volume": 2},

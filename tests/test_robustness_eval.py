@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import SMOKE
-from study.spec import load_spec
+from study.spec import StudySpec, load_spec
 from study.study_data import build_study_data
 from study.trainable import train_plan
 from study.training import TrialPlan
@@ -18,14 +18,21 @@ from study.training.evaluate import evaluate_split
 
 @pytest.fixture(scope="module")
 def trained():
-    spec = load_spec(SMOKE)
+    # A higher lr and the last weights fit the 24 smoke training images closely (Dice ~0.9 there):
+    # the smoke model does not generalise, but a model that is good on its images is what shows
+    # how a perturbation's severity degrades it.
+    raw = load_spec(SMOKE).model_dump(mode="json")
+    raw["hyperparameters"]["lr"] = 0.03
+    raw["training"]["test_weights"] = "last"
+    spec = StudySpec.model_validate(raw)
     data = build_study_data(spec)
     plan = TrialPlan.from_config(spec, TrialPlan.config({"alpha": 0.2, "architecture": "unet"}, seed=0, phase="confirm"))
-    return spec, data[(0.2,)].test, train_plan(plan, spec=spec, data=data)
+    return spec, data[(0.2,)], train_plan(plan, spec=spec, data=data)
 
 
 def test_same_seed_same_pixels_other_seed_other_pixels(trained):
-    _, test, _ = trained
+    _, level, _ = trained
+    test = level.test
     a, params_a = perturbed(test, "gaussian_noise", 3, base_seed=0)
     b, params_b = perturbed(test, "gaussian_noise", 3, base_seed=0)
     c, _ = perturbed(test, "gaussian_noise", 3, base_seed=1)
@@ -37,7 +44,8 @@ def test_same_seed_same_pixels_other_seed_other_pixels(trained):
 
 @pytest.mark.parametrize("name", ["gaussian_noise", "speckle"])
 def test_dice_of_a_fixed_model_does_not_rise_with_severity(trained, name):
-    spec, test, model = trained
+    spec, level, model = trained
+    test = level.train  # the images the model segments well
 
     def predict(split):
         return model.inputs.predict(model.model, split, device=model.model.parameters().__next__().device)
@@ -48,11 +56,12 @@ def test_dice_of_a_fixed_model_does_not_rise_with_severity(trained, name):
         corrupted, _ = perturbed(test, name, severity, base_seed=0)
         means.append(evaluate_split(predict(corrupted), corrupted, threshold=0.5, nsd_tolerance=1.0)["dice"].mean())
     assert all(later <= earlier + 0.02 for earlier, later in zip(means, means[1:])), means
-    assert means[-1] < means[0] - 0.05, means
+    assert means[0] > 0.8 and means[-1] < means[0] - 0.2, means
 
 
 def test_conditions_table_rows_and_params(trained):
-    spec, test, model = trained
+    spec, level, model = trained
+    test = level.test
     table = evaluate_conditions(lambda s: model.inputs.predict(model.model, s, device=model.model.parameters().__next__().device),
                                 test, spec)
     assert sorted(set(table["condition"])) == sorted(

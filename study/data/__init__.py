@@ -37,12 +37,15 @@ class DatasetEntry:
         build: ``build(config, **factor_values) -> LevelData``.
         check: optional ``check(config) -> None`` that validates input files without building
             (raises `SegstudyError`), for `segstudy validate` on datasets read from disk.
+        intensity: the `study.data.intensity.INTENSITY` normalisation the build applied, so
+            `segstudy predict` can apply it to a new image.
     """
 
     config: type[BaseModel]
     factors: Mapping[str, Callable[[Any], str | None]]
     build: Callable[..., LevelData]
     check: Callable[[Any], None] | None = None
+    intensity: str = "as_is"
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -53,7 +56,7 @@ DATASETS: dict[str, DatasetEntry] = {
     ),
     # 3D data for the context-vs-FBR study: built once per study, no dataset factors.
     "synthetic3d": DatasetEntry(config=Synthetic3DConfig, factors={}, build=build_synthetic3d),
-    "msd": DatasetEntry(config=MSDConfig, factors={}, build=build_msd, check=check_msd),
+    "msd": DatasetEntry(config=MSDConfig, factors={}, build=build_msd, check=check_msd, intensity="percentile"),
 }
 
 

@@ -1,4 +1,4 @@
-"""What every dataset hands to the trainable: three splits of arrays, built once per study."""
+"""What every dataset hands to the trainable: four splits of arrays, built once per study."""
 
 from __future__ import annotations
 
@@ -71,52 +71,62 @@ class Split:
         return fg / total
 
 
+SPLIT_NAMES = ("train", "val", "calib", "test")
+
+
 @dataclass(frozen=True)
 class LevelData:
-    """The train/val/test splits for one combination of the dataset's own factors (e.g. alpha)."""
+    """The splits for one combination of the dataset's own factors (e.g. alpha).
+
+    `calib` is never trained or validated on: conformal bounds are calibrated on it and their
+    coverage measured on `test`, so both must come from the same distribution.
+    """
 
     train: Split
     val: Split
+    calib: Split
     test: Split
+
+    def named_splits(self) -> list[tuple[str, Split]]:
+        """(name, split) in SPLIT_NAMES order."""
+        return [(name, getattr(self, name)) for name in SPLIT_NAMES]
 
 
 class SplitConfig(BaseModel):
-    """Fractions of a dataset's images that go to train, validation and test (sum to 1)."""
+    """Fractions of a dataset's images that go to train, validation, calibration and test (sum to 1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    train: float = Field(0.7, gt=0, lt=1)
+    train: float = Field(0.6, gt=0, lt=1)
     val: float = Field(0.1, gt=0, lt=1)
+    calib: float = Field(0.1, gt=0, lt=1, description="conformal calibration; never trained on")
     test: float = Field(0.2, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
-        total = self.train + self.val + self.test
+        total = self.train + self.val + self.calib + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(
-                f"split fractions train + val + test must sum to 1, got "
-                f"{self.train} + {self.val} + {self.test} = {total:.6g}"
+                f"split fractions train + val + calib + test must sum to 1, got "
+                f"{self.train} + {self.val} + {self.calib} + {self.test} = {total:.6g}"
             )
         return self
 
 
-def split_sizes(n: int, split: SplitConfig) -> tuple[int, int, int]:
-    """Image counts (train, val, test) for `n` images: rounded fractions, at least one per split.
+def split_sizes(n: int, split: SplitConfig) -> tuple[int, int, int, int]:
+    """Image counts (train, val, calib, test) for `n` images: rounded fractions, at least one each.
 
     Example:
         >>> split_sizes(100, SplitConfig())
-        (70, 10, 20)
+        (60, 10, 10, 20)
     """
-    if n < 3:
-        raise ValueError(f"need at least 3 images for three splits, got {n}")
-    val = max(1, round(split.val * n))
-    test = max(1, round(split.test * n))
-    while n - val - test < 1:  # tiny datasets: take from the larger held-out split
-        if test >= val:
-            test -= 1
-        else:
-            val -= 1
-    return n - val - test, val, test
+    if n < 4:
+        raise ValueError(f"need at least 4 images for four splits, got {n}")
+    held = {"val": max(1, round(split.val * n)), "calib": max(1, round(split.calib * n)), "test": max(1, round(split.test * n))}
+    while n - sum(held.values()) < 1:  # tiny datasets: take from the largest held-out split
+        largest = max(held, key=lambda k: (held[k], k == "test"))
+        held[largest] -= 1
+    return n - sum(held.values()), held["val"], held["calib"], held["test"]
 
 
 def pack_volumes(arrays: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:

@@ -27,7 +27,7 @@ def export_level(level: LevelData, out_dir: Path, *, fmt: str) -> list[Path]:
     """Write every image and mask of `level` plus a manifest under `out_dir`.
 
     Args:
-        level: the three splits to write.
+        level: the four splits to write.
         out_dir: created if missing; files already there with the same names are overwritten.
         fmt: "png" (8-bit greyscale, masks 0/255; 2D single-channel data only) or "nifti"
             (float32 image, uint8 mask, affine diag(spacing..., 1); 2D stored as (H, W, 1)).
@@ -53,7 +53,7 @@ def export_level(level: LevelData, out_dir: Path, *, fmt: str) -> list[Path]:
     out_dir = Path(out_dir)
     written: list[Path] = []
     rows: list[dict[str, object]] = []
-    for name, split in _splits(level):
+    for name, split in level.named_splits():
         split_dir = out_dir / name
         split_dir.mkdir(parents=True, exist_ok=True)
         for i, image_id in enumerate(split.ids):
@@ -73,12 +73,8 @@ def export_level(level: LevelData, out_dir: Path, *, fmt: str) -> list[Path]:
     return written
 
 
-def _splits(level: LevelData) -> list[tuple[str, Split]]:
-    return [("train", level.train), ("val", level.val), ("test", level.test)]
-
-
 def _check_png_compatible(level: LevelData) -> None:
-    for name, split in _splits(level):
+    for name, split in level.named_splits():
         image = split.volume(0)[0]
         if image.ndim != 3 or image.shape[0] != 1:
             raise SegstudyError(

@@ -23,13 +23,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
+from study.data.intensity import scale_percentiles
 from study.data.base import LevelData, Split, SplitConfig, pack_volumes, split_sizes
 from study.data.nifti_io import NiftiVolume, check_same_grid, ras_spacing, read_nifti, resolve_inside
 from study.errors import SegstudyError, unknown_name
 
 _SPLIT_STREAM = 1
 _SLICE_STREAM = 2
-_PERCENTILES = (0.5, 99.5)
 _SPACING_RTOL = 1e-3
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # explicit: MONAI warns about a changing default
 
@@ -123,7 +123,7 @@ def build_msd(cfg: MSDConfig) -> LevelData:
         assert reference is not None  # every split holds at least one case
         spacing = reference[1][:2] if cfg.as_2d else reference[1]
         splits.append(Split(pack_volumes(images), pack_volumes(masks), tuple(ids), np.full(len(ids), np.nan), spacing))
-    return LevelData(train=splits[0], val=splits[1], test=splits[2])
+    return LevelData(train=splits[0], val=splits[1], calib=splits[2], test=splits[3])
 
 
 def _index_and_label(cfg: MSDConfig) -> tuple[MSDIndex, int]:
@@ -220,13 +220,13 @@ def resolve_label(label: int | str, index: MSDIndex, *, where: str) -> int:
 
 
 def _split_cases(cfg: MSDConfig, index: MSDIndex) -> list[np.ndarray]:
-    """A seeded permutation of case positions cut into train/val/test, each part in listing order."""
+    """A seeded permutation of case positions cut into train/val/calib/test, each part in listing order."""
     n = len(index.cases)
-    if n < 3:
-        raise SegstudyError(f"{index.path}: lists {n} training case(s); need at least 3 for train/val/test")
+    if n < 4:
+        raise SegstudyError(f"{index.path}: lists {n} training case(s); need at least 4 for train/val/calib/test")
     order = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLIT_STREAM])).permutation(n)
-    n_train, n_val, _ = split_sizes(n, cfg.split)
-    return [np.sort(p) for p in np.split(order, [n_train, n_train + n_val])]
+    n_train, n_val, n_calib, _ = split_sizes(n, cfg.split)
+    return [np.sort(p) for p in np.split(order, np.cumsum([n_train, n_val, n_calib]))]
 
 
 def _read_case(case: MSDCase, value: int, name: str) -> tuple[NiftiVolume, NiftiVolume]:
@@ -281,16 +281,7 @@ def _prepare(
             f"{label.path}: label {value} ('{name}') vanishes when resampled to spacing {_fmt(cfg.spacing)}; "
             "use a finer data.spacing"
         )
-    return _scale_percentiles(np.asarray(img.array, dtype=np.float32)), out_mask
-
-
-def _scale_percentiles(image: np.ndarray) -> np.ndarray:
-    """Each channel mapped linearly so its 0.5th/99.5th percentiles become 0/1, then clipped."""
-    out = np.empty_like(image, dtype=np.float32)
-    for c, channel in enumerate(image):
-        lo, hi = np.percentile(channel, _PERCENTILES)
-        out[c] = np.clip((channel - lo) / (hi - lo), 0.0, 1.0) if hi > lo else 0.0
-    return out
+    return scale_percentiles(np.asarray(img.array, dtype=np.float32)), out_mask
 
 
 def _slices(

@@ -61,7 +61,7 @@ def check_alpha(value: object) -> str | None:
 
 
 def build_synthetic2d(cfg: Synthetic2DConfig, *, alpha: float) -> LevelData:
-    """Build the train/val/test splits of the synthetic dataset at one blend level.
+    """Build the train/val/calib/test splits of the synthetic dataset at one blend level.
 
     Args:
         cfg: dataset settings; with `alpha` the only inputs.
@@ -77,7 +77,7 @@ def build_synthetic2d(cfg: Synthetic2DConfig, *, alpha: float) -> LevelData:
     Example:
         >>> level = build_synthetic2d(Synthetic2DConfig(n_images=10, image_size=32), alpha=0.5)
         >>> len(level.train), level.test.images.shape
-        (7, (2, 1, 32, 32))
+        (6, (2, 1, 32, 32))
     """
     problem = check_alpha(alpha)
     if problem:
@@ -94,8 +94,8 @@ def build_synthetic2d(cfg: Synthetic2DConfig, *, alpha: float) -> LevelData:
     def take(idx: np.ndarray) -> Split:
         return Split(images[idx], masks[idx], tuple(ids[j] for j in idx), td[idx], spacing)
 
-    train, val, test = _split_indices(cfg)
-    return LevelData(train=take(train), val=take(val), test=take(test))
+    train, val, calib, test = _split_indices(cfg)
+    return LevelData(train=take(train), val=take(val), calib=take(calib), test=take(test))
 
 
 def _make_image(cfg: Synthetic2DConfig, index: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -109,12 +109,12 @@ def _make_image(cfg: Synthetic2DConfig, index: int, alpha: float) -> tuple[np.nd
     return image.astype(np.float32), mask
 
 
-def _split_indices(cfg: Synthetic2DConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A seeded permutation cut into train/val/test, each part sorted so ids come in order."""
+def _split_indices(cfg: Synthetic2DConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded permutation cut into train/val/calib/test, each part sorted so ids come in order."""
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLIT_STREAM]))
     order = rng.permutation(cfg.n_images)
-    n_train, n_val, _ = split_sizes(cfg.n_images, cfg.split)
-    parts = np.split(order, [n_train, n_train + n_val])
+    n_train, n_val, n_calib, _ = split_sizes(cfg.n_images, cfg.split)
+    parts = np.split(order, np.cumsum([n_train, n_val, n_calib]))
     return tuple(np.sort(p) for p in parts)  # type: ignore[return-value]
 
 

@@ -25,8 +25,8 @@ from scipy.ndimage import zoom
 
 from study.data.base import LevelData, Split, pack_volumes
 
-# Stream tags keep the generators of the three splits apart for the same seed.
-_STREAMS = {"train": 1, "val": 2, "test": 3}
+# Stream tags keep the generators of the splits apart for the same seed.
+_STREAMS = {"train": 1, "val": 2, "test": 3, "calib": 4}
 _TEXTURE_CELL = 8  # voxels between the random nodes of a smooth texture field
 _BOUNDARY_NODES = 5  # random nodes per axis of a blob's boundary-wobble field
 
@@ -57,6 +57,9 @@ class Synthetic3DConfig(BaseModel):
     test_volume_sizes: list[int] | None = Field(None, min_length=1, description="default [volume_size]")
     n_train: int = Field(16, ge=1)
     n_val: int = Field(4, ge=1)
+    n_calib: int = Field(
+        8, ge=1, description="calibration objects, drawn like the test objects (conformal bounds need exchangeability)"
+    )
     n_test: int = Field(20, ge=1, description="test objects; each is placed in every test volume size")
     n_blobs: tuple[int, int] = (1, 1)
     # Declared before the radii: the radius checks read them (pydantic validates in field order).
@@ -114,7 +117,7 @@ class Synthetic3DConfig(BaseModel):
 
 
 def build_synthetic3d(cfg: Synthetic3DConfig) -> LevelData:
-    """Build the train/val/test volumes of the synthetic 3D dataset (consumes no study factors).
+    """Build the train/val/calib/test volumes of the synthetic 3D dataset (consumes no study factors).
 
     Args:
         cfg: dataset settings; the only input.
@@ -132,8 +135,9 @@ def build_synthetic3d(cfg: Synthetic3DConfig) -> LevelData:
     """
     train = _split(cfg, "train", cfg.n_train, [cfg.volume_size], cfg.train_radius)
     val = _split(cfg, "val", cfg.n_val, [cfg.volume_size], cfg.train_radius)
+    calib = _split(cfg, "calib", cfg.n_calib, cfg.test_sizes, cfg.test_radius)
     test = _split(cfg, "test", cfg.n_test, cfg.test_sizes, cfg.test_radius)
-    return LevelData(train=train, val=val, test=test)
+    return LevelData(train=train, val=val, calib=calib, test=test)
 
 
 def _split(cfg: Synthetic3DConfig, name: str, n: int, sizes: list[int], radius: tuple[float, float]) -> Split:
@@ -144,7 +148,7 @@ def _split(cfg: Synthetic3DConfig, name: str, n: int, sizes: list[int], radius: 
             image, mask = _make_volume(cfg, _STREAMS[name], i, size, radius)
             images.append(image[None])
             masks.append(mask[None])
-            ids.append(f"{name}{i:04d}" + (f"_s{size}" if name == "test" else ""))
+            ids.append(f"{name}{i:04d}" + (f"_s{size}" if name in ("calib", "test") else ""))
     return Split(
         images=pack_volumes(images),
         masks=pack_volumes(masks),
