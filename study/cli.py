@@ -253,6 +253,31 @@ def report(
     typer.echo(f"report: {path}")
 
 
+@app.command()
+@user_errors
+def predict(
+    model: Annotated[str, typer.Option(help="Confirm run id, runs:/RUN_ID/model or models:/NAME/VERSION")],
+    input: Annotated[Path, typer.Option("--input", help="Image to segment: .nii.gz, .nii or .png")],
+    output: Annotated[Path, typer.Option(help="Mask to write, same format as the input")],
+    tracking_uri: TrackingOpt = None,
+    risk_controlled: Annotated[
+        bool, typer.Option(help="Threshold at the calibrated FNR-controlling lambda instead of the study's threshold")
+    ] = False,
+) -> None:
+    """Segment one image with a confirmed model; print its Dice lower bound and out-of-domain flag (JSON)."""
+    import json
+
+    from study.serving.predict import predict as run_predict
+    from study.tracking import resolve_tracking_uri
+
+    result = run_predict(
+        model, input, output, tracking_uri=resolve_tracking_uri(tracking_uri, None), risk_controlled=risk_controlled
+    )
+    for reason in result["out_of_domain_reasons"]:
+        typer.echo(f"warning: out of domain: {reason}; the bound is not backed by calibration", err=True)
+    typer.echo(json.dumps(result, indent=2))
+
+
 @data_app.command("synth")
 @user_errors
 def data_synth(

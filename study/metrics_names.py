@@ -25,6 +25,9 @@ PER_IMAGE_FILE = "per_image.csv"
 PER_IMAGE_COLUMNS = (
     "image_id", "condition", "dice", "hd95", "nsd", "assd", "td", "empty_gt", "empty_pred", "missed", "fbr",
 )
+COVERAGE_FILE = "coverage.csv"  # per stratum: measured coverage of the Dice bound, FNR at lambda
+COVERAGE_PREFIX = "coverage/"  # e.g. coverage/clean, coverage/gaussian_noise/3
+FNR_PREFIX = "test_fnr/"  # FNR at the risk-controlled threshold, per stratum
 PERTURBATION_PARAMS = "perturbation_params"  # realised parameters (JSON) of the condition
 CLEAN = "clean"
 

@@ -86,6 +86,18 @@ class Inference(_Strict):
     overlap: float = Field(0.25, ge=0, lt=1)
 
 
+class Conformal(_Strict):
+    """Calibrated confidence for every confirmed model (split conformal on the calib split).
+
+    `alpha`: the Dice lower bound holds for at least 1 - alpha of images, per stratum
+    (perturbation x severity); `fnr_alpha`: the risk-controlled threshold keeps the expected
+    pixel false-negative rate at most fnr_alpha.
+    """
+
+    alpha: float = Field(0.1, gt=0, lt=1)
+    fnr_alpha: float = Field(0.1, gt=0, lt=1)
+
+
 PATCH_FACTORS = {"patch_size": "a whole number of voxels > 0", "pos_fraction": "a number in [0, 1]"}
 
 
@@ -143,6 +155,7 @@ class StudySpec(_Strict):
     evaluation: Evaluation = Evaluation()
     patches: Patches | None = None
     inference: Inference = Inference()
+    conformal: Conformal = Conformal()
     tuning: Tuning | None = None
     confirm: Confirm = Confirm()
     seeds: list[int] | None = None

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
@@ -175,8 +176,24 @@ class StudyTracker:
             if path.is_file():
                 self.log_file(run_id, path)
 
-    def log_file(self, run_id: str, path: Path) -> None:
-        self._do("log_artifact", {"run_id": run_id, "path": str(path)})
+    def log_file(self, run_id: str, path: Path, *, artifact_path: str | None = None) -> None:
+        args: dict[str, Any] = {"run_id": run_id, "path": str(path)}
+        if artifact_path:
+            args["artifact_path"] = artifact_path
+        self._do("log_artifact", args)
+
+    def log_tree(self, run_id: str, directory: Path, *, artifact_path: str) -> None:
+        """Every file under `directory`, at the same relative place under `artifact_path`."""
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            parent = path.relative_to(directory).parent.as_posix()
+            self.log_file(run_id, path, artifact_path=artifact_path if parent == "." else f"{artifact_path}/{parent}")
+
+    def register_model(self, run_id: str, *, name: str, artifact_path: str, tags: Mapping[str, str]) -> None:
+        """A new version of registered model `name` pointing at the run's logged model."""
+        self._do(
+            "register_model",
+            {"run_id": run_id, "name": name, "artifact_path": artifact_path, "tags": {k: str(v) for k, v in tags.items()}},
+        )
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self._do("log_batch", {"run_id": run_id, "tags": {k: str(v) for k, v in tags.items()}})
@@ -254,7 +271,13 @@ class StudyTracker:
             )
             return None
         if kind == "log_artifact":
-            self.client.log_artifact(args["run_id"], args["path"])
+            self.client.log_artifact(args["run_id"], args["path"], artifact_path=args.get("artifact_path"))
+            return None
+        if kind == "register_model":
+            self._ensure_registered_model(args["name"])
+            self.client.create_model_version(
+                args["name"], source=f"runs:/{args['run_id']}/{args['artifact_path']}", run_id=args["run_id"], tags=args["tags"]
+            )
             return None
         if kind == "delete_run":
             self.client.delete_run(args["run_id"])
@@ -263,6 +286,13 @@ class StudyTracker:
             self.client.set_terminated(args["run_id"], status=args["status"])
             return None
         raise ValueError(f"unknown tracking operation {kind!r}")
+
+    def _ensure_registered_model(self, name: str) -> None:
+        try:
+            self.client.create_registered_model(name, description="segstudy confirmed models of one study cell")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = sorted((k, _param_text(v)) for k, v in params.items())

@@ -21,12 +21,14 @@ import pandas as pd
 import torch
 
 from study import metrics_names as M
-from study.checkpoints import WEIGHTS_FILE, save_weights
 from study.models import build_network
 from study.spec import StudySpec
-from study.data import Split
+from study.data import DATASETS, LevelData, Split
+from study.serving import Preprocessing, write_package
 from study.study_data import StudyData
-from study.training.conditions import condition_metrics, evaluate_conditions
+from study.conformal import Calibration
+from study.training.calibrated import evaluate_with_bounds
+from study.training.conditions import condition_metrics
 from study.training import (
     Patches,
     TrialPlan,
@@ -34,7 +36,6 @@ from study.training import (
     build_loss,
     build_optimizer,
     dice_of,
-    evaluate_split,
     train_one_epoch,
 )
 from study.tune_report import EpochReporter
@@ -83,8 +84,14 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
             counts, edges = np.histogram(result.patch_foreground, bins=20, range=(0.0, 1.0))
             hist = pd.DataFrame({"bin_low": edges[:-1], "bin_high": edges[1:], "count": counts})
             hist.to_csv(directory / M.PATCH_FG_HIST_FILE, index=False)
-        save_weights(result.state_dict, directory / WEIGHTS_FILE)
-        (directory / "architecture.json").write_text(json.dumps(plan.arch.model_dump(mode="json"), indent=2))
+        write_package(
+            directory,
+            state_dict=result.state_dict,
+            architecture=plan.arch,
+            preprocessing=preprocessing_of(plan, spec, data[plan.data_key]),
+            calibration=result.calibration,
+        )
+        result.coverage.to_csv(directory / M.COVERAGE_FILE, index=False)
 
     reporter.final(metrics, write)
 
@@ -99,12 +106,15 @@ class Trained:
 
 @dataclass
 class PlanResult:
-    """What a confirm trial leaves: final metrics, per-image table, weights, training-patch stats."""
+    """What a confirm trial leaves: final metrics, per-image table, weights, training-patch stats,
+    its conformal calibration and the coverage measured on test."""
 
     metrics: dict[str, float]
     per_image: pd.DataFrame
     state_dict: dict[str, Any]
     patch_foreground: list[float] | None
+    calibration: Calibration
+    coverage: pd.DataFrame
 
 
 def input_strategy(plan: TrialPlan, spec: StudySpec) -> WholeImages | Patches:
@@ -136,10 +146,9 @@ def train_plan(
     torch.manual_seed(plan.seed)
     device = _device(spec)
     level = data[plan.data_key]
-    first_image = level.train.volume(0)[0]
-    in_spatial = [plan.patch_size] * (first_image.ndim - 1) if plan.patch_size else first_image.shape[1:]
+    spatial_dims, in_channels, img_size = network_input(plan, level)
     model = build_network(
-        plan.arch, spatial_dims=first_image.ndim - 1, in_channels=first_image.shape[0], out_channels=1, img_size=in_spatial
+        plan.arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, img_size=img_size
     ).to(device)
     optimizer = build_optimizer(model, plan.hparams)
     loss_fn = build_loss(spec.training)
@@ -163,6 +172,31 @@ def train_plan(
     return Trained(model=model, best_val=best_dice, inputs=inputs, peak_memory_mb=memory.peak_mb)
 
 
+def network_input(plan: TrialPlan, level: LevelData) -> tuple[int, int, list[int]]:
+    """Spatial dims, input channels and the input size the network is built for (patch or image)."""
+    first_image = level.train.volume(0)[0]
+    spatial_dims = first_image.ndim - 1
+    img_size = [plan.patch_size] * spatial_dims if plan.patch_size else list(first_image.shape[1:])
+    return spatial_dims, int(first_image.shape[0]), [int(s) for s in img_size]
+
+
+def preprocessing_of(plan: TrialPlan, spec: StudySpec, level: LevelData) -> Preprocessing:
+    """What `segstudy predict` must repeat to apply this trial's model to a new image."""
+    spatial_dims, in_channels, img_size = network_input(plan, level)
+    return Preprocessing(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        img_size=img_size,
+        intensity=DATASETS[spec.data.dataset].intensity,
+        patch_size=plan.patch_size,
+        sw_batch_size=spec.inference.sw_batch_size,
+        overlap=spec.inference.overlap,
+        threshold=spec.evaluation.threshold,
+        td_defined=bool(np.isfinite(level.train.td).any()),
+        spacing=[float(v) for v in level.train.spacing],
+    )
+
+
 @contextlib.contextmanager
 def out_of_memory_as_failure(epoch: int, device: torch.device) -> Iterator[None]:
     """Turn torch's CUDA OOM and Python's MemoryError into a named trial failure."""
@@ -179,28 +213,34 @@ def out_of_memory_as_failure(epoch: int, device: torch.device) -> Iterator[None]
 def run_plan(
     plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Callable[[dict[str, float]], None] | None = None
 ) -> PlanResult:
-    """Train and test one plan; Tune-free so a plain loop (or a benchmark) can call it."""
+    """Train, calibrate and test one plan; Tune-free so a plain loop (or a benchmark) can call it."""
     trained = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)
-    test = data[plan.data_key].test
 
     def predict(split: Split) -> list[np.ndarray]:
         return trained.inputs.predict(trained.model, split, device=_device(spec))
 
-    clean = evaluate_split(
-        predict(test), test, threshold=spec.evaluation.threshold, nsd_tolerance=spec.evaluation.nsd_tolerance
-    )
-    corrupted = evaluate_conditions(predict, test, spec)
-    per_image = clean
-    if len(corrupted):
-        clean[M.PERTURBATION_PARAMS] = "{}"
-        per_image = pd.concat([clean, corrupted], ignore_index=True)
+    tested = evaluate_with_bounds(predict, data[plan.data_key], spec)
+    per_image = tested.per_image
+    clean = per_image[per_image["condition"] == M.CLEAN]
+    corrupted = per_image[per_image["condition"] != M.CLEAN]
     metrics = summarise_test(clean, best_val=trained.best_val)
     metrics.update(condition_metrics(corrupted) if len(corrupted) else {})
+    metrics.update(coverage_metrics(tested.coverage))
     metrics[M.PEAK_MEMORY] = trained.peak_memory_mb
     patch_fg = trained.inputs.patch_foreground if isinstance(trained.inputs, Patches) else None
     if patch_fg:
         metrics.update(patch_statistics(patch_fg))
-    return PlanResult(metrics, per_image, trained.model.state_dict(), patch_fg)
+    return PlanResult(metrics, per_image, trained.model.state_dict(), patch_fg, tested.calibration, tested.coverage)
+
+
+def coverage_metrics(coverage: pd.DataFrame) -> dict[str, float]:
+    """Coverage and FNR per stratum as metrics, e.g. coverage/clean, coverage/gaussian_noise/3."""
+    out: dict[str, float] = {}
+    for row in coverage.itertuples():
+        suffix = str(row.condition).replace(":", "/")
+        out[f"{M.COVERAGE_PREFIX}{suffix}"] = float(row.coverage)
+        out[f"{M.FNR_PREFIX}{suffix}"] = float(row.fnr)
+    return out
 
 
 def patch_statistics(foreground: list[float]) -> dict[str, float]:

@@ -12,6 +12,9 @@ from typing import Any
 from ray import tune
 
 from study import metrics_names as M
+from study.checkpoints import WEIGHTS_FILE
+from study.serving.mlflow_model import MODEL_ARTIFACT_PATH, registered_model_name, save_mlflow_model
+from study.serving.package import ARCHITECTURE_FILE, CALIBRATION_FILE
 from study.spec import StudySpec
 from study.tracking import StudyTracker
 from study.training import TrialPlan
@@ -20,8 +23,8 @@ from study.tune_report import FAILURE, HISTORY, checkpoint_dir
 log = logging.getLogger(__name__)
 
 _EPOCH_METRICS = (M.TRAIN_LOSS, M.VAL_DICE, M.BEST_VAL_DICE)
-_FINAL_PREFIXES = ("test_", M.PATCH_FG_PREFIX, M.PATCH_FG_MEAN, M.BEST_VAL_DICE, M.PEAK_MEMORY)
-_ARTIFACTS = (M.PER_IMAGE_FILE, M.PATCH_FG_FILE, M.PATCH_FG_HIST_FILE, "architecture.json")
+_FINAL_PREFIXES = ("test_", M.COVERAGE_PREFIX, M.PATCH_FG_PREFIX, M.PATCH_FG_MEAN, M.BEST_VAL_DICE, M.PEAK_MEMORY)
+_ARTIFACTS = (M.PER_IMAGE_FILE, M.PATCH_FG_FILE, M.PATCH_FG_HIST_FILE, M.COVERAGE_FILE, ARCHITECTURE_FILE, CALIBRATION_FILE)
 
 
 class TrackingCallback(tune.Callback):
@@ -73,7 +76,20 @@ class TrackingCallback(tune.Callback):
         directory = checkpoint_dir(trial)
         if directory is not None:
             self.tracker.log_artifacts(run_id, directory, names=_ARTIFACTS)
+            if (directory / WEIGHTS_FILE).is_file():
+                self._log_model(run_id, directory, TrialPlan.from_config(self.spec, trial.config))
         self.tracker.finish(run_id)
+
+    def _log_model(self, run_id: str, directory: Path, plan: TrialPlan) -> None:
+        """Log the trial's package as an MLflow model and register it as a version of its cell's model."""
+        model_dir = save_mlflow_model(directory, directory / "mlflow_model")
+        self.tracker.log_tree(run_id, model_dir, artifact_path=MODEL_ARTIFACT_PATH)
+        self.tracker.register_model(
+            run_id,
+            name=registered_model_name(self.spec.name, plan.cell_key),
+            artifact_path=MODEL_ARTIFACT_PATH,
+            tags={M.CELL_TAG: plan.cell_key, M.SEED_TAG: plan.seed, M.PHASE_TAG: plan.phase},
+        )
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.tracker.flush()

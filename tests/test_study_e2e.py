@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +13,9 @@ from mlflow.tracking import MlflowClient
 from conftest import ROOT, SMOKE, run_cli
 from study import metrics_names as M
 from study.engine import run_study
+from study.conformal.calibrate import BOUND, BOUND_COLUMNS, COVERED
 from study.errors import SegstudyError
+from study.serving.mlflow_model import registered_model_name
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +37,21 @@ def per_image(client: MlflowClient, run_id: str, tmp_path) -> pd.DataFrame:
     return pd.read_csv(local)
 
 
+def check_bounds(client: MlflowClient, run, full: pd.DataFrame, tmp_path) -> None:
+    """Conformal columns, per-stratum coverage, and the run's registered model."""
+    assert full[BOUND].between(0, 1).all() and list(full[COVERED]) == list(full["dice"] >= full[BOUND] - 1e-12)
+    coverage = pd.read_csv(client.download_artifacts(run.info.run_id, M.COVERAGE_FILE, str(tmp_path)))
+    assert len(coverage) == 10 and (coverage["target"] == 0.9).all() and (coverage["n"] == 8).all()
+    clean = coverage.set_index("condition").loc[M.CLEAN]
+    assert clean["coverage"] == pytest.approx(full[full["condition"] == M.CLEAN][COVERED].mean())
+    assert run.data.metrics["coverage/clean"] == pytest.approx(clean["coverage"])
+    assert "coverage/gaussian_noise/5" in run.data.metrics and "test_fnr/clean" in run.data.metrics
+    name = registered_model_name("smoke", run.data.tags[M.CELL_TAG])
+    versions = client.search_model_versions(f"name='{name}'")
+    assert [v.run_id for v in versions] == [run.info.run_id] and versions[0].tags[M.SEED_TAG] == "0"
+    assert {"MLmodel", "artifacts"} <= {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "model")}
+
+
 def check_smoke_runs(uri: str, tmp_path) -> list:
     """Assertions shared by the local and the job-submission run of the smoke study."""
     client = MlflowClient(tracking_uri=uri)
@@ -46,7 +64,7 @@ def check_smoke_runs(uri: str, tmp_path) -> list:
     assert json.loads(studies[0].data.tags[M.VERSIONS_TAG])["torch"] == torch.__version__
     assert studies[0].data.params["data_seed"] == "0" and studies[0].data.params["perturbation_seed"] == "0"
     data = pd.read_csv(client.download_artifacts(parent, "data_summary.csv", str(tmp_path)))
-    assert len(data) == 6 and set(data["alpha"]) == {0.2, 0.8}
+    assert len(data) == 8 and set(data["alpha"]) == {0.2, 0.8}  # 4 splits x 2 levels
     test_td = data[data["split"] == "test"].set_index("alpha")["td_mean"]
     assert test_td[0.2] > test_td[0.8]
     runs = trial_runs(client, "smoke")
@@ -67,8 +85,9 @@ def check_smoke_runs(uri: str, tmp_path) -> list:
         assert 0.0 <= metrics[M.TEST_DICE] <= 1.0 and 0.0 <= metrics[M.TEST_NSD] <= 1.0
         assert metrics[M.TEST_HD95] >= 0.0 and metrics[M.TEST_TD] > 0.0
         full = per_image(client, r.info.run_id, tmp_path / r.info.run_id)
-        assert list(full.columns) == [*M.PER_IMAGE_COLUMNS, M.PERTURBATION_PARAMS]
+        assert list(full.columns) == [*M.PER_IMAGE_COLUMNS, M.PERTURBATION_PARAMS, *BOUND_COLUMNS]
         assert len(full) == 8 * (1 + 3 * 3)  # clean + 3 perturbations x 3 severities
+        check_bounds(client, r, full, tmp_path / r.info.run_id)
         table = full[full["condition"] == M.CLEAN]
         # Final metrics are exactly the means of the per-image table (no NaN silently dropped).
         assert table["dice"].mean() == pytest.approx(metrics[M.TEST_DICE], abs=1e-6)
@@ -121,6 +140,45 @@ def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
     advice = json.loads(proc.stdout)
     assert advice["matched"]["alpha"] == 0.2 and advice["winner"] in {"unet", "noskip_unet"}
     assert advice["margin_ci95"][0] <= advice["margin"] <= advice["margin_ci95"][1]
+
+    check_predict_2d(uri, tmp_path)
+
+
+def check_predict_2d(uri: str, tmp_path) -> None:
+    """`segstudy predict` on a study image: the mask the trial scored, its bound, the registry URI."""
+    client = MlflowClient(tracking_uri=uri)
+    run = next(r for r in trial_runs(client, "smoke") if r.data.tags[M.CELL_TAG] == "alpha=0.2,architecture=unet")
+    table = per_image(client, run.info.run_id, tmp_path / "p2d")
+    exported = tmp_path / "nifti_data"
+    assert run_cli("data", "synth", str(SMOKE), "--out", str(exported), "--format", "nifti", cwd=tmp_path).returncode == 0
+    image_id = table["image_id"].iloc[0]
+    image = exported / "alpha=0.2" / "test" / f"{image_id}_image.nii.gz"
+    out = tmp_path / "pred" / "mask.nii.gz"
+    proc = run_cli("predict", "--model", run.info.run_id, "--input", str(image), "--output", str(out),
+                   "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    row = table[(table["image_id"] == image_id) & (table["condition"] == M.CLEAN)].iloc[0]
+    assert result["level"] == pytest.approx(0.9)
+    # The same model, preprocessing and calibration as in the trial: the same score and bound.
+    assert result["quality_score"] == pytest.approx(row["quality_score"], abs=1e-6)
+    assert result["dice_lower_bound"] == pytest.approx(row[BOUND], abs=1e-6)
+    mask = np.asarray(nib.load(out).dataobj)
+    truth = np.asarray(nib.load(str(image).replace("_image", "_mask")).dataobj) > 0
+    assert mask.shape == truth.shape and set(np.unique(mask)) <= {0, 1}
+    dice = 2 * np.sum((mask > 0) & truth) / max(np.sum(mask > 0) + np.sum(truth), 1)
+    assert dice == pytest.approx(row["dice"], abs=1e-6)
+    assert np.allclose(nib.load(out).affine, nib.load(image).affine)
+
+    name = registered_model_name("smoke", "alpha=0.2,architecture=unet")
+    proc = run_cli("predict", "--model", f"models:/{name}/1", "--input", str(image), "--output", str(tmp_path / "m2.nii.gz"),
+                   "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["dice_lower_bound"] == result["dice_lower_bound"]
+    proc = run_cli("predict", "--model", run.info.run_id, "--input", str(image), "--output", str(tmp_path / "m.png"),
+                   "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "--output" in proc.stderr and ".nii.gz" in proc.stderr
 
 
 def test_gpu_request_on_cpu_cluster_is_refused_before_any_run(ray_head, write_spec, tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,22 +44,28 @@ def perturbed(split: Split, perturbation: str, severity: int, *, base_seed: int)
     return dataclasses.replace(split, images=stacked, td=np.asarray(td, dtype=float)), params
 
 
+def variants(split: Split, spec: StudySpec, *, clean: bool = True) -> Iterator[tuple[str, Split, list[str]]]:
+    """(condition, split as seen under it, realised parameters per image): clean first, then
+    every perturbation x severity in the spec. Built lazily: one corrupted copy at a time."""
+    ev = spec.evaluation
+    if clean:
+        yield M.CLEAN, split, ["{}"] * len(split)
+    for name in ev.perturbations:
+        for severity in ev.severities:
+            corrupted, params = perturbed(split, name, severity, base_seed=ev.perturbation_seed)
+            yield condition_name(name, severity), corrupted, params
+
+
 def evaluate_conditions(predict: Predict, split: Split, spec: StudySpec) -> pd.DataFrame:
     """Per-image scores for every perturbation x severity in the spec (clean not included)."""
     ev = spec.evaluation
     frames = []
-    for name in ev.perturbations:
-        for severity in ev.severities:
-            corrupted, params = perturbed(split, name, severity, base_seed=ev.perturbation_seed)
-            frame = evaluate_split(
-                predict(corrupted),
-                corrupted,
-                threshold=ev.threshold,
-                nsd_tolerance=ev.nsd_tolerance,
-                condition=condition_name(name, severity),
-            )
-            frame[M.PERTURBATION_PARAMS] = params
-            frames.append(frame)
+    for condition, corrupted, params in variants(split, spec, clean=False):
+        frame = evaluate_split(
+            predict(corrupted), corrupted, threshold=ev.threshold, nsd_tolerance=ev.nsd_tolerance, condition=condition
+        )
+        frame[M.PERTURBATION_PARAMS] = params
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -14,14 +14,19 @@ from study.metrics import score_images
 from study.metrics_names import CLEAN, PER_IMAGE_COLUMNS
 
 
-def dice_of(probs: Sequence[np.ndarray], split: Split, *, threshold: float) -> float:
-    """Mean per-image Dice; MONAI's ignore_empty=False gives the same empty policy as the test."""
+def dice_per_image(probs: Sequence[np.ndarray], split: Split, *, threshold: float) -> np.ndarray:
+    """Dice of each image; MONAI's ignore_empty=False gives the same empty policy as the test."""
     scores = []
     for i, p in enumerate(probs):
         pred = torch.as_tensor(p[None] > threshold).float()
         gt = torch.as_tensor(split.volume(i)[1][None] > 0).float()
         scores.append(float(compute_dice(pred, gt, include_background=True, ignore_empty=False)[0, 0]))
-    return float(np.mean(scores))
+    return np.asarray(scores)
+
+
+def dice_of(probs: Sequence[np.ndarray], split: Split, *, threshold: float) -> float:
+    """Mean per-image Dice (validation)."""
+    return float(np.mean(dice_per_image(probs, split, threshold=threshold)))
 
 
 def evaluate_split(

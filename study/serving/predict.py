@@ -1,0 +1,117 @@
+"""`segstudy predict`: segment one image with a confirmed model and say how far to trust it.
+
+The model comes from MLflow (a run id, runs:/ or models:/ URI). The printed JSON carries the
+Dice lower bound at level 1 - alpha from the model's clean calibration stratum, and flags the
+image out of domain when its noise (or, on texture data, its texture disparity) lies outside
+what the calibration images showed: there the bound is not backed by calibration.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from study import metrics_names as M
+from study.conformal import image_noise, quality_score
+from study.data import texture_disparity
+from study.data.intensity import INTENSITY
+from study.errors import SegstudyError
+from study.serving.image_files import file_kind, read_input
+from study.serving.inference import probabilities
+from study.serving.mlflow_model import MODEL_ARTIFACT_PATH, package_dir
+from study.serving.package import ModelPackage, load_package
+from study.tracking import redact
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def model_uri(model: str) -> str:
+    """A bare run id becomes runs:/<id>/model; runs:/ and models:/ URIs pass through."""
+    if _RUN_ID.match(model):
+        return f"runs:/{model}/{MODEL_ARTIFACT_PATH}"
+    if model.startswith(("runs:/", "models:/")):
+        return model
+    raise SegstudyError(f"--model {model!r}: accepted: a run id (32 hex digits), runs:/RUN_ID/model or models:/NAME/VERSION")
+
+
+def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
+    """Download the model from MLflow and load it (weights checked against the architecture)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = model_uri(model)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # models:/ resolves against the registry URI, not the argument
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except (MlflowException, OSError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise SegstudyError(
+                f"--model {model}: no logged model at {uri} in {redact(tracking_uri)} ({first}); "
+                "confirm runs log one under 'model'"
+            ) from None
+        folder = package_dir(local)
+        if not folder.is_dir():
+            raise SegstudyError(f"--model {model}: {uri} is not a segstudy model (no artifacts/package)")
+        return load_package(folder)
+
+
+def predict(model: str, input_path: Path, output_path: Path, *, tracking_uri: str, risk_controlled: bool = False) -> dict[str, Any]:
+    """Segment `input_path` into `output_path`; return the JSON-ready confidence record."""
+    in_kind = file_kind(input_path, option="--input")
+    if file_kind(output_path, option="--output") != in_kind:
+        suffix = ".nii.gz" if in_kind == "nifti" else ".png"
+        raise SegstudyError(f"--output {output_path}: write the mask in the input's format ({suffix})")
+    source = read_input(input_path)  # bad input fails before anything is downloaded
+    package = fetch_package(model, tracking_uri=tracking_uri)
+    prep, calibration = package.preprocessing, package.calibration
+    if source.spatial_dims != prep.spatial_dims:
+        raise SegstudyError(
+            f"--input {input_path}: a {source.spatial_dims}D image for a {prep.spatial_dims}D model; "
+            + ("accepted: a PNG or a one-slice NIfTI" if prep.spatial_dims == 2 else "accepted: a 3D NIfTI volume")
+        )
+    image = INTENSITY[prep.intensity](source.image)
+    prob = probabilities(package, image)
+    clean = calibration.stratum(M.CLEAN)
+    threshold = prep.threshold
+    if risk_controlled:
+        if clean.fnr_threshold is None:
+            raise SegstudyError(f"--risk-controlled: model {model} has no FNR threshold (its calibration masks were empty)")
+        threshold = clean.fnr_threshold
+    mask = prob[0] > threshold
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    source.write_mask(mask, output_path)
+
+    score = quality_score(prob, threshold=prep.threshold)
+    noise = image_noise(image)
+    reasons = []
+    if not clean.noise_range[0] <= noise <= clean.noise_range[1]:
+        reasons.append(f"noise sigma {noise:.4g} outside calibrated [{clean.noise_range[0]:.4g}, {clean.noise_range[1]:.4g}]")
+    td = None
+    hard = prob[0] > prep.threshold
+    if prep.td_defined and clean.td_range is not None and 0 < hard.sum() < hard.size:
+        td = texture_disparity(image[0], hard.astype(np.uint8))
+        if not clean.td_range[0] <= td <= clean.td_range[1]:
+            reasons.append(f"texture disparity {td:.4g} outside calibrated [{clean.td_range[0]:.4g}, {clean.td_range[1]:.4g}]")
+    return {
+        "model": model,
+        "input": str(input_path),
+        "output": str(output_path),
+        "dice_lower_bound": calibration.bound(score, M.CLEAN),
+        "level": calibration.level,
+        "quality_score": score,
+        "calibration_images": clean.n,
+        "out_of_domain": bool(reasons),
+        "out_of_domain_reasons": reasons,
+        "noise_sigma": noise,
+        "texture_disparity": td,
+        "mask_threshold": threshold,
+        "fnr_threshold": clean.fnr_threshold,
+        "fnr_alpha": calibration.fnr_alpha,
+        "foreground_voxels": int(mask.sum()),
+    }
