@@ -1,7 +1,7 @@
 """`segstudy report`: one self-contained HTML page saying what a study did and what it found.
 
-The page has six sections with stable ids (design, versions, perturbations, conditions,
-statistics, plots); each is present even when it has nothing to show, and then says why. Figures
+The page has seven sections with stable ids (design, versions, perturbations, conditions,
+statistics, plots, confidence); each is present even when it has nothing to show, and then says why. Figures
 are embedded as base64 PNG so the file can be mailed or archived alone; the figures and every
 table also land beside it as PNG and CSV for reuse. The report is logged back to the study's MLflow
 run (the trials' `mlflow.parentRunId`): the one MLflow write the analysis package makes.
@@ -31,6 +31,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from analysis.confidence import coverage_summary, shortfalls
 from analysis.plots import plot_dice_vs_complexity
 from analysis.robustness import condition_summary, parse_condition, robustness_summary
 from analysis.robustness_plots import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
@@ -42,13 +43,13 @@ from study import __version__ as SEGSTUDY_VERSION
 from study import metrics_names as M
 from study.errors import SegstudyError
 from study.perturbations import describe
-from study.spec import Evaluation
+from study.spec import Conformal, Evaluation
 
 ARM = "architecture"
 COMPLEXITY = "alpha"
 DEFAULT_TAU = float(Evaluation.model_fields["failure_threshold"].default)  # when the spec is missing
 PACKAGES = ("torch", "monai", "ray", "optuna", "mlflow", "numpy")
-SECTIONS = ("design", "versions", "perturbations", "conditions", "statistics", "plots")
+SECTIONS = ("design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence")
 ARTIFACT_DIR = "report"
 
 
@@ -115,6 +116,7 @@ def build_report(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = _results(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir)
+        results["confidence"] = _confidence(per_image, spec.get("conformal") or {}, out_dir)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
     for note in notes:  # each once: the analysis functions repeat them per call
         warnings.warn(note, stacklevel=2)
@@ -255,6 +257,32 @@ def _results(
     return {
         "perturbations": _perturbation_table(per_image, perturbed), "tau": tau, "reference": reference,
         "why_empty": "", "conditions": conditions, "statistics": statistics, "figures": figures,
+    }
+
+
+def _confidence(per_image: pd.DataFrame, conformal: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
+    """Section 7: measured coverage of the Dice lower bounds per arm and condition, with warnings."""
+    if per_image.empty:
+        return None
+    alpha = float(conformal.get("alpha", Conformal.model_fields["alpha"].default))
+    fnr_alpha = float(conformal.get("fnr_alpha", Conformal.model_fields["fnr_alpha"].default))
+    within = resolve_within(per_image, by=ARM, within=None)
+    summary = coverage_summary(per_image, arm=ARM, within=within, alpha=alpha, fnr_alpha=fnr_alpha)
+    if summary is None:
+        return None
+    _csv(out_dir, coverage=summary)
+    rows = [*within, ARM]
+
+    def wide(text: list[str]) -> Table:
+        frame = summary.assign(_text=text).pivot_table(index=rows, columns="condition", values="_text", aggfunc="first", sort=False)
+        return _table(frame[list(pd.unique(summary["condition"]))].reset_index())
+
+    return {
+        "level": 1.0 - alpha,
+        "fnr_alpha": fnr_alpha,
+        "coverage": wide([f"{c:.2f} ({n})" for c, n in zip(summary["coverage"], summary["n"])]),
+        "fnr": wide([f"{v:.3f}" for v in summary["fnr"]]),
+        "warnings": shortfalls(summary, arm=ARM, within=within),
     }
 
 

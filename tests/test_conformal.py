@@ -205,3 +205,22 @@ def test_calibration_json_round_trip_and_errors():
         Calibration.from_json('{"alpha": 2}', where="calibration.json")
     with pytest.raises(SegstudyError, match="no stratum 'blur:1'; accepted: clean"):
         cal.bound(0.9, "blur:1")
+
+
+def test_study_coverage_summary_pools_seeds_and_names_short_strata():
+    from analysis.confidence import coverage_summary, shortfalls
+
+    rows = []
+    for arm, hit_rate in (("unet", 0.95), ("noskip_unet", 0.5)):
+        for seed in (0, 1):
+            for i in range(50):
+                rows.append({"alpha": 0.2, "architecture": arm, "seed": seed, "condition": "clean",
+                             COVERED: i < hit_rate * 50, BOUND: 0.4, FNR_AT_LAMBDA: 0.08, "dice": 0.5})
+    summary = coverage_summary(pd.DataFrame(rows), arm="architecture", within=["alpha"], alpha=0.1, fnr_alpha=0.1)
+    table = summary.set_index("architecture")
+    assert table.loc["unet", "n"] == 100 and table.loc["unet", "coverage"] == pytest.approx(0.96)
+    assert not table.loc["unet", "exchangeability_warning"] and table.loc["noskip_unet", "exchangeability_warning"]
+    lines = shortfalls(summary, arm="architecture", within=["alpha"])
+    assert len(lines) == 1 and lines[0].startswith("noskip_unet (alpha=0.2), clean: coverage 0.50 < target 0.90")
+    assert coverage_summary(pd.DataFrame(rows).drop(columns=[COVERED]), arm="architecture", within=[], alpha=0.1,
+                            fnr_alpha=0.1) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -125,8 +126,11 @@ def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
     proc = run_cli("report", "--experiment", "smoke", "--out", str(tmp_path / "report"), "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "report" / "report.html").read_text()
-    for section in ("design", "versions", "perturbations", "conditions", "statistics", "plots"):
+    for section in ("design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence"):
         assert f'id="{section}"' in html
+    assert "Measured coverage (images) on the" in html  # the section has its table, not the empty note
+    coverage = pd.read_csv(tmp_path / "report" / "coverage.csv")
+    assert len(coverage) == 2 * 2 * 10 and (coverage["target"] == 0.9).all()  # alpha x arm x condition
     assert html.count("data:image/png;base64,") >= 4
     client = MlflowClient(tracking_uri=uri)
     assert "report/report.html" in [a.path for a in client.list_artifacts(result.study_run_id, "report")]
@@ -278,3 +282,54 @@ def test_smoke_3d_study_patches_and_sliding_window(ray_head, tmp_path):
     lo = runs["architecture=unet,patch_size=16,pos_fraction=0.25"].data.metrics["patch_fg_mean"]
     hi = runs["architecture=unet,patch_size=16,pos_fraction=0.75"].data.metrics["patch_fg_mean"]
     assert hi > lo  # more foreground-centred crops, more foreground seen in training
+    run = runs["architecture=unet,patch_size=16,pos_fraction=0.75"]
+    check_predict_3d(uri, run, tables["architecture=unet,patch_size=16,pos_fraction=0.75"], tmp_path)
+
+
+def check_predict_3d(uri: str, run, table: pd.DataFrame, tmp_path) -> None:
+    """A test volume saved left-right flipped (non-RAS affine, scaled header) goes through
+    `segstudy predict`: the mask comes back on the input's grid, affine and header, and equals
+    what the trial scored; a package whose weights do not fit its architecture is refused."""
+    from conftest import SMOKE_3D
+
+    from study.spec import load_spec
+    from study.study_data import build_study_data
+
+    test = build_study_data(load_spec(SMOKE_3D))[()].test
+    i = 3  # test0000 in the 48^3 volume
+    image, truth = test.volume(i)
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    affine[0, 3] = 40.0
+    source = nib.Nifti1Image(image[0][::-1].copy(), affine)  # voxel axis 0 runs right-to-left
+    source.header["descrip"] = b"segstudy predict round trip"
+    path = tmp_path / "vol.nii.gz"
+    nib.save(source, path)
+    out = tmp_path / "vol_mask.nii.gz"
+    proc = run_cli("predict", "--model", run.info.run_id, "--input", str(path), "--output", str(out),
+                   "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    written = nib.load(out)
+    assert written.shape == image.shape[1:] and np.array_equal(written.affine, affine)
+    assert written.header["descrip"] == source.header["descrip"] and written.get_data_dtype() == np.uint8
+    mask = np.asarray(written.dataobj)[::-1] > 0  # back to the study's RAS grid
+    gt = truth[0] > 0
+    dice = 2 * np.sum(mask & gt) / max(np.sum(mask) + np.sum(gt), 1)
+    row = table[(table["image_id"] == test.ids[i]) & (table["condition"] == M.CLEAN)].iloc[0]
+    assert dice == pytest.approx(row["dice"], abs=1e-6)
+    assert result["dice_lower_bound"] == pytest.approx(row[BOUND], abs=1e-6) and result["level"] == pytest.approx(0.8)
+
+    # The same package with an architecture record that does not fit its weights.
+    client = MlflowClient(tracking_uri=uri)
+    local = Path(client.download_artifacts(run.info.run_id, "model", str(tmp_path / "dl")))
+    arch_file = local / "artifacts" / "package" / "architecture.json"
+    arch = json.loads(arch_file.read_text())
+    arch["channels"] = [c * 2 for c in arch["channels"]]
+    arch_file.write_text(json.dumps(arch))
+    tampered = client.create_run(run.info.experiment_id).info.run_id
+    client.log_artifacts(tampered, str(local), artifact_path="model")
+    proc = run_cli("predict", "--model", tampered, "--input", str(path), "--output", str(tmp_path / "x.nii.gz"),
+                   "--tracking-uri", uri, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "weights do not match the unet architecture" in proc.stderr and "shape" in proc.stderr
+    assert not (tmp_path / "x.nii.gz").exists()

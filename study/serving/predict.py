@@ -8,6 +8,7 @@ what the calibration images showed: there the bound is not backed by calibration
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -44,6 +45,7 @@ def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
     from mlflow.exceptions import MlflowException
 
     uri = model_uri(model)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr keeps to one line per problem
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)  # models:/ resolves against the registry URI, not the argument
     with tempfile.TemporaryDirectory() as tmp:
