@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from study.data.base import LevelData, Split
+from study.data.base import LevelData
 from study.errors import SegstudyError
 
 MANIFEST_COLUMNS = ("id", "split", "td", "foreground_fraction")

@@ -65,6 +65,7 @@ def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
 
 def predict(model: str, input_path: Path, output_path: Path, *, tracking_uri: str, risk_controlled: bool = False) -> dict[str, Any]:
     """Segment `input_path` into `output_path`; return the JSON-ready confidence record."""
+    model_uri(model)  # a malformed --model fails first, before any file is read
     in_kind = file_kind(input_path, option="--input")
     if file_kind(output_path, option="--output") != in_kind:
         suffix = ".nii.gz" if in_kind == "nifti" else ".png"
