@@ -26,7 +26,7 @@ from study.data import DATASETS, LevelData, Split
 from study.serving import Preprocessing, write_package
 from study.study_data import StudyData
 from study.conformal import Calibration
-from study.training.calibrated import evaluate_with_bounds
+from study.training.calibrated import coverage_metrics, evaluate_with_bounds
 from study.training.conditions import condition_metrics
 from study.training import (
     Patches,
@@ -230,16 +230,6 @@ def run_plan(
     if patch_fg:
         metrics.update(patch_statistics(patch_fg))
     return PlanResult(metrics, per_image, trained.model.state_dict(), patch_fg, tested.calibration, tested.coverage)
-
-
-def coverage_metrics(coverage: pd.DataFrame) -> dict[str, float]:
-    """Coverage and FNR per stratum as metrics, e.g. coverage/clean, coverage/gaussian_noise/3."""
-    out: dict[str, float] = {}
-    for row in coverage.itertuples():
-        suffix = str(row.condition).replace(":", "/")
-        out[f"{M.COVERAGE_PREFIX}{suffix}"] = float(row.coverage)
-        out[f"{M.FNR_PREFIX}{suffix}"] = float(row.fnr)
-    return out
 
 
 def patch_statistics(foreground: list[float]) -> dict[str, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 from study.serving.package import PACKAGE_FILES
@@ -25,16 +24,15 @@ def save_mlflow_model(package: Path, destination: Path) -> Path:
         staged.mkdir()
         for name in PACKAGE_FILES:
             shutil.copy2(package / name, staged / name)
-        with warnings.catch_warnings():
-            # MLflow asks for type hints on predict to infer a signature; images have none to give.
-            warnings.simplefilter("ignore", UserWarning)
-            # Requirements given, not inferred: inference imports the model and takes seconds per trial.
-            mlflow.pyfunc.save_model(
-                path=str(destination),
-                python_model=str(_CODE),
-                artifacts={PACKAGE_ARTIFACT: str(staged)},
-                pip_requirements=["segstudy"],
-            )
+        # Requirements given, not inferred: inference imports the model and takes seconds per trial.
+        # (MLflow's "add type hints to predict" warning cannot be filtered from here: save_model
+        # resets the UserWarning filter to "once" inside itself.)
+        mlflow.pyfunc.save_model(
+            path=str(destination),
+            python_model=str(_CODE),
+            artifacts={PACKAGE_ARTIFACT: str(staged)},
+            pip_requirements=["segstudy"],
+        )
     return destination
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from study import metrics_names as M
 from study.conformal import Calibration, coverage_table, false_negative_rate, fit_stratum, lower_bound, measure
-from study.conformal.calibrate import BOUND, COVERED, FNR_AT_LAMBDA
+from study.conformal.calibrate import BOUND, COVERED, FNR_AT_LAMBDA, QUALITY
 from study.data import LevelData
 from study.spec import StudySpec
 from study.training.conditions import Predict, variants
@@ -58,7 +58,7 @@ def evaluate_with_bounds(predict: Predict, level: LevelData, spec: StudySpec) ->
         stratum = calibration.stratum(condition)
         for column in measures.columns:
             frame[column] = measures[column].to_numpy()
-        frame[BOUND] = [lower_bound(s, stratum.q) for s in measures["quality_score"]]
+        frame[BOUND] = [lower_bound(s, stratum.q) for s in measures[QUALITY]]
         frame[COVERED] = frame["dice"].to_numpy() >= frame[BOUND].to_numpy() - 1e-12
         frame[FNR_AT_LAMBDA] = [
             false_negative_rate(p, split.volume(i)[1], threshold=stratum.fnr_threshold)
@@ -71,3 +71,12 @@ def evaluate_with_bounds(predict: Predict, level: LevelData, spec: StudySpec) ->
     coverage = coverage_table(per_image, alpha=spec.conformal.alpha, fnr_alpha=spec.conformal.fnr_alpha)
     return BoundedResult(per_image, calibration, coverage)
 
+
+def coverage_metrics(coverage: pd.DataFrame) -> dict[str, float]:
+    """Coverage and FNR per stratum as metrics, e.g. coverage/clean, coverage/gaussian_noise/3."""
+    out: dict[str, float] = {}
+    for row in coverage.itertuples():
+        suffix = str(row.condition).replace(":", "/")
+        out[f"{M.COVERAGE_PREFIX}{suffix}"] = float(row.coverage)
+        out[f"{M.FNR_PREFIX}{suffix}"] = float(row.fnr)
+    return out
