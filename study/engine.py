@@ -34,6 +34,7 @@ from study.training.plan import optuna_trial_of, trial_key
 from study.tune_callback import TrackingCallback
 from study.tuning.scheduler import PerCellScheduler
 from study.tuning.searcher import CellSearcher
+from study.warm_workers import let_tune_use_prestarted_workers, local_ray_config
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def resume_study(
 def _on_ray(address: str | None, spec: StudySpec, tracker: StudyTracker, study_dir: Callable[[], StudyDir]) -> StudyResult:
     """Connect to Ray, refuse what the cluster cannot hold, then drive the study. The folder is
     only made (`study_dir`) once the resource check passed: bad input leaves nothing behind."""
-    started_ray = connect_ray(address)
+    started_ray = connect_ray(address, trials_at_once=local_trials_at_once(spec))
     try:
         check_resources(spec)
         return _drive(spec, study_dir(), tracker)
@@ -140,16 +141,31 @@ def _storage(storage: str | Path | None) -> Path:
     return Path(storage or "ray_results").resolve()
 
 
-def connect_ray(address: str | None) -> bool:
-    """Join `address` or start a local Ray; returns True when this call started it."""
+def connect_ray(address: str | None, *, trials_at_once: int = 1) -> bool:
+    """Join `address` or start a local Ray whose idle workers preload the trainable (see
+    study.warm_workers); returns True when this call started it."""
+    let_tune_use_prestarted_workers()
     if ray.is_initialized():
         return False
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            _system_config=local_ray_config(trials_at_once),
+            **kwargs,
+        )
     return True
+
+
+def local_trials_at_once(spec: StudySpec) -> int:
+    """How many trials a Ray started on this machine runs at once (CPU-bound; before Ray knows its GPUs)."""
+    fits = int((os.cpu_count() or 1) // spec.resources.cpu)
+    if spec.tuning is not None and spec.tuning.max_concurrent:
+        fits = min(fits, spec.tuning.max_concurrent)
+    return max(1, fits)
 
 
 def check_resources(spec: StudySpec) -> None:
