@@ -3,6 +3,7 @@ lazily by the first test that needs it and stopped at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -136,3 +137,20 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     """Run the installed `segstudy` console script."""
     exe = shutil.which("segstudy", path=str(BIN)) or str(BIN / "segstudy")
     return subprocess.run([exe, *args], cwd=cwd, env=env or os.environ.copy(), capture_output=True, text=True, timeout=timeout)
+
+
+def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the `segstudy` app in this process, the way the console script would.
+
+    For commands whose subprocess would spend most of its time importing torch, MONAI and MLflow
+    again (5-10 s each on 2 cores); `run_cli` keeps the real console script covered.
+    """
+    from typer.testing import CliRunner
+
+    from study.cli import app
+
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["segstudy", *args], result.exit_code, result.stdout, result.stderr)

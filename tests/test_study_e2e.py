@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, SMOKE, run_cli
+from conftest import ROOT, SMOKE, run_app, run_cli
 from study import metrics_names as M
 from study.engine import run_study
 from study.conformal.calibrate import BOUND, BOUND_COLUMNS, COVERED
@@ -115,7 +115,7 @@ def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
     check_smoke_runs(uri, tmp_path)
 
     out = tmp_path / "analysis"
-    proc = run_cli("analyze", "--experiment", "smoke", "--out", str(out), "--tracking-uri", uri, cwd=tmp_path)
+    proc = run_app("analyze", "--experiment", "smoke", "--out", str(out), "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 4 and set(trials["architecture"]) == {"unet", "noskip_unet"}
@@ -123,7 +123,7 @@ def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
     # The report: every section, figures embedded, logged to the study run.
-    proc = run_cli("report", "--experiment", "smoke", "--out", str(tmp_path / "report"), "--tracking-uri", uri, cwd=tmp_path)
+    proc = run_app("report", "--experiment", "smoke", "--out", str(tmp_path / "report"), "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "report" / "report.html").read_text()
     for section in ("design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence"):
@@ -137,8 +137,8 @@ def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
 
     # Recommend for "user data": the study's own alpha=0.2 images exported as PNG pairs.
     exported = tmp_path / "user_data"
-    assert run_cli("data", "synth", str(SMOKE), "--out", str(exported), cwd=tmp_path).returncode == 0
-    proc = run_cli("recommend", "--experiment", "smoke", "--data", str(exported / "alpha=0.2" / "test"),
+    assert run_app("data", "synth", str(SMOKE), "--out", str(exported), cwd=tmp_path).returncode == 0
+    proc = run_app("recommend", "--experiment", "smoke", "--data", str(exported / "alpha=0.2" / "test"),
                    "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     advice = json.loads(proc.stdout)
@@ -154,7 +154,7 @@ def check_predict_2d(uri: str, tmp_path) -> None:
     run = next(r for r in trial_runs(client, "smoke") if r.data.tags[M.CELL_TAG] == "alpha=0.2,architecture=unet")
     table = per_image(client, run.info.run_id, tmp_path / "p2d")
     exported = tmp_path / "nifti_data"
-    assert run_cli("data", "synth", str(SMOKE), "--out", str(exported), "--format", "nifti", cwd=tmp_path).returncode == 0
+    assert run_app("data", "synth", str(SMOKE), "--out", str(exported), "--format", "nifti", cwd=tmp_path).returncode == 0
     image_id = table["image_id"].iloc[0]
     image = exported / "alpha=0.2" / "test" / f"{image_id}_image.nii.gz"
     out = tmp_path / "pred" / "mask.nii.gz"
@@ -175,11 +175,11 @@ def check_predict_2d(uri: str, tmp_path) -> None:
     assert np.allclose(nib.load(out).affine, nib.load(image).affine)
 
     name = registered_model_name("smoke", "alpha=0.2,architecture=unet")
-    proc = run_cli("predict", "--model", f"models:/{name}/1", "--input", str(image), "--output", str(tmp_path / "m2.nii.gz"),
+    proc = run_app("predict", "--model", f"models:/{name}/1", "--input", str(image), "--output", str(tmp_path / "m2.nii.gz"),
                    "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["dice_lower_bound"] == result["dice_lower_bound"]
-    proc = run_cli("predict", "--model", run.info.run_id, "--input", str(image), "--output", str(tmp_path / "m.png"),
+    proc = run_app("predict", "--model", run.info.run_id, "--input", str(image), "--output", str(tmp_path / "m.png"),
                    "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "--output" in proc.stderr and ".nii.gz" in proc.stderr
@@ -305,7 +305,7 @@ def check_predict_3d(uri: str, run, table: pd.DataFrame, tmp_path) -> None:
     path = tmp_path / "vol.nii.gz"
     nib.save(source, path)
     out = tmp_path / "vol_mask.nii.gz"
-    proc = run_cli("predict", "--model", run.info.run_id, "--input", str(path), "--output", str(out),
+    proc = run_app("predict", "--model", run.info.run_id, "--input", str(path), "--output", str(out),
                    "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -328,7 +328,7 @@ def check_predict_3d(uri: str, run, table: pd.DataFrame, tmp_path) -> None:
     arch_file.write_text(json.dumps(arch))
     tampered = client.create_run(run.info.experiment_id).info.run_id
     client.log_artifacts(tampered, str(local), artifact_path="model")
-    proc = run_cli("predict", "--model", tampered, "--input", str(path), "--output", str(tmp_path / "x.nii.gz"),
+    proc = run_app("predict", "--model", tampered, "--input", str(path), "--output", str(tmp_path / "x.nii.gz"),
                    "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "weights do not match the unet architecture" in proc.stderr and "shape" in proc.stderr
