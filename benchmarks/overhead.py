@@ -7,7 +7,7 @@ Both sides run the 4 x --seeds trials of benchmarks/specs/overhead.yaml one at a
 study side is the whole `run_study` (Ray start, data build, object store, reporting, MLflow
 logging, model registration, checkpoints) into an existing MLflow store. Target: median ratio
 <= 1.10 for trials of about 30 s. Each record also splits the study's time into its trials (MLflow
-run durations) and the fixed rest.
+run durations) and the fixed rest. Repeats alternate which side runs first.
 """
 
 from __future__ import annotations
@@ -94,13 +94,19 @@ def main() -> None:
     loops, studies, trial_times, study_trial_times = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = spec_with_seeds(args.seeds, Path(tmp), args.epochs)
-        for _ in range(args.repeats):
-            total, per_trial = plain_loop(spec_path)
-            loops.append(total)
-            trial_times += per_trial
-            elapsed, per_study_trial = through_segstudy(spec_path)
-            studies.append(elapsed)
-            study_trial_times += per_study_trial
+        for repeat in range(args.repeats):
+            # Alternate which side runs first: the machine's speed drifts over minutes, and a
+            # fixed order would charge the drift to one side.
+            order = ("loop", "study") if repeat % 2 == 0 else ("study", "loop")
+            for side in order:
+                if side == "loop":
+                    total, per_trial = plain_loop(spec_path)
+                    loops.append(total)
+                    trial_times += per_trial
+                else:
+                    elapsed, per_study_trial = through_segstudy(spec_path)
+                    studies.append(elapsed)
+                    study_trial_times += per_study_trial
     ratios = [s / l for s, l in zip(studies, loops)]
     n = len(trial_times) // args.repeats
     record(

@@ -256,7 +256,7 @@ def report(
 @app.command()
 @user_errors
 def predict(
-    model: Annotated[str, typer.Option(help="Confirm run id, runs:/RUN_ID/model or models:/NAME/VERSION")],
+    model: Annotated[str, typer.Option(help="Confirm run id, runs:/RUN_ID/model, models:/NAME/VERSION or models:/NAME@ALIAS")],
     input: Annotated[Path, typer.Option("--input", help="Image to segment: .nii.gz, .nii or .png")],
     output: Annotated[Path, typer.Option(help="Mask to write, same format as the input")],
     tracking_uri: TrackingOpt = None,

@@ -17,6 +17,7 @@ from study.engine import run_study
 from study.conformal.calibrate import BOUND, BOUND_COLUMNS, COVERED
 from study.errors import SegstudyError
 from study.serving.mlflow_model import registered_model_name
+from study.serving.predict import registered_source
 
 pytestmark = pytest.mark.slow
 
@@ -178,7 +179,13 @@ def check_predict_2d(uri: str, tmp_path) -> None:
     proc = run_app("predict", "--model", f"models:/{name}/1", "--input", str(image), "--output", str(tmp_path / "m2.nii.gz"),
                    "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["dice_lower_bound"] == result["dice_lower_bound"]
+    # In this process torch may use other thread counts than the CLI did: equal up to float summation order.
+    assert json.loads(proc.stdout)["dice_lower_bound"] == pytest.approx(result["dice_lower_bound"], abs=1e-6)
+    # The registry was read through a client, not MLflow's process-wide registry URI: a client of
+    # another store still sees its own (empty) registry.
+    assert MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'other.db'}").search_registered_models() == []
+    client.set_registered_model_alias(name, "champion", "1")
+    assert registered_source(f"models:/{name}@champion", tracking_uri=uri) == f"runs:/{run.info.run_id}/model"
     proc = run_app("predict", "--model", run.info.run_id, "--input", str(image), "--output", str(tmp_path / "m.png"),
                    "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0

@@ -36,7 +36,9 @@ def model_uri(model: str) -> str:
         return f"runs:/{model}/{MODEL_ARTIFACT_PATH}"
     if model.startswith(("runs:/", "models:/")):
         return model
-    raise SegstudyError(f"--model {model!r}: accepted: a run id (32 hex digits), runs:/RUN_ID/model or models:/NAME/VERSION")
+    raise SegstudyError(
+        f"--model {model!r}: accepted: a run id (32 hex digits), runs:/RUN_ID/model, models:/NAME/VERSION or models:/NAME@ALIAS"
+    )
 
 
 def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
@@ -46,11 +48,10 @@ def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
 
     uri = model_uri(model)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr keeps to one line per problem
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)  # models:/ resolves against the registry URI, not the argument
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            source = registered_source(uri, tracking_uri=tracking_uri)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri))
         except (MlflowException, OSError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise SegstudyError(
@@ -61,6 +62,28 @@ def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
         if not folder.is_dir():
             raise SegstudyError(f"--model {model}: {uri} is not a segstudy model (no artifacts/package)")
         return load_package(folder)
+
+
+def registered_source(uri: str, *, tracking_uri: str) -> str:
+    """The runs:/ URI behind models:/NAME/VERSION (or models:/NAME@ALIAS) in this server's registry.
+
+    MLflow resolves models:/ against its process-global registry URI and ignores the
+    `tracking_uri` argument; setting the global from a library call would redirect every later
+    MlflowClient in the caller's process, so the version is looked up with a client instead.
+    """
+    if not uri.startswith("models:/"):
+        return uri
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name_version = uri.removeprefix("models:/")
+    if "@" in name_version:
+        name, alias = name_version.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, _, number = name_version.rpartition("/")
+        version = client.get_model_version(name, number)
+    return version.source
 
 
 def predict(model: str, input_path: Path, output_path: Path, *, tracking_uri: str, risk_controlled: bool = False) -> dict[str, Any]:
