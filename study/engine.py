@@ -162,7 +162,7 @@ def connect_ray(address: str | None, *, trials_at_once: int = 1) -> bool:
 
 def local_trials_at_once(spec: StudySpec) -> int:
     """How many trials a Ray started on this machine runs at once (CPU-bound; before Ray knows its GPUs)."""
-    fits = int((os.cpu_count() or 1) // spec.resources.cpu)
+    fits = trials_that_fit(spec, cpus=os.cpu_count() or 1, gpus=None)
     if spec.tuning is not None and spec.tuning.max_concurrent:
         fits = min(fits, spec.tuning.max_concurrent)
     return max(1, fits)
@@ -414,9 +414,14 @@ def _tuner(
 def cluster_capacity(spec: StudySpec) -> int:
     """How many trials of this size fit on the cluster at once (keeps every CPU/GPU busy)."""
     total = ray.cluster_resources()
-    fits = [int(total.get("CPU", 0) // spec.resources.cpu)]
-    if spec.resources.gpu > 0:
-        fits.append(int(total.get("GPU", 0) // spec.resources.gpu))
+    return trials_that_fit(spec, cpus=total.get("CPU", 0), gpus=total.get("GPU", 0))
+
+
+def trials_that_fit(spec: StudySpec, *, cpus: float, gpus: float | None) -> int:
+    """How many trials of the spec's size fit in `cpus` and `gpus` (None: not known yet; at least one)."""
+    fits = [int(cpus // spec.resources.cpu)]
+    if spec.resources.gpu > 0 and gpus is not None:
+        fits.append(int(gpus // spec.resources.gpu))
     return max(1, min(fits))
 
 

@@ -44,6 +44,9 @@ def test_trials_at_once_follows_cpus_per_trial_and_max_concurrent(monkeypatch: p
     plain = load_spec(SMOKE)
     assert local_trials_at_once(_with(plain, resources=plain.resources.model_copy(update={"cpu": 2.0}))) == 8
     assert local_trials_at_once(_with(plain, resources=plain.resources.model_copy(update={"cpu": 32.0}))) == 1
+    # GPUs are not known before Ray starts: a GPU request leaves the CPU count to decide.
+    gpu = _with(plain, resources=plain.resources.model_copy(update={"cpu": 2.0, "gpu": 0.25}))
+    assert local_trials_at_once(gpu) == 8
     tuned = load_spec(SMOKE_TUNING)
     assert tuned.tuning is not None
     capped = _with(tuned, tuning=tuned.tuning.model_copy(update={"max_concurrent": 3}))
