@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from study.data import DATASETS, LevelData, Synthetic2DConfig, build_synthetic2d, get_dataset, texture_disparity
 from study.data.base import SplitConfig, split_sizes
 from study.data.export import export_level
-from study.data.textures import TEXTURES, draw_texture_pair
+from study.data.synthetic2d import _canvases
+from study.data.textures import TEXTURES, TexturePair, TextureSpec
 from study.errors import SegstudyError
 
 SMALL = Synthetic2DConfig(image_size=32, n_images=10, seed=3)
@@ -119,8 +120,54 @@ def test_textures_are_normalised_and_seeded():
         assert a.shape == (48, 48), name
         assert a.min() == 0.0 and a.max() == 1.0, name
         np.testing.assert_array_equal(a, b)
-    fg, bg = draw_texture_pair(np.random.default_rng(5), size=48)
-    assert not np.array_equal(fg, bg)
+
+
+
+# --- one texture pair per dataset (the reference design) ------------------------------------
+
+
+def _offset_in(canvas: np.ndarray, image: np.ndarray, where: np.ndarray) -> tuple[int, int] | None:
+    """The (y, x) at which `image` equals a crop of `canvas` on the pixels `where`, if any."""
+    size = image.shape[0]
+    for y in range(canvas.shape[0] - size + 1):
+        for x in range(canvas.shape[1] - size + 1):
+            if np.allclose(canvas[y : y + size, x : x + size][where], image[where], atol=1e-6):
+                return y, x
+    return None
+
+
+def test_every_image_crops_the_same_two_textures():
+    """At alpha 0 the foreground of EVERY image is a crop of one canvas and the background of
+    another: a texture is foreground in all images or in none (a texture pair drawn per image,
+    the old design, made foreground and background indistinguishable across images)."""
+    cfg = SMALL.model_copy(update={"n_images": 8})
+    level = build_synthetic2d(cfg, alpha=0.0)
+    fg_canvas, bg_canvas = _canvases(cfg)
+    offsets = []
+    for _, split in level.named_splits():
+        for image, mask in zip(split.images[:, 0], split.masks[:, 0].astype(bool)):
+            fg_at = _offset_in(fg_canvas.astype(np.float32), image, mask)
+            assert fg_at is not None, "foreground is not a crop of the dataset's foreground texture"
+            assert _offset_in(bg_canvas.astype(np.float32), image, ~mask) is not None
+            assert _offset_in(bg_canvas.astype(np.float32), image, mask) is None  # and not of the other one
+            offsets.append(fg_at)
+    assert len(set(offsets)) > len(offsets) // 2  # images differ in texture offset (phase), not in texture
+
+
+def test_textures_come_from_the_spec():
+    swapped = SMALL.model_copy(
+        update={"textures": TexturePair(foreground=SMALL.textures.background, background=SMALL.textures.foreground)}
+    )
+    a, b = build_synthetic2d(SMALL, alpha=0.0), build_synthetic2d(swapped, alpha=0.0)
+    np.testing.assert_array_equal(a.train.masks, b.train.masks)
+    assert not np.array_equal(a.train.images, b.train.images)
+
+
+def test_unknown_texture_family_says_what_is_accepted():
+    with pytest.raises(ValidationError, match="unknown texture 'gratin'; did you mean 'grating'"):
+        TextureSpec(family="gratin", frequency=0.1)
+    with pytest.raises(ValidationError, match="frequency"):
+        TextureSpec(family="grating", frequency=0.9)
 
 
 # --- shapes, dtypes, splits, validation ----------------------------------------------------

@@ -10,7 +10,7 @@ from scipy.ndimage import gaussian_filter
 
 from study.data import texture_disparity
 from study.data.synthetic2d import random_blob_mask
-from study.data.textures import draw_texture_pair
+from study.data.textures import TexturePair, crop, texture_canvas
 from study.errors import SegstudyError
 from study.perturbations import (
     N_SEVERITIES,
@@ -224,7 +224,8 @@ def test_foreground_texture_shift_blends_background_into_foreground(case) -> Non
 def test_texture_perturbations_move_texture_disparity(seed: int) -> None:
     """On skip-study-like data, background blur raises TD and the texture shift lowers it (severity 5)."""
     rng = np.random.default_rng(seed)
-    fg, bg = draw_texture_pair(rng, size=64)
+    pair = TexturePair()
+    fg, bg = (crop(texture_canvas(t, rng, size=128), rng, size=64) for t in (pair.foreground, pair.background))
     mask = random_blob_mask(rng, size=64, min_points=3, max_points=20)
     image = (mask * (0.7 * fg + 0.3 * bg) + (1 - mask) * bg).astype(np.float32)[None]
     td = texture_disparity(image, mask)

@@ -1,15 +1,19 @@
-"""Seeded synthetic 2D texture-segmentation data (skip-connection study, DESIGN.md 4.1).
+"""Seeded synthetic 2D texture-segmentation data for the skip-connection study.
 
-Each image holds one smooth random blob. Foreground and background carry different procedural
-textures, and the factor `alpha` blends the background texture into the foreground:
+Each image holds one smooth random blob. The dataset has ONE foreground texture T_fg and ONE
+background texture T_bg (`cfg.textures`), as in the reference study (Kamath et al., MICCAI 2023),
+and the factor `alpha` blends the background texture into the foreground:
 
     image = mask * ((1 - alpha) * T_fg + alpha * T_bg) + (1 - mask) * T_bg
 
-so larger alpha = textures more alike = harder task (lower texture disparity).
+so larger alpha = textures more alike = harder task (lower texture disparity). Images differ in
+their blob and in where they crop each texture's canvas (the texture's offset), nothing else: a
+texture drawn anew per image would be foreground in one image and background in the next, and
+nothing learnable would tell the object from its surroundings (Dice stays near a coin's).
 
-Pairing: the blob, both textures and the split of image `i` come from generators seeded by
-(cfg.seed, i) alone, never from alpha or from how many images came before. Image "img0042" has
-the same mask and the same split at every alpha; only the blend changes.
+Pairing: the blob, the crop offsets and the split of image `i` come from generators seeded by
+(cfg.seed, i) alone, never from alpha or from how many images came before; the two canvases
+from (cfg.seed, role). Image "img0042" is the same at every alpha but for the blend.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from skimage.draw import polygon
 
 from study.data.base import LevelData, Split, SplitConfig, split_sizes
-from study.data.textures import draw_texture_pair
+from study.data.textures import TexturePair, crop, texture_canvas
 from study.data.texture_disparity import texture_disparity
 from study.errors import SegstudyError
 
 # Stream tags keep the per-image and the split generators apart for the same seed.
 _IMAGE_STREAM = 1
 _SPLIT_STREAM = 2
+_TEXTURE_STREAM = 3
+_CANVAS_SCALE = 2  # canvases are twice the image side, as the reference resized its photographs
 _MIN_FOREGROUND = 0.03  # a blob smaller than this share of the image is redrawn
 _SAMPLES_PER_SEGMENT = 16
 
@@ -44,7 +50,12 @@ class Synthetic2DConfig(BaseModel):
     seed: int = Field(0, ge=0)
     min_points: int = Field(3, ge=3)
     max_points: int = Field(20, ge=3)
-    spacing: float = Field(1.0, gt=0)
+    spacing: float = Field(1.0, gt=0, allow_inf_nan=False)
+    textures: TexturePair = TexturePair()
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2
 
     @model_validator(mode="after")
     def _points_ordered(self) -> Synthetic2DConfig:
@@ -83,10 +94,11 @@ def build_synthetic2d(cfg: Synthetic2DConfig, *, alpha: float) -> LevelData:
     if problem:
         raise SegstudyError(f"alpha: value {alpha!r} {problem}")
     size = cfg.image_size
+    canvases = _canvases(cfg)
     images = np.empty((cfg.n_images, 1, size, size), dtype=np.float32)
     masks = np.empty((cfg.n_images, 1, size, size), dtype=np.uint8)
     for i in range(cfg.n_images):
-        images[i, 0], masks[i, 0] = _make_image(cfg, i, alpha)
+        images[i, 0], masks[i, 0] = _make_image(cfg, canvases, i, alpha)
     td = np.array([texture_disparity(images[i, 0], masks[i, 0]) for i in range(cfg.n_images)])
     ids = tuple(f"img{i:04d}" for i in range(cfg.n_images))
     spacing = (float(cfg.spacing), float(cfg.spacing))
@@ -98,13 +110,25 @@ def build_synthetic2d(cfg: Synthetic2DConfig, *, alpha: float) -> LevelData:
     return LevelData(train=take(train), val=take(val), calib=take(calib), test=take(test))
 
 
-def _make_image(cfg: Synthetic2DConfig, index: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+def _canvases(cfg: Synthetic2DConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's foreground and background texture canvases, each seeded by its role alone."""
+    side = _CANVAS_SCALE * cfg.image_size
+    return tuple(  # type: ignore[return-value]
+        texture_canvas(texture, np.random.default_rng([cfg.seed, _TEXTURE_STREAM, role]), size=side)
+        for role, texture in enumerate((cfg.textures.foreground, cfg.textures.background))
+    )
+
+
+def _make_image(
+    cfg: Synthetic2DConfig, canvases: tuple[np.ndarray, np.ndarray], index: int, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The blended image and the mask of image `index`; everything but the blend ignores alpha."""
     mask_seq, texture_seq = np.random.SeedSequence([cfg.seed, _IMAGE_STREAM, index]).spawn(2)
     mask = random_blob_mask(
         np.random.default_rng(mask_seq), size=cfg.image_size, min_points=cfg.min_points, max_points=cfg.max_points
     )
-    fg, bg = draw_texture_pair(np.random.default_rng(texture_seq), size=cfg.image_size)
+    offsets = np.random.default_rng(texture_seq)
+    fg, bg = (crop(canvas, offsets, size=cfg.image_size) for canvas in canvases)
     image = np.where(mask == 1, (1.0 - alpha) * fg + alpha * bg, bg)
     return image.astype(np.float32), mask
 

@@ -1,33 +1,36 @@
 """Procedural, seeded textures for the synthetic segmentation task (no downloads).
 
-The reference study (DESIGN.md 4.1) blended two photographed textures; here every texture is
-generated from a `numpy.random.Generator`, so a dataset is fully defined by its seed. Each family
-is a function ``(rng, *, size, frequency) -> float64 (size, size) in [0, 1]`` where `frequency`
-is the dominant spatial frequency in cycles per pixel. Frequencies are per pixel, not per image,
-because texture disparity (LBP with radius 3) sees pixels, whatever the image size.
+The reference study (A. Kamath, J. Willmann, N. Andratschke, M. Reyes, "Do we really need that
+skip-connection? Understanding its interplay with task complexity", MICCAI 2023, LNCS 14222,
+pp. 302-311; code: github.com/amithjkamath/to_skip_or_not) blended two photographed textures, one for the foreground and one for the background of the whole dataset.
+Here every texture is generated from a `numpy.random.Generator`, so a dataset is fully defined by
+its seed. Each family is a function ``(rng, *, size, frequency) -> float64 (size, size) in
+[0, 1]`` where `frequency` is the dominant spatial frequency in cycles per pixel. Frequencies are
+per pixel, not per image, because texture disparity (LBP with radius 3) sees pixels, whatever the
+image size.
 
-`draw_texture_pair` picks a foreground and a background texture of clearly different character:
-two different families and one fine and one coarse frequency band.
+A dataset names its two textures in the spec (`TexturePair`); each is drawn once, on a canvas
+twice the image size, and every image takes its own seeded crop of each canvas (as the reference
+cropped its two photographs at random offsets). So a texture is foreground in every image or in
+none: the network can learn what the object looks like, and the blend factor alone sets how hard
+that is.
 
 Example:
-    >>> rng = np.random.default_rng(0)
-    >>> fg, bg = draw_texture_pair(rng, size=64)
-    >>> fg.shape, float(fg.min()), float(fg.max())
+    >>> pair = TexturePair()
+    >>> canvas = texture_canvas(pair.foreground, np.random.default_rng(0), size=64)
+    >>> canvas.shape, float(canvas.min()), float(canvas.max())
     ((64, 64), 0.0, 1.0)
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TextureFn = Callable[..., np.ndarray]
-
-# Dominant frequencies (cycles/pixel). Coarse textures look like smooth edges to a radius-3 LBP,
-# fine ones like spots and corners; drawing one of each keeps foreground and background distinct.
-COARSE_BAND = (0.04, 0.09)
-FINE_BAND = (0.16, 0.30)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -123,24 +126,46 @@ TEXTURES: dict[str, TextureFn] = {
 }
 
 
-def draw_texture_pair(rng: np.random.Generator, *, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draw a (foreground, background) pair of textures of clearly different character.
+class TextureSpec(BaseModel):
+    """One texture of a dataset: a family from `TEXTURES` at a dominant frequency (cycles/pixel)."""
 
-    The two come from different families, and one is fine while the other is coarse (which one
-    is random), so their local binary pattern statistics differ.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    Args:
-        rng: the only source of randomness.
-        size: side length in pixels.
+    family: str
+    frequency: float = Field(gt=0, le=0.5, allow_inf_nan=False, description="cycles per pixel; 0.5 is Nyquist")
 
-    Returns:
-        Two float64 arrays of shape (size, size) with values in [0, 1].
+    @field_validator("family")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in TEXTURES:
+            close = difflib.get_close_matches(v, sorted(TEXTURES), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ";"
+            raise ValueError(f"unknown texture '{v}'{hint} Accepted: {', '.join(sorted(TEXTURES))}")
+        return v
+
+
+class TexturePair(BaseModel):
+    """The foreground and background textures of a whole synthetic 2D dataset.
+
+    The defaults, a fine oriented grating on coarse isotropic band-pass noise, were chosen by
+    training a U-Net on them (64 px images, 60 training images): Dice about 0.93 at alpha 0.1,
+    0.89 at 0.7 and 0.75 at 0.9, the published regime. Two band-pass noises an octave apart were
+    too hard (0.84 at alpha 0.1); textures of different families and bands drawn per image were
+    learnable but barely harder at 0.9.
     """
-    names = sorted(TEXTURES)
-    fg_name, bg_name = rng.choice(names, size=2, replace=False)
-    bands = [COARSE_BAND, FINE_BAND]
-    if rng.random() < 0.5:
-        bands.reverse()
-    fg = TEXTURES[str(fg_name)](rng, size=size, frequency=rng.uniform(*bands[0]))
-    bg = TEXTURES[str(bg_name)](rng, size=size, frequency=rng.uniform(*bands[1]))
-    return fg, bg
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    foreground: TextureSpec = TextureSpec(family="grating", frequency=0.2)
+    background: TextureSpec = TextureSpec(family="bandpass_noise", frequency=0.08)
+
+
+def texture_canvas(spec: TextureSpec, rng: np.random.Generator, *, size: int) -> np.ndarray:
+    """A (size, size) texture of `spec` in [0, 1], every random choice (orientation, phase) from `rng`."""
+    return TEXTURES[spec.family](rng, size=size, frequency=spec.frequency)
+
+
+def crop(canvas: np.ndarray, rng: np.random.Generator, *, size: int) -> np.ndarray:
+    """A random (size, size) window of `canvas` (the per-image texture offset)."""
+    y, x = (int(rng.integers(0, n - size + 1)) for n in canvas.shape)
+    return canvas[y : y + size, x : x + size]
