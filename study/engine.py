@@ -23,7 +23,7 @@ from ray import tune
 from study import metrics_names as M
 from study.cells import cell_key, expand_cells
 from study.errors import SegstudyError
-from study.reconcile import reconcile
+from study.reconcile import reconcile, study_trial_runs
 from study.spec import StudySpec, check_data, load_spec
 from study.study_data import build_study_data, summarise_data
 from study.study_dir import StudyDir
@@ -52,6 +52,7 @@ class StudyResult:
     n_trials: int
     n_failed: int
     pending_writes: int = 0  # tracking writes still in the outbox (server away at the end)
+    not_learned: tuple[str, ...] = ()  # "cell seed=S: reason" of confirm trials the learning gate failed
 
     @property
     def ok(self) -> bool:
@@ -252,7 +253,18 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker) -> StudyResu
         n_trials=n_trials,
         n_failed=n_failed,
         pending_writes=pending,
+        not_learned=() if pending else not_learned(tracker, tracker.real_id(study_run)),
     )
+
+
+def not_learned(tracker: StudyTracker, study_run_id: str) -> tuple[str, ...]:
+    """'cell seed=S: reason' of every finished confirm trial of the study that did not learn."""
+    out = []
+    for run in study_trial_runs(tracker, study_run_id):
+        tags = run.data.tags
+        if run.info.status == "FINISHED" and tags.get(M.LEARNED_TAG) == "false":
+            out.append(f"{tags.get(M.CELL_TAG)} seed={tags.get(M.SEED_TAG)}: {tags.get(M.LEARNING_ISSUE_TAG, '?')}")
+    return tuple(sorted(out))
 
 
 def _study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cells: list[dict[str, Any]], data: Any) -> str:

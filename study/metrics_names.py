@@ -11,6 +11,10 @@ TRAIN_LOSS = "train_loss"
 VAL_DICE = "val_dice"
 BEST_VAL_DICE = "best_val_dice"  # running maximum of val_dice: the tuning objective with best weights
 
+# The learning gate's verdict, in a confirm trial's final result (then MLflow tags, below).
+LEARNED = "learned"  # 1.0 learned, 0.0 not
+LEARNING_ISSUE = "learning_issue"
+
 # Reported once at the end of a trial, on the test split.
 TEST_DICE = "test_dice"
 TEST_HD95 = "test_hd95"
@@ -59,4 +63,6 @@ VERSIONS_TAG = "segstudy.versions"  # JSON of python and library versions, on ev
 TRIAL_KEY_TAG = "segstudy.trial_key"  # phase|cell|seed (confirm) or phase|cell|optuna=N (tune): resume's identity
 STUDY_DIR_TAG = "segstudy.study_dir"  # the study directory (spec copy, Optuna storage, outbox)
 RECOVERED_TAG = "segstudy.recovered"  # closed by resume from the Optuna record after the driver died
+LEARNED_TAG = "segstudy.learned"  # "true"/"false": the learning gate's verdict on a confirm trial
+LEARNING_ISSUE_TAG = "segstudy.learning_issue"  # why the gate said "false" (study.training.learning)
 RETRIED_TAG = "segstudy.retried"  # a failed attempt that Tune retried (max_failures); not a result

@@ -48,8 +48,21 @@ HYPERPARAMETER_NAMES = tuple(Hyperparameters.model_fields)
 class Training(_Strict):
     epochs: int = Field(10, gt=0)
     loss: Literal["dice", "dice_ce"] = "dice"
+    # Learning-rate schedule over the epochs: cosine decays lr to 0 by the last epoch (as the
+    # context-vs-FBR reference did); constant keeps it (the skip-connection reference).
+    schedule: Literal["constant", "cosine"] = "constant"
     # Which weights the test split sees: the reference study mixed these up between arms.
     test_weights: Literal["best", "last"] = "best"
+
+
+class LearningGate(_Strict):
+    """When a confirm trial's model counts as having learned (study.training.learning)."""
+
+    min_dice: float = Field(0.5, ge=0, le=1, description="floor for test and best validation Dice")
+    min_gain: float = Field(0.05, ge=0, le=1, description="best validation Dice over the all-foreground Dice")
+    max_collapsed: float = Field(
+        0.5, ge=0, lt=1, description="largest share of test images with an empty, full or repeated mask"
+    )
 
 
 class Evaluation(_Strict):
@@ -62,6 +75,7 @@ class Evaluation(_Strict):
     perturbation_seed: int = Field(0, ge=0)
     failure_threshold: float = Field(0.5, gt=0, lt=1, description="Dice below this counts as a failure")
     reference_arm: str | None = Field(None, description="architecture that corruption errors are relative to")
+    learning: LearningGate = LearningGate()
 
     @field_validator("severities")
     @classmethod

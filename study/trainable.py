@@ -28,12 +28,14 @@ from study.study_data import StudyData
 from study.conformal import Calibration
 from study.training.calibrated import coverage_metrics, evaluate_with_bounds
 from study.training.conditions import condition_metrics
+from study.training.learning import Verdict, judge, trivial_dice
 from study.training import (
     Patches,
     TrialPlan,
     WholeImages,
     build_loss,
     build_optimizer,
+    build_schedule,
     dice_of,
     train_one_epoch,
 )
@@ -74,7 +76,12 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
     except TrialFailure as exc:
         reporter.failed(f"{type(exc).__name__}: {exc}", {spec.objective: math.nan})
         return
-    metrics = {**result.metrics, M.EPOCH: spec.training.epochs}  # the final result ran the full schedule
+    metrics: dict[str, Any] = {
+        **result.metrics,
+        M.EPOCH: spec.training.epochs,  # the final result ran the full schedule
+        M.LEARNED: float(result.verdict.learned),
+        M.LEARNING_ISSUE: result.verdict.reason,
+    }
 
     def write(directory: Path) -> None:
         result.per_image.to_csv(directory / M.PER_IMAGE_FILE, index=False)
@@ -101,6 +108,7 @@ class Trained:
     best_val: float
     inputs: WholeImages | Patches
     peak_memory_mb: float
+    val_curve: list[float]
 
 
 @dataclass
@@ -114,6 +122,7 @@ class PlanResult:
     patch_foreground: list[float] | None
     calibration: Calibration
     coverage: pd.DataFrame
+    verdict: Verdict
 
 
 def input_strategy(plan: TrialPlan, spec: StudySpec) -> WholeImages | Patches:
@@ -150,25 +159,30 @@ def train_plan(
         plan.arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, img_size=img_size
     ).to(device)
     optimizer = build_optimizer(model, plan.hparams)
+    schedule = build_schedule(optimizer, spec.training)
     loss_fn = build_loss(spec.training)
     inputs = input_strategy(plan, spec)
     rng = np.random.default_rng([plan.seed, 7919])
     memory = PeakMemory(device)
     best_dice, best_state = -1.0, None
+    curve: list[float] = []
     for epoch in range(1, spec.training.epochs + 1):
         with out_of_memory_as_failure(epoch, device):
             loss = train_one_epoch(model, optimizer, loss_fn, inputs.batches(level.train, rng), device=device)
             if not math.isfinite(loss):
                 raise LossDivergedError(f"loss diverged at epoch {epoch}")
+            if schedule is not None:
+                schedule.step()
             val = dice_of(inputs.predict(model, level.val, device=device), level.val, threshold=spec.evaluation.threshold)
         memory.sample()
+        curve.append(val)
         if val > best_dice:
             best_dice, best_state = val, copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch({M.EPOCH: epoch, M.TRAIN_LOSS: loss, M.VAL_DICE: val, M.BEST_VAL_DICE: best_dice})
     if spec.training.test_weights == "best" and best_state is not None:
         model.load_state_dict(best_state)
-    return Trained(model=model, best_val=best_dice, inputs=inputs, peak_memory_mb=memory.peak_mb)
+    return Trained(model=model, best_val=best_dice, inputs=inputs, peak_memory_mb=memory.peak_mb, val_curve=curve)
 
 
 def network_input(plan: TrialPlan, level: LevelData) -> tuple[int, int, list[int]]:
@@ -214,22 +228,37 @@ def run_plan(
 ) -> PlanResult:
     """Train, calibrate and test one plan; Tune-free so a plain loop (or a benchmark) can call it."""
     trained = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)
+    level = data[plan.data_key]
+    clean_test: list[np.ndarray] = []
 
     def predict(split: Split) -> list[np.ndarray]:
-        return trained.inputs.predict(trained.model, split, device=_device(spec))
+        probs = trained.inputs.predict(trained.model, split, device=_device(spec))
+        if split is level.test:  # the clean test set: kept for the learning gate, not predicted twice
+            clean_test[:] = probs
+        return probs
 
-    tested = evaluate_with_bounds(predict, data[plan.data_key], spec)
+    tested = evaluate_with_bounds(predict, level, spec)
     per_image = tested.per_image
     clean = per_image[per_image["condition"] == M.CLEAN]
     corrupted = per_image[per_image["condition"] != M.CLEAN]
     metrics = summarise_test(clean, best_val=trained.best_val)
+    verdict = judge(
+        spec.evaluation.learning,
+        test_probs=clean_test,
+        threshold=spec.evaluation.threshold,
+        test_dice=metrics[M.TEST_DICE],
+        val_curve=trained.val_curve,
+        trivial_val_dice=trivial_dice(level.val),
+    )
     metrics.update(condition_metrics(corrupted) if len(corrupted) else {})
     metrics.update(coverage_metrics(tested.coverage))
     metrics[M.PEAK_MEMORY] = trained.peak_memory_mb
     patch_fg = trained.inputs.patch_foreground if isinstance(trained.inputs, Patches) else None
     if patch_fg:
         metrics.update(patch_statistics(patch_fg))
-    return PlanResult(metrics, per_image, trained.model.state_dict(), patch_fg, tested.calibration, tested.coverage)
+    return PlanResult(
+        metrics, per_image, trained.model.state_dict(), patch_fg, tested.calibration, tested.coverage, verdict
+    )
 
 
 def patch_statistics(foreground: list[float]) -> dict[str, float]:

@@ -37,6 +37,7 @@ class TrackingCallback(tune.Callback):
         self.runs: dict[str, str] = {}
         self.failed = 0
         self.completed = 0  # trials ended (finished or failed for good), retried attempts not counted
+        self.not_learned: list[str] = []  # "cell (reason)" of confirm trials the learning gate failed
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if trial.trial_id in self.runs:
@@ -72,7 +73,13 @@ class TrackingCallback(tune.Callback):
             return
         self.tracker.log_metrics(run_id, {k: v for k, v in final.items() if k.startswith(_FINAL_PREFIXES)})
         stopped = int(final.get(M.EPOCH, 0)) < self.full_epochs
-        self.tracker.set_tags(run_id, {M.STOPPED_EARLY_TAG: "true" if stopped else "false"})
+        tags = {M.STOPPED_EARLY_TAG: "true" if stopped else "false"}
+        if M.LEARNED in final:  # confirm trials: the learning gate's verdict
+            tags[M.LEARNED_TAG] = "true" if final[M.LEARNED] else "false"
+            if final.get(M.LEARNING_ISSUE):
+                tags[M.LEARNING_ISSUE_TAG] = str(final[M.LEARNING_ISSUE])
+                self.not_learned.append(f"{TrialPlan.from_config(self.spec, trial.config).cell_key} ({final[M.LEARNING_ISSUE]})")
+        self.tracker.set_tags(run_id, tags)
         directory = checkpoint_dir(trial)
         if directory is not None:
             self.tracker.log_artifacts(run_id, directory, names=_ARTIFACTS)

@@ -40,7 +40,8 @@ def test_patch_larger_than_volume_is_padded():
     image, mask = known_volume()
     x, y = sample_patches(image[:, :20, :20, :20], mask[:, :20, :20, :20], patch_size=32, pos_fraction=1.0,
                           num_samples=2, seed=0)
-    assert x.shape == (2, 1, 32, 32, 32)
+    assert x.shape == (1, 1, 32, 32, 32)  # padded to the patch: one possible crop, taken once
+    np.testing.assert_array_equal(x[0, :, 6:26, 6:26, 6:26], image[:, :20, :20, :20])  # padded evenly
 
 
 def test_foreground_fraction_and_fbr():
@@ -59,3 +60,14 @@ def test_sliding_window_output_shape_equals_input_shape(shape, patch):
                                        device=torch.device("cpu"))
     assert out.shape == (1, *shape)
     assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_a_patch_covering_the_volume_is_taken_once():
+    """Four copies of the one possible crop would cost four samples' compute and teach nothing more."""
+    image, mask = known_volume()
+    images, masks = sample_patches(image, mask, patch_size=48, pos_fraction=0.5, num_samples=4, seed=0)
+    assert images.shape == (1, 1, 48, 48, 48)
+    np.testing.assert_array_equal(images[0], image)
+    np.testing.assert_array_equal(masks[0], mask)
+    smaller, _ = sample_patches(image, mask, patch_size=32, pos_fraction=0.5, num_samples=4, seed=0)
+    assert smaller.shape[0] == 4

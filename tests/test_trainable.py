@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import torch
 import pytest
 import yaml
 
@@ -78,3 +79,19 @@ def test_weights_round_trip_and_code_in_a_checkpoint_is_refused(setup, tmp_path)
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SegstudyError, match=r"broken.pt: (cannot read checkpoint|refused)"):
         load_weights(tmp_path / "broken.pt")
+
+
+def test_cosine_schedule_decays_to_zero_and_constant_keeps_the_rate():
+    from study.spec import Training
+    from study.training import build_schedule
+
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    assert build_schedule(opt, Training(epochs=5)) is None
+    schedule = build_schedule(opt, Training(epochs=5, schedule="cosine"))
+    rates = []
+    for _ in range(5):
+        opt.step()
+        schedule.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0, abs=1e-12)

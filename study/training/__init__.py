@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from study.training.inputs import Patches, WholeImages
-from study.training.loop import build_loss, build_optimizer, train_one_epoch
+from study.training.loop import build_loss, build_optimizer, build_schedule, train_one_epoch
 from study.training.evaluate import dice_of, evaluate_split
 from study.training.plan import TrialPlan
 
@@ -13,6 +13,7 @@ __all__ = [
     "WholeImages",
     "build_loss",
     "build_optimizer",
+    "build_schedule",
     "dice_of",
     "evaluate_split",
     "train_one_epoch",

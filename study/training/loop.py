@@ -28,6 +28,13 @@ def build_optimizer(model: nn.Module, hp: Hyperparameters) -> torch.optim.Optimi
     return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
 
 
+def build_schedule(optimizer: torch.optim.Optimizer, training: Training) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-epoch learning-rate schedule; None keeps the optimiser's rate."""
+    if training.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=training.epochs)
+    return None
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,

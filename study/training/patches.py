@@ -30,12 +30,16 @@ def sample_patches(
     """Draw `num_samples` crops of side `patch_size` from one volume (C, *spatial).
 
     A volume smaller than the patch is zero-padded first. `pos_fraction` is the probability that
-    a crop is centred on a foreground voxel (MONAI pos / (pos + neg)).
+    a crop is centred on a foreground voxel (MONAI pos / (pos + neg)). A patch that covers the
+    whole volume has one possible position, so it is taken once: `num_samples` copies of the
+    same crop would cost as many steps' compute and teach nothing more.
 
     Returns:
         (images (num_samples, C, *patch), masks (num_samples, 1, *patch))
     """
     spatial = [patch_size] * (image.ndim - 1)
+    if all(side <= patch_size for side in image.shape[1:]):
+        num_samples = 1
     pad = SpatialPad(spatial_size=spatial)
     img = pad(torch.as_tensor(image))
     lab = pad(torch.as_tensor(mask))

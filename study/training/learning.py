@@ -1,0 +1,97 @@
+"""The learning gate: did a trained model learn anything, before its numbers are compared?
+
+A model stuck at a trivial answer (every pixel foreground, every pixel background, one mask for
+every image) still produces a Dice, a p-value and a ranking; none of them mean anything. Every
+confirm trial is judged here on its clean test predictions and its validation curve, and the
+verdict travels with the run (MLflow tags) into every command that compares arms.
+
+Reasons, checked in this order (the first that holds is reported):
+    collapsed: on more than `max_collapsed` of the test images the prediction is empty, covers
+        (nearly) the whole image, or is the very same mask as on most other images;
+    never_rose: the best validation Dice did not rise `min_gain` above the Dice of predicting
+        every pixel as foreground (the trivial baseline: about 2 x FBR), i.e. the validation
+        curve never left the trivial regime;
+    below_floor: the test Dice or the best validation Dice is under `min_dice`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from study.data import Split
+from study.spec import LearningGate
+
+_FULL = 0.98  # a prediction covering at least this share of the image counts as "all foreground"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a trial's model learned; `reason` is empty when it did."""
+
+    learned: bool
+    reason: str = ""
+
+
+def trivial_dice(split: Split) -> float:
+    """Mean Dice of predicting every pixel as foreground on `split` (2 fg / (fg + all) per image)."""
+    scores = []
+    for i in range(len(split)):
+        mask = split.volume(i)[1] > 0
+        scores.append(2.0 * mask.sum() / (mask.sum() + mask.size))
+    return float(np.mean(scores))
+
+
+def collapsed_share(probs: Sequence[np.ndarray], *, threshold: float) -> float:
+    """Share of images whose binary prediction is empty, (nearly) full, or the most common mask."""
+    if not probs:
+        return 0.0
+    degenerate, hashes = 0, Counter()
+    for p in probs:
+        pred = np.asarray(p) > threshold
+        share = float(pred.mean())
+        if share == 0.0 or share >= _FULL:
+            degenerate += 1
+        else:
+            hashes[(pred.shape, hashlib.blake2b(np.packbits(pred).tobytes(), digest_size=16).digest())] += 1
+    repeated = max(hashes.values(), default=0)
+    # One mask shared by several images is a collapse; a single image is its own mask.
+    same = repeated if repeated > 1 else 0
+    return (degenerate + same) / len(probs)
+
+
+def judge(
+    gate: LearningGate,
+    *,
+    test_probs: Sequence[np.ndarray],
+    threshold: float,
+    test_dice: float,
+    val_curve: Sequence[float],
+    trivial_val_dice: float,
+) -> Verdict:
+    """The verdict on one trained model (see the module docstring for the reasons).
+
+    Example:
+        >>> from study.spec import LearningGate
+        >>> judge(LearningGate(), test_probs=[np.ones((8, 8))] * 4, threshold=0.5, test_dice=0.1,
+        ...       val_curve=[0.1, 0.1], trivial_val_dice=0.1).reason
+        'collapsed: 4 of 4 test predictions are empty, all foreground or one repeated mask'
+    """
+    share = collapsed_share(test_probs, threshold=threshold)
+    if share > gate.max_collapsed:
+        n = round(share * len(test_probs))
+        return Verdict(False, f"collapsed: {n} of {len(test_probs)} test predictions are empty, all foreground or one repeated mask")
+    best_val = max(val_curve, default=float("nan"))
+    if not best_val >= trivial_val_dice + gate.min_gain:
+        return Verdict(
+            False,
+            f"never_rose: best validation Dice {best_val:.3f} never rose {gate.min_gain} above the all-foreground "
+            f"Dice {trivial_val_dice:.3f}",
+        )
+    if not (test_dice >= gate.min_dice and best_val >= gate.min_dice):
+        return Verdict(False, f"below_floor: test Dice {test_dice:.3f}, best validation Dice {best_val:.3f} < {gate.min_dice}")
+    return Verdict(True)
