@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
 from analysis.context_plots import plot_dice_vs_fbr, plot_dice_vs_patch_size, plot_patch_pos_heatmap
+from analysis.findings import ARM, findings
 from analysis.plots import plot_dice_vs_complexity
 from analysis.runs import factor_names, load_per_image, load_trials
 from analysis.summary import summarise
@@ -84,6 +85,11 @@ def analyze(
     summary.to_csv(paths["summary"], index=False)
     dice = summary[summary["metric"] == M.TEST_DICE]
 
+    if ARM in factors and trials[ARM].nunique() > 1:
+        paths["findings"] = out_dir / "findings.csv"
+        findings(per_image, trials, levels=[f for f in factors if f != ARM]).to_csv(paths["findings"], index=False)
+    _warn_not_learned(trials)
+
     if COMPLEXITY_FACTOR in factors:
         paths["dice_vs_complexity"] = plot_dice_vs_complexity(
             dice, summary[summary["metric"] == M.TEST_TD], out_dir / "dice_vs_complexity.png", x=COMPLEXITY_FACTOR
@@ -111,6 +117,20 @@ def _context_outputs(trials: pd.DataFrame, per_image: pd.DataFrame, dice: pd.Dat
     dice_by_fbr_bin(per_image).to_csv(paths["dice_by_fbr"], index=False)
     paths["dice_vs_fbr"] = plot_dice_vs_fbr(per_image, shift, out_dir / "dice_vs_fbr.png")
     return paths
+
+
+def _warn_not_learned(trials: pd.DataFrame) -> None:
+    """Say which cells hold trials whose model did not learn (the learning gate's verdict)."""
+    if "learned" not in trials.columns:
+        return
+    bad = trials[trials["learned"] == False]  # noqa: E712 - None (no verdict) is not a failure
+    if not bad.empty:
+        cells = sorted(bad["cell"].unique())
+        warnings.warn(
+            f"{len(bad)} trial(s) in {len(cells)} cell(s) did not learn ({', '.join(cells)}; first reason: "
+            f"{bad['learning_issue'].iloc[0]}); comparisons involving them mean nothing",
+            stacklevel=3,
+        )
 
 
 def _warn_few_seeds(trials: pd.DataFrame) -> None:

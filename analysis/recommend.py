@@ -126,13 +126,28 @@ def recommend(experiment: str, *, data: Path, tracking_uri: str, n_boot: int = 1
     if severity == 5 and measured.noise_sigma > get_perturbation(NOISE).levels[-1] * 1.5:
         warnings.append(f"your noise (sigma {measured.noise_sigma:.3f}) exceeds the strongest studied level")
     rows = subset[subset["condition"] == condition]
+    not_learned = _not_learned(trials, rows)
+    if not_learned:
+        warnings.append(
+            f"{len(not_learned)} trial(s) behind this ranking did not learn ({', '.join(not_learned)}); "
+            "the winner below is not a finding"
+        )
     return {
         "experiment": experiment,
         "measured": {"n_images": measured.n_images, "td": measured.td, "noise_sigma": measured.noise_sigma},
         "matched": {"alpha": alpha, "condition": condition},
         **_winner(rows, n_boot=n_boot, seed=seed),
+        "not_learned": not_learned,
         "warnings": warnings,
     }
+
+
+def _not_learned(trials: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    """'cell seed=S' of the trials behind `rows` that the learning gate rejected."""
+    if "learned" not in trials.columns:
+        return []
+    used = trials[trials["run_id"].isin(set(rows["run_id"])) & (trials["learned"] == False)]  # noqa: E712
+    return [f"{r.cell} seed={r.seed}" for r in used.itertuples()]
 
 
 def _winner(rows: pd.DataFrame, *, n_boot: int, seed: int) -> dict:

@@ -1,7 +1,9 @@
 """`segstudy report`: one self-contained HTML page saying what a study did and what it found.
 
-The page has seven sections with stable ids (design, versions, perturbations, conditions,
-statistics, plots, confidence); each is present even when it has nothing to show, and then says why. Figures
+The page has eight sections with stable ids (findings, design, versions, perturbations,
+conditions, statistics, plots, confidence); each is present even when it has nothing to show, and
+then says why. It opens with the findings as sentences (`analysis.findings`), the trials whose
+models did not learn, and the validation-Dice learning curves of every cell. Figures
 are embedded as base64 PNG so the file can be mailed or archived alone; the figures and every
 table also land beside it as PNG and CSV for reuse. The report is logged back to the study's MLflow
 run (the trials' `mlflow.parentRunId`): the one MLflow write the analysis package makes.
@@ -32,6 +34,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from analysis.confidence import coverage_summary, shortfalls
+from analysis.findings import findings
+from analysis.learning_curves import load_val_curves, plot_learning_curves
 from analysis.plots import plot_dice_vs_complexity
 from analysis.robustness import condition_summary, parse_condition, robustness_summary
 from analysis.robustness_plots import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
@@ -49,7 +53,7 @@ ARM = "architecture"
 COMPLEXITY = "alpha"
 DEFAULT_TAU = float(Evaluation.model_fields["failure_threshold"].default)  # when the spec is missing
 PACKAGES = ("torch", "monai", "ray", "optuna", "mlflow", "numpy")
-SECTIONS = ("design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence")
+SECTIONS = ("findings", "design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence")
 ARTIFACT_DIR = "report"
 
 
@@ -117,6 +121,7 @@ def build_report(
         warnings.simplefilter("always")
         results = _results(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir)
         results["confidence"] = _confidence(per_image, spec.get("conformal") or {}, out_dir)
+        results["findings"] = _findings(per_image, trials, evaluation, tracking_uri=tracking_uri, out_dir=out_dir)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
     for note in notes:  # each once: the analysis functions repeat them per call
         warnings.warn(note, stacklevel=2)
@@ -130,7 +135,8 @@ def build_report(
     path.write_text(html, encoding="utf-8")
     if log_to_mlflow:
         cd = results["statistics"]["cd"] if results["statistics"] else []
-        _log(client, study_run, [path, *(f.path for f in [*cd, *results["figures"]] if f.path)])
+        curves = results["findings"]["curves"]
+        _log(client, study_run, [path, *(f.path for f in [*cd, *results["figures"], curves] if f.path)])
     return path
 
 
@@ -336,6 +342,32 @@ def _cd_figures(per_image: pd.DataFrame, within: list[str], perturbed: list[str]
         figures.append(ReportFigure(f"Critical difference: {group}", f"Blocks: {ranks['n_blocks'].iloc[0]} {blocks}"
                               f"{' over every ' + ', '.join(within) + ' level' if within else ''}.", path))
     return figures
+
+
+def _findings(
+    per_image: pd.DataFrame, trials: pd.DataFrame, evaluation: dict, *, tracking_uri: str, out_dir: Path
+) -> dict[str, Any]:
+    """Section 0: the findings sentences, the trials that did not learn, the learning curves."""
+    not_learned: list[str] = []
+    if "learned" in trials.columns:
+        bad = trials[trials["learned"] == False]  # noqa: E712 - None (no verdict) is not a failure
+        not_learned = [f"{r.cell} seed={r.seed}: {r.learning_issue}" for r in bad.itertuples()]
+    lines: list[str] = []
+    if not per_image.empty and ARM in per_image.columns and per_image[ARM].nunique() > 1:
+        within = resolve_within(per_image, by=ARM, within=None)
+        table = findings(per_image, trials, levels=within, reference=evaluation.get("reference_arm"))
+        _csv(out_dir, findings=table)
+        lines = table["line"].tolist()
+    curves = load_val_curves(trials, tracking_uri=tracking_uri)
+    title = "Validation Dice per epoch, one panel per cell, one line per seed"
+    if curves.empty:
+        figure = ReportFigure(title, note="no confirm trial logged val_dice per epoch")
+    else:
+        figure = ReportFigure(
+            title, "A flat curve near the bottom is a model that did not learn (red panels: the learning gate "
+            "rejected at least one seed).", plot_learning_curves(curves, trials, out_dir / "learning_curves.png"),
+        )
+    return {"lines": lines, "not_learned": not_learned, "curves": figure}
 
 
 def _complexity_figure(trials: pd.DataFrame, out_dir: Path) -> ReportFigure:

@@ -210,6 +210,9 @@ def _frame(runs: list[Run]) -> pd.DataFrame:
         row.update({_column(name): params.get(name) for name in hparams})
         row.update({name: run.data.metrics.get(name, float("nan")) for name in metrics})
         row["error"] = tags.get(M.ERROR_TAG)
+        verdict = tags.get(M.LEARNED_TAG)  # the learning gate; None for tune trials and older runs
+        row["learned"] = None if verdict is None else verdict == "true"
+        row["learning_issue"] = tags.get(M.LEARNING_ISSUE_TAG)
         rows.append(row)
     frame = pd.DataFrame(rows)
     for name in [*factors, *map(_column, hparams)]:
@@ -240,7 +243,7 @@ def _seed(run: Run) -> int:
 
 
 def _column(param: str) -> str:
-    return f"param.{param}" if param in BASE_COLUMNS or param == "error" else param
+    return f"param.{param}" if param in BASE_COLUMNS or param in ("error", "learned", "learning_issue") else param
 
 
 def _typed(values: pd.Series) -> pd.Series:

@@ -7,14 +7,15 @@ import pandas as pd
 from analysis.runs import LATEST, trial_runs
 from study import metrics_names as M
 
-COLUMNS = ("cell", "phase", "done", "running", "stopped_early", "failed", "best_val_dice")
+COLUMNS = ("cell", "phase", "done", "running", "stopped_early", "failed", "not_learned", "best_val_dice")
 
 
 def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> pd.DataFrame:
     """Counts of trials per cell and phase, and the best validation Dice reached.
 
     `done` counts trials that ran their full schedule, `stopped_early` those ended by early
-    stopping, `failed` crashed or diverged attempts (a retried trial counts once per attempt).
+    stopping, `failed` crashed or diverged attempts (a retried trial counts once per attempt),
+    `not_learned` finished confirm trials whose model the learning gate rejected.
     """
     rows = []
     for run in trial_runs(experiment, tracking_uri=tracking_uri, study=study):
@@ -29,6 +30,7 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
                 "running": status == "RUNNING",
                 "stopped_early": status == "FINISHED" and early,
                 "failed": status in {"FAILED", "KILLED"},
+                "not_learned": tags.get(M.LEARNED_TAG) == "false",
                 "best_val_dice": run.data.metrics.get(M.BEST_VAL_DICE, float("nan")),
             }
         )
@@ -38,6 +40,7 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
         running=("running", "sum"),
         stopped_early=("stopped_early", "sum"),
         failed=("failed", "sum"),
+        not_learned=("not_learned", "sum"),
         best_val_dice=("best_val_dice", "max"),
     )
     return counts.reset_index().sort_values(["phase", "cell"], key=_phase_order).reset_index(drop=True)

@@ -155,6 +155,13 @@ def _finished(result: Any) -> None:
         f"study '{result.experiment}': {result.n_trials - result.n_failed}/{result.n_trials} trials finished; "
         f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.storage_path}"
     )
+    if result.not_learned:
+        cells = sorted({entry.split(" seed=")[0] for entry in result.not_learned})
+        typer.echo(
+            f"warning: {len(result.not_learned)} confirm trial(s) did not learn, in cell(s) {', '.join(cells)}: "
+            f"their comparisons mean nothing (see tag segstudy.learning_issue; first: {result.not_learned[0]})",
+            err=True,
+        )
     if not result.ok:
         raise typer.Exit(code=1)
 
@@ -201,6 +208,20 @@ def analyze(
     )
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
+    _print_findings(written.get("findings"))
+
+
+def _print_findings(path: Path | None) -> None:
+    """The findings sentences of analysis.findings, one per line, under a heading."""
+    if path is None:
+        return
+    import pandas as pd
+
+    lines = pd.read_csv(path)["line"].tolist() if path.stat().st_size else []
+    if lines:
+        typer.echo("findings (clean test Dice, 95% CI, Wilcoxon p Holm-corrected per level):")
+        for line in lines:
+            typer.echo(f"  {line}")
 
 
 @app.command()
@@ -216,6 +237,13 @@ def status(
 
     table = study_status(experiment, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    bad = table[table["not_learned"] > 0]
+    if not bad.empty:
+        typer.echo(
+            f"warning: {int(bad['not_learned'].sum())} confirm trial(s) did not learn, in cell(s) "
+            f"{', '.join(bad['cell'])}: do not compare arms there (tag segstudy.learning_issue says why)",
+            err=True,
+        )
 
 
 @app.command()

@@ -11,6 +11,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -26,7 +27,8 @@ IMAGES = 8  # all 8 paired differences of one sign: exact two-sided Wilcoxon p =
 OFFSETS = np.linspace(-0.07, 0.07, IMAGES)  # per-image spread, mean 0
 # Mixed-sign differences noskip - unet: no arm is significantly better on clean or speckle images.
 WOBBLE = np.array([(-1) ** i * 0.01 * (i + 1) for i in range(IMAGES)])
-NOISE_DROP = {"unet": 0.05, "noskip": 0.15}  # Dice lost per severity step of gaussian_noise
+NOISE_DROP = {"unet": 0.05, "noskip": 0.15}
+UNLEARNED = ("noskip", 0.5, 2)  # (arm, alpha, seed) of the one confirm trial the learning gate rejected  # Dice lost per severity step of gaussian_noise
 SPEC = """\
 name: robust
 description: Skip connections under Gaussian noise and speckle
@@ -74,10 +76,16 @@ def _trial(client: MlflowClient, exp: str, parent: str, tmp: Path, *, arm: str, 
     cell = ",".join(f"{k}={v}" for k, v in sorted(factors.items()))
     tags = {M.PARENT_TAG: parent, M.ROLE_TAG: M.ROLE_TRIAL, M.CELL_TAG: cell, M.PHASE_TAG: phase,
             M.SEED_TAG: str(seed), M.FACTORS_TAG: json.dumps(sorted(factors))}
+    if phase == M.PHASE_CONFIRM:  # the learning gate: one known trial did not learn
+        learned = (arm, alpha, seed) != UNLEARNED
+        tags[M.LEARNED_TAG] = "true" if learned else "false"
+        if not learned:
+            tags[M.LEARNING_ISSUE_TAG] = "collapsed: 8 of 8 test predictions are empty"
     run_id = client.create_run(exp, tags=tags).info.run_id
     params = {**{k: str(v) for k, v in factors.items()}, "lr": "0.002", "batch_size": "8"}
     dice = float(per_image["dice"][per_image["condition"] == "clean"].mean()) if per_image is not None else 0.5
-    client.log_batch(run_id, metrics=[Metric(M.TEST_DICE, dice, 0, 0), Metric(M.TEST_TD, 1.0, 0, 0)],
+    curve = [Metric(M.VAL_DICE, v, 0, epoch) for epoch, v in enumerate((0.2, 0.5, 0.7), start=1)]
+    client.log_batch(run_id, metrics=[Metric(M.TEST_DICE, dice, 0, 0), Metric(M.TEST_TD, 1.0, 0, 0), *curve],
                      params=[Param(k, v) for k, v in params.items()])
     if per_image is not None:
         path = tmp / run_id / M.PER_IMAGE_FILE
@@ -144,9 +152,8 @@ def test_report_has_every_section_and_embedded_figures(report: tuple[Path, str])
     assert path.name == "report.html"
     positions = [html.index(f'<section id="{s}">') for s in SECTIONS]
     assert positions == sorted(positions)  # sections in the documented order
-    assert html.count("data:image/png;base64,") >= 5  # 4 plots + 3 critical-difference diagrams = 7
-    assert html.count("data:image/png;base64,") == 7
-    for name in ("dice_vs_complexity", "dice_vs_severity", "accuracy_vs_robustness", "winner_map", "cd_clean",
+    assert html.count("data:image/png;base64,") == 8  # learning curves + 4 plots + 3 critical-difference diagrams
+    for name in ("learning_curves", "dice_vs_complexity", "dice_vs_severity", "accuracy_vs_robustness", "winner_map", "cd_clean",
                  "cd_gaussian_noise", "cd_speckle"):
         image = matplotlib.image.imread(path.parent / f"{name}.png")
         assert image.shape[0] > 150 and image[..., :3].std() > 0.05, name
@@ -201,11 +208,29 @@ def test_wilcoxon_marks_the_known_winner_only(report: tuple[Path, str]) -> None:
         if marked:
             assert float(cells[8]) == pytest.approx(-1.0)  # effect size: unet better on every image
             assert float(cells[6]) == pytest.approx(2 / 2**IMAGES, rel=1e-3)  # exact p; 1 pair per family
-    assert "fewer" not in _section(html, "statistics") and 'class="warning"' not in html
+    assert "fewer" not in _section(html, "statistics")
+    assert html.count('class="warning"') == 1 and 'class="warning"' in _section(html, "findings")  # the unlearned trial
     win = pd.read_csv(path.parent / "winners.csv")
     noisy = win[win["perturbation"] == "gaussian_noise"]
     assert len(noisy) == 4 and set(noisy["winner"]) == {"unet"} and noisy["significant"].all()
     assert not win.loc[win["perturbation"] != "gaussian_noise", "significant"].any()
+
+
+def test_findings_open_the_report_with_known_numbers(report: tuple[Path, str]) -> None:
+    """noskip - unet = mean(WOBBLE) = -0.005 on every seed; the unlearned trial taints alpha 0.5 only."""
+    path, html = report
+    findings = _section(html, "findings")
+    lines = re.findall(r"<li>(at alpha .*?)</li>", findings)
+    p = stats.wilcoxon(WOBBLE).pvalue  # one pair per level: Holm leaves it as is
+    assert lines[0].startswith(f"at alpha 0.1, noskip - unet = -0.005 Dice [")
+    assert lines[0].endswith(f"], p = {p:.3f}, 3 seeds x 8 images")
+    assert lines[1].startswith("at alpha 0.5, noskip - unet = -0.005 Dice [")
+    assert "[NOT LEARNED: alpha=0.5,architecture=noskip seed=2; this comparison means nothing]" in lines[1]
+    assert "1 confirm trial(s) did not learn" in findings
+    assert "alpha=0.5,architecture=noskip seed=2: collapsed: 8 of 8 test predictions are empty" in findings
+    table = pd.read_csv(path.parent / "findings.csv")
+    assert (table["ci_low"] >= WOBBLE.min()).all() and (table["ci_high"] <= WOBBLE.max()).all()
+    assert (table["ci_low"] < -0.005).all() and (table["ci_high"] > -0.005).all()
 
 
 def test_report_is_logged_on_the_study_run(store: tuple[str, str], report: tuple[Path, str]) -> None:
@@ -226,7 +251,7 @@ def test_study_without_perturbations_or_spec_says_why(store: tuple[str, str], tm
     assert "no spec file" in _section(html, "design")
     assert "no &#39;alpha&#39; (complexity) factor" in _section(html, "plots")
     assert 'class="warning">Only 2 seed(s)' in _section(html, "statistics")
-    assert html.count("data:image/png;base64,") == 2  # clean CD diagram + the clean-only winner map
+    assert html.count("data:image/png;base64,") == 3  # learning curves, clean CD diagram, clean-only winner map
     flat_parent = MlflowClient(tracking_uri=uri).get_experiment_by_name("flat").experiment_id
     runs = MlflowClient(tracking_uri=uri).search_runs([flat_parent], f"tags.`{M.ROLE_TAG}` = 'study'")
     assert MlflowClient(tracking_uri=uri).list_artifacts(runs[0].info.run_id) == []

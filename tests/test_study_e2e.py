@@ -86,6 +86,9 @@ def check_smoke_runs(uri: str, tmp_path) -> list:
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 31))
         assert 0.0 <= metrics[M.TEST_DICE] <= 1.0 and 0.0 <= metrics[M.TEST_NSD] <= 1.0
         assert metrics[M.TEST_HD95] >= 0.0 and metrics[M.TEST_TD] > 0.0
+        # The learning gate's verdict on every confirm run; a "false" always says why.
+        assert tags[M.LEARNED_TAG] in {"true", "false"}
+        assert (M.LEARNING_ISSUE_TAG in tags) == (tags[M.LEARNED_TAG] == "false")
         full = per_image(client, r.info.run_id, tmp_path / r.info.run_id)
         assert list(full.columns) == [*M.PER_IMAGE_COLUMNS, M.PERTURBATION_PARAMS, *BOUND_COLUMNS]
         assert len(full) == 8 * (1 + 3 * 3)  # clean + 3 perturbations x 3 severities
@@ -120,6 +123,14 @@ def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 4 and set(trials["architecture"]) == {"unet", "noskip_unet"}
+    assert set(trials["learned"]) <= {True, False}
+    # Findings: one sentence per alpha level (noskip_unet against the reference arm unet), printed too.
+    found = pd.read_csv(out / "findings.csv")
+    assert list(found["level"]) == ["alpha 0.2", "alpha 0.8"] and set(found["arm"]) == {"noskip_unet"}
+    assert (found["ci_low"] <= found["diff"]).all() and (found["diff"] <= found["ci_high"]).all()
+    assert (found["n_seeds"] == 1).all() and (found["n_images"] == 8).all()
+    for line in found["line"]:
+        assert line.split("  [NOT LEARNED")[0] in proc.stdout
     png = (out / "dice_vs_complexity.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -127,8 +138,10 @@ def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
     proc = run_app("report", "--experiment", "smoke", "--out", str(tmp_path / "report"), "--tracking-uri", uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "report" / "report.html").read_text()
-    for section in ("design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence"):
+    for section in ("findings", "design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence"):
         assert f'id="{section}"' in html
+    assert html.index('id="findings"') < html.index('id="design"')  # the report opens with its findings
+    assert 'id="findings-lines"' in html and (tmp_path / "report" / "learning_curves.png").is_file()
     assert "Measured coverage (images) on the" in html  # the section has its table, not the empty note
     coverage = pd.read_csv(tmp_path / "report" / "coverage.csv")
     assert len(coverage) == 2 * 2 * 10 and (coverage["target"] == 0.9).all()  # alpha x arm x condition

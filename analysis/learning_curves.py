@@ -1,0 +1,60 @@
+"""Validation-Dice learning curves per cell, read back from MLflow: under-training at a glance.
+
+Every confirm trial logs `val_dice` each epoch (step = epoch). One small panel per cell, one line
+per seed; a panel whose trials the learning gate rejected is drawn in red and says so, so a cell
+that never left the trivial regime cannot hide behind a table of means.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
+
+from study import metrics_names as M
+
+CURVE_COLUMNS = ("cell", "seed", "epoch", M.VAL_DICE)
+_PANEL_COLUMNS = 5
+
+
+def load_val_curves(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:
+    """One row per (trial, epoch): cell, seed, epoch, val_dice, for the finished trials given."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rows = []
+    for trial in trials[trials["status"] == "FINISHED"].itertuples():
+        for point in client.get_metric_history(trial.run_id, M.VAL_DICE):
+            rows.append({"cell": trial.cell, "seed": trial.seed, "epoch": point.step, M.VAL_DICE: point.value})
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
+
+
+def plot_learning_curves(curves: pd.DataFrame, trials: pd.DataFrame, out: Path) -> Path:
+    """A grid of per-cell panels of validation Dice against epoch; rejected cells in red."""
+    cells = sorted(curves["cell"].unique())
+    rejected = set()
+    if "learned" in trials.columns:
+        rejected = set(trials.loc[trials["learned"] == False, "cell"])  # noqa: E712
+    n_cols = min(_PANEL_COLUMNS, max(1, len(cells)))
+    n_rows = max(1, math.ceil(len(cells) / n_cols))
+    fig = Figure(figsize=(3.0 * n_cols, 2.3 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharey=True)
+    for ax, cell in zip(axes.flat, cells):
+        colour = "tab:red" if cell in rejected else "tab:blue"
+        for seed, group in curves[curves["cell"] == cell].groupby("seed"):
+            ax.plot(group["epoch"], group[M.VAL_DICE], color=colour, alpha=0.8, lw=1.2, label=f"seed {seed}")
+        ax.set_title(cell + ("\nDID NOT LEARN" if cell in rejected else ""), fontsize=7, color=colour)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(cells):]:
+        ax.set_visible(False)
+    fig.supxlabel("epoch", fontsize=8)
+    fig.supylabel("validation Dice", fontsize=8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+__all__ = ["CURVE_COLUMNS", "load_val_curves", "plot_learning_curves"]
