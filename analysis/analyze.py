@@ -26,7 +26,7 @@ from study.errors import SegstudyError
 COMPLEXITY_FACTOR = "alpha"
 PATCH_FACTOR = "patch_size"
 POS_FACTOR = "pos_fraction"
-MIN_SEEDS = 3  # fewer seeds per cell give intervals too wide to separate arms (DESIGN.md section 5)
+MIN_SEEDS = 3  # fewer seeds per cell give intervals too wide to separate arms (docs/ARCHITECTURE.md 5)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def analyze(
 
 
 def _context_outputs(trials: pd.DataFrame, per_image: pd.DataFrame, dice: pd.DataFrame, *, out_dir: Path) -> dict[str, Path]:
-    """The context vs FBR study's tables and plots (DESIGN.md 4.2)."""
+    """The context vs FBR study's tables and plots (docs/ARCHITECTURE.md 4.2)."""
     paths = {"dice_vs_patch_size": plot_dice_vs_patch_size(dice, out_dir / "dice_vs_patch_size.png")}
     if POS_FACTOR in dice.columns and dice[POS_FACTOR].nunique() > 1:
         paths["patch_pos_heatmap"] = plot_patch_pos_heatmap(dice, out_dir / "patch_pos_heatmap.png")

@@ -1,4 +1,4 @@
-"""Context vs foreground ratio (DESIGN.md 4.2): where each test volume's FBR falls among the
+"""Context vs foreground ratio (docs/ARCHITECTURE.md 4.2): where each test volume's FBR falls among the
 training patches' FBRs, and test Dice per FBR bin.
 
 The reference study compared each per-volume test FBR with the min and max of the per-patch

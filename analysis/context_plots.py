@@ -1,4 +1,4 @@
-"""Plots of the context vs foreground ratio study (DESIGN.md 4.2), readable without the paper.
+"""Plots of the context vs foreground ratio study (docs/ARCHITECTURE.md 4.2), readable without the paper.
 
 Same conventions as `analysis.plots`: object-oriented `Figure` on the Agg canvas (no pyplot, no
 process-wide backend switch), 95% Student-t bands over seeds cut to Dice's [0, 1].

@@ -1,7 +1,7 @@
 """`segstudy recommend`: which architecture won where the user's own data lie.
 
 The user's labelled images are measured the way the study measured its own: texture disparity
-(the complexity axis, DESIGN.md 4.1) and a noise estimate (placed on the Gaussian-noise severity
+(the complexity axis, docs/ARCHITECTURE.md 4.1) and a noise estimate (placed on the Gaussian-noise severity
 axis). The nearest studied complexity level and severity pick the condition; the arms' paired
 per-image Dice there says who won, by how much (bootstrap CI of the difference) and whether the
 win is significant (Wilcoxon + Holm).

@@ -9,7 +9,7 @@ table also land beside it as PNG and CSV for reuse. The report is logged back to
 run (the trials' `mlflow.parentRunId`): the one MLflow write the analysis package makes.
 
 Numbers come from the analysis modules unchanged: `condition_summary` and `robustness_summary`
-(bootstrap CIs), `pairwise_wilcoxon` and `friedman` (DESIGN.md section 5).
+(bootstrap CIs), `pairwise_wilcoxon` and `friedman` (docs/ARCHITECTURE.md 5).
 """
 
 from __future__ import annotations

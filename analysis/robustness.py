@@ -1,7 +1,7 @@
 """Robustness summaries of per-image scores under perturbations, with paired bootstrap CIs.
 
 Each perturbation is evaluated at severities 1..5 of one physical parameter, and severity 0 is the
-clean image (DESIGN.md section 5, after ROOD-MRI and ImageNet-C). Per arm and perturbation this
+clean image (docs/ARCHITECTURE.md 5, after ROOD-MRI and ImageNet-C). Per arm and perturbation this
 module reduces the Dice-severity curve to: the ROOD-MRI overall score and degradation, the
 normalised area under the curve, the worst case, and the corruption error relative to a reference
 arm; per condition it gives the mean and the failure rate (share of images below `tau`).

@@ -2,7 +2,7 @@
 
 Arms are compared image by image (every arm is scored on the same seeded test images) and the
 training seed is blocked by averaging: each image's score is first averaged over an arm's seeds,
-so seed-to-seed noise shrinks instead of posing as extra images (DESIGN.md section 5). Each
+so seed-to-seed noise shrinks instead of posing as extra images (docs/ARCHITECTURE.md 5). Each
 (stratum of the other factors, condition) is one family: the Holm correction runs over the arm
 pairs of one family. The tests are scipy's; Holm is statsmodels'.
 """
@@ -21,7 +21,7 @@ from statsmodels.stats.multitest import multipletests
 from analysis.runs import factor_names
 from study.errors import SegstudyError, unknown_name
 
-MIN_SEEDS = 3  # fewer seeds per arm: a difference may be one lucky initialisation (DESIGN.md 5)
+MIN_SEEDS = 3  # fewer seeds per arm: a difference may be one lucky initialisation (docs/ARCHITECTURE.md 5)
 LOWER_IS_BETTER = ("hd95",)
 PAIRWISE_COLUMNS = ("condition", "a", "b", "n", "statistic", "p", "p_holm", "effect_size", "median_diff", "significant")
 
@@ -181,7 +181,7 @@ def warn_few_seeds(frame: pd.DataFrame, *, by: Sequence[str], where: str) -> Non
     if fewest < MIN_SEEDS:
         warnings.warn(
             f"{where}: only {fewest} seed(s) for {label}; at least {MIN_SEEDS} seeds are needed to tell "
-            "an arm's effect from seed luck (DESIGN.md section 5)",
+            "an arm's effect from seed luck (docs/ARCHITECTURE.md 5)",
             stacklevel=4,  # past this helper and the private stage: the public function's caller
         )
 

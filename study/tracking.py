@@ -1,8 +1,8 @@
 """The one module that writes to MLflow: a parent run per study, a child run per trial.
 
 All writes come from the Tune driver (SQLite wants a single writer) through `MlflowClient`, so no
-global "active run" state leaks between studies in one process. Layout and names: DESIGN.md
-section 3 and `study.metrics_names`.
+global "active run" state leaks between studies in one process. Layout and names: docs/ARCHITECTURE.md
+3 and `study.metrics_names`.
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def redact(uri: str) -> str:
 
 
 def version_tags() -> dict[str, str]:
-    """Library versions behind every run, so a result can be reproduced (DESIGN.md section 6)."""
+    """Library versions behind every run, so a result can be reproduced (docs/ARCHITECTURE.md 7)."""
     return {M.VERSIONS_TAG: _VERSIONS}
 
 

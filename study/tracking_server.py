@@ -2,7 +2,7 @@
 
 Bound to 127.0.0.1 unless a host is given (an MLflow server without auth must not face a
 network by accident). MLflow 3's background job consumers are switched off: on a small machine
-they take CPU from trials (DESIGN.md section 6).
+they take CPU from trials (docs/ARCHITECTURE.md 7).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Medical Segmentation Decathlon (MSD) folders as a segstudy dataset (DESIGN.md 4.2, real data).
+"""Medical Segmentation Decathlon (MSD) folders as a segstudy dataset (docs/ARCHITECTURE.md 4.2, real data).
 
 Layout read (e.g. Task09_Spleen):
 

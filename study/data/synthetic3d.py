@@ -1,4 +1,4 @@
-"""Seeded synthetic 3D blob volumes for the context-vs-foreground-ratio study (DESIGN.md 4.2).
+"""Seeded synthetic 3D blob volumes for the context-vs-foreground-ratio study (docs/ARCHITECTURE.md 4.2).
 
 Each volume holds one or more smooth, slightly irregular ellipsoids ("blobs") with a textured,
 noisy foreground on a textured, noisy background. Train and validation blobs draw their radius

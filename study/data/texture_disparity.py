@@ -1,6 +1,6 @@
 """Texture disparity (TD): how different the foreground texture is from the background.
 
-The measure of task complexity from the skip-connection study (DESIGN.md 4.1): the KL divergence
+The measure of task complexity from the skip-connection study (docs/ARCHITECTURE.md 4.1): the KL divergence
 (in bits) between the histograms of uniform local binary pattern codes inside and outside the
 mask. Larger TD = the object is easier to tell from its surroundings by texture alone.
 """

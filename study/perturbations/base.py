@@ -1,7 +1,7 @@
 """The one base every perturbation shares, and the seed each (image, perturbation, severity) gets.
 
 A perturbation maps a severity 1..5 to one value of one physical parameter (`levels`, in the unit
-named by `parameter`); severity 0 is the identity (ROOD-MRI / ImageNet-C convention, DESIGN.md 5).
+named by `parameter`); severity 0 is the identity (ROOD-MRI / ImageNet-C convention, docs/ARCHITECTURE.md 5).
 `Perturbation.apply` validates the inputs, handles severity 0 and dtype, and calls the subclass's
 `_perturb` with the parameter value. Randomness comes only from the `seed` argument, so every
 architecture evaluated on an image sees the same pixels when the caller derives the seed with

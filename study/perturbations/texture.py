@@ -1,7 +1,7 @@
 """Foreground texture shift: make the object's texture more like its background (lowers TD).
 
 The counterpart of background blur: where that raises texture disparity, this lowers it, moving
-an image toward the "harder" end of the skip-connection study's complexity axis (DESIGN.md 4.1).
+an image toward the "harder" end of the skip-connection study's complexity axis (docs/ARCHITECTURE.md 4.1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Patch-based training and sliding-window inference (the 3D "context" study, DESIGN.md 4.2).
+"""Patch-based training and sliding-window inference (the 3D "context" study, docs/ARCHITECTURE.md 4.2).
 
 Training crops come from MONAI's RandCropByPosNegLabel with `pos_fraction` of crops centred on
 foreground; unlike the reference study, that share is a study factor. Every crop's foreground
