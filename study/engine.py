@@ -32,6 +32,7 @@ from study.trainable import train_trial
 from study.training import TrialPlan
 from study.training.plan import optuna_trial_of, trial_key
 from study.tune_callback import TrackingCallback
+from study.tune_report import LastResultFile
 from study.tuning.scheduler import PerCellScheduler
 from study.tuning.searcher import CellSearcher
 from study.warm_workers import let_tune_use_prestarted_workers, local_ray_config
@@ -414,7 +415,7 @@ def _tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(path),
-            callbacks=[callback],
+            callbacks=[callback, LastResultFile()],
             stop=stop,
             verbose=1,
             # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).

@@ -12,12 +12,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal, Union
 
-import yaml
+from optuna.distributions import FloatDistribution
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from study import metrics_names as M
 from study.data import DATASETS
 from study.errors import SegstudyError, unknown_name
+from study.safe_yaml import load_yaml_file
+from study.strict import StrictModel
 from study.models import check_input_size, resolve_architecture
 from study.perturbations import get_perturbation
 from study.tuning import Confirm, Tuning, grid_size, is_distribution, parse_distribution
@@ -29,15 +31,14 @@ DEFAULT_SEEDS = (0, 1, 2)
 Scalar = Union[bool, int, float, str]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class Hyperparameters(_Strict):
     """Resolved optimisation settings of one trial (the spec may give distributions instead)."""
 
     lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(8, gt=0)
+    batch_size: int = Field(8, gt=0, le=4096)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
 
@@ -46,7 +47,7 @@ HYPERPARAMETER_NAMES = tuple(Hyperparameters.model_fields)
 
 
 class Training(_Strict):
-    epochs: int = Field(10, gt=0)
+    epochs: int = Field(10, gt=0, le=100_000)
     loss: Literal["dice", "dice_ce"] = "dice"
     # Learning-rate schedule over the epochs: cosine decays lr to 0 by the last epoch (as the
     # context-vs-FBR reference did); constant keeps it (the skip-connection reference).
@@ -88,15 +89,15 @@ class Evaluation(_Strict):
 class Patches(_Strict):
     """Patch-based training (3D): crop size, share of foreground-centred crops, crops per volume."""
 
-    size: int = Field(64, gt=0, description="patch side in voxels; the factor patch_size overrides it")
+    size: int = Field(64, gt=0, le=512, description="patch side in voxels; the factor patch_size overrides it")
     pos_fraction: float = Field(0.5, ge=0, le=1, description="share of crops centred on foreground")
-    samples_per_volume: int = Field(4, gt=0)
+    samples_per_volume: int = Field(4, gt=0, le=1024)
 
 
 class Inference(_Strict):
     """Sliding-window inference for validation and test (patch mode only)."""
 
-    sw_batch_size: int = Field(4, gt=0)
+    sw_batch_size: int = Field(4, gt=0, le=1024)
     overlap: float = Field(0.25, ge=0, lt=1)
 
 
@@ -112,7 +113,7 @@ class Conformal(_Strict):
     fnr_alpha: float = Field(0.1, gt=0, lt=1)
 
 
-PATCH_FACTORS = {"patch_size": "a whole number of voxels > 0", "pos_fraction": "a number in [0, 1]"}
+PATCH_FACTORS = {"patch_size": "a whole number of voxels from 1 to 512", "pos_fraction": "a number in [0, 1]"}
 
 
 class Resources(_Strict):
@@ -207,8 +208,7 @@ class StudySpec(_Strict):
         for key, values in v.items():
             if not values:
                 raise ValueError(f"factor '{key}' needs at least one value")
-            if len(set(map(repr, values))) != len(values):
-                raise ValueError(f"factor '{key}' lists a value twice: {values}")
+            _check_distinct(key, values)
         return v
 
     @model_validator(mode="before")
@@ -288,12 +288,7 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise SegstudyError(f"{path}: spec file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SegstudyError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    raw = load_yaml_file(path)
     if not isinstance(raw, dict):
         raise SegstudyError(f"{path}: a spec must be a YAML mapping with keys {', '.join(StudySpec.model_fields)}")
     return parse_spec(raw, source=str(path))
@@ -344,6 +339,17 @@ def _check_cross_references(spec: StudySpec) -> None:
     _check_evaluation(spec)
 
 
+def _check_distinct(key: str, values: list[Any]) -> None:
+    """Each level once: 0 and 0.0 (or 1e-3 and 0.001) are one level spelled twice, and would make
+    two cells of the same experiment with one canonical name."""
+    seen: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        norm = (type(value).__name__, value) if isinstance(value, bool | str) else ("number", float(value))
+        if norm in seen:
+            raise ValueError(f"{key}[{i}]: value {value!r} repeats {key}[{seen[norm]}] ({values[seen[norm]]!r}); list each level once")
+        seen[norm] = i
+
+
 def _check_evaluation(spec: StudySpec) -> None:
     for i, name in enumerate(spec.evaluation.perturbations):
         get_perturbation(name, where=f"evaluation.perturbations[{i}]")
@@ -374,7 +380,7 @@ def _check_input_sizes(spec: StudySpec) -> None:
 
 
 def _check_patch_size(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 512
     return None if ok else f"must be {PATCH_FACTORS['patch_size']}"
 
 
@@ -398,6 +404,8 @@ def _check_hyperparameters(spec: StudySpec) -> None:
             dist = parse_distribution(key, value)
         except ValueError as exc:
             raise SegstudyError(f"hyperparameters.{exc}") from None
+        if Hyperparameters.model_fields[key].annotation is int and isinstance(dist, FloatDistribution):
+            raise SegstudyError(f"{where}: {key} is a whole number; search it with int: [low, high] or choice: [...]")
         for bound in distribution_values(dist):
             _check_value(where, key, bound)
 

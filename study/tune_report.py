@@ -12,6 +12,7 @@ in batches: at most one report per `interval_s`, carrying every epoch since the 
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.result import EXPR_RESULT_FILE
 
 HISTORY = "epoch_history"
 FAILURE = "segstudy_failure"  # in a trial's last result: why it ended as FAILED
@@ -71,3 +73,28 @@ def checkpoint_dir(trial: object) -> Path | None:
     if checkpoint is None:
         return None
     return Path(checkpoint.path)
+
+
+class LastResultFile(tune.Callback):
+    """Write each ended trial's last result as its `result.json`, once.
+
+    segstudy turns Tune's per-result file loggers off (MLflow records every epoch, and the loggers
+    cost driver CPU on every result). When `fit` returns, Tune still reads every trial's
+    result.json or progress.csv to build its ResultGrid and logs a FileNotFoundError per trial
+    when neither exists. One line written at the end of each trial is all it needs.
+    """
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._write(trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._write(trial)
+
+    @staticmethod
+    def _write(trial: Any) -> None:
+        storage = trial.storage
+        fs = storage.storage_filesystem
+        fs.create_dir(storage.trial_fs_path, recursive=True)
+        line = json.dumps(trial.last_result or {}, default=str) + "\n"
+        with fs.open_output_stream(Path(storage.trial_fs_path, EXPR_RESULT_FILE).as_posix()) as out:
+            out.write(line.encode("utf-8"))

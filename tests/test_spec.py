@@ -64,6 +64,19 @@ def test_validate_command_reports_trial_count():
         ({"data__dataset": "synthetic2x"}, "unknown dataset 'synthetic2x'; did you mean 'synthetic2d'?"),
         ({"factors__architecture": DELETE}, "factors: must include 'architecture'"),
         ({"factors__architecture": ["unetr"], "data__image_size": 40}, "'unetr' with image size 40: UNETR needs every patch/image dimension to be a multiple of 16, got 40"),
+        # Numbers that are not numbers, sizes without bound, levels spelled twice.
+        ({"training__epochs": True}, "epochs: must be a number, not true"),
+        ({"hyperparameters__lr": float("inf")}, "hyperparameters.lr: value inf"),
+        ({"hyperparameters__lr": {"loguniform": [1e-4, float("inf")]}}, "loguniform needs finite numbers"),
+        ({"hyperparameters__lr": float("nan")}, "hyperparameters.lr: value nan"),
+        ({"data__spacing": float("inf")}, "data.spacing: Input should be a finite number"),
+        ({"hyperparameters__batch_size": {"uniform": [4, 16]}}, "batch_size is a whole number; search it with int"),
+        ({"factors__alpha": [0, 0.0]}, "factors: alpha[1]: value 0.0 repeats alpha[0] (0)"),
+        ({"factors__architecture": ["unet", "unet"]}, "factors: architecture[1]: value 'unet' repeats"),
+        ({"data__image_size": 10**9}, "data.image_size"),
+        ({"data__n_images": 10**12}, "data.n_images"),
+        ({"model__unet__channels": [8, 10**9]}, "channels must be at most 16 values of at most 4096"),
+        ({"training__epochs": 10**9}, "training.epochs"),
     ],
 )
 def test_bad_spec_is_one_line_exit_2(write_spec, overrides, expected):
@@ -76,6 +89,32 @@ def test_bad_spec_is_one_line_exit_2(write_spec, overrides, expected):
     assert expected in lines[0]
     assert "Traceback" not in result.output
     assert "s3cret" not in result.output
+
+
+ALIAS_BOMB = "name: bomb\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{k}: &{k} [{', '.join(['*' + p] * 10)}]\n" for p, k in zip("abcdefgh", "bcdefghi")
+) + "hyperparameters: {lr: *i}\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (ALIAS_BOMB.encode(), "anchors and aliases expand to more than 100000 YAML nodes"),
+        (b"name: a\nname: b\n", "key 'name' appears twice (lines 1 and 2)"),
+        (b"name: caf\xe9\n", "not UTF-8 text (byte 9)"),
+        (b"a: &a [*a]\n", "an alias refers to a node that contains it"),
+        (b"[" * 3000 + b"]" * 3000, "nested too deeply"),
+        (b"# padding\n" * 200_000, "bytes; a spec may have at most 1000000"),
+    ],
+)
+def test_hostile_yaml_is_refused_before_it_is_built(tmp_path, content, expected):
+    """Alias bombs, duplicate keys, other encodings, recursion and size: one line, exit 2, in bounded time."""
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {path}: {result.stderr.split(': ', 2)[2].strip()}"]
+    assert expected in result.stderr and len(result.stderr) < 300
 
 
 def test_missing_spec_file(tmp_path):
@@ -144,7 +183,7 @@ def test_tuning_spec_space_and_seeds():
     ("overrides", "expected"),
     [
         ({"factors__patch_size": [24, 32]}, "factors.architecture[1]: 'unetr' with patch size 24: UNETR needs every patch/image dimension to be a multiple of 16, got 24"),
-        ({"factors__patch_size": [0]}, "factors.patch_size[0]: value 0 must be a whole number of voxels > 0"),
+        ({"factors__patch_size": [0]}, "factors.patch_size[0]: value 0 must be a whole number of voxels from 1 to 512"),
         ({"factors__pos_fraction": [0.5, 1.5]}, "factors.pos_fraction[1]: value 1.5 must be a number in [0, 1]"),
         ({"inference__overlap": 1.0}, "inference.overlap"),
         ({"patches__samples_per_volume": 0}, "patches.samples_per_volume"),

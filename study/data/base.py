@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from study.strict import StrictModel
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,8 @@ class LevelData:
         return [(name, getattr(self, name)) for name in SPLIT_NAMES]
 
 
-class SplitConfig(BaseModel):
+class SplitConfig(StrictModel):
     """Fractions of a dataset's images that go to train, validation, calibration and test (sum to 1)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     train: float = Field(0.6, gt=0, lt=1)
     val: float = Field(0.1, gt=0, lt=1)

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import Field, PositiveFloat
 
+from study.strict import StrictModel
 from study.data.intensity import scale_percentiles
 from study.data.base import LevelData, Split, SplitConfig, pack_volumes, split_sizes
 from study.data.nifti_io import NiftiVolume, check_same_grid, ras_spacing, read_nifti, resolve_inside
@@ -34,21 +35,19 @@ _SPACING_RTOL = 1e-3
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # explicit: MONAI warns about a changing default
 
 
-class MSDConfig(BaseModel):
+class MSDConfig(StrictModel):
     """The `data:` section of a spec for an MSD-layout folder.
 
     `root` is read as given (relative paths from the working directory). Without `spacing`,
     every case must already share one voxel spacing (metrics in mm need one per split).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     dataset: Literal["msd"] = "msd"
     root: Path
     label: int | str = Field(1, description="foreground label value or name from dataset.json")
     spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
     as_2d: bool = False
-    slice_size: int = Field(128, ge=16, description="2D in-plane size after padding/cropping")
+    slice_size: int = Field(128, ge=16, le=2048, description="2D in-plane size after padding/cropping")
     empty_slices: float = Field(0.1, ge=0, le=1, description="share of slices without foreground kept in 2D")
     split: SplitConfig = SplitConfig()
     seed: int = Field(0, ge=0)

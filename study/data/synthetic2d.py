@@ -21,9 +21,10 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from skimage.draw import polygon
 
+from study.strict import StrictModel
 from study.data.base import LevelData, Split, SplitConfig, split_sizes
 from study.data.textures import TexturePair, crop, texture_canvas
 from study.data.texture_disparity import texture_disparity
@@ -38,18 +39,16 @@ _MIN_FOREGROUND = 0.03  # a blob smaller than this share of the image is redrawn
 _SAMPLES_PER_SEGMENT = 16
 
 
-class Synthetic2DConfig(BaseModel):
+class Synthetic2DConfig(StrictModel):
     """The `data:` section of a spec for the synthetic 2D texture dataset."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     dataset: Literal["synthetic2d"] = "synthetic2d"
-    image_size: int = Field(64, ge=16)
-    n_images: int = Field(100, ge=5)
+    image_size: int = Field(64, ge=16, le=2048)
+    n_images: int = Field(100, ge=5, le=100_000)
     split: SplitConfig = SplitConfig()
     seed: int = Field(0, ge=0)
-    min_points: int = Field(3, ge=3)
-    max_points: int = Field(20, ge=3)
+    min_points: int = Field(3, ge=3, le=1000)
+    max_points: int = Field(20, ge=3, le=1000)
     spacing: float = Field(1.0, gt=0, allow_inf_nan=False)
     textures: TexturePair = TexturePair()
 

@@ -20,9 +20,10 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from scipy.ndimage import zoom
 
+from study.strict import StrictModel
 from study.data.base import LevelData, Split, pack_volumes
 
 # Stream tags keep the generators of the splits apart for the same seed.
@@ -31,17 +32,15 @@ _TEXTURE_CELL = 8  # voxels between the random nodes of a smooth texture field
 _BOUNDARY_NODES = 5  # random nodes per axis of a blob's boundary-wobble field
 
 
-class Intensity(BaseModel):
+class Intensity(StrictModel):
     """Intensity model of one region: mean + texture * smooth field + noise * white noise."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mean: float = Field(ge=0, le=1)
     texture: float = Field(0.08, ge=0, description="std of a smooth random field (~8-voxel features)")
     noise: float = Field(0.1, ge=0, description="std of per-voxel Gaussian noise")
 
 
-class Synthetic3DConfig(BaseModel):
+class Synthetic3DConfig(StrictModel):
     """The `data:` section of a spec for the synthetic 3D blob dataset.
 
     Radii are in voxels; each blob's semi-axes are radius * [1 - shape_jitter, 1 + shape_jitter]
@@ -50,17 +49,17 @@ class Synthetic3DConfig(BaseModel):
     """
 
     # Defaults are validated too: the default radii must still fit a smaller volume_size.
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(validate_default=True)
 
     dataset: Literal["synthetic3d"] = "synthetic3d"
-    volume_size: int = Field(64, ge=16, description="train/val volumes are volume_size^3")
+    volume_size: int = Field(64, ge=16, le=512, description="train/val volumes are volume_size^3")
     test_volume_sizes: list[int] | None = Field(None, min_length=1, description="default [volume_size]")
-    n_train: int = Field(16, ge=1)
-    n_val: int = Field(4, ge=1)
+    n_train: int = Field(16, ge=1, le=10_000)
+    n_val: int = Field(4, ge=1, le=10_000)
     n_calib: int = Field(
         8, ge=1, description="calibration objects, drawn like the test objects (conformal bounds need exchangeability)"
     )
-    n_test: int = Field(20, ge=1, description="test objects; each is placed in every test volume size")
+    n_test: int = Field(20, ge=1, le=10_000, description="test objects; each is placed in every test volume size")
     n_blobs: tuple[int, int] = (1, 1)
     # Declared before the radii: the radius checks read them (pydantic validates in field order).
     shape_jitter: float = Field(0.1, ge=0, le=0.5)
@@ -91,8 +90,8 @@ class Synthetic3DConfig(BaseModel):
     @field_validator("test_volume_sizes")
     @classmethod
     def _sizes(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (min(v) < 16 or len(set(v)) != len(v)):
-            raise ValueError(f"must be distinct sizes >= 16, got {v}")
+        if v is not None and (min(v) < 16 or max(v) > 512 or len(set(v)) != len(v)):
+            raise ValueError(f"must be distinct sizes from 16 to 512, got {v}")
         return v
 
     @field_validator("train_radius", "test_radius")

@@ -28,7 +28,9 @@ import difflib
 from collections.abc import Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from study.strict import StrictModel
 
 TextureFn = Callable[..., np.ndarray]
 
@@ -126,10 +128,8 @@ TEXTURES: dict[str, TextureFn] = {
 }
 
 
-class TextureSpec(BaseModel):
+class TextureSpec(StrictModel):
     """One texture of a dataset: a family from `TEXTURES` at a dominant frequency (cycles/pixel)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: str
     frequency: float = Field(gt=0, le=0.5, allow_inf_nan=False, description="cycles per pixel; 0.5 is Nyquist")
@@ -144,7 +144,7 @@ class TextureSpec(BaseModel):
         return v
 
 
-class TexturePair(BaseModel):
+class TexturePair(StrictModel):
     """The foreground and background textures of a whole synthetic 2D dataset.
 
     The defaults, a fine oriented grating on coarse isotropic band-pass noise, were chosen by
@@ -153,8 +153,6 @@ class TexturePair(BaseModel):
     too hard (0.84 at alpha 0.1); textures of different families and bands drawn per image were
     learnable but barely harder at 0.9.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     foreground: TextureSpec = TextureSpec(family="grating", frequency=0.2)
     background: TextureSpec = TextureSpec(family="bandpass_noise", frequency=0.08)

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from study.strict import StrictModel
+
 # Names a spec may use for `norm` / `act`. All are MONAI factory names (`Norm`, `Act`) that build
 # from the name alone and keep the channel count; left out on purpose: group/layer/localresponse
 # norms (need extra arguments), syncbatch (multi-process only), instance_nvfuser and memswish
@@ -26,8 +28,7 @@ def _one_of(field: str, value: str, accepted: tuple[str, ...]) -> str:
     return name
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Frozen = StrictModel
 
 
 class UNetFamilyConfig(_Frozen):
@@ -44,12 +45,12 @@ class UNetFamilyConfig(_Frozen):
     kind: Literal["unet"] = "unet"
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     strides: tuple[int, ...] = (2, 2, 2, 2)
-    num_res_units: int = Field(0, ge=0)
+    num_res_units: int = Field(0, ge=0, le=16)
     norm: str = "batch"
     act: str = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    kernel_size: int = Field(3, gt=0)
-    up_kernel_size: int = Field(3, gt=0)
+    kernel_size: int = Field(3, gt=0, le=15)
+    up_kernel_size: int = Field(3, gt=0, le=15)
     # "all", "none", or one flag per level; index 0 is the top (full-resolution) level.
     skips: Literal["all", "none"] | tuple[bool, ...] = "all"
     attention: bool = False
@@ -59,6 +60,9 @@ class UNetFamilyConfig(_Frozen):
     def _positive(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
         if any(x <= 0 for x in v):
             raise ValueError(f"{info.field_name} must all be positive, got {list(v)}")
+        top = 4096 if info.field_name == "channels" else 8  # a bound, so a typo cannot ask for terabytes
+        if any(x > top for x in v) or len(v) > 16:
+            raise ValueError(f"{info.field_name} must be at most 16 values of at most {top}, got {list(v)}")
         return v
 
     @field_validator("kernel_size", "up_kernel_size")
@@ -112,10 +116,10 @@ class UNETRConfig(_Frozen):
     """
 
     kind: Literal["unetr"] = "unetr"
-    feature_size: int = Field(16, gt=0)
-    hidden_size: int = Field(768, gt=0)
-    mlp_dim: int = Field(3072, gt=0)
-    num_heads: int = Field(12, gt=0)
+    feature_size: int = Field(16, gt=0, le=1024)
+    hidden_size: int = Field(768, gt=0, le=8192)
+    mlp_dim: int = Field(3072, gt=0, le=32768)
+    num_heads: int = Field(12, gt=0, le=256)
     norm_name: str = "instance"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from study.strict import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class EarlyStopping(_Strict):
@@ -29,7 +30,7 @@ class EarlyStopping(_Strict):
 class Tuning(_Strict):
     """Per-cell Optuna search: every cell gets the same number of trials."""
 
-    trials_per_cell: int = Field(8, ge=1)
+    trials_per_cell: int = Field(8, ge=1, le=10_000)
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     seed: int = Field(0, ge=0, description="sampler seed and the training seed of tune-phase trials")
     early_stopping: EarlyStopping = EarlyStopping(kind="none")

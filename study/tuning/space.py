@@ -11,6 +11,8 @@ Distributions become Optuna distributions; fixed values pass through unchanged.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,8 +48,9 @@ def parse_distribution(name: str, value: Mapping[str, Any]) -> Distribution:
     if not (isinstance(args, list) and len(args) == 2):
         raise ValueError(f"{name}: {kind} needs [low, high]")
     low, high = args
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) or not low < high:
-        raise ValueError(f"{name}: {kind} needs numbers low < high, got [{low}, {high}]")
+    finite = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
+    if not finite or not low < high:
+        raise ValueError(f"{name}: {kind} needs finite numbers low < high, got [{low}, {high}]")
     if kind == "loguniform":
         if low <= 0:
             raise ValueError(f"{name}: loguniform needs low > 0, got {low}")
