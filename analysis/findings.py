@@ -106,7 +106,7 @@ def finding_line(row: dict) -> str:
     where = f"at {row['level']}, " if row["level"] else ""
     line = (
         f"{where}{row['arm']} - {row['reference']} = {row['diff']:+.3f} Dice [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], "
-        f"p = {_p(row['p_holm'])}, {row['n_seeds']} seeds x {row['n_images']} images"
+        f"p {_p(row['p_holm'])}, {row['n_seeds']} seeds x {row['n_images']} images"
     )
     if row["not_learned"]:
         line += f"  [NOT LEARNED: {row['not_learned']}; this comparison means nothing]"
@@ -158,9 +158,10 @@ def _level_text(where: dict) -> str:
 
 
 def _p(value: float) -> str:
+    """'= 0.004', '< 0.001' or '= n/a' (no paired images to test)."""
     if not np.isfinite(value):
-        return "n/a"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+        return "= n/a"
+    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
 
 
 __all__ = ["FINDING_COLUMNS", "finding_line", "findings", "reference_arm"]
