@@ -17,6 +17,7 @@ import pandas as pd
 from analysis.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
 from analysis.context_plots import plot_dice_vs_fbr, plot_dice_vs_patch_size, plot_patch_pos_heatmap
 from analysis.findings import ARM, findings
+from analysis.output import output_dir
 from analysis.plots import plot_dice_vs_complexity
 from analysis.runs import factor_names, load_per_image, load_trials
 from analysis.summary import summarise
@@ -66,13 +67,12 @@ def analyze(
         >>> analyze("skip_vs_complexity", out_dir=Path("analysis_out"),
         ...         tracking_uri="sqlite:////data/mlflow.db")  # doctest: +SKIP
     """
+    out_dir = output_dir(out_dir)  # a file in the way is refused before MLflow is read
     trials = load_trials(experiment, tracking_uri=tracking_uri, phase=phase, study=study)
     factors = factor_names(trials)
     if PATCH_FACTOR in factors:
         trials = with_patch_metrics(trials, experiment=experiment, tracking_uri=tracking_uri, study=study)
     _warn_few_seeds(trials)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / f"{name}.csv" for name in ("trials", "per_image", "summary")}
     trials.to_csv(paths["trials"], index=False)
     per_image = load_per_image(trials, tracking_uri=tracking_uri)

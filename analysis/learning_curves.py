@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.tracking import MlflowClient
-
 from study import metrics_names as M
+from study.tracking import reading_client
 
 CURVE_COLUMNS = ("cell", "seed", "epoch", M.VAL_DICE)
 _PANEL_COLUMNS = 5
@@ -22,7 +21,7 @@ _PANEL_COLUMNS = 5
 
 def load_val_curves(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:
     """One row per (trial, epoch): cell, seed, epoch, val_dice, for the finished trials given."""
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = reading_client(tracking_uri)
     rows = []
     for trial in trials[trials["status"] == "FINISHED"].itertuples():
         for point in client.get_metric_history(trial.run_id, M.VAL_DICE):

@@ -37,10 +37,20 @@ class Measured:
 
 
 def _read(path: Path) -> np.ndarray:
-    if path.name.endswith((".nii.gz", ".nii")):
-        return np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
-    image = np.asarray(skio.imread(str(path)), dtype=np.float32)
-    return image if image.ndim == 2 else image[..., :3].mean(axis=-1)
+    """The image as float32, 2D or 3D; a file that is not what its name says is the user's to fix."""
+    kind = "NIfTI" if path.name.endswith((".nii.gz", ".nii")) else "PNG"
+    try:
+        if kind == "NIfTI":
+            image = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+        else:
+            image = np.asarray(skio.imread(str(path)), dtype=np.float32)
+            image = image if image.ndim == 2 else image[..., :3].mean(axis=-1)
+    except Exception as exc:  # noqa: BLE001 - every reader error means "not a readable image"
+        first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
+        raise SegstudyError(f"--data {path}: cannot read as {kind} ({first})") from None
+    if image.ndim not in (2, 3) or not np.isfinite(image).all():
+        raise SegstudyError(f"--data {path}: need a finite 2D or 3D image, got shape {image.shape}")
+    return image
 
 
 def _as_2d(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

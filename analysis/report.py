@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.confidence import coverage_summary, shortfalls
 from analysis.findings import findings
+from analysis.output import output_dir
 from analysis.learning_curves import load_val_curves, plot_learning_curves
 from analysis.plots import plot_dice_vs_complexity
 from analysis.robustness import condition_summary, parse_condition, robustness_summary
@@ -46,6 +47,7 @@ from analysis.summary import summarise
 from study import __version__ as SEGSTUDY_VERSION
 from study import metrics_names as M
 from study.errors import SegstudyError
+from study.tracking import reading_client
 from study.perturbations import describe
 from study.spec import Conformal, Evaluation
 
@@ -108,11 +110,10 @@ def build_report(
         >>> build_report("skip_vs_complexity", out_dir=Path("report"),
         ...              tracking_uri="sqlite:////data/mlflow.db")  # doctest: +SKIP
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(out_dir)
     trials = load_trials(experiment, tracking_uri=tracking_uri, study=study)
     runs = trial_runs(experiment, tracking_uri=tracking_uri, study=study)
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = reading_client(tracking_uri)
     study_run = _study_run(client, runs)
     spec_text, spec = _spec(client, study_run)
     per_image = load_per_image(trials, tracking_uri=tracking_uri)

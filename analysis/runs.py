@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
 from study.errors import SegstudyError
+from study.tracking import reading_client
 
 # Columns every trials frame starts with; a param of the same name gets a `param.` prefix.
 BASE_COLUMNS = ("run_id", "status", "phase", "cell", "seed")
@@ -159,14 +160,7 @@ def factor_names(trials: pd.DataFrame) -> list[str]:
 
 
 def _client(tracking_uri: str) -> MlflowClient:
-    # MLflow would silently create an empty SQLite file; a missing store is a user mistake.
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise SegstudyError(
-                f"tracking URI '{tracking_uri}': no MLflow store at {path}; run `segstudy run SPEC` first"
-            )
-    return MlflowClient(tracking_uri=tracking_uri)
+    return reading_client(tracking_uri)
 
 
 def _all_pages(fetch: Callable[[str | None], Any]) -> Iterable[Any]:

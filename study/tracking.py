@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import importlib.util
 import os
 import time
 from collections.abc import Mapping
@@ -40,13 +41,58 @@ def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None, *, cwd: Path
     base = (cwd or Path.cwd()).resolve()
     if not uri:
         return f"sqlite:///{base / 'mlflow.db'}"
+    check_no_credentials(uri)
+    scheme = urlsplit(uri).scheme.split("+")[0] if "://" in uri else ""
+    if scheme not in _SCHEMES:
+        raise SegstudyError(
+            f"tracking URI '{redact(uri)}': accepted are sqlite:///PATH, postgresql://..., mysql://..., http(s)://HOST:PORT"
+        )
+    driver = _SCHEMES[scheme]
+    if driver and importlib.util.find_spec(driver[0]) is None:
+        raise SegstudyError(f"tracking URI '{redact(uri)}' needs the {driver[0]} module: pip install {driver[1]}")
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{(base / uri.removeprefix('sqlite:///')).resolve()}"
-    if "://" not in uri:
-        raise SegstudyError(
-            f"tracking URI '{uri}': accepted are sqlite:///PATH, postgresql://..., http(s)://HOST:PORT"
-        )
     return uri
+
+
+# Tracking URI schemes MLflow 3 serves, and the database driver each needs (module, pip name).
+_SCHEMES: dict[str, tuple[str, str] | None] = {
+    "sqlite": None,
+    "http": None,
+    "https": None,
+    "postgresql": ("psycopg2", "psycopg2-binary"),
+    "mysql": ("pymysql", "pymysql"),
+}
+
+
+def fail_fast_http() -> None:
+    """MLflow retries a refused connection for minutes by default; segstudy fails fast instead
+    (a study keeps its writes in the outbox, a reading command says the server is away)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def reading_client(uri: str) -> MlflowClient:
+    """A client for commands that only read a study (analyze, status, report, predict).
+
+    Raises:
+        SegstudyError: no store at a SQLite path (MLflow would silently create an empty one), or a
+            store that cannot be reached, in seconds rather than after MLflow's retries.
+    """
+    check_no_credentials(uri)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise SegstudyError(f"tracking URI '{uri}': no MLflow store at {path}; run `segstudy run SPEC` first")
+    if uri.startswith(("http://", "https://")):
+        fail_fast_http()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot read"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SegstudyError(f"tracking URI '{redact(uri)}' is not reachable: {scrub(first, uri)[:200]}") from None
+    return client
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -67,10 +113,7 @@ class StudyTracker:
     ) -> None:
         check_no_credentials(tracking_uri)
         if tracking_uri.startswith(("http://", "https://")):
-            # MLflow retries a refused connection for minutes by default, which would stall the
-            # Tune driver; the outbox is our retry.
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+            fail_fast_http()  # a stalled Tune driver helps nobody: the outbox is our retry
         self.uri = tracking_uri
         self.experiment = experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -95,7 +138,7 @@ class StudyTracker:
             self.client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot track"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SegstudyError(f"tracking URI '{self.uri}' is not reachable: {first[:200]}") from None
+            raise SegstudyError(f"tracking URI '{redact(self.uri)}' is not reachable: {scrub(first, self.uri)[:200]}") from None
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:
@@ -301,14 +344,23 @@ class StudyTracker:
 
 
 def check_no_credentials(uri: str) -> None:
-    """Credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, never in the URI: the URI is
-    printed, logged and stored in study.json."""
+    """Credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN (or PGPASSWORD, ~/.pgpass),
+    never in the URI: the URI is printed, logged and stored in study.json."""
     parts = urlsplit(uri)
-    if parts.scheme in {"http", "https"} and (parts.username or parts.password):
+    if parts.password or (parts.scheme in {"http", "https"} and parts.username):
         raise SegstudyError(
             f"tracking URI '{redact(uri)}' embeds credentials; remove them and set MLFLOW_TRACKING_USERNAME "
             "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment"
         )
+
+
+def scrub(text: str, uri: str) -> str:
+    """`text` with any credential of `uri` masked (error messages may quote the URI)."""
+    parts = urlsplit(uri)
+    for secret in (parts.password, parts.username):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def redact(uri: str) -> str:
@@ -346,4 +398,7 @@ def _param_text(value: Any) -> str:
     return text[:_PARAM_LIMIT]
 
 
-__all__ = ["StudyTracker", "check_no_credentials", "redact", "resolve_tracking_uri", "version_tags"]
+__all__ = [
+    "StudyTracker", "check_no_credentials", "fail_fast_http", "reading_client", "redact", "resolve_tracking_uri", "scrub",
+    "version_tags",
+]

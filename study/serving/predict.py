@@ -25,7 +25,7 @@ from study.serving.image_files import file_kind, read_input
 from study.serving.inference import probabilities
 from study.serving.mlflow_model import MODEL_ARTIFACT_PATH, package_dir
 from study.serving.package import ModelPackage, load_package
-from study.tracking import redact
+from study.tracking import reading_client, redact, scrub
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -55,7 +55,7 @@ def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
         except (MlflowException, OSError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise SegstudyError(
-                f"--model {model}: no logged model at {uri} in {redact(tracking_uri)} ({first}); "
+                f"--model {model}: no logged model at {uri} in {redact(tracking_uri)} ({scrub(first, tracking_uri)}); "
                 "confirm runs log one under 'model'"
             ) from None
         folder = package_dir(local)
@@ -73,9 +73,7 @@ def registered_source(uri: str, *, tracking_uri: str) -> str:
     """
     if not uri.startswith("models:/"):
         return uri
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = reading_client(tracking_uri)
     name_version = uri.removeprefix("models:/")
     if "@" in name_version:
         name, alias = name_version.split("@", 1)
@@ -83,6 +81,15 @@ def registered_source(uri: str, *, tracking_uri: str) -> str:
     else:
         name, _, number = name_version.rpartition("/")
         version = client.get_model_version(name, number)
+    # A version is only a confirmed model if its run finished: a driver killed between
+    # registering and closing the run leaves a version whose run resume discards.
+    run = client.get_run(version.run_id) if version.run_id else None
+    if run is None or run.info.lifecycle_stage == "deleted" or run.info.status != "FINISHED":
+        state = "missing" if run is None else f"{run.info.status}, {run.info.lifecycle_stage}"
+        raise SegstudyError(
+            f"--model {uri}: version {version.version} belongs to run {version.run_id} ({state}), not a finished "
+            "confirm run; pick another version"
+        )
     return version.source
 
 
