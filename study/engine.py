@@ -6,8 +6,10 @@ cluster's resources are checked before MLflow sees a run or Tune sees a trial.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sqlite3
 import os
 import tempfile
 import time
@@ -19,6 +21,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from sqlalchemy.exc import SQLAlchemyError
 
 from study import metrics_names as M
 from study.cells import cell_key, expand_cells
@@ -26,7 +29,7 @@ from study.errors import SegstudyError
 from study.reconcile import reconcile, study_trial_runs
 from study.spec import StudySpec, check_data, load_spec
 from study.study_data import build_study_data, summarise_data
-from study.study_dir import StudyDir
+from study.study_dir import OPTUNA_DB, StudyDir
 from study.tracking import StudyTracker, resolve_tracking_uri
 from study.trainable import train_trial
 from study.training import TrialPlan
@@ -106,23 +109,29 @@ def resume_study(
         tracking_uri: where the study's runs are; default the one it was started with.
     """
     study = StudyDir.find(name_or_dir, storage=_storage(storage))
-    spec = load_spec(study.spec_file)
-    check_data(spec)
-    tracker = StudyTracker(tracking_uri or study.manifest["tracking_uri"], spec.name)
-    tracker.check_reachable()
-    tracker.use_outbox(study.outbox)
-    if tracker.deliver() > 0:
-        raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
-    return _on_ray(address, spec, tracker, lambda: study)
+    with study.driving():  # before anything is delivered, reconciled or started
+        spec = load_spec(study.spec_file)
+        check_data(spec)
+        tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), spec.name)
+        tracker.check_reachable()
+        tracker.use_outbox(study.outbox)
+        if tracker.deliver() > 0:
+            raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
+        return _on_ray(address, spec, tracker, lambda: study, locked=True)
 
 
-def _on_ray(address: str | None, spec: StudySpec, tracker: StudyTracker, study_dir: Callable[[], StudyDir]) -> StudyResult:
+def _on_ray(
+    address: str | None, spec: StudySpec, tracker: StudyTracker, study_dir: Callable[[], StudyDir], *, locked: bool = False
+) -> StudyResult:
     """Connect to Ray, refuse what the cluster cannot hold, then drive the study. The folder is
-    only made (`study_dir`) once the resource check passed: bad input leaves nothing behind."""
+    only made (`study_dir`) once the resource check passed: bad input leaves nothing behind.
+    `locked`: the caller already holds the study's driver lock."""
     started_ray = connect_ray(address, trials_at_once=local_trials_at_once(spec))
     try:
         check_resources(spec)
-        return _drive(spec, study_dir(), tracker)
+        study = study_dir()
+        with contextlib.nullcontext() if locked else study.driving():  # one live driver per study
+            return _drive(spec, study, tracker)
     finally:
         if started_ray:
             ray.shutdown()
@@ -131,12 +140,13 @@ def _on_ray(address: str | None, spec: StudySpec, tracker: StudyTracker, study_d
 def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None) -> tuple[int, int]:
     """Deliver a study's kept tracking writes; returns (delivered, still waiting)."""
     study = StudyDir.find(name_or_dir, storage=_storage(storage))
-    tracker = StudyTracker(tracking_uri or study.manifest["tracking_uri"], study.manifest["name"])
-    tracker.use_outbox(study.outbox)
-    before = len(tracker.outbox or [])
-    tracker.check_reachable()
-    left = tracker.deliver()
-    return before - left, left
+    with study.driving():  # a live driver delivers its own outbox; two deliverers would double writes
+        tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), study.manifest["name"])
+        tracker.use_outbox(study.outbox)
+        before = len(tracker.outbox or [])
+        tracker.check_reachable()
+        left = tracker.deliver()
+        return before - left, left
 
 
 def _storage(storage: str | Path | None) -> Path:
@@ -318,11 +328,20 @@ def _find_study_run(tracker: StudyTracker, study: StudyDir) -> str | None:
 def _searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir) -> CellSearcher:
     tuning = spec.tuning
     assert tuning is not None
+    study.update(tune_started=True)  # from now on optuna.db is part of the study (checked on resume)
+    try:
+        return _cell_searcher(spec, cells, study, tuning)
+    except (SQLAlchemyError, sqlite3.DatabaseError) as exc:
+        raise SegstudyError(f"{study.path / OPTUNA_DB}: not a readable Optuna storage ({type(exc).__name__}); "
+                            "restore it, or start the study anew with segstudy run") from None
+
+
+def _cell_searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir, tuning: Any) -> CellSearcher:
     return CellSearcher(
         cells=cells,
         space=spec.search_space,
         trials_per_cell=tuning.trials_per_cell,
-        storage=f"sqlite:///{study.path / 'optuna.db'}",
+        storage=f"sqlite:///{study.path / OPTUNA_DB}",
         prefix=spec.name,
         sampler=tuning.sampler,
         seed=tuning.seed,

@@ -1,17 +1,27 @@
 """The study directory: what a study needs on disk to be continued after its driver dies.
 
 `<storage>/<name>-<time>/` holds a copy of the spec, `study.json` (tracking URI, the MLflow study
-run, the chosen hyperparameters once the tune phase is over), the per-cell Optuna storage, Tune's
-experiment folders and the tracking outbox. `segstudy resume` and `segstudy sync` find it by path
-or by study name.
+run, the chosen hyperparameters once the tune phase is over, the SHA-256 of the spec copy), the
+per-cell Optuna storage, Tune's experiment folders and the tracking outbox. `segstudy resume` and
+`segstudy sync` find it by path or by study name.
+
+A live driver holds `driver.lock` (an OS file lock, so the kernel releases it when the driver dies,
+however it dies): a second driver on the same study is refused instead of running every trial
+again. Opening a folder checks what it must contain: a manifest with the keys below, a spec copy
+whose hash matches the manifest, and, once tuning has started, its Optuna storage.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +30,9 @@ from study.errors import SegstudyError
 
 MANIFEST = "study.json"
 SPEC_COPY = "spec.yaml"
+LOCK = "driver.lock"
+OPTUNA_DB = "optuna.db"
+REQUIRED = ("name", "tracking_uri")  # every manifest segstudy writes has these (and spec_sha256 since 0.2)
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,10 @@ class StudyDir:
         path.mkdir(parents=True)
         shutil.copyfile(spec_file, path / SPEC_COPY)
         study = cls(path)
-        study.update(name=name, tracking_uri=tracking_uri, spec_source=str(Path(spec_file).resolve()), created=time.time())
+        study.update(
+            name=name, tracking_uri=tracking_uri, spec_source=str(Path(spec_file).resolve()), created=time.time(),
+            spec_sha256=_sha256(path / SPEC_COPY),
+        )
         return study
 
     @classmethod
@@ -47,18 +63,72 @@ class StudyDir:
         """A study folder given directly, or the newest study called NAME under `storage`."""
         given = Path(name_or_dir)
         if (given / MANIFEST).is_file():
-            return cls(given.resolve())
+            return cls(given.resolve()).checked()
         if given.is_dir():
             raise SegstudyError(f"{given}: not a study directory (no {MANIFEST}); pass a folder made by segstudy run")
-        candidates = [
-            p.parent for p in storage.glob(f"*/{MANIFEST}") if _read(p).get("name") == str(name_or_dir)
-        ] if storage.is_dir() else []
+        # Another study's damaged folder must not block this one: unreadable manifests are skipped.
+        manifests = {p.parent: _peek(p) for p in storage.glob(f"*/{MANIFEST}")} if storage.is_dir() else {}
+        candidates = [d for d, m in manifests.items() if m is not None and m.get("name") == str(name_or_dir)]
         if not candidates:
             raise SegstudyError(
                 f"no study named '{name_or_dir}' under {storage} (looked for */{MANIFEST}); "
                 "pass the study directory or --storage where it ran"
             )
-        return cls(max(candidates, key=lambda p: (_read(p / MANIFEST).get("created", 0), p.name)).resolve())
+        newest = max(candidates, key=lambda d: (manifests[d].get("created", 0), d.name))  # type: ignore[union-attr]
+        return cls(newest.resolve()).checked()
+
+    def checked(self) -> StudyDir:
+        """This folder, after checking it holds what a study needs to continue.
+
+        Raises:
+            SegstudyError: a manifest without its keys, a spec copy changed or damaged since the
+                study started, or a tune phase whose Optuna storage is gone.
+        """
+        manifest = self.manifest
+        missing = [k for k in REQUIRED if k not in manifest]
+        if missing:
+            raise SegstudyError(
+                f"{self.path / MANIFEST}: not a complete study manifest (missing {', '.join(missing)}); "
+                "this folder cannot be resumed"
+            )
+        actual = _sha256(self.spec_file) if self.spec_file.is_file() else "missing"
+        if actual != manifest.get("spec_sha256", actual):  # folders made before fingerprints have none
+            raise SegstudyError(
+                f"{self.spec_file}: changed or damaged since the study started (SHA-256 {actual[:12]}, "
+                f"expected {str(manifest['spec_sha256'])[:12]}); restore it from {manifest.get('spec_source', 'the original')}"
+            )
+        optuna_db = self.path / OPTUNA_DB
+        if optuna_db.is_file() and _head(optuna_db) != b"SQLite format 3\x00":
+            raise SegstudyError(f"{optuna_db}: not an SQLite database (damaged); restore it or start the study anew")
+        if manifest.get("tune_started") and "chosen" not in manifest and not optuna_db.is_file():
+            raise SegstudyError(
+                f"{self.path / OPTUNA_DB}: missing, but the tune phase had started; without it the tune trials "
+                "would run again. Restore it, or start the study anew with segstudy run"
+            )
+        return self
+
+    @contextlib.contextmanager
+    def driving(self) -> Iterator[None]:
+        """Hold the study's driver lock while the body runs; refuse if a live driver holds it.
+
+        The lock is an OS file lock (flock): the kernel drops it when its process ends, so a
+        SIGKILLed driver never leaves a stale lock behind and the next `resume` takes over.
+        """
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                raise SegstudyError(
+                    f"{self.path}: a live driver is running this study ({holder}); wait for it to end or stop it, "
+                    "then run segstudy resume"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     @property
     def spec_file(self) -> Path:
@@ -93,11 +163,31 @@ class StudyDir:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SegstudyError(f"{path}: unreadable study manifest ({exc})") from None
+    if not isinstance(data, dict):
+        raise SegstudyError(f"{path}: not a study manifest (a JSON object is expected, found {type(data).__name__})")
+    return data
+
+
+def _peek(path: Path) -> dict[str, Any] | None:
+    """The manifest at `path`, or None when it cannot be read (for scanning many folders)."""
+    try:
+        return _read(path)
+    except SegstudyError:
+        return None
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(16)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 __all__ = ["MANIFEST", "StudyDir"]

@@ -69,6 +69,10 @@ def test_driver_killed_mid_study_resumes_to_the_same_result(ray_head, write_spec
             break
         time.sleep(0.3)
     assert driver.poll() is None, "the study ended before it could be interrupted"
+    # A second driver on the live study is refused (it would run every trial again), before it starts anything.
+    second = run_cli("resume", "resume", "--address", ray_head.gcs_address, "--storage", str(storage), cwd=ROOT, env=env)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "a live driver is running this study (pid " in second.stderr and second.stderr.strip().count("\n") == 0
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=30)
     before = {r.data.tags[M.TRIAL_KEY_TAG]: r.info.run_id for r in trial_runs(uri) if r.info.status == "FINISHED"}
