@@ -37,4 +37,4 @@ mlflow-server: $(STAMP)
 	$(BIN)/segstudy tracking serve --port $(PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow-server.db --artifacts $(CURDIR)/mlartifacts-server
 
 clean:
-	rm -rf demo_out ray_results mlartifacts mlflow.db mlflow-server.db mlartifacts-server
+	rm -rf demo_out ray_results mlartifacts mlflow.db mlflow.db.lock mlflow-server.db mlartifacts-server

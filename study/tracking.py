@@ -7,12 +7,14 @@ global "active run" state leaks between studies in one process. Layout and names
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import importlib.util
 import json
 import logging
-import importlib.util
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -65,6 +67,22 @@ _SCHEMES: dict[str, tuple[str, str] | None] = {
 }
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a SQLite store (`<db>.lock`) for the body; nothing for servers."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # blocks until the other process has created the schema
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def fail_fast_http() -> None:
     """MLflow retries a refused connection for minutes by default; segstudy fails fast instead
     (a study keeps its writes in the outbox, a reading command says the server is away)."""
@@ -86,7 +104,8 @@ def reading_client(uri: str) -> MlflowClient:
             raise SegstudyError(f"tracking URI '{uri}': no MLflow store at {path}; run `segstudy run SPEC` first")
     if uri.startswith(("http://", "https://")):
         fail_fast_http()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot read"
@@ -116,7 +135,8 @@ class StudyTracker:
             fail_fast_http()  # a stalled Tune driver helps nobody: the outbox is our retry
         self.uri = tracking_uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        with store_lock(tracking_uri):  # MlflowClient creates a fresh SQLite store's schema right away
+            self.client = MlflowClient(tracking_uri=tracking_uri)
         self.study_run_id: str | None = None
         self._experiment_id: str | None = None
         # Per-epoch metrics are buffered and written every few seconds: one store write per
@@ -133,7 +153,11 @@ class StudyTracker:
         self.outbox = Outbox(directory)
 
     def check_reachable(self) -> None:
-        """Fail fast, before any trial, when the store cannot be opened or the server is down."""
+        """Fail fast, before any trial, when the store cannot be opened or the server is down.
+
+        Creating the client made a fresh SQLite store's schema under a file lock (`store_lock`),
+        so two studies started at once on a fresh store do not both run the migration.
+        """
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot track"
@@ -148,7 +172,13 @@ class StudyTracker:
             else:
                 root = _artifact_root(self.uri)
                 location = f"{root}/{self.experiment}" if root else None
-                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                try:
+                    self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                except MlflowException as exc:  # another study of this name created it just now
+                    found = self.client.get_experiment_by_name(self.experiment)
+                    if found is None:
+                        raise exc from None
+                    self._experiment_id = found.experiment_id
         return self._experiment_id
 
     def start_study(
