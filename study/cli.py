@@ -140,14 +140,19 @@ def tracking_serve(
     workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
 ) -> None:
     """Start `mlflow server` (loopback by default); studies log to it with --tracking-uri http://HOST:PORT."""
-    from study.tracking_server import serve, server_command
+    import signal
+
+    from study.tracking_server import check_port_free, serve, server_command
     from study.tracking import resolve_tracking_uri
 
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
     server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
+    check_port_free(host, port)  # before the banner: a taken port is exit 2, not a server that never comes up
     typer.echo(f"MLflow server on http://{host}:{port} (backend {backend_store_uri}, artifacts {artifacts})", err=True)
-    serve(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)
+    code = serve(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)
+    if code not in (0, -signal.SIGTERM, -signal.SIGINT):  # stopped on request is a clean end
+        raise typer.Exit(code=1)
 
 
 def _finished(result: Any) -> None:

@@ -3,12 +3,21 @@
 Bound to 127.0.0.1 unless a host is given (an MLflow server without auth must not face a
 network by accident). MLflow 3's background job consumers are switched off: on a small machine
 they take CPU from trials (docs/ARCHITECTURE.md 7).
+
+`mlflow server` runs uvicorn as a child of its own, so killing it (even with SIGKILL) used to leave
+uvicorn serving the port. Here the server runs in its own process group under this process, and
+a small watchdog process holds the read end of a pipe whose write end only this process has:
+however this process ends, the pipe closes and the watchdog ends the whole server group. A port
+that is already taken is refused before anything starts.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -53,13 +62,62 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def serve(*, backend: str, artifacts: Path, host: str = LOOPBACK, port: int = 5000, workers: int = 1) -> None:
-    """Replace this process with the MLflow server (signals reach it directly)."""
+# Runs in the watchdog: wait for EOF on stdin (the server's supervisor is gone), then end the group.
+_WATCHDOG = """
+import os, signal, sys, time
+group = int(sys.argv[1])
+sys.stdin.buffer.read()
+try:
+    os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        os.killpg(group, 0)  # raises once every member has exited
+    os.killpg(group, signal.SIGKILL)
+except ProcessLookupError:
+    pass
+"""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on (e.g. a server a crash left behind)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SegstudyError(
+                f"--port {port}: {host}:{port} is in use ({exc.strerror}); stop what listens there "
+                f"(`ss -ltnp 'sport = :{port}'` shows it) or pick another port"
+            ) from None
+
+
+def serve(*, backend: str, artifacts: Path, host: str = LOOPBACK, port: int = 5000, workers: int = 1) -> int:
+    """Run the MLflow server until it ends or this process is stopped; returns its exit code."""
     command = server_command(backend=backend, artifacts=artifacts, host=host, port=port, workers=workers)
+    check_port_free(host, port)
     if backend.startswith("sqlite:///"):
         Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
-    os.execve(command[0], command, server_env())
+    server = subprocess.Popen(command, env=server_env(), start_new_session=True)
+    read_end, write_end = os.pipe()
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(server.pid)], stdin=read_end, start_new_session=True, close_fds=True
+    )
+    os.close(read_end)  # only the watchdog reads; this process keeps write_end open while it lives
+
+    def stop(signum: int, _frame: object) -> None:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    try:
+        return server.wait()
+    finally:
+        os.close(write_end)  # the watchdog ends whatever of the group is left
 
 
-__all__ = ["LOOPBACK", "serve", "server_command", "server_env"]
+__all__ = ["LOOPBACK", "check_port_free", "serve", "server_command", "server_env"]

@@ -159,3 +159,26 @@ def test_server_binds_loopback_unless_told(tmp_path):
     assert proc.returncode == 2 and "accepted are sqlite:///PATH and postgresql://" in proc.stderr
     proc = run_cli("tracking", "serve", "--backend-store-uri", f"postgresql://u:{SECRET}@db/mlflow", cwd=tmp_path)
     assert proc.returncode == 2 and "PGPASSWORD" in proc.stderr and SECRET not in proc.stderr
+
+
+def test_killed_serve_leaves_no_server_behind_and_restarts(tmp_path):
+    """SIGKILL of `segstudy tracking serve` (a real process) frees the port; a taken port is refused."""
+    srv = Server(tmp_path)
+    srv.start()
+    try:
+        busy = run_cli(*srv.args[1:], cwd=tmp_path)  # a second server on the live port
+        assert busy.returncode == 2 and f"--port {srv.port}: 127.0.0.1:{srv.port} is in use" in busy.stderr
+        os.kill(srv.proc.pid, signal.SIGKILL)  # the supervisor only: no chance to clean up
+        srv.proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{srv.uri}/health", timeout=1).read()
+                time.sleep(0.3)
+            except OSError:
+                break
+        else:
+            raise AssertionError("the MLflow server kept serving after its supervisor was killed")
+        srv.start()  # the same port, at once
+    finally:
+        srv.stop()
