@@ -16,6 +16,7 @@ from optuna.distributions import FloatDistribution
 
 from study import metrics_names as M
 from study.engine import run_study
+from study.errors import SegstudyError
 from study.tuning.searcher import CellSearcher
 from conftest import BIN, ROOT, run_cli
 
@@ -137,3 +138,21 @@ def test_searcher_requeues_trials_a_dead_driver_left_running(tmp_path):
     study = optuna.load_study(study_name="s/architecture=unet", storage=storage)
     assert [t.state.name for t in study.trials[:3]] == ["COMPLETE", "FAIL", "FAIL"]
     assert fresh[:3] == [a["hparams"] for a in asked]  # per-ask seeding: same draws as an uninterrupted run
+
+
+def test_searcher_state_is_json_data_not_code(tmp_path):
+    """The study folder is data: the searcher's state is JSON, and a pickle planted there is refused."""
+    searcher = make_searcher(f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher.set_search_properties("m", "max", {})
+    first = searcher.suggest("t1")
+    assert first is not None
+    path = tmp_path / "searcher-state.json"
+    searcher.save(str(path))
+    again = make_searcher(f"sqlite:///{tmp_path / 'optuna.db'}")
+    again.restore(str(path))
+    assert again.live == searcher.live and again.asked == searcher.asked
+    import pickle
+
+    path.write_bytes(pickle.dumps({"asked": [0], "live": {}}))
+    with pytest.raises(SegstudyError, match="not a segstudy searcher state"):
+        again.restore(str(path))

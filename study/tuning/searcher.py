@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from study.errors import SegstudyError
 from study.cells import Cell, cell_key
 from study.tune_report import FAILURE
 
@@ -211,13 +212,19 @@ class CellSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         # The studies themselves live in the RDB storage; only the in-flight bookkeeping is ours.
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump({"asked": self.asked, "live": self.live}, f)
+        # JSON, not pickle: a study folder must stay data, never code that a resume would run.
+        with open(checkpoint_path, "w", encoding="utf-8") as f:
+            json.dump({"asked": self.asked, "live": {k: list(v) for k, v in self.live.items()}}, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self.asked, self.live = state["asked"], state["live"]
+        try:
+            with open(checkpoint_path, encoding="utf-8") as f:
+                state = json.load(f)
+            asked = [int(n) for n in state["asked"]]
+            live = {str(k): (int(v[0]), int(v[1])) for k, v in state["live"].items()}
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise SegstudyError(f"{checkpoint_path}: not a segstudy searcher state ({type(exc).__name__})") from None
+        self.asked, self.live = asked, live
         self._handles = {}
 
 
