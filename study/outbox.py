@@ -91,7 +91,7 @@ class Outbox:
         done = 0
         try:
             for op in ops:
-                args = _map_ids(op["args"], ids)
+                args = map_ids(op["args"], ids)
                 result = apply(op["kind"], args)
                 if op["kind"] == "create_run" and result is not None:
                     ids[args["offline_id"]] = result
@@ -127,8 +127,10 @@ class Outbox:
         _atomic_write(self.ops_file, "".join(json.dumps(op) + "\n" for op in ops))
 
 
-def _map_ids(args: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
-    # Run ids appear as the target of an operation and as values of tags (the parent run).
+def map_ids(args: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+    """`args` with every stand-in run id replaced by its real id, where known.
+
+    Run ids appear as the target of an operation and as values of tags (the parent run)."""
     args = dict(args)
     if args.get("run_id") in ids:
         args["run_id"] = ids[args["run_id"]]
@@ -143,4 +145,4 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["OFFLINE_PREFIX", "Outbox", "is_unavailable"]
+__all__ = ["OFFLINE_PREFIX", "Outbox", "is_unavailable", "map_ids"]

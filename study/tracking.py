@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
 from study.errors import SegstudyError
-from study.outbox import OFFLINE_PREFIX, Outbox, is_unavailable
+from study.outbox import OFFLINE_PREFIX, Outbox, is_unavailable, map_ids
 
 log = logging.getLogger(__name__)
 
@@ -315,9 +315,11 @@ class StudyTracker:
         before its metrics, and a run's FINISHED after its last metric.
         """
         if self.outbox is not None:
-            args = {**args, "run_id": self.real_id(args["run_id"])} if "run_id" in args else args
             if self.deliver(force=False) > 0:
-                return self._keep(kind, args)
+                return self._keep(kind, args)  # stand-in ids are mapped when the outbox delivers it
+            # Only now are the ids known: the delivery just made may have created the real run
+            # behind a stand-in id this write names (as its target or as the parent tag).
+            args = map_ids(args, self.outbox.ids())
         try:
             return self._apply(kind, args)
         except Exception as exc:

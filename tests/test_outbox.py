@@ -1,0 +1,51 @@
+"""The tracking outbox when the server comes back between two writes of one run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from study import metrics_names as M
+from study.tracking import StudyTracker
+
+
+class Flaky:
+    """A real MLflow client whose every call fails as a refused connection while `down` is set."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client, self.down = client, False
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise ConnectionError("connection refused")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_a_run_created_offline_gets_its_later_writes_once_the_server_is_back(tmp_path):
+    """The creation is delivered by the same write that needs its real id: that write must use it
+    (it used the stand-in and failed with RESOURCE_DOES_NOT_EXIST, crashing the driver)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "outage", retry_interval_s=0.0)
+    tracker.use_outbox(tmp_path / "outbox")
+    flaky = Flaky(tracker.client)
+    tracker.client = flaky  # type: ignore[assignment]
+    tracker.experiment_id()  # known before the outage, as in a study (the driver resolves it at the start)
+    flaky.down = True  # the server goes away before the study run and the trial's run are created
+    parent = tracker.start_study(params={"n_cells": 1}, tags={}, spec_file=None)
+    run_id = tracker.start_trial(cell="a=1", phase="confirm", seed=0, factors=["a"], params={"lr": 0.1}, trial_id="t0")
+    assert run_id.startswith("offline-") and parent.startswith("offline-")
+    flaky.down = False  # the server is back
+    tracker.log_metrics(run_id, {M.TEST_DICE: 0.9})
+    tracker.finish(run_id)
+    assert tracker.deliver() == 0
+    real = tracker.real_id(run_id)
+    run = MlflowClient(tracking_uri=uri).get_run(real)
+    assert run.info.status == "FINISHED" and run.data.metrics[M.TEST_DICE] == 0.9
+    assert run.data.params["lr"] == "0.1"
+    assert run.data.tags[M.PARENT_TAG] == tracker.real_id(parent) != parent
