@@ -279,6 +279,8 @@ class StudyTracker:
         self._do("set_terminated", {"run_id": run_id, "status": final})
 
     def delete_run(self, run_id: str) -> None:
+        """Delete the run and any registry version made from it (a discarded run serves no model)."""
+        self._do("delete_model_versions", {"run_id": run_id})
         self._do("delete_run", {"run_id": run_id})
 
     def deliver(self, *, force: bool = True) -> int:
@@ -356,6 +358,10 @@ class StudyTracker:
             return None
         if kind == "delete_run":
             self.client.delete_run(args["run_id"])
+            return None
+        if kind == "delete_model_versions":
+            for version in self.client.search_model_versions(f"run_id = '{args['run_id']}'"):
+                self.client.delete_model_version(version.name, version.version)
             return None
         if kind == "set_terminated":
             self.client.set_terminated(args["run_id"], status=args["status"])

@@ -49,3 +49,22 @@ def test_a_run_created_offline_gets_its_later_writes_once_the_server_is_back(tmp
     assert run.info.status == "FINISHED" and run.data.metrics[M.TEST_DICE] == 0.9
     assert run.data.params["lr"] == "0.1"
     assert run.data.tags[M.PARENT_TAG] == tracker.real_id(parent) != parent
+
+
+def test_resume_deletes_the_registry_versions_of_the_runs_it_discards(tmp_path):
+    """A driver killed after registering a model but before closing its run: resume deletes the run
+    and its version, so the registry never serves a model whose run is gone."""
+    from study.reconcile import reconcile
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "killed")
+    parent = tracker.start_study(params={}, tags={}, spec_file=None)
+    run_id = tracker.start_trial(cell="a=1", phase="confirm", seed=0, factors=["a"], params={}, trial_id="t0",
+                                 extra_tags={M.TRIAL_KEY_TAG: "confirm|a=1|seed=0"})
+    tracker.register_model(run_id, name="killed.a-1", artifact_path="model", tags={M.SEED_TAG: "0"})
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert len(client.search_model_versions("name = 'killed.a-1'")) == 1
+    state = reconcile(tracker, parent, outcome_of=lambda key: None)  # the run was left RUNNING
+    assert state.interrupted == 1
+    assert client.search_model_versions("name = 'killed.a-1'") == []
+    assert client.get_run(run_id).info.lifecycle_stage == "deleted"
