@@ -62,6 +62,9 @@ def validate(spec: SpecArg) -> None:
 
     parsed = load_spec(spec)
     check_data(parsed)
+    from study.engine import prepared_data  # torch and MONAI: only once the spec itself is sound
+
+    prepared_data(parsed)  # what run checks, validate checks: data built, one step per network input
     n_cells = len(expand_cells(parsed))
     seeds = parsed.confirm_seeds
     tune = ""

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from study import metrics_names as M
 from study.cells import cell_key, expand_cells
 from study.errors import SegstudyError
+from study.preflight import preflight
 from study.reconcile import reconcile, study_trial_runs
 from study.spec import StudySpec, check_data, load_spec
 from study.study_data import build_study_data, summarise_data
@@ -89,10 +90,21 @@ def run_study(
     storage_path = _storage(storage)
     tracker = StudyTracker(uri, spec.name)
     tracker.check_reachable()
+    data = prepared_data(spec)
     return _on_ray(
-        address, spec, tracker,
+        address, spec, tracker, data,
         lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
     )
+
+
+def prepared_data(spec: StudySpec) -> Any:
+    """The study's data, built once, after one training step per network input passed on it
+    (`study.preflight`): a deterministic failure is a one-line error before Ray starts."""
+    t0 = time.perf_counter()
+    data = build_study_data(spec)
+    log.info("built data for %d level(s) in %.1f s", len(data), time.perf_counter() - t0)
+    preflight(spec, data)
+    return data
 
 
 def resume_study(
@@ -117,11 +129,17 @@ def resume_study(
         tracker.use_outbox(study.outbox)
         if tracker.deliver() > 0:
             raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
-        return _on_ray(address, spec, tracker, lambda: study, locked=True)
+        return _on_ray(address, spec, tracker, prepared_data(spec), lambda: study, locked=True)
 
 
 def _on_ray(
-    address: str | None, spec: StudySpec, tracker: StudyTracker, study_dir: Callable[[], StudyDir], *, locked: bool = False
+    address: str | None,
+    spec: StudySpec,
+    tracker: StudyTracker,
+    data: Any,
+    study_dir: Callable[[], StudyDir],
+    *,
+    locked: bool = False,
 ) -> StudyResult:
     """Connect to Ray, refuse what the cluster cannot hold, then drive the study. The folder is
     only made (`study_dir`) once the resource check passed: bad input leaves nothing behind.
@@ -131,7 +149,7 @@ def _on_ray(
         check_resources(spec)
         study = study_dir()
         with contextlib.nullcontext() if locked else study.driving():  # one live driver per study
-            return _drive(spec, study, tracker)
+            return _drive(spec, study, tracker, data)
     finally:
         if started_ray:
             ray.shutdown()
@@ -195,7 +213,7 @@ def check_resources(spec: StudySpec) -> None:
             )
 
 
-def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker) -> StudyResult:
+def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any) -> StudyResult:
     """Run what is left of the study in `study` (everything, for a new one)."""
     tracker.use_outbox(study.outbox)
     cells = expand_cells(spec)
@@ -205,9 +223,6 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker) -> StudyResu
             f">= {MIN_SEEDS} (set confirm.seeds)",
             stacklevel=3,
         )
-    t0 = time.perf_counter()
-    data = build_study_data(spec)
-    log.info("built data for %d level(s) in %.1f s", len(data), time.perf_counter() - t0)
     study_run = _study_run(spec, study, tracker, cells, data)
     searcher = _searcher(spec, cells, study) if spec.tuning is not None else None
     done = reconcile(tracker, study_run, outcome_of=lambda key: _optuna_outcome(searcher, key))

@@ -199,3 +199,23 @@ def test_bad_3d_spec(write_spec, overrides, expected):
     assert result.exit_code == 2, result.output
     line = result.stderr.strip()
     assert "\n" not in line and line.startswith(f"error: {path}: ") and expected in line, line
+
+
+def test_validate_trains_one_step_per_network_input_and_names_the_failing_cell(write_spec, monkeypatch):
+    """A network that cannot take the study's data fails every trial; validate (and run) say so first."""
+    import study.preflight as preflight
+
+    real = preflight.build_network
+
+    def three_channel_unet(cfg, **kwargs):
+        if getattr(cfg, "skip_mask", None) is not None and not any(cfg.skip_mask):  # only the noskip arm
+            kwargs["in_channels"] = 3
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(preflight, "build_network", three_channel_unet)
+    path = write_spec()
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and "architecture=noskip_unet: one training step on the study's data fails" in line
+    assert "RuntimeError" in line and "channels" in line
