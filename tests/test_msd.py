@@ -304,3 +304,13 @@ def test_label_value_not_listed(msd: Path):
 
 def test_missing_root_names_it(tmp_path: Path):
     _expect_error(MSDConfig(root=tmp_path / "nope"), tmp_path / "nope", "dataset root folder not found")
+
+
+def test_label_values_not_declared_in_dataset_json_are_refused(msd: Path):
+    """A label file holding a value dataset.json does not name is a mislabelled case, not background."""
+    label = _box_label(2)
+    label[0, 0, 0] = 7
+    _save(msd / "labelsTr" / "case_2.nii.gz", label)
+    for fn in (check_msd, build_msd):
+        with pytest.raises(SegstudyError, match=r"case_2.nii.gz: label value\(s\) 7 not declared in dataset.json"):
+            fn(MSDConfig(root=msd, split=QUARTERS))

@@ -16,6 +16,7 @@ slices (last axis after RAS) padded or cropped to `slice_size`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -75,7 +76,7 @@ def check_msd(cfg: MSDConfig) -> None:
     index, value = _index_and_label(cfg)
     reference: tuple[Path, tuple[float, ...]] | None = None
     for case in index.cases:
-        image, _ = _read_case(case, value, index.labels[value])
+        image, _ = _read_case(case, value, index.labels[value], index.labels)
         reference = _check_spacing(cfg, image, reference)
 
 
@@ -107,7 +108,7 @@ def build_msd(cfg: MSDConfig) -> LevelData:
         images, masks, ids = [], [], []
         for position in part:
             case = index.cases[position]
-            image_vol, label_vol = _read_case(case, value, name)
+            image_vol, label_vol = _read_case(case, value, name, index.labels)
             reference = _check_spacing(cfg, image_vol, reference)
             image, mask = _prepare(cfg, image_vol, label_vol, value, name)
             if cfg.as_2d:
@@ -228,11 +229,21 @@ def _split_cases(cfg: MSDConfig, index: MSDIndex) -> list[np.ndarray]:
     return [np.sort(p) for p in np.split(order, np.cumsum([n_train, n_val, n_calib]))]
 
 
-def _read_case(case: MSDCase, value: int, name: str) -> tuple[NiftiVolume, NiftiVolume]:
-    """Read and check one image/label pair (grid, finiteness, selected label present)."""
+def _read_case(
+    case: MSDCase, value: int, name: str, declared: Mapping[int, str] | None = None
+) -> tuple[NiftiVolume, NiftiVolume]:
+    """Read and check one image/label pair (grid, finiteness, only declared labels, selected label present)."""
     image = read_nifti(case.image, kind="image")
     label = read_nifti(case.label, kind="label")
     check_same_grid(image, label)
+    if declared is not None:
+        found = np.unique(label.data)
+        unknown = [v for v in found.tolist() if not float(v).is_integer() or int(v) not in declared]
+        if unknown:
+            raise SegstudyError(
+                f"{case.label}: label value(s) {', '.join(f'{v:g}' for v in unknown[:5])} not declared in dataset.json "
+                f"'labels' (declared: {', '.join(str(k) for k in sorted(declared))})"
+            )
     if not np.any(label.data == value):
         raise SegstudyError(f"{case.label}: no voxel has label {value} ('{name}'); every case needs the selected label")
     return image, label
