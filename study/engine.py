@@ -90,9 +90,8 @@ def run_study(
     storage_path = _storage(storage)
     tracker = StudyTracker(uri, spec.name)
     tracker.check_reachable()
-    data = prepared_data(spec)
     return _on_ray(
-        address, spec, tracker, data,
+        address, spec, tracker,
         lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
     )
 
@@ -129,24 +128,25 @@ def resume_study(
         tracker.use_outbox(study.outbox)
         if tracker.deliver() > 0:
             raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
-        return _on_ray(address, spec, tracker, prepared_data(spec), lambda: study, locked=True)
+        return _on_ray(address, spec, tracker, lambda: study, locked=True)
 
 
 def _on_ray(
     address: str | None,
     spec: StudySpec,
     tracker: StudyTracker,
-    data: Any,
     study_dir: Callable[[], StudyDir],
     *,
     locked: bool = False,
 ) -> StudyResult:
-    """Connect to Ray, refuse what the cluster cannot hold, then drive the study. The folder is
-    only made (`study_dir`) once the resource check passed: bad input leaves nothing behind.
-    `locked`: the caller already holds the study's driver lock."""
+    """Connect to Ray, refuse what the cluster cannot hold, build the data and pass the preflight,
+    then drive the study. The folder is only made (`study_dir`) once all that passed: bad input
+    leaves nothing behind. Ray starts first so its idle workers import the trainable while the
+    data are built. `locked`: the caller already holds the study's driver lock."""
     started_ray = connect_ray(address, trials_at_once=local_trials_at_once(spec))
     try:
         check_resources(spec)
+        data = prepared_data(spec)
         study = study_dir()
         with contextlib.nullcontext() if locked else study.driving():  # one live driver per study
             return _drive(spec, study, tracker, data)
