@@ -10,6 +10,7 @@ import contextlib
 import copy
 import math
 import resource
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,11 @@ from study.tune_report import EpochReporter
 CONFIRM_REPORT_INTERVAL_S = 5.0  # confirm trials have no scheduler waiting on each epoch
 
 
+# Errors raised by the trial's own code: they would repeat on every retry (torch reports shape and
+# dtype mismatches as RuntimeError). A killed worker never raises here: Tune sees the actor die.
+DETERMINISTIC = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AssertionError, NotImplementedError)
+
+
 class TrialFailure(RuntimeError):
     """A failure that would repeat on every retry: the trial ends FAILED with this reason."""
 
@@ -60,9 +66,10 @@ class TrialOutOfMemoryError(TrialFailure):
 def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> None:
     """Tune entry point: one trial, reported epoch by epoch; confirm trials are then tested.
 
-    A `TrialFailure` is reported as the trial's last result rather than raised: Tune retries
+    A `TrialFailure`, and any error the trial's own code raises (a shape mismatch, a bad value:
+    `DETERMINISTIC`), is reported as the trial's last result rather than raised: Tune retries
     raised errors up to `resources.max_failures`, which is right for a killed worker and wasted
-    on a diverged loss.
+    on a failure that would repeat. Ray ends a stopped trial with SystemExit, which passes through.
     """
     plan = TrialPlan.from_config(spec, config)
     # Early stopping decides on every epoch in the tune phase: report each one as it ends.
@@ -75,6 +82,11 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
         result = run_plan(plan, spec=spec, data=data, on_epoch=reporter)
     except TrialFailure as exc:
         reporter.failed(f"{type(exc).__name__}: {exc}", {spec.objective: math.nan})
+        return
+    except DETERMINISTIC as exc:
+        traceback.print_exc()  # the worker's log keeps the whole story; MLflow gets the first line
+        first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+        reporter.failed(f"{type(exc).__name__}: {first}", {spec.objective: math.nan})
         return
     metrics: dict[str, Any] = {
         **result.metrics,

@@ -95,3 +95,24 @@ def test_cosine_schedule_decays_to_zero_and_constant_keeps_the_rate():
         schedule.step()
         rates.append(opt.param_groups[0]["lr"])
     assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_an_error_of_the_trials_own_code_ends_it_failed_without_a_retry(monkeypatch):
+    """Raised, Tune would retry it max_failures times; reported as the last result, it is FAILED once."""
+    import study.trainable as trainable
+
+    failed: list[str] = []
+    monkeypatch.setattr(trainable.EpochReporter, "failed", lambda self, reason, metrics: failed.append(reason))
+
+    def shape_mismatch(*args, **kwargs):
+        raise RuntimeError("Given groups=1, weight of size [8, 3, 3, 3], expected input to have 3 channels, but got 1\nmore")
+
+    monkeypatch.setattr(trainable, "run_plan", shape_mismatch)
+    spec = parse_spec(yaml.safe_load(SMOKE.read_text()))
+    config = TrialPlan.config({"architecture": "unet", "alpha": 0.2}, seed=0, phase="confirm")
+    trainable.train_trial(config, spec=spec, data={})
+    assert failed == ["RuntimeError: Given groups=1, weight of size [8, 3, 3, 3], expected input to have 3 channels, but got 1"]
+
+    monkeypatch.setattr(trainable, "run_plan", lambda *a, **k: (_ for _ in ()).throw(SystemExit(0)))
+    with pytest.raises(SystemExit):  # Ray's way of stopping a trial must pass through
+        trainable.train_trial(config, spec=spec, data={})
