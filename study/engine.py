@@ -27,6 +27,7 @@ from study import metrics_names as M
 from study.cells import cell_key, expand_cells
 from study.errors import SegstudyError
 from study.preflight import preflight
+from study.ray_reaper import reap_on_exit
 from study.reconcile import reconcile, study_trial_runs
 from study.spec import StudySpec, check_data, load_spec
 from study.study_data import build_study_data, summarise_data
@@ -187,6 +188,7 @@ def connect_ray(address: str | None, *, trials_at_once: int = 1) -> bool:
             _system_config=local_ray_config(trials_at_once),
             **kwargs,
         )
+        reap_on_exit()  # a SIGKILLed driver must not leave Ray's agents running
     return True
 
 
