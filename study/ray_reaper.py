@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import psutil
+
+from study.watchdog import start_watchdog
 
 _WATCHDOG = """
 import json, os, signal, sys, time
@@ -54,13 +54,7 @@ def reap_on_exit() -> int:
         os.close(_write_end)  # an earlier local Ray of this process: its watchdog takes over now
     children = psutil.Process().children(recursive=True)
     watched = [(p.pid, p.create_time()) for p in children]
-    read_end, write_end = os.pipe()
-    subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, json.dumps(watched)], stdin=read_end, start_new_session=True, close_fds=True
-    )
-    os.close(read_end)
-    os.set_inheritable(write_end, False)  # Ray's workers must not keep the driver "alive"
-    _write_end = write_end
+    _write_end = start_watchdog(_WATCHDOG, json.dumps(watched))
     return len(watched)
 
 

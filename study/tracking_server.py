@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from study.errors import SegstudyError
+from study.watchdog import start_watchdog
 
 LOOPBACK = "127.0.0.1"
 
@@ -100,11 +101,7 @@ def serve(*, backend: str, artifacts: Path, host: str = LOOPBACK, port: int = 50
         Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(command, env=server_env(), start_new_session=True)
-    read_end, write_end = os.pipe()
-    subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, str(server.pid)], stdin=read_end, start_new_session=True, close_fds=True
-    )
-    os.close(read_end)  # only the watchdog reads; this process keeps write_end open while it lives
+    write_end = start_watchdog(_WATCHDOG, str(server.pid))  # ends the server group if this process dies
 
     def stop(signum: int, _frame: object) -> None:
         try:
