@@ -261,6 +261,7 @@ def run_plan(
         test_dice=metrics[M.TEST_DICE],
         val_curve=trained.val_curve,
         trivial_val_dice=trivial_dice(level.val),
+        test_truths=[level.test.volume(i)[1] for i in range(len(level.test))],
     )
     metrics.update(condition_metrics(corrupted) if len(corrupted) else {})
     metrics.update(coverage_metrics(tested.coverage))

@@ -92,3 +92,17 @@ def test_one_mask_for_every_image_is_a_collapse():
     others = [np.random.default_rng(i).random((1, 16, 16)) for i in range(2)]
     assert collapsed_share([blob] * 4 + others, threshold=0.5) == pytest.approx(4 / 6)
     assert collapsed_share([blob] + others, threshold=0.5) == 0.0  # one image is its own mask
+
+
+def test_an_empty_prediction_of_an_empty_image_is_right_not_collapsed():
+    empty = np.zeros((1, 16, 16), np.float32)
+    blob = np.zeros((1, 16, 16), np.float32)
+    blob[0, 4:10, 4:10] = 1.0
+    # Three empty slices predicted empty, one object found: nothing degenerate.
+    assert collapsed_share([empty, empty, empty, blob], threshold=0.5, truths=[empty, empty, empty, blob]) == 0.0
+    # The same predictions where every slice has the object: three misses.
+    assert collapsed_share([empty, empty, empty, blob], threshold=0.5, truths=[blob] * 4) == pytest.approx(3 / 4)
+    # One mask for two images whose truths differ is a collapse; for two identical truths it is right.
+    other = np.roll(blob, 3, axis=2)
+    assert collapsed_share([blob, blob], threshold=0.5, truths=[blob, other]) == 1.0
+    assert collapsed_share([blob, blob], threshold=0.5, truths=[blob, blob]) == 0.0

@@ -17,7 +17,6 @@ Reasons, checked in this order (the first that holds is reported):
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,22 +45,36 @@ def trivial_dice(split: Split) -> float:
     return float(np.mean(scores))
 
 
-def collapsed_share(probs: Sequence[np.ndarray], *, threshold: float) -> float:
-    """Share of images whose binary prediction is empty, (nearly) full, or the most common mask."""
+def collapsed_share(
+    probs: Sequence[np.ndarray], *, threshold: float, truths: Sequence[np.ndarray] | None = None
+) -> float:
+    """Share of images whose binary prediction is empty, (nearly) full, or one mask repeated.
+
+    With `truths`, a prediction is only degenerate where the truth is not: an empty prediction
+    of an empty slice is right. A mask repeated across images counts when those images' truths differ.
+    """
     if not probs:
         return 0.0
-    degenerate, hashes = 0, Counter()
-    for p in probs:
+    degenerate = 0
+    groups: dict[tuple, set[bytes]] = {}  # predicted mask -> the truths it was predicted for
+    for i, p in enumerate(probs):
         pred = np.asarray(p) > threshold
+        truth = None if truths is None else np.asarray(truths[i]).reshape(pred.shape) > 0
         share = float(pred.mean())
-        if share == 0.0 or share >= _FULL:
+        if share == 0.0 and (truth is None or truth.any()):
+            degenerate += 1
+        elif share >= _FULL and (truth is None or truth.mean() < _FULL):
             degenerate += 1
         else:
-            hashes[(pred.shape, hashlib.blake2b(np.packbits(pred).tobytes(), digest_size=16).digest())] += 1
-    repeated = max(hashes.values(), default=0)
-    # One mask shared by several images is a collapse; a single image is its own mask.
-    same = repeated if repeated > 1 else 0
+            key = (pred.shape, _digest(pred))
+            groups.setdefault(key, set()).add(_digest(truth) if truth is not None else str(i).encode())
+    # One mask predicted for images with different truths is a collapse; an image is its own mask.
+    same = max((len(t) for t in groups.values() if len(t) > 1), default=0)
     return (degenerate + same) / len(probs)
+
+
+def _digest(mask: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
 
 
 def judge(
@@ -72,6 +85,7 @@ def judge(
     test_dice: float,
     val_curve: Sequence[float],
     trivial_val_dice: float,
+    test_truths: Sequence[np.ndarray] | None = None,
 ) -> Verdict:
     """The verdict on one trained model (see the module docstring for the reasons).
 
@@ -81,7 +95,7 @@ def judge(
         ...       val_curve=[0.1, 0.1], trivial_val_dice=0.1).reason
         'collapsed: 4 of 4 test predictions are empty, all foreground or one repeated mask'
     """
-    share = collapsed_share(test_probs, threshold=threshold)
+    share = collapsed_share(test_probs, threshold=threshold, truths=test_truths)
     if share > gate.max_collapsed:
         n = round(share * len(test_probs))
         return Verdict(False, f"collapsed: {n} of {len(test_probs)} test predictions are empty, all foreground or one repeated mask")
