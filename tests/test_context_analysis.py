@@ -196,7 +196,7 @@ def _assert_png(path: Path, *, min_width: int) -> None:
 def test_analyze_writes_every_context_file(store: str, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="8 of 8 cells have fewer than 3 seeds"):
         paths = analyze("context", out_dir=tmp_path, tracking_uri=store)
-    assert set(paths) == {"trials", "per_image", "summary", "fbr_shift", "dice_by_fbr", "dice_vs_patch_size",
+    assert set(paths) == {"trials", "per_image", "summary", "findings", "fbr_shift", "dice_by_fbr", "dice_vs_patch_size",
                           "patch_pos_heatmap", "dice_vs_fbr"}
     assert all(p.is_file() and p.parent == tmp_path for p in paths.values())
     trials = pd.read_csv(paths["trials"])

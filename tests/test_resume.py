@@ -70,10 +70,6 @@ def test_driver_killed_mid_study_resumes_to_the_same_result(ray_head, write_spec
             break
         time.sleep(0.3)
     assert driver.poll() is None, "the study ended before it could be interrupted"
-    # A second driver on the live study is refused (it would run every trial again), before it starts anything.
-    second = run_cli("resume", "resume", "--address", ray_head.gcs_address, "--storage", str(storage), cwd=ROOT, env=env)
-    assert second.returncode == 2, second.stderr[-2000:]
-    assert "a live driver is running this study (pid " in second.stderr and second.stderr.strip().count("\n") == 0
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=30)
     before = {r.data.tags[M.TRIAL_KEY_TAG]: r.info.run_id for r in trial_runs(uri) if r.info.status == "FINISHED"}
@@ -102,6 +98,31 @@ def test_driver_killed_mid_study_resumes_to_the_same_result(ray_head, write_spec
     studies = client.search_runs([client.get_experiment_by_name("resume").experiment_id],
                                  filter_string=f"tags.`{M.ROLE_TAG}` = '{M.ROLE_STUDY}'")
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"
+
+
+def test_a_second_driver_on_a_live_study_is_refused(ray_head, write_spec, tmp_path):
+    """Two real drivers: `resume` while the first is alive would run every trial again; it is refused."""
+    spec = write_spec(name="twice", factors={"architecture": ["unet"], "alpha": [0.5]}, seeds=[0],
+                      training__epochs=400, evaluation__perturbations=[])
+    storage = tmp_path / "storage"
+    env = {**ray_head.env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'twice.db'}"}
+    driver = subprocess.Popen(
+        [str(BIN / "segstudy"), "run", str(spec), "--address", ray_head.gcs_address, "--storage", str(storage)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(p.stat().st_size for p in storage.glob("*/driver.lock")):
+            assert driver.poll() is None, "the first driver ended early"
+            time.sleep(0.3)
+        second = run_cli("resume", "twice", "--address", ray_head.gcs_address, "--storage", str(storage), cwd=ROOT, env=env)
+        assert driver.poll() is None, "the first driver ended before the second asked: the check proves nothing"
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"a live driver is running this study (pid {driver.pid} on " in second.stderr
+        assert second.stderr.strip().count("\n") == 0
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
 
 
 def test_resume_of_unknown_study_is_a_clear_error(tmp_path):
