@@ -8,6 +8,7 @@ that never left the trivial regime cannot hide behind a table of means.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -37,13 +38,14 @@ def plot_learning_curves(curves: pd.DataFrame, trials: pd.DataFrame, out: Path) 
         rejected = set(trials.loc[trials["learned"] == False, "cell"])  # noqa: E712
     n_cols = min(_PANEL_COLUMNS, max(1, len(cells)))
     n_rows = max(1, math.ceil(len(cells) / n_cols))
-    fig = Figure(figsize=(3.0 * n_cols, 2.3 * n_rows), layout="constrained")
+    fig = Figure(figsize=(3.0 * n_cols, 2.5 * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False, sharey=True)
     for ax, cell in zip(axes.flat, cells):
         colour = "tab:red" if cell in rejected else "tab:blue"
         for seed, group in curves[curves["cell"] == cell].groupby("seed"):
             ax.plot(group["epoch"], group[M.VAL_DICE], color=colour, alpha=0.8, lw=1.2, label=f"seed {seed}")
-        ax.set_title(cell + ("\nDID NOT LEARN" if cell in rejected else ""), fontsize=7, color=colour)
+        title = textwrap.fill(cell.replace("architecture=", "").replace(",", ", "), width=34)
+        ax.set_title(title + ("\nDID NOT LEARN" if cell in rejected else ""), fontsize=7, color=colour)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
