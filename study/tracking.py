@@ -74,8 +74,13 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
         return
     db = Path(uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(db.with_name(db.name + ".lock"), "a")  # noqa: SIM115 - closed below
+    except OSError:  # a read-only folder: nobody can create a schema there, so there is nothing to guard
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # blocks until the other process has created the schema
         try:
             yield
