@@ -71,3 +71,17 @@ def test_a_patch_covering_the_volume_is_taken_once():
     np.testing.assert_array_equal(masks[0], mask)
     smaller, _ = sample_patches(image, mask, patch_size=32, pos_fraction=0.5, num_samples=4, seed=0)
     assert smaller.shape[0] == 4
+
+
+def test_read_only_volumes_from_the_object_store_are_cropped_without_a_warning():
+    import warnings
+
+    image, mask = known_volume()
+    expected = sample_patches(image, mask, patch_size=16, pos_fraction=0.5, num_samples=3, seed=1)
+    image.flags.writeable = False
+    mask.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "NumPy array is not writable" would fail here
+        got = sample_patches(image, mask, patch_size=16, pos_fraction=0.5, num_samples=3, seed=1)
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)

@@ -41,8 +41,10 @@ def sample_patches(
     if all(side <= patch_size for side in image.shape[1:]):
         num_samples = 1
     pad = SpatialPad(spatial_size=spatial)
-    img = pad(torch.as_tensor(image))
-    lab = pad(torch.as_tensor(mask))
+    # Copies: arrays from Ray's object store are read-only, and a tensor over them is undefined
+    # behaviour if written (torch warns once per process); one volume's copy costs little.
+    img = pad(torch.tensor(image))
+    lab = pad(torch.tensor(mask))
     crop = RandCropByPosNegLabel(
         spatial_size=spatial,
         pos=pos_fraction,
