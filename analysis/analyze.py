@@ -19,7 +19,7 @@ from analysis.context_plots import plot_dice_vs_fbr, plot_dice_vs_patch_size, pl
 from analysis.findings import ARM, findings
 from analysis.output import output_dir
 from analysis.plots import plot_dice_vs_complexity
-from analysis.runs import factor_names, load_per_image, load_trials
+from analysis.runs import factor_names, load_per_image, load_trials, not_learned_trials
 from analysis.summary import summarise
 from study import metrics_names as M
 from study.errors import SegstudyError
@@ -121,9 +121,7 @@ def _context_outputs(trials: pd.DataFrame, per_image: pd.DataFrame, dice: pd.Dat
 
 def _warn_not_learned(trials: pd.DataFrame) -> None:
     """Say which cells hold trials whose model did not learn (the learning gate's verdict)."""
-    if "learned" not in trials.columns:
-        return
-    bad = trials[trials["learned"] == False]  # noqa: E712 - None (no verdict) is not a failure
+    bad = not_learned_trials(trials)
     if not bad.empty:
         cells = sorted(bad["cell"].unique())
         warnings.warn(

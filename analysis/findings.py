@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.runs import not_learned_trials
 from analysis.stats import pairwise_wilcoxon
 from study import metrics_names as M
 
@@ -142,9 +143,7 @@ def _test_row(tests: pd.DataFrame, where: dict, arm: str, ref: str) -> dict:
 
 def _unlearned_cells(trials: pd.DataFrame) -> list[tuple[dict, str]]:
     """(factor values, "cell seed=S") of every trial the learning gate failed."""
-    if "learned" not in trials.columns:
-        return []
-    bad = trials[trials["learned"] == False]  # noqa: E712 - NaN (no verdict) is not a failure
+    bad = not_learned_trials(trials)
     factors = [c for c in trials.attrs.get("factors", []) if c in trials.columns]
     return [({f: r[f] for f in factors}, f"{r['cell']} seed={r['seed']}") for r in bad.to_dict("records")]
 

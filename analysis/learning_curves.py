@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from analysis.runs import not_learned_trials
 from study import metrics_names as M
 from study.tracking import reading_client
 
@@ -33,9 +34,7 @@ def load_val_curves(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:
 def plot_learning_curves(curves: pd.DataFrame, trials: pd.DataFrame, out: Path) -> Path:
     """A grid of per-cell panels of validation Dice against epoch; rejected cells in red."""
     cells = sorted(curves["cell"].unique())
-    rejected = set()
-    if "learned" in trials.columns:
-        rejected = set(trials.loc[trials["learned"] == False, "cell"])  # noqa: E712
+    rejected = set(not_learned_trials(trials)["cell"])
     n_cols = min(_PANEL_COLUMNS, max(1, len(cells)))
     n_rows = max(1, math.ceil(len(cells) / n_cols))
     fig = Figure(figsize=(3.0 * n_cols, 2.5 * n_rows), layout="constrained")

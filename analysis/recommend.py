@@ -18,11 +18,11 @@ import pandas as pd
 from skimage import io as skio
 from skimage.restoration import estimate_sigma
 
-from analysis.runs import load_per_image, load_trials
+from analysis.runs import load_per_image, load_trials, not_learned_trials
 from analysis.stats import pairwise_wilcoxon
 from study import metrics_names as M
 from study.data import texture_disparity
-from study.errors import SegstudyError
+from study.errors import SegstudyError, first_line
 from study.perturbations import get_perturbation
 
 NOISE = "gaussian_noise"
@@ -46,7 +46,7 @@ def _read(path: Path) -> np.ndarray:
             image = np.asarray(skio.imread(str(path)), dtype=np.float32)
             image = image if image.ndim == 2 else image[..., :3].mean(axis=-1)
     except Exception as exc:  # noqa: BLE001 - every reader error means "not a readable image"
-        first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, limit=150)
         raise SegstudyError(f"--data {path}: cannot read as {kind} ({first})") from None
     if image.ndim not in (2, 3) or not np.isfinite(image).all():
         raise SegstudyError(f"--data {path}: need a finite 2D or 3D image, got shape {image.shape}")
@@ -154,9 +154,8 @@ def recommend(experiment: str, *, data: Path, tracking_uri: str, n_boot: int = 1
 
 def _not_learned(trials: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
     """'cell seed=S' of the trials behind `rows` that the learning gate rejected."""
-    if "learned" not in trials.columns:
-        return []
-    used = trials[trials["run_id"].isin(set(rows["run_id"])) & (trials["learned"] == False)]  # noqa: E712
+    bad = not_learned_trials(trials)
+    used = bad[bad["run_id"].isin(set(rows["run_id"]))]
     return [f"{r.cell} seed={r.seed}" for r in used.itertuples()]
 
 

@@ -40,7 +40,7 @@ from analysis.learning_curves import load_val_curves, plot_learning_curves
 from analysis.plots import plot_dice_vs_complexity
 from analysis.robustness import condition_summary, parse_condition, robustness_summary
 from analysis.robustness_plots import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
-from analysis.runs import _no_progress_bars, factor_names, load_per_image, load_trials, trial_runs
+from analysis.runs import _no_progress_bars, factor_names, load_per_image, load_trials, not_learned_trials, trial_runs
 from analysis.stats import MIN_SEEDS, friedman, pairwise_wilcoxon, resolve_within
 from analysis.stats_plots import plot_critical_difference
 from analysis.summary import summarise
@@ -349,10 +349,7 @@ def _findings(
     per_image: pd.DataFrame, trials: pd.DataFrame, evaluation: dict, *, tracking_uri: str, out_dir: Path
 ) -> dict[str, Any]:
     """Section 0: the findings sentences, the trials that did not learn, the learning curves."""
-    not_learned: list[str] = []
-    if "learned" in trials.columns:
-        bad = trials[trials["learned"] == False]  # noqa: E712 - None (no verdict) is not a failure
-        not_learned = [f"{r.cell} seed={r.seed}: {r.learning_issue}" for r in bad.itertuples()]
+    not_learned = [f"{r.cell} seed={r.seed}: {r.learning_issue}" for r in not_learned_trials(trials).itertuples()]
     lines: list[str] = []
     if not per_image.empty and ARM in per_image.columns and per_image[ARM].nunique() > 1:
         within = resolve_within(per_image, by=ARM, within=None)

@@ -152,6 +152,14 @@ def load_per_image(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def not_learned_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials the learning gate rejected; a trial without a verdict (tune phase, older runs)
+    is not one of them."""
+    if "learned" not in trials.columns:
+        return trials.iloc[0:0]
+    return trials[trials["learned"] == False]  # noqa: E712 - None (no verdict) is not a rejection
+
+
 def factor_names(trials: pd.DataFrame) -> list[str]:
     """The factor columns of a trials frame: from `attrs`, else from the canonical cell strings."""
     if "factors" in trials.attrs:

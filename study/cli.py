@@ -225,7 +225,7 @@ def _print_findings(path: Path | None) -> None:
         return
     import pandas as pd
 
-    lines = pd.read_csv(path)["line"].tolist() if path.stat().st_size else []
+    lines = pd.read_csv(path)["line"].tolist()
     if lines:
         typer.echo("findings (clean test Dice, 95% CI, Wilcoxon p Holm-corrected per level):")
         for line in lines:

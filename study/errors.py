@@ -17,6 +17,13 @@ class SegstudyError(Exception):
     exit_code = 2
 
 
+def first_line(exc: BaseException, *, limit: int = 200, empty: str | None = None) -> str:
+    """The first line of an exception's text, at most `limit` characters; `empty` (default: the
+    exception's type name) when it has no text. Tracebacks stay in logs; users get this line."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else (type(exc).__name__ if empty is None else empty)
+
+
 def unknown_name(kind: str, given: str, available: Iterable[str], *, where: str = "") -> SegstudyError:
     """Build a MONAI-style look-up error: what was given, did-you-mean, what is accepted.
 

@@ -14,7 +14,7 @@ import torch
 
 from study.cells import cell_key, expand_cells
 from study.data import Split
-from study.errors import SegstudyError
+from study.errors import SegstudyError, first_line
 from study.models import build_network
 from study.spec import ARCHITECTURE, StudySpec
 from study.study_data import StudyData
@@ -43,7 +43,7 @@ def preflight(spec: StudySpec, data: StudyData) -> int:
         try:
             _one_step(plan, spec, data)
         except _ERRORS as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            first = first_line(exc, limit=300, empty="")
             raise SegstudyError(
                 f"factors: cell {cell_key(cell)}: one training step on the study's data fails, so every trial of "
                 f"it would: {type(exc).__name__}: {first}"

@@ -47,20 +47,16 @@ def load_yaml_file(path: Path, *, max_bytes: int = MAX_BYTES, max_nodes: int = M
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SegstudyError(f"{path}: not UTF-8 text (byte {exc.start}); save the spec as UTF-8") from None
+    loader = _UniqueKeyLoader(text)
     try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        node = loader.get_single_node()  # parsed once: measured, then built from the same nodes
         if node is None:
             return None
-        expanded = _expanded_size(node, max_nodes)
-        if expanded > max_nodes:
+        if _expanded_size(node, max_nodes) > max_nodes:
             raise SegstudyError(
                 f"anchors and aliases expand to more than {max_nodes} YAML nodes; write the values out"
             )
-        loader = _UniqueKeyLoader(text)
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
+        return loader.construct_document(node)
     except SegstudyError as exc:
         raise SegstudyError(f"{path}: {exc}") from None
     except RecursionError:
@@ -69,6 +65,8 @@ def load_yaml_file(path: Path, *, max_bytes: int = MAX_BYTES, max_nodes: int = M
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise SegstudyError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    finally:
+        loader.dispose()
 
 
 def _expanded_size(root: yaml.Node, budget: int) -> int:

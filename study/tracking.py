@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
-from study.errors import SegstudyError
+from study.errors import SegstudyError, first_line
 from study.outbox import OFFLINE_PREFIX, Outbox, is_unavailable, map_ids
 
 log = logging.getLogger(__name__)
@@ -111,12 +111,17 @@ def reading_client(uri: str) -> MlflowClient:
         fail_fast_http()
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    check_reachable(client, uri)
+    return client
+
+
+def check_reachable(client: MlflowClient, uri: str) -> None:
+    """One cheap request; any failure becomes a one-line error naming the (redacted) URI."""
     try:
         client.search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot read"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot track or read"
+        first = first_line(exc, limit=10_000)
         raise SegstudyError(f"tracking URI '{redact(uri)}' is not reachable: {scrub(first, uri)[:200]}") from None
-    return client
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -163,11 +168,7 @@ class StudyTracker:
         Creating the client made a fresh SQLite store's schema under a file lock (`store_lock`),
         so two studies started at once on a fresh store do not both run the migration.
         """
-        try:
-            self.client.search_experiments(max_results=1)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot track"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SegstudyError(f"tracking URI '{redact(self.uri)}' is not reachable: {scrub(first, self.uri)[:200]}") from None
+        check_reachable(self.client, self.uri)
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:

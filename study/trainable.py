@@ -22,6 +22,7 @@ import torch
 
 from study import metrics_names as M
 from study.models import build_network
+from study.errors import first_line
 from study.spec import StudySpec
 from study.data import DATASETS, LevelData, Split
 from study.serving import Preprocessing, write_package
@@ -85,7 +86,7 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
         return
     except DETERMINISTIC as exc:
         traceback.print_exc()  # the worker's log keeps the whole story; MLflow gets the first line
-        first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+        first = first_line(exc, limit=500, empty="")
         reporter.failed(f"{type(exc).__name__}: {first}", {spec.objective: math.nan})
         return
     metrics: dict[str, Any] = {
@@ -228,7 +229,7 @@ def out_of_memory_as_failure(epoch: int, device: torch.device) -> Iterator[None]
     try:
         yield
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "allocation failed"
+        detail = first_line(exc, empty="allocation failed")
         raise TrialOutOfMemoryError(
             f"out of memory on {device.type} at epoch {epoch} ({detail}); lower batch_size, patch_size or "
             "resources.gpu packing"

@@ -37,7 +37,6 @@ class TrackingCallback(tune.Callback):
         self.runs: dict[str, str] = {}
         self.failed = 0
         self.completed = 0  # trials ended (finished or failed for good), retried attempts not counted
-        self.not_learned: list[str] = []  # "cell (reason)" of confirm trials the learning gate failed
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if trial.trial_id in self.runs:
@@ -78,7 +77,6 @@ class TrackingCallback(tune.Callback):
             tags[M.LEARNED_TAG] = "true" if final[M.LEARNED] else "false"
             if final.get(M.LEARNING_ISSUE):
                 tags[M.LEARNING_ISSUE_TAG] = str(final[M.LEARNING_ISSUE])
-                self.not_learned.append(f"{TrialPlan.from_config(self.spec, trial.config).cell_key} ({final[M.LEARNING_ISSUE]})")
         self.tracker.set_tags(run_id, tags)
         directory = checkpoint_dir(trial)
         if directory is not None:

@@ -20,7 +20,7 @@ from study import metrics_names as M
 from study.conformal import image_noise, quality_score
 from study.data import texture_disparity
 from study.data.intensity import INTENSITY
-from study.errors import SegstudyError
+from study.errors import SegstudyError, first_line
 from study.serving.image_files import file_kind, read_input
 from study.serving.inference import probabilities
 from study.serving.mlflow_model import MODEL_ARTIFACT_PATH, package_dir
@@ -53,7 +53,7 @@ def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
             source = registered_source(uri, tracking_uri=tracking_uri)
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri))
         except (MlflowException, OSError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise SegstudyError(
                 f"--model {model}: no logged model at {uri} in {redact(tracking_uri)} ({scrub(first, tracking_uri)}); "
                 "confirm runs log one under 'model'"
