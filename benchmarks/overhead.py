@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/overhead.py [--repeats 3] [--seeds 2] [--epochs N]
 
 Both sides run the 4 x --seeds trials of benchmarks/specs/overhead.yaml one at a time with 2 torch threads
-(resources.cpu: 2). The loop calls `study.trainable.run_plan` directly on data built once; the
+(resources.cpu: 2). The loop calls `study.training.trial.run_plan` directly on data built once; the
 study side is the whole `run_study` (Ray start, data build, object store, reporting, MLflow
 logging, model registration, checkpoints) into an existing MLflow store. Target: median ratio
 <= 1.10 for trials of about 30 s. Each record also splits the study's time into its trials (MLflow
@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import record  # noqa: E402
-from study.cells import expand_cells  # noqa: E402
-from study.engine import run_study  # noqa: E402
+from study.spec.cells import expand_cells  # noqa: E402
+from study.run.engine import run_study  # noqa: E402
 from study.metrics_names import PHASE_CONFIRM, PHASE_TAG  # noqa: E402
 from study.spec import load_spec  # noqa: E402
-from study.study_data import build_study_data  # noqa: E402
-from study.trainable import run_plan  # noqa: E402
+from study.training.study_data import build_study_data  # noqa: E402
+from study.training.trial import run_plan  # noqa: E402
 from study.training import TrialPlan  # noqa: E402
 
 SPEC = ROOT / "benchmarks" / "specs" / "overhead.yaml"

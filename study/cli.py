@@ -57,12 +57,12 @@ def user_errors(fn: F) -> F:
 @user_errors
 def validate(spec: SpecArg) -> None:
     """Check a spec (keys, values, architectures, factors) without training anything."""
-    from study.cells import expand_cells
+    from study.spec.cells import expand_cells
     from study.spec import check_data, load_spec
 
     parsed = load_spec(spec)
     check_data(parsed)
-    from study.engine import prepared_data  # torch and MONAI: only once the spec itself is sound
+    from study.run.engine import prepared_data  # torch and MONAI: only once the spec itself is sound
 
     prepared_data(parsed)  # what run checks, validate checks: data built, one step per network input
     n_cells = len(expand_cells(parsed))
@@ -91,7 +91,7 @@ def run(
     storage: Annotated[Path | None, typer.Option(help="Directory for Tune results and checkpoints")] = None,
 ) -> None:
     """Run every cell x seed of the study and track it in MLflow."""
-    from study.engine import run_study
+    from study.run.engine import run_study
 
     _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage))
 
@@ -110,7 +110,7 @@ def resume(
     storage: StorageOpt = None,
 ) -> None:
     """Continue a study whose driver was killed: finished trials are kept, the rest run."""
-    from study.engine import resume_study
+    from study.run.engine import resume_study
 
     _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage))
 
@@ -123,7 +123,7 @@ def sync(
     storage: StorageOpt = None,
 ) -> None:
     """Deliver tracking writes kept while the MLflow server was unreachable."""
-    from study.engine import sync_study
+    from study.run.engine import sync_study
 
     sent, left = sync_study(study, storage=storage, tracking_uri=tracking_uri)
     typer.echo(f"delivered {sent} kept tracking write(s); {left} still waiting")
@@ -145,7 +145,7 @@ def tracking_serve(
     """Start `mlflow server` (loopback by default); studies log to it with --tracking-uri http://HOST:PORT."""
     import signal
 
-    from study.tracking_server import check_port_free, serve, server_command
+    from study.tracking.server import check_port_free, serve, server_command
     from study.tracking import resolve_tracking_uri
 
     if backend_store_uri.startswith("sqlite:///"):
@@ -184,7 +184,7 @@ def submit(
     no_follow: Annotated[bool, typer.Option("--no-follow", help="Return after submitting")] = False,
 ) -> None:
     """Submit the study as a Ray job, stream its logs, exit with its status."""
-    from study.submit import submit_study
+    from study.run.submit import submit_study
 
     job_id, status = submit_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, follow=not no_follow)
     typer.echo(f"job {job_id}: {status}")
@@ -322,10 +322,10 @@ def data_synth(
     fmt: Annotated[str, typer.Option("--format", help="png or nifti")] = "png",
 ) -> None:
     """Write the study's data (every level of its data factors) to files for inspection."""
-    from study.cells import cell_key
+    from study.spec.cells import cell_key
     from study.data.export import export_level
     from study.spec import load_spec
-    from study.study_data import build_study_data
+    from study.training.study_data import build_study_data
 
     parsed = load_spec(spec)
     if fmt not in {"png", "nifti"}:

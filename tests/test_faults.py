@@ -15,11 +15,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
-from study.engine import run_study
+from study.run.engine import run_study
 from study.spec import load_spec
-from study.study_data import build_study_data
-from study.cells import expand_cells
-from study.trainable import TrialOutOfMemoryError, train_plan
+from study.training.study_data import build_study_data
+from study.spec.cells import expand_cells
+from study.training.trial import TrialOutOfMemoryError, train_plan
 from study.training import TrialPlan
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
@@ -136,6 +136,6 @@ def test_out_of_memory_is_reported_as_such(write_spec, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return 0.5
 
-    monkeypatch.setattr("study.trainable.train_one_epoch", exhausted)
+    monkeypatch.setattr("study.training.trial.train_one_epoch", exhausted)
     with pytest.raises(TrialOutOfMemoryError, match=r"out of memory on cpu at epoch 2 \(CUDA out of memory"):
         train_plan(plan, spec=spec, data=data)

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from study.cli import app
 from study.spec import load_spec
-from study.study_data import build_study_data
-from study.trainable import run_plan
+from study.training.study_data import build_study_data
+from study.training.trial import run_plan
 from study.training import TrialPlan
 from test_msd import write_msd
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DELETE, SMOKE, SMOKE_TUNING, run_cli
-from study.cells import cell_key, expand_cells
+from study.spec.cells import cell_key, expand_cells
 from study.cli import app
 from study.errors import SegstudyError
 from study.spec import load_spec
@@ -203,7 +203,7 @@ def test_bad_3d_spec(write_spec, overrides, expected):
 
 def test_validate_trains_one_step_per_network_input_and_names_the_failing_cell(write_spec, monkeypatch):
     """A network that cannot take the study's data fails every trial; validate (and run) say so first."""
-    import study.preflight as preflight
+    import study.run.preflight as preflight
 
     real = preflight.build_network
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, SMOKE, run_app, run_cli
 from study import metrics_names as M
-from study.engine import run_study
+from study.run.engine import run_study
 from study.conformal.calibrate import BOUND, BOUND_COLUMNS, COVERED
 from study.errors import SegstudyError
 from study.serving.mlflow_model import registered_model_name
@@ -316,7 +316,7 @@ def check_predict_3d(uri: str, run, table: pd.DataFrame, tmp_path) -> None:
     from conftest import SMOKE_3D
 
     from study.spec import load_spec
-    from study.study_data import build_study_data
+    from study.training.study_data import build_study_data
 
     test = build_study_data(load_spec(SMOKE_3D))[()].test
     i = 3  # test0000 in the 48^3 volume

@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import BIN, ROOT, free_port, run_cli
 from study import metrics_names as M
-from study.engine import run_study
-from study.tracking_server import server_command
+from study.run.engine import run_study
+from study.tracking.server import server_command
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
 

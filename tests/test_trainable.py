@@ -9,8 +9,8 @@ import yaml
 
 from conftest import SMOKE
 from study.spec import parse_spec
-from study.study_data import build_study_data
-from study.trainable import run_plan
+from study.training.study_data import build_study_data
+from study.training.trial import run_plan
 from study.training import TrialPlan
 
 
@@ -64,7 +64,7 @@ class _Payload:
 def test_weights_round_trip_and_code_in_a_checkpoint_is_refused(setup, tmp_path):
     import torch
 
-    from study.checkpoints import load_weights, save_weights
+    from study.training.checkpoints import load_weights, save_weights
     from study.errors import SegstudyError
 
     spec, data = setup
@@ -99,7 +99,7 @@ def test_cosine_schedule_decays_to_zero_and_constant_keeps_the_rate():
 
 def test_an_error_of_the_trials_own_code_ends_it_failed_without_a_retry(monkeypatch):
     """Raised, Tune would retry it max_failures times; reported as the last result, it is FAILED once."""
-    import study.trainable as trainable
+    import study.run.trainable as trainable
 
     failed: list[str] = []
     monkeypatch.setattr(trainable.EpochReporter, "failed", lambda self, reason, metrics: failed.append(reason))

@@ -10,10 +10,10 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from study.cells import cell_key
-from study.tuning.scheduler import PerCellScheduler
-from study.tuning.searcher import CellSearcher
-from study.tuning.space import parse_distribution
+from study.spec.cells import cell_key
+from study.run.scheduler import PerCellScheduler
+from study.run.searcher import CellSearcher
+from study.spec.space import parse_distribution
 
 CELLS = [{"architecture": "unet", "alpha": 0.2}, {"architecture": "noskip_unet", "alpha": 0.9}]
 SPACE = {"lr": parse_distribution("lr", {"loguniform": [1e-4, 1e-1]})}

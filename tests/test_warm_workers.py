@@ -1,4 +1,4 @@
-"""Trials must be able to start in Ray's prestarted, preloaded workers (study.warm_workers)."""
+"""Trials must be able to start in Ray's prestarted, preloaded workers (study.run.warm_workers)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import importlib.util
 import pytest
 from ray.tune.execution import class_cache
 
-from study.engine import local_trials_at_once
+from study.run.engine import local_trials_at_once
 from study.spec import StudySpec, load_spec
-from study.warm_workers import PRELOAD, let_tune_use_prestarted_workers, local_ray_config
+from study.run.warm_workers import PRELOAD, let_tune_use_prestarted_workers, local_ray_config
 from conftest import SMOKE, SMOKE_TUNING
 
 

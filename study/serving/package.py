@@ -3,7 +3,7 @@
 Everything `segstudy predict` needs travels with the weights, so a model from the registry is
 applied exactly as it was trained and tested: same network, same intensity normalisation, same
 sliding window, same threshold, same calibration. Weights load with `weights_only=True`
-(study.checkpoints) and must match the recorded architecture key for key and shape for shape.
+(study.training.checkpoints) and must match the recorded architecture key for key and shape for shape.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from study.checkpoints import WEIGHTS_FILE, load_weights, save_weights
+from study.training.checkpoints import WEIGHTS_FILE, load_weights, save_weights
 from study.conformal import Calibration
 from study.errors import SegstudyError
 from study.models import build_network

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from study import metrics_names as M
-from study.cells import Cell, cell_key
+from study.spec.cells import Cell, cell_key
 from study.models import resolve_architecture
 from study.spec import ARCHITECTURE, HYPERPARAMETER_NAMES, Hyperparameters, StudySpec
-from study.study_data import DataKey, data_key
+from study.training.study_data import DataKey, data_key
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from study.errors import SegstudyError
-from study.cells import Cell, cell_key
-from study.tune_report import FAILURE
+from study.spec.cells import Cell, cell_key
+from study.run.tune_report import FAILURE
 
 log = logging.getLogger(__name__)
 

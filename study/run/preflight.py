@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from study.cells import cell_key, expand_cells
+from study.spec.cells import cell_key, expand_cells
 from study.data import Split
 from study.errors import SegstudyError, first_line
 from study.models import build_network
 from study.spec import ARCHITECTURE, StudySpec
-from study.study_data import StudyData
-from study.trainable import input_strategy, network_input
+from study.training.study_data import StudyData
+from study.training.trial import input_strategy, network_input
 from study.training import TrialPlan, build_loss
 
 _ERRORS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AssertionError, NotImplementedError)

@@ -12,13 +12,13 @@ from typing import Any
 from ray import tune
 
 from study import metrics_names as M
-from study.checkpoints import WEIGHTS_FILE
+from study.training.checkpoints import WEIGHTS_FILE
 from study.serving.mlflow_model import MODEL_ARTIFACT_PATH, registered_model_name, save_mlflow_model
 from study.serving.package import ARCHITECTURE_FILE, CALIBRATION_FILE
 from study.spec import StudySpec
 from study.tracking import StudyTracker
 from study.training import TrialPlan
-from study.tune_report import FAILURE, HISTORY, checkpoint_dir
+from study.run.tune_report import FAILURE, HISTORY, checkpoint_dir
 
 log = logging.getLogger(__name__)
 

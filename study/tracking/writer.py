@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
 from study.errors import SegstudyError, first_line
-from study.outbox import OFFLINE_PREFIX, Outbox, is_unavailable, map_ids
+from study.tracking.outbox import OFFLINE_PREFIX, Outbox, is_unavailable, map_ids
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class StudyTracker:
         self._last_retry = 0.0
 
     def use_outbox(self, directory: Path) -> None:
-        """Keep writes the server cannot take in `directory` (see `study.outbox`)."""
+        """Keep writes the server cannot take in `directory` (see `study.tracking.outbox`)."""
         self.outbox = Outbox(directory)
 
     def check_reachable(self) -> None:

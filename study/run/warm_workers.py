@@ -1,6 +1,6 @@
 """Let trials start in Ray workers that have already imported torch, MONAI and the trainable.
 
-A fresh Python worker spends 5-7 s importing `study.trainable` (MONAI imports all its
+A fresh Python worker spends 5-7 s importing `study.run.trainable` (MONAI imports all its
 submodules, mlflow and matplotlib among them) before its first epoch; Tune then waits for it.
 Ray starts one idle worker per trial slot when a node starts, and can import modules in them
 right away (`preload_python_modules`), while the driver builds the data and sets up MLflow.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PRELOAD = ("study.trainable",)
+PRELOAD = ("study.run.trainable",)
 
 
 def local_ray_config(trials_at_once: int) -> dict[str, Any]:

@@ -24,23 +24,23 @@ from ray import tune
 from sqlalchemy.exc import SQLAlchemyError
 
 from study import metrics_names as M
-from study.cells import cell_key, expand_cells
+from study.spec.cells import cell_key, expand_cells
 from study.errors import SegstudyError
-from study.preflight import preflight
-from study.ray_reaper import reap_on_exit
-from study.reconcile import reconcile, study_trial_runs
+from study.run.preflight import preflight
+from study.run.ray_reaper import reap_on_exit
+from study.run.reconcile import reconcile, study_trial_runs
 from study.spec import StudySpec, check_data, load_spec
-from study.study_data import build_study_data, summarise_data
-from study.study_dir import OPTUNA_DB, StudyDir
+from study.training.study_data import build_study_data, summarise_data
+from study.run.study_dir import OPTUNA_DB, StudyDir
 from study.tracking import StudyTracker, resolve_tracking_uri
-from study.trainable import train_trial
+from study.run.trainable import train_trial
 from study.training import TrialPlan
 from study.training.plan import optuna_trial_of, trial_key
-from study.tune_callback import TrackingCallback
-from study.tune_report import LastResultFile
-from study.tuning.scheduler import PerCellScheduler
-from study.tuning.searcher import CellSearcher
-from study.warm_workers import let_tune_use_prestarted_workers, local_ray_config
+from study.run.tune_callback import TrackingCallback
+from study.run.tune_report import LastResultFile
+from study.run.scheduler import PerCellScheduler
+from study.run.searcher import CellSearcher
+from study.run.warm_workers import let_tune_use_prestarted_workers, local_ray_config
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def run_study(
 
 def prepared_data(spec: StudySpec) -> Any:
     """The study's data, built once, after one training step per network input passed on it
-    (`study.preflight`): a deterministic failure is a one-line error before Ray starts."""
+    (`study.run.preflight`): a deterministic failure is a one-line error before Ray starts."""
     t0 = time.perf_counter()
     data = build_study_data(spec)
     log.info("built data for %d level(s) in %.1f s", len(data), time.perf_counter() - t0)
@@ -174,7 +174,7 @@ def _storage(storage: str | Path | None) -> Path:
 
 def connect_ray(address: str | None, *, trials_at_once: int = 1) -> bool:
     """Join `address` or start a local Ray whose idle workers preload the trainable (see
-    study.warm_workers); returns True when this call started it."""
+    study.run.warm_workers); returns True when this call started it."""
     let_tune_use_prestarted_workers()
     if ray.is_initialized():
         return False

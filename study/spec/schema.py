@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from study import metrics_names as M
 from study.data import DATASETS
 from study.errors import SegstudyError, unknown_name
-from study.safe_yaml import load_yaml_file
+from study.spec.safe_yaml import load_yaml_file
 from study.strict import StrictModel
 from study.models import check_input_size, resolve_architecture
 from study.perturbations import get_perturbation
-from study.tuning import Confirm, Tuning, grid_size, is_distribution, parse_distribution
-from study.tuning.space import distribution_values
+from study.spec.tuning import Confirm, Tuning
+from study.spec.space import distribution_values, grid_size, is_distribution, parse_distribution
 
 ARCHITECTURE = "architecture"
 DEFAULT_SEEDS = (0, 1, 2)

@@ -1,0 +1,35 @@
+"""The spec layer: the YAML schema (`schema`), the ablation grid (`cells`) and the search space
+(`space`, `tuning`). Pure pydantic and Python: no torch, no Ray, no MLflow.
+
+`from study.spec import load_spec, StudySpec` is the public way in; the submodules hold the rest.
+"""
+
+from __future__ import annotations
+
+from study.spec.schema import (
+    ARCHITECTURE,
+    HYPERPARAMETER_NAMES,
+    Conformal,
+    Evaluation,
+    Hyperparameters,
+    LearningGate,
+    StudySpec,
+    Training,
+    check_data,
+    load_spec,
+    parse_spec,
+)
+
+__all__ = [
+    "ARCHITECTURE",
+    "HYPERPARAMETER_NAMES",
+    "Conformal",
+    "Evaluation",
+    "Hyperparameters",
+    "LearningGate",
+    "StudySpec",
+    "Training",
+    "check_data",
+    "load_spec",
+    "parse_spec",
+]

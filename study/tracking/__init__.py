@@ -1,0 +1,9 @@
+"""The tracking layer: MLflow. `writer` is the only code that writes to a tracking store; `outbox`
+keeps its writes while the server is away; `server` runs `segstudy tracking serve`.
+"""
+
+from __future__ import annotations
+
+from study.tracking.writer import StudyTracker, reading_client, redact, resolve_tracking_uri, scrub
+
+__all__ = ["StudyTracker", "reading_client", "redact", "resolve_tracking_uri", "scrub"]
