@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import functools
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
+from study import process_state
 from study.errors import SegstudyError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -336,13 +336,9 @@ def data_synth(
         typer.echo(f"{folder}: {len(files)} files")
 
 
-def _warning_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
-    return f"warning: {message}\n"
-
-
 def main() -> None:
     """Console-script entry point."""
-    warnings.formatwarning = _warning_line  # one readable line, not file:line plus source
+    process_state.format_warnings()
     app(prog_name="segstudy")
 
 

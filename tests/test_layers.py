@@ -15,6 +15,7 @@ RANK = {
     "study.strict": 0,
     "study.watchdog": 0,
     "study.metrics_names": 0,
+    "study.process_state": 0,
     "study.data": 1,
     "study.models": 1,
     "study.perturbations": 1,
@@ -29,7 +30,12 @@ RANK = {
     "study.__main__": 7,
 }
 # Third-party libraries each layer owns: nothing below uses them.
-OWNERS = {"ray": {"study.run", "study.cli"}, "mlflow": {"study.tracking", "study.serving", "study.run"}}
+# study.process_state holds every process-wide change, Ray's actor-variable cache among them; it
+# imports Ray inside that one function only, so importing it costs nothing.
+OWNERS = {
+    "ray": {"study.run", "study.cli", "study.process_state"},
+    "mlflow": {"study.tracking", "study.serving", "study.run"},
+}
 ANALYSIS_MAY_NOT = ("study.run", "study.training", "study.serving", "study.cli", "ray")
 
 

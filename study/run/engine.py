@@ -24,6 +24,7 @@ from ray import tune
 from sqlalchemy.exc import SQLAlchemyError
 
 from study import metrics_names as M
+from study import process_state
 from study.spec.cells import cell_key, expand_cells
 from study.errors import SegstudyError
 from study.run.preflight import preflight
@@ -417,12 +418,6 @@ def _tune_phase(
     return searcher.best(), callback.completed, callback.failed
 
 
-def _quiet_tune_loggers() -> None:
-    # Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records and cost driver CPU
-    # on every result; a user can turn them back on by setting the variable to 0.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-
-
 def _tuner(
     spec: StudySpec,
     trainable: Any,
@@ -437,7 +432,7 @@ def _tuner(
     max_concurrent: int | None = None,
     stop: dict[str, int] | None = None,
 ) -> tune.Tuner:
-    _quiet_tune_loggers()
+    process_state.quiet_tune_loggers()
     return tune.Tuner(
         trainable,
         param_space=param_space or {},

@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from study import process_state
 from study.errors import SegstudyError
 from study.spec.cells import Cell, cell_key
 from study.run.tune_report import FAILURE
@@ -104,7 +105,7 @@ class CellSearcher(Searcher):
         self.live: dict[str, tuple[int, int]] = {}  # tune trial id -> (cell index, optuna trial number)
         self.last: dict[str, dict[str, Any]] = {}
         self._handles: dict[str, optuna.Trial] = {}
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        process_state.quiet_optuna()
         self.studies = [
             optuna.create_study(
                 study_name=f"{prefix}/{cell_key(cell)}",

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from study import process_state
+
 PRELOAD = ("study.run.trainable",)
 
 
@@ -27,14 +29,9 @@ def local_ray_config(trials_at_once: int) -> dict[str, Any]:
 
 
 def let_tune_use_prestarted_workers() -> None:
-    """Drop Tune's fixed PL_DISABLE_FORK actor variable so trainable actors can take prestarted workers.
-
-    Variables Tune propagates from the driver's environment (AWS credentials and Train settings)
-    are kept: with them set, trials still run, in fresh workers.
-    """
-    from ray.tune.execution import class_cache
-
-    class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+    """Drop Tune's fixed PL_DISABLE_FORK actor variable so trainable actors can take prestarted
+    workers (the process-wide change lives in study/process_state.py)."""
+    process_state.let_tune_use_prestarted_workers()
 
 
 __all__ = ["PRELOAD", "let_tune_use_prestarted_workers", "local_ray_config"]

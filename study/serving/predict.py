@@ -8,7 +8,6 @@ what the calibration images showed: there the bound is not backed by calibration
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from study import metrics_names as M
+from study import process_state
 from study.conformal import image_noise, quality_score
 from study.data import texture_disparity
 from study.data.intensity import INTENSITY
@@ -47,7 +47,7 @@ def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
     from mlflow.exceptions import MlflowException
 
     uri = model_uri(model)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr keeps to one line per problem
+    process_state.quiet_artifact_downloads()
     with tempfile.TemporaryDirectory() as tmp:
         try:
             source = registered_source(uri, tracking_uri=tracking_uri)

@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
+from study.process_state import fail_fast_http
 from study.errors import SegstudyError, first_line
 from study.tracking.outbox import OFFLINE_PREFIX, Outbox, is_unavailable, map_ids
 
@@ -86,13 +87,6 @@ def store_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def fail_fast_http() -> None:
-    """MLflow retries a refused connection for minutes by default; segstudy fails fast instead
-    (a study keeps its writes in the outbox, a reading command says the server is away)."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 def reading_client(uri: str) -> MlflowClient:

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from study import metrics_names as M
+from study import process_state
 from study.conformal import Calibration
 from study.data import LevelData, Split
 from study.errors import first_line
@@ -100,7 +101,7 @@ def train_plan(
     Raises:
         LossDivergedError: the loss became NaN or infinite.
     """
-    torch.set_num_threads(max(1, int(spec.resources.cpu)))
+    process_state.set_torch_threads(spec.resources.cpu)
     torch.manual_seed(plan.seed)
     device = _device(spec)
     level = data[plan.data_key]
