@@ -9,17 +9,47 @@ Stages hand over through pandas frames (and CSV files in `analyze`), so each can
 
 from __future__ import annotations
 
-from analysis.analyze import analyze
-from analysis.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
-from analysis.context_plots import plot_dice_vs_fbr, plot_dice_vs_patch_size, plot_patch_pos_heatmap
-from analysis.plots import plot_dice_vs_complexity
-from analysis.recommend import recommend
-from analysis.report import build_report
-from analysis.robustness import condition_summary, parse_condition, robustness_summary
-from analysis.runs import factor_names, load_per_image, load_trials
-from analysis.stats import friedman, pairwise_wilcoxon
-from analysis.stats_plots import plot_critical_difference
-from analysis.summary import summarise
+import importlib
+from typing import Any
+
+# Name -> module that defines it. Imported on first use (PEP 562), so `import analysis` or
+# `from analysis import load_trials` does not pull in matplotlib and jinja2 for a caller that
+# only reads runs.
+_EXPORTS = {
+    "analyze": "analysis.analyze",
+    "build_report": "analysis.report",
+    "condition_summary": "analysis.robustness",
+    "dice_by_fbr_bin": "analysis.context",
+    "factor_names": "analysis.runs",
+    "fbr_shift": "analysis.context",
+    "friedman": "analysis.stats",
+    "load_per_image": "analysis.runs",
+    "load_trials": "analysis.runs",
+    "pairwise_wilcoxon": "analysis.stats",
+    "parse_condition": "analysis.robustness",
+    "plot_critical_difference": "analysis.stats_plots",
+    "plot_dice_vs_complexity": "analysis.plots",
+    "plot_dice_vs_fbr": "analysis.context_plots",
+    "plot_dice_vs_patch_size": "analysis.context_plots",
+    "plot_patch_pos_heatmap": "analysis.context_plots",
+    "recommend": "analysis.recommend",
+    "robustness_summary": "analysis.robustness",
+    "summarise": "analysis.summary",
+    "with_patch_metrics": "analysis.context",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "analyze",
