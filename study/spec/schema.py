@@ -54,6 +54,10 @@ class Training(_Strict):
     schedule: Literal["constant", "cosine"] = "constant"
     # Which weights the test split sees: the reference study mixed these up between arms.
     test_weights: Literal["best", "last"] = "best"
+    # Mixed precision of the forward pass (study.training.accelerator): auto = bf16 autocast on a
+    # CUDA device that supports it and fp32 everywhere else, so CPU numbers never change; bf16 =
+    # bf16 autocast on CUDA and CPU alike; fp32 = never. bf16 needs no loss scaling.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 class LearningGate(_Strict):
