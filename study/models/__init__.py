@@ -9,9 +9,14 @@ Example:
 
 from __future__ import annotations
 
-from study.models.configs import ACTS, NORMS, ArchConfig, UNetFamilyConfig, UNETRConfig
+from study.models.configs import ACTS, NORMS, UNetFamilyConfig, UNETRConfig
 from study.models.registry import (
+    CONFIG_CLASSES,
+    FAMILIES,
     PRESETS,
+    ArchConfig,
+    Family,
+    get_family,
     architecture_names,
     build_network,
     check_input_size,
@@ -21,6 +26,10 @@ from study.models.unet_family import Level, SkipUNet
 
 __all__ = [
     "ACTS",
+    "CONFIG_CLASSES",
+    "FAMILIES",
+    "Family",
+    "get_family",
     "NORMS",
     "PRESETS",
     "ArchConfig",

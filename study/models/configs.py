@@ -1,15 +1,16 @@
 """Typed architecture configs: an architecture is data (kind + fields), rebuilt identically anywhere.
 
-A spec names an architecture; the registry turns that name into one of these frozen configs, and
-:func:`study.models.build_network` turns a config into a module. Storing the config (as JSON next
+A spec names an architecture; the registry (`study/models/registry.py:FAMILIES`, one entry per
+family) turns that name into one of these frozen configs, and :func:`study.models.build_network`
+turns a config into a module. Storing the config (as JSON next
 to the weights) is enough to rebuild the same network for inference, as nnU-Net does with plans.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from study.strict import StrictModel
 
@@ -28,10 +29,8 @@ def _one_of(field: str, value: str, accepted: tuple[str, ...]) -> str:
     return name
 
 
-_Frozen = StrictModel
 
-
-class UNetFamilyConfig(_Frozen):
+class UNetFamilyConfig(StrictModel):
     """MONAI-style U-Net with two ablation toggles: a per-level skip mask and attention gates.
 
     Defaults are the reference model of the skip-connection study: channels 16..256, four
@@ -107,7 +106,7 @@ class UNetFamilyConfig(_Frozen):
         return self.skips
 
 
-class UNETRConfig(_Frozen):
+class UNETRConfig(StrictModel):
     """MONAI UNETR (ViT encoder, 12 layers, patch 16); defaults are the context-vs-FBR study's.
 
     Example:
@@ -136,10 +135,3 @@ class UNETRConfig(_Frozen):
             )
         return self
 
-
-ArchConfig = Annotated[UNetFamilyConfig | UNETRConfig, Field(discriminator="kind")]
-
-CONFIG_CLASSES: dict[str, type[UNetFamilyConfig] | type[UNETRConfig]] = {
-    "unet": UNetFamilyConfig,
-    "unetr": UNETRConfig,
-}

@@ -1,4 +1,10 @@
-"""The architecture registry: preset names, spec overrides, and one builder for every config.
+"""The architecture registry: one `Family` entry per architecture family, preset names, spec
+overrides, and one builder for every config.
+
+Adding a family is one config class (a `kind` literal) in `configs.py`, one builder module with
+``build(cfg, *, spatial_dims, in_channels, out_channels, img_size)`` and
+``size_problem(cfg, img_size)``, and one entry in `FAMILIES` naming them and the family's presets;
+everything else (the config union, look-ups by kind, size checks, building) reads `FAMILIES`.
 
 A spec refers to architectures by name. A name is a preset below, or a custom entry of the spec's
 ``architectures:`` section (a preset ``base`` plus changed fields). The spec's ``model:`` section,
@@ -17,28 +23,88 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, Union
 
 import torch.nn as nn
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from study.errors import SegstudyError, unknown_name
-from study.models.configs import CONFIG_CLASSES, ArchConfig, UNetFamilyConfig, UNETRConfig
+from study.models.configs import UNetFamilyConfig, UNETRConfig
 from study.models.unet_family import build_unet, unet_size_problem
 from study.models.unetr import build_unetr, unetr_size_problem
+from study.strict import StrictModel
 
-__all__ = ["PRESETS", "architecture_names", "build_network", "check_input_size", "resolve_architecture"]
+__all__ = [
+    "CONFIG_CLASSES",
+    "FAMILIES",
+    "PRESETS",
+    "ArchConfig",
+    "Family",
+    "architecture_names",
+    "build_network",
+    "check_input_size",
+    "get_family",
+    "resolve_architecture",
+]
 
-PRESETS: Mapping[str, ArchConfig] = MappingProxyType(
+
+@dataclass(frozen=True)
+class Family:
+    """A registered architecture family.
+
+    Attributes:
+        config: the frozen config class; its ``kind`` literal is the family's key in `FAMILIES`
+            (and in a spec's ``model:`` section and a package's architecture record).
+        build: ``build(cfg, *, spatial_dims, in_channels, out_channels, img_size) -> nn.Module``.
+        size_problem: ``size_problem(cfg, img_size) -> None`` when the network takes that
+            patch/image size, else a short reason naming the bad size.
+        presets: the architecture names this family offers a spec, each a config of ``config``.
+    """
+
+    config: type[StrictModel]
+    build: Callable[..., nn.Module]
+    size_problem: Callable[[Any, Sequence[int]], str | None]
+    presets: Mapping[str, StrictModel]
+
+
+FAMILIES: Mapping[str, Family] = MappingProxyType(
     {
-        "unet": UNetFamilyConfig(),
-        "noskip_unet": UNetFamilyConfig(skips="none"),
-        "attention_unet": UNetFamilyConfig(attention=True),
-        "unetr": UNETRConfig(),
+        "unet": Family(
+            config=UNetFamilyConfig,
+            build=build_unet,
+            size_problem=unet_size_problem,
+            presets={
+                "unet": UNetFamilyConfig(),
+                "noskip_unet": UNetFamilyConfig(skips="none"),
+                "attention_unet": UNetFamilyConfig(attention=True),
+            },
+        ),
+        "unetr": Family(
+            config=UNETRConfig,
+            build=build_unetr,
+            size_problem=unetr_size_problem,
+            presets={"unetr": UNETRConfig()},
+        ),
     }
 )
+for _kind, _family in FAMILIES.items():  # a mismatch would route configs to the wrong builder
+    assert _family.config.model_fields["kind"].default == _kind, _kind
+
+# Derived from FAMILIES; nothing else lists the families.
+CONFIG_CLASSES: Mapping[str, type[StrictModel]] = MappingProxyType({k: f.config for k, f in FAMILIES.items()})
+ArchConfig = Annotated[Union[tuple(CONFIG_CLASSES.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
+PRESETS: Mapping[str, Any] = MappingProxyType({n: c for f in FAMILIES.values() for n, c in f.presets.items()})
+
+
+def get_family(kind: str, *, where: str = "model") -> Family:
+    """The registry entry for a family `kind`; an unknown kind raises a did-you-mean `SegstudyError`."""
+    try:
+        return FAMILIES[kind]
+    except KeyError:
+        raise unknown_name("model family", kind, FAMILIES, where=where) from None
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -71,8 +137,7 @@ def resolve_architecture(
             or a field value the config rejects; one line naming the architecture and field.
     """
     for kind in family_overrides:
-        if kind not in CONFIG_CLASSES:
-            raise unknown_name("model family", kind, CONFIG_CLASSES, where="model")
+        get_family(kind)
     for custom_name in custom:
         if custom_name in PRESETS:
             raise SegstudyError(
@@ -143,9 +208,7 @@ def check_input_size(cfg: ArchConfig, img_size: Sequence[int]) -> str | None:
         >>> check_input_size(UNETRConfig(), [40, 48])
         'UNETR needs every patch/image dimension to be a multiple of 16, got 40'
     """
-    if isinstance(cfg, UNETRConfig):
-        return unetr_size_problem(img_size)
-    return unet_size_problem(cfg, img_size)
+    return get_family(cfg.kind).size_problem(cfg, img_size)
 
 
 def build_network(
@@ -164,8 +227,7 @@ def build_network(
     problem = check_input_size(cfg, img_size)
     if problem:
         raise SegstudyError(f"architecture kind '{cfg.kind}': {problem}")
-    if isinstance(cfg, UNETRConfig):
-        return build_unetr(
-            cfg, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, img_size=img_size
-        )
-    return build_unet(cfg, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels)
+    family = get_family(cfg.kind)
+    return family.build(
+        cfg, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, img_size=img_size
+    )

@@ -245,8 +245,19 @@ class SkipUNet(nn.Module):
         return self.model(x)
 
 
-def build_unet(cfg: UNetFamilyConfig, *, spatial_dims: int, in_channels: int, out_channels: int) -> SkipUNet:
-    """Build the :class:`SkipUNet` a validated config describes."""
+def build_unet(
+    cfg: UNetFamilyConfig,
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    img_size: Sequence[int] | None = None,
+) -> SkipUNet:
+    """Build the :class:`SkipUNet` a validated config describes.
+
+    ``img_size`` is accepted so every family's builder has one signature; a U-Net is fully
+    convolutional and is built the same for every size (sizes are checked by :func:`unet_size_problem`).
+    """
     return SkipUNet(
         spatial_dims=spatial_dims,
         in_channels=in_channels,

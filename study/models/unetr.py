@@ -18,8 +18,11 @@ __all__ = ["UNETR_PATCH", "build_unetr", "unetr_size_problem"]
 UNETR_PATCH = 16  # fixed inside monai.networks.nets.UNETR
 
 
-def unetr_size_problem(img_size: Sequence[int]) -> str | None:
-    """None when UNETR can take this patch/image size, else a short reason naming the bad size."""
+def unetr_size_problem(cfg: UNETRConfig | None, img_size: Sequence[int]) -> str | None:
+    """None when UNETR can take this patch/image size, else a short reason naming the bad size.
+
+    ``cfg`` is accepted so every family's size check has one signature; UNETR's patch is fixed.
+    """
     for size in img_size:
         if int(size) <= 0 or int(size) % UNETR_PATCH:
             return f"UNETR needs every patch/image dimension to be a multiple of {UNETR_PATCH}, got {size}"
@@ -37,7 +40,7 @@ def build_unetr(
     """
     if len(img_size) != spatial_dims:
         raise ValueError(f"img_size needs {spatial_dims} entries, got {list(img_size)}")
-    problem = unetr_size_problem(img_size)
+    problem = unetr_size_problem(cfg, img_size)
     if problem:
         raise ValueError(problem)
     return UNETR(

@@ -19,8 +19,7 @@ from torch import nn
 from study.training.checkpoints import WEIGHTS_FILE, load_weights, save_weights
 from study.conformal import Calibration
 from study.errors import SegstudyError
-from study.models import build_network
-from study.models.configs import CONFIG_CLASSES
+from study.models import CONFIG_CLASSES, build_network
 
 ARCHITECTURE_FILE = "architecture.json"
 PREPROCESSING_FILE = "preprocessing.json"
