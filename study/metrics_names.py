@@ -43,6 +43,14 @@ PATCH_FG_FILE = "patch_foreground.csv"  # one row per training patch
 PATCH_FG_HIST_FILE = "patch_foreground_hist.csv"  # 20 bins over [0, 1]: bin_low, bin_high, count
 PEAK_MEMORY = "peak_memory_mb"
 
+# Trials on CUDA only (study/training/gpu_monitor.py), each epoch (running) and at the end; the
+# study run gets the sample-weighted mean over its trials. Absent on CPU.
+GPU_UTIL_MEAN = "gpu_util_mean"  # NVML utilisation of the whole device, percent, sampled while the trial ran
+GPU_UTIL_SAMPLES = "gpu_util_samples"  # how many samples gpu_util_mean is over (its weight)
+GPU_DEVICE_MEMORY_PEAK = "gpu_device_memory_peak_mb"  # device memory in use, every process on it
+GPU_PEAK_MEMORY = "gpu_peak_memory_mb"  # the trial's own CUDA allocator peak
+GPU_METRICS = (GPU_UTIL_MEAN, GPU_UTIL_SAMPLES, GPU_DEVICE_MEMORY_PEAK, GPU_PEAK_MEMORY)
+
 # MLflow tags.
 ROLE_TAG = "segstudy.role"
 ROLE_STUDY = "study"

@@ -3,6 +3,9 @@
 Both strategies share one interface so the training loop and the evaluation never ask which one
 they have: `batches` yields training batches for one epoch, `predict` gives per-image foreground
 probabilities at the input's own shape.
+
+On a GPU both take an autocast dtype (`amp`, study.training.accelerator) and whole images may come
+from a split kept on the device (`ResidentSplit`); on CPU `amp` is None and nothing changes.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import torch
 from torch import nn
 
 from study.data import Split
+from study.training.accelerator import ResidentSplit, autocast
 from study.training.patches import foreground_fraction, sample_patches, sliding_window_probabilities
 
-Batch = tuple[np.ndarray, np.ndarray]
+Batch = tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]  # tensors: a ResidentSplit
 
 
 @dataclass
@@ -25,24 +29,33 @@ class WholeImages:
     """Whole images in shuffled mini-batches; inference on whole images (2D studies)."""
 
     batch_size: int
+    amp: torch.dtype | None = None
 
-    def batches(self, split: Split, rng: np.random.Generator) -> Iterator[Batch]:
+    def batches(self, split: Split | ResidentSplit, rng: np.random.Generator) -> Iterator[Batch]:
         order = rng.permutation(len(split))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            if split.stacked:
+            if isinstance(split, ResidentSplit):
+                yield split.take(idx)
+            elif split.stacked:
                 yield split.images[idx], split.masks[idx]
             else:
                 yield np.stack([split.images[i] for i in idx]), np.stack([split.masks[i] for i in idx])
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, split: Split, *, device: torch.device) -> list[np.ndarray]:
+    def predict(self, model: nn.Module, split: Split | ResidentSplit, *, device: torch.device) -> list[np.ndarray]:
         model.eval()
         out: list[np.ndarray] = []
         for start in range(0, len(split), self.batch_size):
-            chunk = [split.volume(i)[0] for i in range(start, min(start + self.batch_size, len(split)))]
-            x = torch.tensor(np.stack(chunk), device=device)  # a copy: object-store arrays are read-only
-            out.extend(torch.sigmoid(model(x)).cpu().numpy())
+            stop = min(start + self.batch_size, len(split))
+            if isinstance(split, ResidentSplit):
+                x = split.images[start:stop]
+            else:
+                chunk = [split.volume(i)[0] for i in range(start, stop)]
+                x = torch.tensor(np.stack(chunk), device=device)  # a copy: object-store arrays are read-only
+            with autocast(device, self.amp):
+                logits = model(x)
+            out.extend(torch.sigmoid(logits.float()).cpu().numpy())  # .float(): a no-op in fp32
         return out
 
 
@@ -58,6 +71,7 @@ class Patches:
     sw_batch_size: int
     overlap: float
     patch_foreground: list[float] = field(default_factory=list)
+    amp: torch.dtype | None = None
 
     def batches(self, split: Split, rng: np.random.Generator) -> Iterator[Batch]:
         order = rng.permutation(len(split))
@@ -80,6 +94,10 @@ class Patches:
             yield np.concatenate(images), y_all
 
     def predict(self, model: nn.Module, split: Split, *, device: torch.device) -> list[np.ndarray]:
+        with autocast(device, self.amp):
+            return self._predict(model, split, device=device)
+
+    def _predict(self, model: nn.Module, split: Split, *, device: torch.device) -> list[np.ndarray]:
         return [
             sliding_window_probabilities(
                 model,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-import numpy as np
 import torch
 from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from study.spec import Hyperparameters, Training
+from study.training.accelerator import autocast
 
 
 def build_loss(training: Training) -> nn.Module:
@@ -39,18 +40,26 @@ def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     loss_fn: nn.Module,
-    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    batches: Iterable[tuple[Any, Any]],
     *,
     device: torch.device,
+    amp: torch.dtype | None = None,
 ) -> float:
-    """Step through every batch once; return the mean loss per sample."""
+    """Step through every batch once; return the mean loss per sample.
+
+    Batches are numpy arrays copied to `device` per step, or tensors already there (a split kept
+    on the GPU, study.training.accelerator). `amp`: autocast dtype of the forward pass (None: fp32,
+    the CPU path); the loss is computed in fp32 either way.
+    """
     model.train()
     total, seen = 0.0, 0
     for images, masks in batches:
-        x = torch.tensor(images, device=device)
-        y = torch.tensor(masks, device=device, dtype=torch.float32)
+        x = images if isinstance(images, torch.Tensor) else torch.tensor(images, device=device)
+        y = masks if isinstance(masks, torch.Tensor) else torch.tensor(masks, device=device, dtype=torch.float32)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with autocast(device, amp):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)  # .float(): a no-op in fp32, the loss in fp32 under autocast
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(x)

@@ -91,4 +91,4 @@ def sliding_window_probabilities(
     roi: Sequence[int] = [patch_size] * (volume.ndim - 1)
     predictor: Callable[[torch.Tensor], torch.Tensor] = lambda t: torch.sigmoid(model(t))  # noqa: E731
     out = sliding_window_inference(x, roi_size=roi, sw_batch_size=sw_batch_size, predictor=predictor, overlap=overlap)
-    return out[0].cpu().numpy()
+    return out[0].float().cpu().numpy()  # .float(): bf16 under autocast; a no-op in fp32

@@ -26,12 +26,14 @@ from study.data import LevelData, Split
 from study.errors import first_line
 from study.models import build_network
 from study.spec import StudySpec
+from study.training.accelerator import prepare_device, resident, resolve_precision
 from study.training.calibrated import coverage_metrics, evaluate_with_bounds
 from study.training.conditions import condition_metrics
 from study.training.inputs import Patches, WholeImages
 from study.training.learning import Verdict, judge, trivial_dice
 from study.training.loop import build_loss, build_optimizer, build_schedule, train_one_epoch
 from study.training.evaluate import dice_of
+from study.training.gpu_monitor import sampler_for
 from study.training.plan import TrialPlan
 from study.training.study_data import StudyData
 
@@ -60,6 +62,7 @@ class Trained:
     inputs: WholeImages | Patches
     peak_memory_mb: float
     val_curve: list[float]
+    gpu: dict[str, float]  # study.training.gpu_monitor figures; empty on CPU
 
 
 @dataclass
@@ -96,7 +99,8 @@ def train_plan(
 
     Returns:
         the model holding the weights the spec says to test, the best validation Dice, the input
-        strategy (with the training patches' foreground shares) and the peak memory seen.
+        strategy (with the training patches' foreground shares), the peak memory seen and, on CUDA,
+        the GPU's utilisation while it trained (also in every epoch's `on_epoch` values).
 
     Raises:
         LossDivergedError: the loss became NaN or infinite.
@@ -104,6 +108,7 @@ def train_plan(
     process_state.set_torch_threads(spec.resources.cpu)
     torch.manual_seed(plan.seed)
     device = _device(spec)
+    prepare_device(device)
     level = data[plan.data_key]
     spatial_dims, in_channels, img_size = network_input(plan, level)
     model = build_network(
@@ -113,27 +118,54 @@ def train_plan(
     schedule = build_schedule(optimizer, spec.training)
     loss_fn = build_loss(spec.training)
     inputs = input_strategy(plan, spec)
+    inputs.amp = resolve_precision(spec.training.precision, device)  # None on CPU unless bf16 is asked for
+    train, val_split = _sources(inputs, level, device, spec)
     rng = np.random.default_rng([plan.seed, 7919])
     memory = PeakMemory(device)
     best_dice, best_state = -1.0, None
     curve: list[float] = []
-    for epoch in range(1, spec.training.epochs + 1):
-        with out_of_memory_as_failure(epoch, device):
-            loss = train_one_epoch(model, optimizer, loss_fn, inputs.batches(level.train, rng), device=device)
-            if not math.isfinite(loss):
-                raise LossDivergedError(f"loss diverged at epoch {epoch}")
-            if schedule is not None:
-                schedule.step()
-            val = dice_of(inputs.predict(model, level.val, device=device), level.val, threshold=spec.evaluation.threshold)
-        memory.sample()
-        curve.append(val)
-        if val > best_dice:
-            best_dice, best_state = val, copy.deepcopy(model.state_dict())
-        if on_epoch is not None:
-            on_epoch({M.EPOCH: epoch, M.TRAIN_LOSS: loss, M.VAL_DICE: val, M.BEST_VAL_DICE: best_dice})
+    with sampler_for(device) as gpu:
+        for epoch in range(1, spec.training.epochs + 1):
+            with out_of_memory_as_failure(epoch, device):
+                loss = train_one_epoch(model, optimizer, loss_fn, inputs.batches(train, rng), device=device, amp=inputs.amp)
+                if not math.isfinite(loss):
+                    raise LossDivergedError(f"loss diverged at epoch {epoch}")
+                if schedule is not None:
+                    schedule.step()
+                probs = inputs.predict(model, val_split, device=device)
+                val = dice_of(probs, level.val, threshold=spec.evaluation.threshold)
+            memory.sample()
+            curve.append(val)
+            if val > best_dice:
+                best_dice, best_state = val, copy.deepcopy(model.state_dict())
+            figures = _gpu_figures(gpu.snapshot(), memory)
+            if on_epoch is not None:
+                on_epoch({M.EPOCH: epoch, M.TRAIN_LOSS: loss, M.VAL_DICE: val, M.BEST_VAL_DICE: best_dice, **figures})
     if spec.training.test_weights == "best" and best_state is not None:
         model.load_state_dict(best_state)
-    return Trained(model=model, best_val=best_dice, inputs=inputs, peak_memory_mb=memory.peak_mb, val_curve=curve)
+    return Trained(
+        model=model, best_val=best_dice, inputs=inputs, peak_memory_mb=memory.peak_mb, val_curve=curve,
+        gpu=_gpu_figures(gpu.snapshot(), memory),
+    )
+
+
+def _sources(inputs: WholeImages | Patches, level: LevelData, device: torch.device, spec: StudySpec) -> tuple[Any, Any]:
+    """Train and validation splits as the trial reads them: kept on the GPU when whole images fit
+    (no per-step host copies, study.training.accelerator), else the host arrays (always on CPU)."""
+    if not isinstance(inputs, WholeImages):
+        return level.train, level.val  # patches are cropped on the host from volumes of any size
+    share = spec.resources.gpu
+    return (
+        resident(level.train, device, gpu_share=share) or level.train,
+        resident(level.val, device, gpu_share=share) or level.val,
+    )
+
+
+def _gpu_figures(sampled: dict[str, float], memory: PeakMemory) -> dict[str, float]:
+    """The GPU metrics of a trial so far: NVML's figures and its own allocator peak; {} on CPU."""
+    if memory.device.type != "cuda":
+        return {}
+    return {**sampled, M.GPU_PEAK_MEMORY: memory.peak_mb}
 
 
 def network_input(plan: TrialPlan, level: LevelData) -> tuple[int, int, list[int]]:
@@ -188,6 +220,7 @@ def run_plan(
     metrics.update(condition_metrics(corrupted) if len(corrupted) else {})
     metrics.update(coverage_metrics(tested.coverage))
     metrics[M.PEAK_MEMORY] = trained.peak_memory_mb
+    metrics.update(trained.gpu)
     patch_fg = trained.inputs.patch_foreground if isinstance(trained.inputs, Patches) else None
     if patch_fg:
         metrics.update(patch_statistics(patch_fg))
