@@ -15,20 +15,37 @@ BEST_VAL_DICE = "best_val_dice"  # running maximum of val_dice: the tuning objec
 LEARNED = "learned"  # 1.0 learned, 0.0 not
 LEARNING_ISSUE = "learning_issue"
 
+# The per-image scores of study/metrics/segmentation.py:METRICS (whose entries, with the MONAI
+# computation and the empty-mask policy, are keyed by these names; an import-time check keeps
+# the two in step). Each is a per_image.csv column, logged as TEST_PREFIX + name (the test-set
+# mean) and TEST_PREFIX + name/perturbation/severity (per condition). The names live here, not
+# there, because analysis reads them without importing torch or MONAI.
+SCORES = ("dice", "hd95", "nsd", "assd")
+TEST_PREFIX = "test_"
+
+
+def score_key(score: str) -> str:
+    """The MLflow metric of a score's test-set mean, e.g. test_hd95."""
+    return f"{TEST_PREFIX}{score}"
+
+
+def condition_key(score: str, perturbation: str, severity: int | str) -> str:
+    """The MLflow metric of a score's mean under one condition, e.g. test_dice/gaussian_noise/3."""
+    return f"{score_key(score)}/{perturbation}/{severity}"
+
+
 # Reported once at the end of a trial, on the test split.
-TEST_DICE = "test_dice"
-TEST_HD95 = "test_hd95"
-TEST_NSD = "test_nsd"
-TEST_ASSD = "test_assd"
+TEST_DICE = score_key("dice")
+TEST_HD95 = score_key("hd95")
+TEST_NSD = score_key("nsd")
+TEST_ASSD = score_key("assd")
 TEST_TD = "test_td"
 TEST_MISSED = "test_missed"
-TEST_METRICS = (TEST_DICE, TEST_HD95, TEST_NSD, TEST_ASSD, TEST_TD, TEST_MISSED)
+TEST_METRICS = (*(score_key(s) for s in SCORES), TEST_TD, TEST_MISSED)
 
 # Columns of per_image.csv.
 PER_IMAGE_FILE = "per_image.csv"
-PER_IMAGE_COLUMNS = (
-    "image_id", "condition", "dice", "hd95", "nsd", "assd", "td", "empty_gt", "empty_pred", "missed", "fbr",
-)
+PER_IMAGE_COLUMNS = ("image_id", "condition", *SCORES, "td", "empty_gt", "empty_pred", "missed", "fbr")
 COVERAGE_FILE = "coverage.csv"  # per stratum: measured coverage of the Dice bound, FNR at lambda
 COVERAGE_PREFIX = "coverage/"  # e.g. coverage/clean, coverage/gaussian_noise/3
 FNR_PREFIX = "test_fnr/"  # FNR at the risk-controlled threshold, per stratum

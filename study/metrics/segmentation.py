@@ -3,6 +3,10 @@
 MONAI's HausdorffDistanceMetric returns NaN when the prediction misses the structure, and a mean
 that skips NaN makes HD95 look better the more a model fails. Here every image gets a number:
 the worst-case policy below replaces what MONAI cannot define, and flags say which images it hit.
+
+Adding a metric is one `Metric` entry in `METRICS` (its MONAI computation and empty-mask policy)
+and its name in `study/metrics_names.py:SCORES`, which gives it its per_image.csv column and its
+MLflow names (test_<name>, test_<name>/<perturbation>/<severity>) without torch for the analysis.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,6 +26,8 @@ from monai.metrics import (
     compute_hausdorff_distance,
     compute_surface_dice,
 )
+
+from study import metrics_names as M
 
 
 @dataclass(frozen=True)
@@ -71,13 +78,45 @@ def _assd(pred: torch.Tensor, gt: torch.Tensor, spacing: Sequence[float], tol: f
         )[:, 0]
 
 
-# name -> (MONAI computation, value when exactly one mask is empty, value when both are)
-METRICS: dict[str, tuple[MetricFn, str, float]] = {
-    "dice": (_dice, "zero", 1.0),
-    "hd95": (_hd95, "worst_distance", 0.0),
-    "nsd": (_nsd, "zero", 1.0),
-    "assd": (_assd, "worst_distance", 0.0),
+@dataclass(frozen=True)
+class Metric:
+    """A registered per-image score.
+
+    Attributes:
+        name: the per_image.csv column; a name of `study.metrics_names.SCORES`.
+        compute: ``compute(pred, gt, spacing, nsd_tolerance) -> one value per image``, called only
+            on images where both masks are present.
+        one_empty: the value when exactly one mask is empty (see `EmptyPolicy`): 0, or the
+            image diagonal in mm.
+        both_empty: the value when both masks are empty (a perfect answer).
+    """
+
+    name: str
+    compute: MetricFn
+    one_empty: Literal["zero", "worst_distance"]
+    both_empty: float
+
+    @property
+    def test_key(self) -> str:
+        """MLflow metric of the test-set mean, e.g. test_hd95."""
+        return M.score_key(self.name)
+
+    def condition_key(self, perturbation: str, severity: int | str) -> str:
+        """MLflow metric of the mean under one condition, e.g. test_hd95/gaussian_noise/3."""
+        return M.condition_key(self.name, perturbation, severity)
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("dice", _dice, one_empty="zero", both_empty=1.0),
+        Metric("hd95", _hd95, one_empty="worst_distance", both_empty=0.0),
+        Metric("nsd", _nsd, one_empty="zero", both_empty=1.0),
+        Metric("assd", _assd, one_empty="worst_distance", both_empty=0.0),
+    )
 }
+# per_image.csv columns and MLflow names come from SCORES; a metric missing from either is a bug.
+assert tuple(METRICS) == M.SCORES, (tuple(METRICS), M.SCORES)
 
 
 def score_images(
@@ -112,13 +151,13 @@ def score_images(
         for g, p in zip(empty_gt.tolist(), empty_pred.tolist())
     ]
     idx = torch.nonzero(both_present).flatten()
-    for name, (fn, one_empty, both_empty) in METRICS.items():
+    for metric in METRICS.values():
         values = torch.full((len(rows),), float("nan"))
         if len(idx):
-            values[idx] = fn(pred_t[idx], gt_t[idx], spacing, nsd_tolerance).float()
-        worst = policy.worst_distance if one_empty == "worst_distance" else 0.0
+            values[idx] = metric.compute(pred_t[idx], gt_t[idx], spacing, nsd_tolerance).float()
+        worst = policy.worst_distance if metric.one_empty == "worst_distance" else 0.0
         values[empty_pred ^ empty_gt] = worst
-        values[empty_pred & empty_gt] = both_empty
+        values[empty_pred & empty_gt] = metric.both_empty
         for row, v in zip(rows, values.tolist()):
-            row[name] = v
+            row[metric.name] = v
     return rows

@@ -16,6 +16,7 @@ import pandas as pd
 
 from study import metrics_names as M
 from study.data import Split, texture_disparity
+from study.metrics import METRICS
 from study.perturbations import condition_seed, get_perturbation
 from study.spec import StudySpec
 from study.training.evaluate import evaluate_split
@@ -76,6 +77,6 @@ def condition_metrics(per_image: pd.DataFrame) -> dict[str, float]:
         if ":" not in str(condition):
             continue
         name, severity = str(condition).split(":")
-        for metric in ("dice", "hd95", "nsd", "assd"):
-            out[f"test_{metric}/{name}/{severity}"] = float(group[metric].mean())
+        for metric in METRICS.values():
+            out[metric.condition_key(name, severity)] = float(group[metric.name].mean())
     return out

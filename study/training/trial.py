@@ -24,6 +24,7 @@ from study import process_state
 from study.conformal import Calibration
 from study.data import LevelData, Split
 from study.errors import first_line
+from study.metrics import METRICS
 from study.models import build_network
 from study.spec import StudySpec
 from study.training.accelerator import prepare_device, resident, resolve_precision
@@ -264,14 +265,8 @@ def summarise_test(per_image: pd.DataFrame, *, best_val: float) -> dict[str, flo
 
     Texture disparity is only defined for 2D texture data; elsewhere it is left out, not NaN.
     """
-    metrics = {
-        M.TEST_DICE: float(per_image["dice"].mean()),
-        M.TEST_HD95: float(per_image["hd95"].mean()),
-        M.TEST_NSD: float(per_image["nsd"].mean()),
-        M.TEST_ASSD: float(per_image["assd"].mean()),
-        M.TEST_MISSED: float(per_image["missed"].sum()),
-        M.BEST_VAL_DICE: best_val,
-    }
+    metrics = {m.test_key: float(per_image[m.name].mean()) for m in METRICS.values()}
+    metrics |= {M.TEST_MISSED: float(per_image["missed"].sum()), M.BEST_VAL_DICE: best_val}
     if per_image["td"].notna().any():
         metrics[M.TEST_TD] = float(np.nanmean(per_image["td"]))
     return metrics
