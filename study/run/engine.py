@@ -41,6 +41,7 @@ from study.run.tune_callback import TrackingCallback
 from study.run.tune_report import LastResultFile
 from study.run.scheduler import PerCellScheduler
 from study.run.searcher import CellSearcher
+from study.run.gpu_summary import log_study_gpu
 from study.run.warm_workers import let_tune_use_prestarted_workers, local_ray_config
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,7 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any) -
         status = "FINISHED" if n_failed == 0 and missing == 0 else "FAILED"
         tracker.set_tags(study_run, {"segstudy.n_trials": str(n_trials), "segstudy.n_failed": str(n_failed)})
     finally:
+        log_study_gpu(tracker, tracker.real_id(study_run))  # CUDA trials only: the study-wide utilisation
         tracker.finish(study_run, failed_reason=None if status == "FINISHED" else "some trials or cells failed")
         pending = tracker.deliver()
         if pending:
