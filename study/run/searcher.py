@@ -24,35 +24,10 @@ from ray.tune.search import Searcher
 from study import process_state
 from study.errors import SegstudyError
 from study.spec.cells import Cell, cell_key
+from study.spec.samplers import get_sampler, make_sampler
 from study.run.tune_report import FAILURE
 
 log = logging.getLogger(__name__)
-
-SAMPLERS = ("tpe", "random", "grid")
-
-
-def make_sampler(kind: str, *, seed: int, space: Mapping[str, Any], n_trials: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler named in the spec, seeded."""
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "grid":
-        return AskTellGridSampler({k: list(d.choices) for k, d in space.items()}, seed=seed)
-    # A third of the budget explores at random before TPE models it; constant_liar keeps
-    # concurrent asks of one cell from all landing on the same point.
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, n_trials // 3), constant_liar=True)
-
-
-class AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler for ask-and-tell use.
-
-    The stock sampler calls `study.stop()` once the grid is covered, which raises outside
-    `study.optimize` and made Tune count the told trial as crashed. The searcher's per-cell
-    budget already ends the search.
-    """
-
-    def after_trial(self, study: optuna.Study, trial: Any, state: TrialState, values: Any) -> None:
-        return None
-
 
 def cell_seed(base: int, index: int, *more: int) -> int:
     """Independent, reproducible sampler seed per cell (and per ask within it)."""
@@ -71,7 +46,7 @@ class CellSearcher(Searcher):
         trials_per_cell: Optuna trials each cell gets.
         storage: Optuna storage URL, e.g. "sqlite:////abs/optuna.db".
         prefix: study-name prefix; each study is named "<prefix>/<cell key>".
-        sampler: "tpe", "random" or "grid".
+        sampler: a name of `study.spec.samplers.SAMPLERS`.
         seed: base sampler seed; each cell derives its own.
         trial_seed: the training seed every tune-phase trial uses (so configs, not inits, differ).
         metric: the reported metric that Optuna maximises.
@@ -127,7 +102,11 @@ class CellSearcher(Searcher):
 
     def remaining(self) -> int:
         """Trials still to run across cells (all of them for a new study; fewer on resume)."""
-        return sum(max(0, self.trials_per_cell - n) for n in self.asked)
+        return sum(self.remaining_per_cell().values())
+
+    def remaining_per_cell(self) -> dict[str, int]:
+        """Trials still to run, per cell key."""
+        return {cell_key(c): max(0, self.trials_per_cell - n) for c, n in zip(self.cells, self.asked)}
 
     def state_of(self, cell: str, number: int) -> str | None:
         """The Optuna state name of one trial ("COMPLETE", "PRUNED", "FAIL", "RUNNING"), if any."""
@@ -148,9 +127,9 @@ class CellSearcher(Searcher):
         study = self.studies[index]
         # A fresh sampler per ask, seeded by (cell, ask number), makes the k-th ask of a cell
         # the same draw whether or not a driver restart came in between (a restarted sampler
-        # would replay its random stream from the start). The grid sampler shuffles its grid by
+        # would replay its random stream from the start). A grid sampler shuffles its grid by
         # seed, so it keeps the cell's seed and is deterministic given the trials so far.
-        per_ask = () if self.sampler_kind == "grid" else (self.asked[index],)
+        per_ask = () if get_sampler(self.sampler_kind).grid else (self.asked[index],)
         study.sampler = make_sampler(
             self.sampler_kind,
             seed=cell_seed(self.seed, index, *per_ask),

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal, Union
 
 from optuna.distributions import FloatDistribution
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from study import metrics_names as M
 from study.data import DATASETS
@@ -22,6 +22,7 @@ from study.spec.safe_yaml import load_yaml_file
 from study.strict import StrictModel
 from study.models import check_input_size, resolve_architecture
 from study.perturbations import get_perturbation
+from study.spec.samplers import get_sampler
 from study.spec.tuning import Confirm, Tuning
 from study.spec.space import distribution_values, grid_size, is_distribution, parse_distribution
 
@@ -441,7 +442,7 @@ def _check_tuning(spec: StudySpec) -> None:
             f"tuning.early_stopping.grace_period: {tuning.early_stopping.grace_period} is more than "
             f"training.epochs ({spec.training.epochs})"
         )
-    if tuning.sampler == "grid":
+    if get_sampler(tuning.sampler).grid:
         not_choice = [k for k, v in spec.hyperparameters.items() if is_distribution(v) and "choice" not in v]
         if not_choice:
             raise SegstudyError(f"tuning.sampler: grid needs every searched hyperparameter as a choice; not: {', '.join(not_choice)}")

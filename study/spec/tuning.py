@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from study.spec.samplers import get_sampler
 from study.strict import StrictModel
 
 
@@ -31,10 +32,16 @@ class Tuning(_Strict):
     """Per-cell Optuna search: every cell gets the same number of trials."""
 
     trials_per_cell: int = Field(8, ge=1, le=10_000)
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    sampler: str = Field("tpe", description="a name of study.spec.samplers.SAMPLERS")
     seed: int = Field(0, ge=0, description="sampler seed and the training seed of tune-phase trials")
     early_stopping: EarlyStopping = EarlyStopping(kind="none")
     max_concurrent: int | None = Field(None, ge=1, description="default: as many trials as the cluster fits")
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, name: str) -> str:
+        get_sampler(name)  # a did-you-mean SegstudyError, which the spec loader prefixes with the file
+        return name
 
 
 class Confirm(_Strict):
