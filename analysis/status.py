@@ -16,6 +16,8 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
     `done` counts trials that ran their full schedule, `stopped_early` those ended by early
     stopping, `failed` crashed or diverged attempts (a retried trial counts once per attempt),
     `not_learned` finished confirm trials whose model the learning gate rejected.
+    `gpu_util_mean` (only when some trial ran on CUDA): the GPU's utilisation while the cell's
+    trials ran, each trial weighted by its samples; running trials count with what they logged so far.
     """
     rows = []
     for run in trial_runs(experiment, tracking_uri=tracking_uri, study=study):
@@ -32,9 +34,10 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
                 "failed": status in {"FAILED", "KILLED"},
                 "not_learned": tags.get(M.LEARNED_TAG) == "false",
                 "best_val_dice": run.data.metrics.get(M.BEST_VAL_DICE, float("nan")),
+                **_gpu_weight(run.data.metrics),
             }
         )
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, *_GPU_WEIGHTS])
     counts = frame.groupby(["cell", "phase"], sort=True).agg(
         done=("done", "sum"),
         running=("running", "sum"),
@@ -42,8 +45,26 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
         failed=("failed", "sum"),
         not_learned=("not_learned", "sum"),
         best_val_dice=("best_val_dice", "max"),
+        gpu_util_sum=("gpu_util_sum", "sum"),
+        gpu_util_samples=("gpu_util_samples", "sum"),
     )
+    samples = counts.pop("gpu_util_samples")
+    util = counts.pop("gpu_util_sum") / samples.where(samples > 0)
+    if samples.gt(0).any():  # a CPU study keeps the table it always had
+        counts[M.GPU_UTIL_MEAN] = util
     return counts.reset_index().sort_values(["phase", "cell"], key=_phase_order).reset_index(drop=True)
+
+
+_GPU_WEIGHTS = ("gpu_util_sum", "gpu_util_samples")
+
+
+def _gpu_weight(metrics: dict[str, float]) -> dict[str, float]:
+    """A trial's GPU utilisation as (mean x samples, samples), so cells can weigh trials by time."""
+    samples = metrics.get(M.GPU_UTIL_SAMPLES, 0.0)
+    mean = metrics.get(M.GPU_UTIL_MEAN, float("nan"))
+    if not samples or mean != mean:
+        return {"gpu_util_sum": 0.0, "gpu_util_samples": 0.0}
+    return {"gpu_util_sum": mean * samples, "gpu_util_samples": samples}
 
 
 def _phase_order(col: pd.Series) -> pd.Series:

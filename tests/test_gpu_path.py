@@ -183,3 +183,52 @@ def test_gpu_specs_validate_on_cpu(path, tmp_path):
     proc = run_cli("validate", str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert ": ok: study" in proc.stdout
+
+
+def test_study_gpu_figures_weigh_trials_and_skip_cpu_ones():
+    from study.run.gpu_summary import study_gpu_figures
+
+    trials = [
+        {M.GPU_UTIL_MEAN: 80.0, M.GPU_UTIL_SAMPLES: 30.0, M.GPU_PEAK_MEMORY: 500.0},
+        {M.GPU_UTIL_MEAN: 40.0, M.GPU_UTIL_SAMPLES: 10.0, M.GPU_PEAK_MEMORY: 700.0},
+        {M.TEST_DICE: 0.9},  # a trial without GPU figures
+    ]
+    assert study_gpu_figures(trials) == {M.GPU_UTIL_MEAN: 70.0, M.GPU_UTIL_SAMPLES: 40.0, M.GPU_PEAK_MEMORY: 700.0}
+    assert study_gpu_figures([{M.TEST_DICE: 0.9}]) == {}
+
+
+def _status_store(tmp_path, trial_metrics):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("gpu_status")
+    parent = client.create_run(exp, tags={M.ROLE_TAG: M.ROLE_STUDY}).info.run_id
+    for cell, metrics, status in trial_metrics:
+        tags = {M.PARENT_TAG: parent, M.ROLE_TAG: M.ROLE_TRIAL, M.CELL_TAG: cell, M.PHASE_TAG: M.PHASE_TUNE}
+        run_id = client.create_run(exp, tags=tags).info.run_id
+        client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+        if status != "RUNNING":
+            client.set_terminated(run_id, status=status)
+    return uri
+
+
+def test_status_shows_gpu_utilisation_while_trials_run(tmp_path):
+    from analysis.status import study_status
+
+    uri = _status_store(tmp_path, [
+        ("a=1", {M.BEST_VAL_DICE: 0.5, M.GPU_UTIL_MEAN: 90.0, M.GPU_UTIL_SAMPLES: 30.0}, "FINISHED"),
+        ("a=1", {M.BEST_VAL_DICE: 0.4, M.GPU_UTIL_MEAN: 30.0, M.GPU_UTIL_SAMPLES: 10.0}, "RUNNING"),
+        ("a=2", {M.BEST_VAL_DICE: 0.6}, "RUNNING"),
+    ])
+    table = study_status("gpu_status", tracking_uri=uri).set_index("cell")
+    assert table.loc["a=1", M.GPU_UTIL_MEAN] == pytest.approx(75.0) and table.loc["a=1", "running"] == 1
+    assert math.isnan(table.loc["a=2", M.GPU_UTIL_MEAN])
+
+
+def test_status_of_a_cpu_study_has_no_gpu_column(tmp_path):
+    from analysis.status import COLUMNS, study_status
+
+    uri = _status_store(tmp_path, [("a=1", {M.BEST_VAL_DICE: 0.5}, "FINISHED")])
+    assert list(study_status("gpu_status", tracking_uri=uri).columns) == list(COLUMNS)
