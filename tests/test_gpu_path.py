@@ -232,3 +232,16 @@ def test_status_of_a_cpu_study_has_no_gpu_column(tmp_path):
 
     uri = _status_store(tmp_path, [("a=1", {M.BEST_VAL_DICE: 0.5}, "FINISHED")])
     assert list(study_status("gpu_status", tracking_uri=uri).columns) == list(COLUMNS)
+
+
+def test_warm_cuda_is_a_no_op_without_exactly_one_gpu(monkeypatch):
+    import study.run.warm_cuda as warm
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert warm.one_gpu_visible() is False and warm.warm_cuda() is False
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert warm.one_gpu_visible() is False
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert warm.one_gpu_visible() is True
+    if not torch.cuda.is_available():
+        assert warm.warm_cuda() is False  # one GPU named, none there: nothing happens
