@@ -11,9 +11,12 @@ Environment defaults use `setdefault`: a user who sets the variable keeps their 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
 
 
 def fail_fast_http() -> None:
@@ -75,6 +78,105 @@ def format_warnings() -> None:
     warnings.formatwarning = _warning_line
 
 
+# Loggers of the libraries segstudy drives; what they say goes to the study's log file.
+LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic", "urllib3", "filelock", "numba")
+# Our own packages: warnings raised from them are the user's to act on and stay on the console.
+OWN_PACKAGES = ("study", "analysis")
+
+
+def route_library_output(sink: IO[str]) -> Callable[[], None]:
+    """Send what Ray, Tune, MLflow and Optuna log, and warnings raised inside third-party code, to
+    `sink` (the study's log file) instead of the console; returns the function that undoes it.
+
+    By logger name and by the module a warning comes from, never globally: segstudy's own warnings
+    (too few seeds, cells that did not learn) still reach the console, and nothing is dropped.
+    """
+    import logging
+
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]] = []
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.propagate, logger.level))
+        logger.handlers = [handler]
+        logger.propagate = False
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+    # Library sub-loggers that bring their own console handler (e.g. ray.tune, ray.data).
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in LIBRARY_LOGGERS and "." in name:
+            own = [h for h in logger.handlers if type(h) is logging.StreamHandler]
+            if own:
+                saved.append((logger, list(logger.handlers), logger.propagate, logger.level))
+                logger.handlers = [h for h in logger.handlers if h not in own]
+                logger.propagate = True
+    shown = warnings.showwarning
+
+    def showwarning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if _is_own(filename):
+            shown(message, category, filename, lineno, file, line)
+        else:
+            sink.write(f"warning: {category.__name__}: {message} ({filename}:{lineno})\n")
+
+    warnings.showwarning = showwarning
+
+    def undo() -> None:
+        warnings.showwarning = shown
+        for logger, handlers, propagate, level in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+
+    return undo
+
+
+def _is_own(filename: str) -> bool:
+    parts = Path(filename).resolve().parts
+    return any(part in OWN_PACKAGES for part in parts[-4:-1]) and "site-packages" not in parts
+
+
+def route_ray_worker_output(sink: IO[str]) -> Callable[[], None]:
+    """Write the trial workers' stdout and stderr, which Ray forwards to the driver's console, to
+    `sink`; returns the undo. Ray has no public switch for the destination (only `log_to_driver`,
+    which would lose it), so this swaps the handler of Ray's private log dispatcher; when Ray
+    changes it, the output simply stays on the console."""
+    try:
+        from ray._private import worker as ray_worker
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return lambda: None
+    names = [name for name, _ in dispatcher.handlers]
+    if "ray_print_logs" not in names:
+        return lambda: None
+    original = dict(dispatcher.handlers)["ray_print_logs"]
+
+    def to_sink(data: dict[str, Any]) -> None:
+        who = data.get("actor_name") or data.get("task_name") or "worker"
+        lines = data.get("lines", [])
+        if data.get("pid") == "autoscaler":  # its status table every 5 s: keep only its events, as Ray does
+            lines = list(ray_worker.filter_autoscaler_events(lines))
+        for text in lines:
+            sink.write(f"({who} pid={data.get('pid')}) {text}\n")
+        sink.flush()
+
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", to_sink)
+
+    def undo() -> None:
+        dispatcher.remove_handler("ray_print_logs")
+        if ray_worker.global_worker.connected:
+            dispatcher.add_handler("ray_print_logs", original)
+
+    return undo
+
+
+def tune_prints_to(sink: IO[str] | None) -> contextlib.AbstractContextManager[Any]:
+    """While Tune runs, what it `print`s (its experiment header and "View detailed results here",
+    which it prints even at verbose=0) goes to `sink`; None leaves stdout alone (--verbose).
+    segstudy's console holds the real stdout, so its own lines are not affected."""
+    return contextlib.redirect_stdout(sink) if sink is not None else contextlib.nullcontext()
+
+
 __all__ = [
     "fail_fast_http",
     "format_warnings",
@@ -82,5 +184,8 @@ __all__ = [
     "quiet_artifact_downloads",
     "quiet_optuna",
     "quiet_tune_loggers",
+    "route_library_output",
+    "route_ray_worker_output",
     "set_torch_threads",
+    "tune_prints_to",
 ]

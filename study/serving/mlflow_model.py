@@ -25,8 +25,6 @@ def save_mlflow_model(package: Path, destination: Path) -> Path:
         for name in PACKAGE_FILES:
             shutil.copy2(package / name, staged / name)
         # Requirements given, not inferred: inference imports the model and takes seconds per trial.
-        # (MLflow's "add type hints to predict" warning cannot be filtered from here: save_model
-        # resets the UserWarning filter to "once" inside itself.)
         mlflow.pyfunc.save_model(
             path=str(destination),
             python_model=str(_CODE),

@@ -1,0 +1,166 @@
+"""The summary a study prints when it ends, and attaches to its MLflow study run.
+
+Per cell (arm x level): mean test Dice with its 95% t-interval over seeds and the hyperparameters
+tuning chose; the findings lines; and where the report, the MLflow run and the study folder are.
+It runs the same `analyze` and `build_report` a user would run by hand, into the study folder,
+so the study run carries its tables, plots and report as soon as the study ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from analysis.analyze import analyze
+from analysis.findings import ARM
+from analysis.report import build_report
+from analysis.summary import summarise
+from study import metrics_names as M
+from study.errors import SegstudyError, first_line
+from study.tracking import StudyTracker, reading_client
+
+SUMMARY_DIR = "summary"  # in the study folder and in the study run's artifacts
+TABLE_FILE = "study_summary.csv"
+COLUMNS = ("arm", "level", "test_dice", "ci_low", "ci_high", "n", "chosen")
+
+
+@dataclass
+class StudySummary:
+    """What `segstudy run` and `resume` print at the end."""
+
+    experiment: str
+    study_run_id: str
+    tracking_uri: str
+    study_folder: Path
+    table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COLUMNS)))
+    findings: list[str] = field(default_factory=list)
+    report: Path | None = None
+    problems: list[str] = field(default_factory=list)  # steps that could not be done, and why
+
+    @property
+    def browse(self) -> str:
+        """The command (or address) that shows the study run in the MLflow UI."""
+        parts = urlsplit(self.tracking_uri)
+        if parts.scheme in {"http", "https"}:
+            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self._experiment_id()}/runs/{self.study_run_id}"
+        page = f"http://127.0.0.1:5000/#/experiments/{self._experiment_id()}/runs/{self.study_run_id}"
+        command = f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
+        if self.tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}":
+            command = f"make mlflow-ui (= {command})"
+        return f"{command}, then {page}"
+
+    def _experiment_id(self) -> str:
+        try:
+            return reading_client(self.tracking_uri).get_run(self.study_run_id).info.experiment_id
+        except Exception:  # noqa: BLE001 - an address without the id still helps
+            return "<id>"
+
+
+def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, study_folder: Path) -> StudySummary:
+    """Analyse the finished study, build its report, attach both to the study run, and return the
+    summary. Each step that fails is named in `problems` instead of failing the study."""
+    out = StudySummary(experiment, study_run_id, tracking_uri, study_folder)
+    folder = study_folder / SUMMARY_DIR
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the run already warned about seeds and learning
+            paths = analyze(experiment, out_dir=folder, tracking_uri=tracking_uri, study=study_run_id)
+    except SegstudyError as exc:
+        out.problems.append(f"analysis: {exc}")
+        return out
+    out.table = cell_table(pd.read_csv(paths["trials"]), chosen_hparams(tracking_uri, study_run_id))
+    out.table.to_csv(folder / TABLE_FILE, index=False)
+    if "findings" in paths:
+        out.findings = pd.read_csv(paths["findings"])["line"].astype(str).tolist()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out.report = build_report(experiment, out_dir=study_folder / "report", tracking_uri=tracking_uri,
+                                      study=study_run_id)
+    except (SegstudyError, ValueError, RuntimeError) as exc:
+        out.problems.append(f"report: {first_line(exc)}")
+    tracker = StudyTracker(tracking_uri, experiment)
+    for path in [folder / TABLE_FILE, *(p for p in paths.values() if p.suffix in {".csv", ".png"})]:
+        tracker.log_file(study_run_id, path, artifact_path=SUMMARY_DIR)
+    tracker.flush()
+    return out
+
+
+def chosen_hparams(tracking_uri: str, study_run_id: str) -> dict[str, dict[str, object]]:
+    """Each cell's chosen hyperparameters, from the study run's tag (empty for untuned studies)."""
+    tag = reading_client(tracking_uri).get_run(study_run_id).data.tags.get(M.CHOSEN_TAG)
+    try:
+        return json.loads(tag) if tag else {}
+    except json.JSONDecodeError:  # the tag is cut at 5000 characters for very large grids
+        return {}
+
+
+def cell_table(trials: pd.DataFrame, chosen: dict[str, dict[str, object]]) -> pd.DataFrame:
+    """One row per cell: arm, level (the other factors), mean test Dice, its CI, n, chosen hparams.
+
+    Example:
+        >>> t = pd.DataFrame({"cell": ["alpha=0.2,architecture=unet"] * 3, "architecture": ["unet"] * 3,
+        ...                   "alpha": [0.2] * 3, "test_dice": [0.9, 0.92, 0.94]})
+        >>> row = cell_table(t, {"alpha=0.2,architecture=unet": {"lr": 0.01}}).iloc[0]
+        >>> row["arm"], row["level"], round(row["test_dice"], 2), row["chosen"]
+        ('unet', 'alpha=0.2', 0.92, 'lr=0.01')
+    """
+    if trials.empty or M.TEST_DICE not in trials.columns:
+        return pd.DataFrame(columns=list(COLUMNS))
+    stats = summarise(trials, by=["cell"], metric=M.TEST_DICE).set_index("cell")
+    rows = []
+    for cell, row in stats.iterrows():
+        factors = dict(part.split("=", 1) for part in str(cell).split(",") if "=" in part)
+        arm = factors.pop(ARM, "")
+        hparams = chosen.get(str(cell), {})
+        rows.append({
+            "arm": arm or str(cell),
+            "level": ",".join(f"{k}={v}" for k, v in factors.items()) if arm else "",
+            "test_dice": row["mean"], "ci_low": row["ci_low"], "ci_high": row["ci_high"], "n": int(row["n"]),
+            "chosen": ", ".join(f"{k}={_short(v)}" for k, v in sorted(hparams.items())),
+        })
+    return pd.DataFrame(rows, columns=list(COLUMNS)).sort_values(["level", "arm"]).reset_index(drop=True)
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def table_lines(table: pd.DataFrame) -> list[str]:
+    """The cell table as aligned text lines (what a log or a terminal shows)."""
+    if table.empty:
+        return []
+    def ci(r: pd.Series) -> str:
+        if math.isnan(r["ci_low"]):
+            return f"{r['test_dice']:.3f}"
+        return f"{r['test_dice']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+    shown = pd.DataFrame({
+        "level": table["level"], "arm": table["arm"], "test Dice [95% CI]": table.apply(ci, axis=1),
+        "seeds": table["n"], "chosen hyperparameters": table["chosen"].replace("", "-"),
+    })
+    return shown.to_string(index=False).splitlines()
+
+
+def summary_lines(s: StudySummary) -> list[str]:
+    """The whole end-of-study summary as text lines."""
+    lines = [f"study '{s.experiment}': mean clean test Dice per cell over confirm seeds"]
+    lines += [f"  {line}" for line in table_lines(s.table)] or ["  (no confirm trial logged a test Dice)"]
+    if s.findings:
+        lines.append("findings (clean test Dice, 95% CI, Wilcoxon p Holm-corrected per level):")
+        lines += [f"  {line}" for line in s.findings]
+    if s.report is not None:
+        lines.append(f"report:       {s.report}")
+    lines.append(f"MLflow run:   {s.study_run_id} in experiment '{s.experiment}' at {s.tracking_uri}")
+    lines.append(f"study folder: {s.study_folder} (segstudy.log holds what Ray, Tune and MLflow said)")
+    lines.append(f"browse:       {s.browse}")
+    lines += [f"note: {p}" for p in s.problems]
+    return lines
+
+
+__all__ = ["StudySummary", "cell_table", "summarise_study", "summary_lines", "table_lines"]

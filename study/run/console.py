@@ -1,0 +1,180 @@
+"""What `segstudy run` shows while a study runs.
+
+On a terminal: a live rich display (phase, trials done/running/stopped/failed of the total,
+elapsed and ETA, one row per cell with its best validation Dice and trials left), with failed
+trials and phase changes printed above it. Without one (CI, a Ray job's log, `| tee`): one plain
+line per ended trial and a progress line every `every_s` seconds, so a log reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from study.run.library_log import LibraryLog
+from study.run.progress import FAILED, ProgressCallback, StudyProgress, TrialEnd
+from study.spec import StudySpec
+
+PROGRESS_EVERY_S = 30.0
+
+
+def duration(seconds: float | None) -> str:
+    """'1h02m', '4m05s', '12s' or '?'.
+
+    Example:
+        >>> duration(3725), duration(245), duration(12.4), duration(None)
+        ('1h02m', '4m05s', '12s', '?')
+    """
+    if seconds is None or math.isnan(seconds):
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def _dice(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
+def status_line(p: StudyProgress) -> str:
+    """'tune: 12/60 ended (9 done, 2 stopped early, 1 failed), 2 running; elapsed 1m20s, ETA 5m10s'."""
+    return (
+        f"{p.phase}: {p.ended}/{p.count('total')} ended ({p.count('done')} done, {p.count('stopped')} stopped early, "
+        f"{p.count('failed')} failed), {p.count('running')} running; elapsed {duration(p.elapsed_s())}, "
+        f"ETA {duration(p.eta_s())}"
+    )
+
+
+def trial_line(p: StudyProgress, end: TrialEnd) -> str:
+    """One ended trial: '[tune 12/60] alpha=0.2,architecture=unet seed=0: done, val 0.912 at epoch 20 (4s)'."""
+    value = f"val {_dice(end.value)} at epoch {end.epoch}"
+    if not math.isnan(end.test_dice):
+        value += f", test Dice {end.test_dice:.3f}"
+    why = f": {end.reason}" if end.reason else ""
+    return f"[{p.phase} {p.ended}/{p.count('total')}] {end.cell} seed={end.seed}: {end.outcome}, {value} ({duration(end.seconds)}){why}"
+
+
+class PlainConsole:
+    """Line-per-event output for logs: every ended trial, and progress every `every_s` seconds."""
+
+    def __init__(self, stream: IO[str] | None = None, *, every_s: float = PROGRESS_EVERY_S) -> None:
+        self.stream = stream or sys.stdout
+        self.every_s = every_s
+        self._last = time.monotonic()
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def phase_started(self, progress: StudyProgress) -> None:
+        self._print(f"{progress.name}: {progress.phase} phase, {progress.count('total')} trials in {len(progress.cells)} cells")
+        self._last = time.monotonic()
+
+    def trial_ended(self, progress: StudyProgress, end: TrialEnd) -> None:
+        self._print(trial_line(progress, end))
+
+    def tick(self, progress: StudyProgress) -> None:
+        if time.monotonic() - self._last >= self.every_s:
+            self._print(status_line(progress))
+            self._last = time.monotonic()
+
+    def note(self, text: str) -> None:
+        self._print(text)
+
+    def close(self) -> None:
+        pass
+
+
+class LiveConsole:
+    """A live display that redraws in place; failures and phase changes scroll above it."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.console = Console(file=stream or sys.stdout)
+        self._live: Live | None = None
+        self._progress: StudyProgress | None = None
+
+    def _render(self) -> Any:
+        p = self._progress
+        if p is None:
+            return Text("")
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for name in ("cell", "best val Dice", "left", "running", "done", "stopped", "failed"):
+            table.add_column(name, justify="left" if name == "cell" else "right")
+        rows = sorted(p.cells.items(), key=lambda kv: (-kv[1].running, kv[1].left == 0, kv[0]))
+        room = max(3, shutil.get_terminal_size((100, 30)).lines - 6)
+        for cell, c in rows[:room]:
+            table.add_row(cell, _dice(c.best), str(c.left), str(c.running), str(c.done), str(c.stopped),
+                          Text(str(c.failed), style="red" if c.failed else ""))
+        if len(rows) > room:
+            table.add_row(f"... {len(rows) - room} more cells", "", "", "", "", "", "")
+        return Group(Text(f"{p.name}  " + status_line(p), style="bold"), table)
+
+    def phase_started(self, progress: StudyProgress) -> None:
+        self._progress = progress
+        self.console.print(f"{progress.name}: {progress.phase} phase, {progress.count('total')} trials in {len(progress.cells)} cells")
+        if self._live is None:
+            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2, transient=True)
+            self._live.start()
+
+    def trial_ended(self, progress: StudyProgress, end: TrialEnd) -> None:
+        if end.outcome == FAILED or end.reason:
+            self.console.print(Text(trial_line(progress, end), style="red" if end.outcome == FAILED else "yellow"))
+
+    def tick(self, progress: StudyProgress) -> None:
+        pass  # Live redraws on its own
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self._progress is not None:
+            self.console.print(status_line(self._progress))
+
+
+StudyConsole = PlainConsole | LiveConsole
+
+
+@dataclass
+class Display:
+    """A study's console, whether Tune's own reporter is wanted, and the log file library output
+    goes to (None with `verbose`)."""
+
+    console: StudyConsole
+    verbose: bool = False
+    library_log: LibraryLog | None = None
+    progress: StudyProgress | None = None
+
+    def watch(self, spec: StudySpec, phase: str, totals: Mapping[str, int], *, full_epochs: int) -> ProgressCallback:
+        """Start `phase` with `totals` trials per cell; the callback feeds the console."""
+        if self.progress is None:
+            self.progress = StudyProgress(spec.name)
+        self.progress.begin(phase, totals)
+        self.console.phase_started(self.progress)
+        return ProgressCallback(self.progress, self.console, spec, full_epochs=full_epochs)
+
+
+def make_console(stream: IO[str] | None = None, *, live: bool | None = None) -> PlainConsole | LiveConsole:
+    """A live display on a terminal, plain lines otherwise (`live` forces either)."""
+    stream = stream or sys.stdout
+    if live is None:
+        live = stream.isatty() and os.environ.get("TERM", "") != "dumb" and not os.environ.get("CI")
+    return LiveConsole(stream) if live else PlainConsole(stream)
+
+
+__all__ = ["Display", "StudyConsole", "LiveConsole", "PlainConsole", "duration", "make_console", "status_line", "trial_line"]

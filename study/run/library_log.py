@@ -1,0 +1,80 @@
+"""The study's log file: everything Ray, Tune, MLflow, Optuna and the trial workers say.
+
+A study folder is made only once the spec, the cluster and the preflight have passed (bad input
+leaves nothing behind), but Ray and MLflow talk from the first moment. So the log starts in a
+temporary file and moves into the folder, as `segstudy.log`, when the folder exists; a resumed
+study appends to the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from study.process_state import route_library_output
+
+LOG_FILE = "segstudy.log"
+
+
+class LibraryLog:
+    """A text sink (write/flush) that can move to its final place while loggers hold it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        handle, name = tempfile.mkstemp(prefix="segstudy-", suffix=".log")
+        self.path = Path(name)
+        self._file = open(handle, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.moved = False
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if self._file.closed:
+                return 0
+            return self._file.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+
+    def move_to(self, folder: Path) -> Path:
+        """Continue in `folder/segstudy.log` (appended to, when a resumed study has one)."""
+        target = folder / LOG_FILE
+        with self._lock:
+            self._file.close()
+            with open(target, "a", encoding="utf-8") as out, open(self.path, encoding="utf-8") as early:
+                shutil.copyfileobj(early, out)
+            self.path.unlink(missing_ok=True)
+            self.path, self.moved = target, True
+            self._file = open(target, "a", encoding="utf-8")  # noqa: SIM115
+        return target
+
+    def close(self) -> None:
+        """Close; a log that never reached a study folder (the study was refused) is removed."""
+        with self._lock:
+            self._file.close()
+            if not self.moved:
+                self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def library_output(verbose: bool) -> Iterator[LibraryLog | None]:
+    """Route library output to a `LibraryLog` for the duration (None, and the console as it
+    was, when `verbose`)."""
+    if verbose:
+        yield None
+        return
+    log = LibraryLog()
+    undo = route_library_output(log)
+    try:
+        yield log
+    finally:
+        undo()
+        log.close()
+
+
+__all__ = ["LOG_FILE", "LibraryLog", "library_output"]
