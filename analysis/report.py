@@ -47,7 +47,7 @@ from analysis.summary import summarise
 from study import __version__ as SEGSTUDY_VERSION
 from study import metrics_names as M
 from study.errors import SegstudyError
-from study.tracking import reading_client
+from study.tracking import StudyTracker, reading_client
 from study.perturbations import describe
 from study.spec import Conformal, Evaluation
 
@@ -137,7 +137,8 @@ def build_report(
     if log_to_mlflow:
         cd = results["statistics"]["cd"] if results["statistics"] else []
         curves = results["findings"]["curves"]
-        _log(client, study_run, [path, *(f.path for f in [*cd, *results["figures"], curves] if f.path)])
+        paths = [path, *(f.path for f in [*cd, *results["figures"], curves] if f.path)]
+        _log(study_run, paths, tracking_uri=tracking_uri, experiment=experiment)
     return path
 
 
@@ -456,13 +457,13 @@ def _render(context: dict[str, Any]) -> str:
     return env.get_template("report.html.j2").render(sections=SECTIONS, **context)
 
 
-def _log(client: MlflowClient, run: Run | None, paths: list[Path]) -> None:
+def _log(run: Run | None, paths: list[Path], *, tracking_uri: str, experiment: str) -> None:
+    """Attach the report to the study run through the one MLflow writer (study/tracking/writer.py)."""
     if run is None:
         warnings.warn("report: the trials name no study run (mlflow.parentRunId); the report was not logged",
                       stacklevel=3)
         return
-    for path in paths:
-        client.log_artifact(run.info.run_id, str(path), artifact_path=ARTIFACT_DIR)
+    StudyTracker(tracking_uri, experiment).log_artifacts(run.info.run_id, paths, artifact_path=ARTIFACT_DIR)
 
 
 __all__ = ["SECTIONS", "build_report", "versions"]

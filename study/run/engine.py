@@ -326,7 +326,7 @@ def _study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cells: l
         study.update(study_run_id=run_id)
     else:
         run_id = tracker.real_id(run_id)
-        tracker.client.update_run(run_id, status="RUNNING")  # a resumed study is running again
+        tracker.reopen(run_id)  # a resumed study is running again
     tracker.study_run_id = run_id
     if not manifest.get("data_summary_logged"):
         with tempfile.TemporaryDirectory(prefix="segstudy-") as tmp:
@@ -339,9 +339,7 @@ def _study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cells: l
 
 def _find_study_run(tracker: StudyTracker, study: StudyDir) -> str | None:
     # The driver may have died between creating the run and recording it in study.json.
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id()], filter_string=f"tags.`{M.STUDY_DIR_TAG}` = '{study.path}'", max_results=1
-    )
+    runs = tracker.search_runs(f"tags.`{M.STUDY_DIR_TAG}` = '{study.path}'", max_results=1)
     return runs[0].info.run_id if runs else None
 
 

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mlflow.entities import Run, ViewType
+from mlflow.entities import Run
 
 from study import metrics_names as M
 from study.tracking import StudyTracker
@@ -42,20 +42,7 @@ class Reconciled:
 
 def study_trial_runs(tracker: StudyTracker, study_run_id: str) -> list[Run]:
     """Every active child run of the study run, all pages."""
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = tracker.client.search_runs(
-            [tracker.experiment_id()],
-            filter_string=f"tags.`{M.PARENT_TAG}` = '{study_run_id}'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return tracker.search_runs(f"tags.`{M.PARENT_TAG}` = '{study_run_id}'")
 
 
 def reconcile(tracker: StudyTracker, study_run_id: str, *, outcome_of: OutcomeOf) -> Reconciled:

@@ -80,7 +80,7 @@ class TrackingCallback(tune.Callback):
         self.tracker.set_tags(run_id, tags)
         directory = checkpoint_dir(trial)
         if directory is not None:
-            self.tracker.log_artifacts(run_id, directory, names=_ARTIFACTS)
+            self.tracker.log_artifacts(run_id, [directory / n for n in _ARTIFACTS if (directory / n).is_file()])
             if (directory / WEIGHTS_FILE).is_file():
                 self._log_model(run_id, directory, TrialPlan.from_config(self.spec, trial.config))
         self.tracker.finish(run_id)

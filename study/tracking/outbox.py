@@ -16,6 +16,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,26 @@ log = logging.getLogger(__name__)
 
 OFFLINE_PREFIX = "offline-"
 
-Apply = Callable[[str, dict[str, Any]], str | None]
+
+
+class Op(StrEnum):
+    """The write operations of `StudyTracker`, dispatched in `StudyTracker._apply`.
+
+    The values are the `kind` strings of ops.jsonl: an outbox kept by an older segstudy replays,
+    so a value never changes; a new operation is a new member.
+    """
+
+    CREATE_RUN = "create_run"
+    LOG_BATCH = "log_batch"  # metrics, params and tags
+    LOG_ARTIFACT = "log_artifact"
+    REGISTER_MODEL = "register_model"
+    DELETE_RUN = "delete_run"
+    DELETE_MODEL_VERSIONS = "delete_model_versions"
+    SET_TERMINATED = "set_terminated"
+    SET_STATUS = "set_status"  # e.g. a resumed study run is RUNNING again
+
+
+Apply = Callable[[Op, dict[str, Any]], str | None]
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -68,15 +88,15 @@ class Outbox:
         except FileNotFoundError:
             return {}
 
-    def append(self, kind: str, args: dict[str, Any]) -> None:
+    def append(self, kind: Op, args: dict[str, Any]) -> None:
         """Queue one operation durably (flushed and fsynced: the driver may be killed next)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        if kind == "log_artifact":
+        if kind is Op.LOG_ARTIFACT:
             keep = self.directory / "files" / uuid.uuid4().hex
             keep.mkdir(parents=True)
             args = {**args, "path": str(shutil.copy2(args["path"], keep / Path(args["path"]).name))}
         with self.ops_file.open("a") as f:
-            f.write(json.dumps({"kind": kind, "args": args}) + "\n")
+            f.write(json.dumps({"kind": kind.value, "args": args}) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -91,11 +111,12 @@ class Outbox:
         done = 0
         try:
             for op in ops:
+                kind = Op(op["kind"])
                 args = map_ids(op["args"], ids)
-                result = apply(op["kind"], args)
-                if op["kind"] == "create_run" and result is not None:
+                result = apply(kind, args)
+                if kind is Op.CREATE_RUN and result is not None:
                     ids[args["offline_id"]] = result
-                if op["kind"] == "log_artifact":
+                if kind is Op.LOG_ARTIFACT:
                     shutil.rmtree(Path(args["path"]).parent, ignore_errors=True)
                 done += 1
         except Exception as exc:
@@ -145,4 +166,4 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["OFFLINE_PREFIX", "Outbox", "is_unavailable", "map_ids"]
+__all__ = ["OFFLINE_PREFIX", "Op", "Outbox", "is_unavailable", "map_ids"]

@@ -14,19 +14,19 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
 from study.process_state import fail_fast_http
 from study.errors import SegstudyError, first_line
-from study.tracking.outbox import OFFLINE_PREFIX, Outbox, is_unavailable, map_ids
+from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, is_unavailable, map_ids
 
 log = logging.getLogger(__name__)
 
@@ -241,19 +241,18 @@ class StudyTracker:
     def _write(self, run_id: str, metrics: list[Metric]) -> None:
         for i in range(0, len(metrics), 1000):  # MLflow caps a batch at 1000 metrics
             chunk = [[m.key, m.value, m.timestamp, m.step] for m in metrics[i : i + 1000]]
-            self._do("log_batch", {"run_id": run_id, "metrics": chunk})
+            self._do(Op.LOG_BATCH, {"run_id": run_id, "metrics": chunk})
 
-    def log_artifacts(self, run_id: str, directory: Path, *, names: tuple[str, ...]) -> None:
-        for name in names:
-            path = directory / name
-            if path.is_file():
-                self.log_file(run_id, path)
+    def log_artifacts(self, run_id: str, paths: Iterable[Path], *, artifact_path: str | None = None) -> None:
+        """Attach each file of `paths` to the run, under `artifact_path` (the run's root if None)."""
+        for path in paths:
+            self.log_file(run_id, path, artifact_path=artifact_path)
 
     def log_file(self, run_id: str, path: Path, *, artifact_path: str | None = None) -> None:
         args: dict[str, Any] = {"run_id": run_id, "path": str(path)}
         if artifact_path:
             args["artifact_path"] = artifact_path
-        self._do("log_artifact", args)
+        self._do(Op.LOG_ARTIFACT, args)
 
     def log_tree(self, run_id: str, directory: Path, *, artifact_path: str) -> None:
         """Every file under `directory`, at the same relative place under `artifact_path`."""
@@ -264,24 +263,47 @@ class StudyTracker:
     def register_model(self, run_id: str, *, name: str, artifact_path: str, tags: Mapping[str, str]) -> None:
         """A new version of registered model `name` pointing at the run's logged model."""
         self._do(
-            "register_model",
+            Op.REGISTER_MODEL,
             {"run_id": run_id, "name": name, "artifact_path": artifact_path, "tags": {k: str(v) for k, v in tags.items()}},
         )
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self._do("log_batch", {"run_id": run_id, "tags": {k: str(v) for k, v in tags.items()}})
+        self._do(Op.LOG_BATCH, {"run_id": run_id, "tags": {k: str(v) for k, v in tags.items()}})
 
     def finish(self, run_id: str, *, failed_reason: str | None = None, status: str | None = None) -> None:
         self.flush(run_id)
         if failed_reason is not None:
             self.set_tags(run_id, {M.ERROR_TAG: failed_reason[:5000]})
         final = status or ("FAILED" if failed_reason is not None else "FINISHED")
-        self._do("set_terminated", {"run_id": run_id, "status": final})
+        self._do(Op.SET_TERMINATED, {"run_id": run_id, "status": final})
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed study's run)."""
+        self._do(Op.SET_STATUS, {"run_id": run_id, "status": "RUNNING"})
+
+    def search_runs(self, filter_string: str, *, max_results: int | None = None) -> list[Run]:
+        """Active runs of the study's experiment that match `filter_string`: every page, or the
+        first `max_results`. A read, here so callers need no client of their own."""
+        runs: list[Run] = []
+        token = None
+        while max_results is None or len(runs) < max_results:
+            page = self.client.search_runs(
+                [self.experiment_id()],
+                filter_string=filter_string,
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1000 if max_results is None else min(1000, max_results - len(runs)),
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        return runs
 
     def delete_run(self, run_id: str) -> None:
         """Delete the run and any registry version made from it (a discarded run serves no model)."""
-        self._do("delete_model_versions", {"run_id": run_id})
-        self._do("delete_run", {"run_id": run_id})
+        self._do(Op.DELETE_MODEL_VERSIONS, {"run_id": run_id})
+        self._do(Op.DELETE_RUN, {"run_id": run_id})
 
     def deliver(self, *, force: bool = True) -> int:
         """Send what the outbox holds; returns how many writes are still waiting."""
@@ -306,11 +328,11 @@ class StudyTracker:
         args = {"experiment_id": self.experiment_id(), "run_name": run_name, "tags": tags}
         if self.outbox is not None:
             args["offline_id"] = self.outbox.new_offline_id()
-        run_id = self._do("create_run", args)
+        run_id = self._do(Op.CREATE_RUN, args)
         assert run_id is not None
         return run_id
 
-    def _do(self, kind: str, args: dict[str, Any]) -> str | None:
+    def _do(self, kind: Op, args: dict[str, Any]) -> str | None:
         """Apply one write, or keep it in the outbox when the server cannot be reached.
 
         Once something is kept, later writes queue behind it: MLflow must see a run created
@@ -331,42 +353,41 @@ class StudyTracker:
             self._last_retry = time.monotonic()
             return self._keep(kind, args)
 
-    def _keep(self, kind: str, args: dict[str, Any]) -> str | None:
+    def _keep(self, kind: Op, args: dict[str, Any]) -> str | None:
         assert self.outbox is not None
         self.outbox.append(kind, args)
-        return args.get("offline_id") if kind == "create_run" else None
+        return args.get("offline_id") if kind is Op.CREATE_RUN else None
 
-    def _apply(self, kind: str, args: dict[str, Any]) -> str | None:
-        if kind == "create_run":
-            return self.client.create_run(args["experiment_id"], run_name=args["run_name"], tags=args["tags"]).info.run_id
-        if kind == "log_batch":
-            self.client.log_batch(
-                args["run_id"],
-                metrics=[Metric(k, v, ts, step) for k, v, ts, step in args.get("metrics", [])],
-                params=[Param(k, v) for k, v in args.get("params", {}).items()],
-                tags=[RunTag(k, v) for k, v in args.get("tags", {}).items()],
-            )
-            return None
-        if kind == "log_artifact":
-            self.client.log_artifact(args["run_id"], args["path"], artifact_path=args.get("artifact_path"))
-            return None
-        if kind == "register_model":
-            self._ensure_registered_model(args["name"])
-            self.client.create_model_version(
-                args["name"], source=f"runs:/{args['run_id']}/{args['artifact_path']}", run_id=args["run_id"], tags=args["tags"]
-            )
-            return None
-        if kind == "delete_run":
-            self.client.delete_run(args["run_id"])
-            return None
-        if kind == "delete_model_versions":
-            for version in self.client.search_model_versions(f"run_id = '{args['run_id']}'"):
-                self.client.delete_model_version(version.name, version.version)
-            return None
-        if kind == "set_terminated":
-            self.client.set_terminated(args["run_id"], status=args["status"])
-            return None
-        raise ValueError(f"unknown tracking operation {kind!r}")
+    def _apply(self, kind: Op, args: dict[str, Any]) -> str | None:
+        """Send one operation to MLflow; the id of a created run, else None."""
+        match kind:
+            case Op.CREATE_RUN:
+                return self.client.create_run(args["experiment_id"], run_name=args["run_name"], tags=args["tags"]).info.run_id
+            case Op.LOG_BATCH:
+                self.client.log_batch(
+                    args["run_id"],
+                    metrics=[Metric(k, v, ts, step) for k, v, ts, step in args.get("metrics", [])],
+                    params=[Param(k, v) for k, v in args.get("params", {}).items()],
+                    tags=[RunTag(k, v) for k, v in args.get("tags", {}).items()],
+                )
+            case Op.LOG_ARTIFACT:
+                self.client.log_artifact(args["run_id"], args["path"], artifact_path=args.get("artifact_path"))
+            case Op.REGISTER_MODEL:
+                self._ensure_registered_model(args["name"])
+                source = f"runs:/{args['run_id']}/{args['artifact_path']}"
+                self.client.create_model_version(args["name"], source=source, run_id=args["run_id"], tags=args["tags"])
+            case Op.DELETE_RUN:
+                self.client.delete_run(args["run_id"])
+            case Op.DELETE_MODEL_VERSIONS:
+                for version in self.client.search_model_versions(f"run_id = '{args['run_id']}'"):
+                    self.client.delete_model_version(version.name, version.version)
+            case Op.SET_TERMINATED:
+                self.client.set_terminated(args["run_id"], status=args["status"])
+            case Op.SET_STATUS:
+                self.client.update_run(args["run_id"], status=args["status"])
+            case _:
+                raise ValueError(f"unknown tracking operation {kind!r}")
+        return None
 
     def _ensure_registered_model(self, name: str) -> None:
         try:
@@ -378,7 +399,7 @@ class StudyTracker:
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = sorted((k, _param_text(v)) for k, v in params.items())
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-            self._do("log_batch", {"run_id": run_id, "params": dict(items[i : i + 100])})
+            self._do(Op.LOG_BATCH, {"run_id": run_id, "params": dict(items[i : i + 100])})
 
 
 def check_no_credentials(uri: str) -> None:
