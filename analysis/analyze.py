@@ -22,12 +22,12 @@ from analysis.plots import plot_dice_vs_complexity
 from analysis.runs import factor_names, load_per_image, load_trials, not_learned_trials
 from analysis.summary import summarise
 from study import metrics_names as M
+from study.metrics_names import MIN_SEEDS
 from study.errors import SegstudyError
 
 COMPLEXITY_FACTOR = "alpha"
 PATCH_FACTOR = "patch_size"
 POS_FACTOR = "pos_fraction"
-MIN_SEEDS = 3  # fewer seeds per cell give intervals too wide to separate arms (docs/ARCHITECTURE.md 5)
 
 log = logging.getLogger(__name__)
 

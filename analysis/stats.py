@@ -20,8 +20,8 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis.runs import factor_names
 from study.errors import SegstudyError, unknown_name
+from study.metrics_names import MIN_SEEDS
 
-MIN_SEEDS = 3  # fewer seeds per arm: a difference may be one lucky initialisation (docs/ARCHITECTURE.md 5)
 LOWER_IS_BETTER = ("hd95",)
 PAIRWISE_COLUMNS = ("condition", "a", "b", "n", "statistic", "p", "p_holm", "effect_size", "median_diff", "significant")
 

@@ -15,6 +15,7 @@ import typer
 
 from study import process_state
 from study.errors import SegstudyError
+from study.metrics_names import MIN_SEEDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,8 +79,8 @@ def validate(spec: SpecArg) -> None:
         f"{spec}: ok: study '{parsed.name}', factors {', '.join(sorted(parsed.factors))}; {tune}"
         f"confirm {n_cells} cells x {len(seeds)} seeds = {n_cells * len(seeds)} trials"
     )
-    if len(seeds) < 3:
-        typer.echo(f"warning: only {len(seeds)} confirmation seed(s); comparisons need >= 3", err=True)
+    if len(seeds) < MIN_SEEDS:
+        typer.echo(f"warning: only {len(seeds)} confirmation seed(s); comparisons need >= {MIN_SEEDS}", err=True)
 
 
 @app.command()

@@ -5,6 +5,11 @@ One module so that a metric logged under one name is read back under the same on
 
 from __future__ import annotations
 
+# The fewest confirm seeds per arm a comparison needs: with fewer, a difference may be one lucky
+# initialisation and the intervals are too wide to separate arms (docs/ARCHITECTURE.md 5). The run
+# warns below it and the analysis flags it; here because both read this module.
+MIN_SEEDS = 3
+
 # Reported by the trainable each epoch (step = epoch).
 EPOCH = "epoch"
 TRAIN_LOSS = "train_loss"

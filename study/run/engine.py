@@ -46,8 +46,6 @@ from study.run.warm_workers import let_tune_use_prestarted_workers, local_ray_co
 
 log = logging.getLogger(__name__)
 
-MIN_SEEDS = 3
-
 
 @dataclass(frozen=True)
 class StudyResult:
@@ -221,10 +219,10 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any) -
     """Run what is left of the study in `study` (everything, for a new one)."""
     tracker.use_outbox(study.outbox)
     cells = expand_cells(spec)
-    if len(spec.confirm_seeds) < MIN_SEEDS:
+    if len(spec.confirm_seeds) < M.MIN_SEEDS:
         warnings.warn(
             f"{spec.name}: {len(spec.confirm_seeds)} confirmation seed(s); comparisons between arms need "
-            f">= {MIN_SEEDS} (set confirm.seeds)",
+            f">= {M.MIN_SEEDS} (set confirm.seeds)",
             stacklevel=3,
         )
     study_run = _study_run(spec, study, tracker, cells, data)
