@@ -1,5 +1,8 @@
-"""The one base of every user-facing config model: unknown keys, non-finite numbers and booleans
-posing as numbers are refused, so a typo or `epochs: true` fails validation instead of training.
+"""The strict pydantic bases: `StrictModel` for every user-facing config model, `StrictRecord` for
+the records segstudy saves and reads back.
+
+In a config, unknown keys, non-finite numbers and booleans posing as numbers are refused, so a
+typo or `epochs: true` fails validation instead of training.
 
 pydantic's lax mode turns `true` into 1 and accepts `.inf` for a float; neither is ever what a
 spec author meant.
@@ -24,7 +27,16 @@ def _numeric_not_bool(annotation: Any) -> bool:
     return bool(members & {int, float}) and bool not in members
 
 
-class StrictModel(BaseModel):
+class StrictRecord(BaseModel):
+    """The base of every record segstudy writes and reads back (calibration.json,
+    preprocessing.json): unknown keys are refused, so a file from another tool or version fails
+    to load instead of half-loading. Not frozen and not finite-only: records are built from
+    computed values, not typed by a user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StrictModel(StrictRecord):
     """extra="forbid", frozen, finite numbers only, no booleans where a number is expected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -42,4 +54,4 @@ class StrictModel(BaseModel):
         return data
 
 
-__all__ = ["StrictModel"]
+__all__ = ["StrictModel", "StrictRecord"]

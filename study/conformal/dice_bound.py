@@ -13,9 +13,10 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from study.errors import SegstudyError
+from study.strict import StrictRecord
 
 
 def conformal_quantile(residuals: np.ndarray, alpha: float) -> float:
@@ -40,10 +41,8 @@ def lower_bound(score: float, quantile: float) -> float:
 Range = tuple[float, float]
 
 
-class StratumCalibration(BaseModel):
+class StratumCalibration(StrictRecord):
     """What one stratum's calibration images fixed: the residual quantile and the ranges seen."""
-
-    model_config = ConfigDict(extra="forbid")
 
     n: int = Field(ge=0)
     quantile: float | None = Field(description="residual quantile; None when n is too small for the level")
@@ -57,10 +56,8 @@ class StratumCalibration(BaseModel):
         return math.inf if self.quantile is None else self.quantile
 
 
-class Calibration(BaseModel):
+class Calibration(StrictRecord):
     """Everything `segstudy predict` needs to bound a new image: saved as calibration.json."""
-
-    model_config = ConfigDict(extra="forbid")
 
     alpha: float = Field(gt=0, lt=1)
     fnr_alpha: float = Field(gt=0, lt=1)

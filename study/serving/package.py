@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from torch import nn
 
 from study.training.checkpoints import WEIGHTS_FILE, load_weights, save_weights
 from study.conformal import Calibration
 from study.errors import SegstudyError
+from study.strict import StrictRecord
 from study.models import CONFIG_CLASSES, build_network
 
 ARCHITECTURE_FILE = "architecture.json"
@@ -27,10 +28,8 @@ CALIBRATION_FILE = "calibration.json"
 PACKAGE_FILES = (WEIGHTS_FILE, ARCHITECTURE_FILE, PREPROCESSING_FILE, CALIBRATION_FILE)
 
 
-class Preprocessing(BaseModel):
+class Preprocessing(StrictRecord):
     """How the model saw its images: shape, normalisation, inference window, threshold."""
-
-    model_config = ConfigDict(extra="forbid")
 
     spatial_dims: Literal[2, 3]
     in_channels: int = Field(gt=0)
