@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from study import process_state
 from study.data import Split
 
 # A split is copied to the GPU once per trial only if it takes at most this share of the trial's
@@ -58,14 +59,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
 
 
 def prepare_device(device: torch.device) -> None:
-    """Process-wide settings for a trial on `device`: cuDNN autotuning on CUDA (every step of a trial
-    has the same shapes, so the search is paid once), nothing on CPU.
-
-    This is process state (it outlives the trial), so it belongs with study/process_state.py once
-    that module owns such switches; it is set here, per trial, because only a CUDA trial wants it.
-    """
+    """Process-wide settings for a trial on `device`: cuDNN autotuning on CUDA, nothing on CPU."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        process_state.autotune_cudnn()
 
 
 @dataclass
