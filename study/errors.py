@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+# Where a tracking server's credentials belong instead of the URI (which is printed, logged, and
+# stored in the spec copy and study.json).
+CREDENTIALS_ENV = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
 
 
 class SegstudyError(Exception):
@@ -36,3 +41,15 @@ def unknown_name(kind: str, given: str, available: Iterable[str], *, where: str 
     hint = f"; did you mean '{close[0]}'?" if close else ";"
     prefix = f"{where}: " if where else ""
     return SegstudyError(f"{prefix}unknown {kind} '{given}'{hint} Accepted: {', '.join(names)}")
+
+
+def embeds_credentials(uri: str) -> bool:
+    """True when a tracking URI carries a secret: a password, or a user name on http(s) (MLflow
+    would send it). The spec check and the tracking writer both ask this one question.
+
+    Example:
+        >>> embeds_credentials("http://bob@mlflow:5000"), embeds_credentials("sqlite:////tmp/mlflow.db")
+        (True, False)
+    """
+    parts = urlsplit(uri)
+    return bool(parts.password or (parts.scheme in {"http", "https"} and parts.username))

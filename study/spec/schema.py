@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from study import metrics_names as M
 from study.data import DATASETS
-from study.errors import SegstudyError, unknown_name
+from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, unknown_name
 from study.spec.safe_yaml import load_yaml_file
 from study.strict import StrictModel
 from study.models import check_input_size, resolve_architecture
@@ -143,11 +143,9 @@ class Tracking(_Strict):
     @classmethod
     def _no_credentials(cls, v: str | None) -> str | None:
         # The spec is copied into the study folder and logged as an artifact: no secrets here.
-        if v is not None and urlsplit(v).password:
-            raise ValueError(
-                "embeds a password; remove it and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-                "(or MLFLOW_TRACKING_TOKEN) in the environment"
-            )
+        if v is not None and embeds_credentials(v):
+            secret = "a password" if urlsplit(v).password else "credentials"
+            raise ValueError(f"embeds {secret}; remove it and set {CREDENTIALS_ENV} in the environment")
         return v
 
 
@@ -472,7 +470,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
     shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
-    if isinstance(given, str) and urlsplit(given).password:
+    if isinstance(given, str) and embeds_credentials(given):
         shown = ""  # never echo a credential
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
 from study.process_state import fail_fast_http
-from study.errors import SegstudyError, first_line
+from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, first_line
 from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, is_unavailable, map_ids
 
 log = logging.getLogger(__name__)
@@ -405,11 +405,9 @@ class StudyTracker:
 def check_no_credentials(uri: str) -> None:
     """Credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN (or PGPASSWORD, ~/.pgpass),
     never in the URI: the URI is printed, logged and stored in study.json."""
-    parts = urlsplit(uri)
-    if parts.password or (parts.scheme in {"http", "https"} and parts.username):
+    if embeds_credentials(uri):
         raise SegstudyError(
-            f"tracking URI '{redact(uri)}' embeds credentials; remove them and set MLFLOW_TRACKING_USERNAME "
-            "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment"
+            f"tracking URI '{redact(uri)}' embeds credentials; remove them and set {CREDENTIALS_ENV} in the environment"
         )
 
 
