@@ -17,13 +17,11 @@ from __future__ import annotations
 import base64
 import json
 import math
-import platform
 import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,7 @@ from analysis.runs import _no_progress_bars, factor_names, load_per_image, load_
 from analysis.stats import MIN_SEEDS, friedman, pairwise_wilcoxon, resolve_within
 from analysis.stats_plots import plot_critical_difference
 from analysis.summary import summarise
-from study import __version__ as SEGSTUDY_VERSION
+from study import library_versions
 from study import metrics_names as M
 from study.errors import SegstudyError
 from study.tracking import StudyTracker, reading_client
@@ -54,7 +52,6 @@ from study.spec import Conformal, Evaluation
 ARM = "architecture"
 COMPLEXITY = "alpha"
 DEFAULT_TAU = float(Evaluation.model_fields["failure_threshold"].default)  # when the spec is missing
-PACKAGES = ("torch", "monai", "ray", "optuna", "mlflow", "numpy")
 SECTIONS = ("findings", "design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence")
 ARTIFACT_DIR = "report"
 
@@ -143,14 +140,9 @@ def build_report(
 
 
 def versions() -> list[tuple[str, str]]:
-    """Python, segstudy and the main libraries, as installed where the report is built."""
-    found = [("python", platform.python_version()), ("segstudy", SEGSTUDY_VERSION)]
-    for name in PACKAGES:
-        try:
-            found.append((name, metadata.version(name)))
-        except metadata.PackageNotFoundError:
-            found.append((name, "not installed"))
-    return found
+    """Python, segstudy and the libraries every run is tagged with, as installed where the report
+    is built."""
+    return list(library_versions().items())
 
 
 def _study_run(client: MlflowClient, runs: list[Run]) -> Run | None:

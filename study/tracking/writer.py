@@ -23,6 +23,7 @@ from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from study import library_versions
 from study import metrics_names as M
 from study.process_state import fail_fast_http
 from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, first_line
@@ -434,20 +435,7 @@ def version_tags() -> dict[str, str]:
     return {M.VERSIONS_TAG: _VERSIONS}
 
 
-def _library_versions() -> str:
-    import importlib.metadata as md
-    import platform
-
-    versions = {"python": platform.python_version()}
-    for dist in ("segstudy", "torch", "monai", "ray", "optuna", "mlflow", "numpy", "nibabel", "scikit-image"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = "not installed"
-    return json.dumps(versions, sort_keys=True)
-
-
-_VERSIONS = _library_versions()
+_VERSIONS = json.dumps(library_versions(), sort_keys=True)
 
 
 def _param_text(value: Any) -> str:
