@@ -21,11 +21,13 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from study import metrics_names as M
 from study import process_state
 from study.errors import SegstudyError
 from study.spec.cells import Cell, cell_key
 from study.spec.samplers import get_sampler, make_sampler
 from study.run.tune_report import FAILURE
+from study.training.plan import TrialPlan
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +142,9 @@ class CellSearcher(Searcher):
         self.asked[index] += 1
         self.live[trial_id] = (index, trial.number)
         self._handles[trial_id] = trial
-        return {
-            "trial": {
-                "cell": self.cells[index],
-                "seed": self.trial_seed,
-                "phase": "tune",
-                "hparams": dict(trial.params),
-                "optuna_trial": trial.number,
-            }
-        }
+        return TrialPlan.config(
+            self.cells[index], seed=self.trial_seed, phase=M.PHASE_TUNE, hparams=trial.params, optuna_trial=trial.number
+        )
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self.last[trial_id] = result

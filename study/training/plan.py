@@ -42,9 +42,15 @@ class TrialPlan:
         return trial_key(self.phase, self.cell_key, seed=self.seed, optuna_trial=self.optuna_trial)
 
     @staticmethod
-    def config(cell: Cell, *, seed: int, phase: str, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The Tune config of one trial (the inverse of `from_config`)."""
-        return {"trial": {"cell": dict(cell), "seed": seed, "phase": phase, "hparams": dict(hparams or {})}}
+    def config(
+        cell: Cell, *, seed: int, phase: str, hparams: dict[str, Any] | None = None, optuna_trial: int | None = None
+    ) -> dict[str, Any]:
+        """The Tune config of one trial (the inverse of `from_config`); the one place its layout is
+        written, for confirm trials (the engine) and tune trials (the searcher, with `optuna_trial`)."""
+        trial = {"cell": dict(cell), "seed": seed, "phase": phase, "hparams": dict(hparams or {})}
+        if optuna_trial is not None:
+            trial["optuna_trial"] = optuna_trial
+        return {"trial": trial}
 
     @classmethod
     def from_config(cls, spec: StudySpec, config: dict[str, Any]) -> TrialPlan:
