@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segstudy-installed
 SPEC ?= search_spaces/demo.yaml
-EXPERIMENT ?= demo
 PORT ?= 5000
 
 .PHONY: demo test install mlflow-ui mlflow-server clean
@@ -19,12 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Train (3 seeds per cell), then the findings (printed) and the HTML report.
+# Train (3 seeds per cell); the run ends with its summary, findings and HTML report (in the study folder).
 demo: $(STAMP)
 	$(BIN)/segstudy run $(SPEC)
-	$(BIN)/segstudy analyze --experiment $(EXPERIMENT) --out demo_out
-	$(BIN)/segstudy report --experiment $(EXPERIMENT) --out demo_out
-	@echo "Report: $(CURDIR)/demo_out/report.html   Runs: make mlflow-ui (http://127.0.0.1:$(PORT))"
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -90,13 +90,17 @@ def run(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
     tracking_uri: TrackingOpt = None,
     storage: Annotated[Path | None, typer.Option(help="Directory for Tune results and checkpoints")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run every cell x seed of the study and track it in MLflow."""
     from study.run.engine import run_study
 
-    _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage))
+    _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose))
 
 
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", help="Show Tune's own trial tables and Ray/MLflow output instead of the study log")
+]
 StorageOpt = Annotated[Path | None, typer.Option(help="Where study folders are (default ./ray_results)")]
 StudyDirArg = Annotated[str, typer.Argument(help="Study folder, or study name (its newest folder under --storage)")]
 StudyTrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="Default: the URI the study started with")]
@@ -109,11 +113,12 @@ def resume(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
     tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Continue a study whose driver was killed: finished trials are kept, the rest run."""
     from study.run.engine import resume_study
 
-    _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage))
+    _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose))
 
 
 @app.command()
@@ -164,6 +169,13 @@ def _finished(result: Any) -> None:
         f"study '{result.experiment}': {result.n_trials - result.n_failed}/{result.n_trials} trials finished; "
         f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.storage_path}"
     )
+    if not result.pending_writes:  # with writes still in the outbox, MLflow does not hold the study yet
+        from analysis.study_summary import summarise_study, summary_lines
+
+        summary = summarise_study(result.experiment, study_run_id=result.study_run_id,
+                                  tracking_uri=result.tracking_uri, study_folder=result.storage_path)
+        for line in summary_lines(summary):
+            typer.echo(line)
     if result.not_learned:
         cells = sorted({entry.split(" seed=")[0] for entry in result.not_learned})
         typer.echo(

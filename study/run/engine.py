@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,9 @@ from study.run.scheduler import PerCellScheduler
 from study.run.searcher import CellSearcher
 from study.run.gpu_summary import log_study_gpu
 from study.run.warm_workers import let_tune_use_prestarted_workers, local_ray_config
+from study.run.console import Display, StudyConsole, make_console
+from study.run.library_log import library_output
+from study.process_state import route_ray_worker_output
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class StudyResult:
     n_failed: int
     pending_writes: int = 0  # tracking writes still in the outbox (server away at the end)
     not_learned: tuple[str, ...] = ()  # "cell seed=S: reason" of confirm trials the learning gate failed
+    log_file: Path | None = None  # what Ray, Tune and MLflow said (study folder/segstudy.log)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +76,8 @@ def run_study(
     address: str | None = None,
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
+    console: StudyConsole | None = None,
+    verbose: bool = False,
 ) -> StudyResult:
     """Run the study described by the spec file and return where its results are.
 
@@ -80,6 +87,9 @@ def run_study(
         tracking_uri: MLflow tracking URI; default MLFLOW_TRACKING_URI, the spec's, or ./mlflow.db.
         storage: directory for study folders (spec copy, Optuna storage, Tune results; default
             ./ray_results).
+        console: where progress goes (default: live on a terminal, plain lines otherwise).
+        verbose: keep Tune's own reporter and library output on the console instead of the
+            study's log file.
 
     Raises:
         SegstudyError: bad spec or a resource request the cluster cannot meet (nothing started).
@@ -89,12 +99,14 @@ def run_study(
     check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     storage_path = _storage(storage)
-    tracker = StudyTracker(uri, spec.name)
-    tracker.check_reachable()
-    return _on_ray(
-        address, spec, tracker,
-        lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
-    )
+    with library_output(verbose) as library_log:
+        tracker = StudyTracker(uri, spec.name)
+        tracker.check_reachable()
+        return _on_ray(
+            address, spec, tracker,
+            lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
+            display=Display(console or make_console(live=False if verbose else None), verbose, library_log),
+        )
 
 
 def prepared_data(spec: StudySpec) -> Any:
@@ -113,15 +125,18 @@ def resume_study(
     address: str | None = None,
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
+    console: StudyConsole | None = None,
+    verbose: bool = False,
 ) -> StudyResult:
     """Continue a study whose driver died: finished trials are kept, the rest run.
 
     Args:
         name_or_dir: the study folder, or the study name (newest folder of that name in storage).
         tracking_uri: where the study's runs are; default the one it was started with.
+        console, verbose: as for `run_study`.
     """
     study = StudyDir.find(name_or_dir, storage=_storage(storage))
-    with study.driving():  # before anything is delivered, reconciled or started
+    with study.driving(), library_output(verbose) as library_log:  # before anything is delivered or started
         spec = load_spec(study.spec_file)
         check_data(spec)
         tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), spec.name)
@@ -129,7 +144,8 @@ def resume_study(
         tracker.use_outbox(study.outbox)
         if tracker.deliver() > 0:
             raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
-        return _on_ray(address, spec, tracker, lambda: study, locked=True)
+        display = Display(console or make_console(live=False if verbose else None), verbose, library_log)
+        return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True)
 
 
 def _on_ray(
@@ -138,22 +154,30 @@ def _on_ray(
     tracker: StudyTracker,
     study_dir: Callable[[], StudyDir],
     *,
+    display: Display,
     locked: bool = False,
 ) -> StudyResult:
     """Connect to Ray, refuse what the cluster cannot hold, build the data and pass the preflight,
     then drive the study. The folder is only made (`study_dir`) once all that passed: bad input
     leaves nothing behind. Ray starts first so its idle workers import the trainable while the
     data are built. `locked`: the caller already holds the study's driver lock."""
+    process_state.quiet_artifact_downloads()  # a progress bar per logged model otherwise
     started_ray = connect_ray(address, trials_at_once=local_trials_at_once(spec))
+    log = display.library_log
+    undo_workers = route_ray_worker_output(log) if log is not None else (lambda: None)
     try:
         check_resources(spec)
         data = prepared_data(spec)
         study = study_dir()
+        if log is not None:
+            log.move_to(study.path)
         with contextlib.nullcontext() if locked else study.driving():  # one live driver per study
-            return _drive(spec, study, tracker, data)
+            return _drive(spec, study, tracker, data, display)
     finally:
+        display.console.close()
         if started_ray:
             ray.shutdown()
+        undo_workers()
 
 
 def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None) -> tuple[int, int]:
@@ -215,7 +239,7 @@ def check_resources(spec: StudySpec) -> None:
             )
 
 
-def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any) -> StudyResult:
+def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, display: Display) -> StudyResult:
     """Run what is left of the study in `study` (everything, for a new one)."""
     tracker.use_outbox(study.outbox)
     cells = expand_cells(spec)
@@ -239,7 +263,7 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any) -
         if searcher is not None:
             chosen = study.manifest.get("chosen")
             if chosen is None:
-                chosen, tuned, failed = _tune_phase(spec, searcher, trainable, tracker, study)
+                chosen, tuned, failed = _tune_phase(spec, searcher, trainable, tracker, study, display)
                 n_trials, n_failed = n_trials + tuned, n_failed + failed
                 _log_chosen(tracker, study_run, chosen)
                 study.update(chosen=chosen)
@@ -252,14 +276,17 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any) -
         ]
         if todo:
             callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs)
-            _tuner(
-                spec,
-                trainable,
-                path=study.path,
-                name=study.next_attempt("confirm"),
-                callback=callback,
-                param_space={"trial": tune.grid_search(todo)},
-            ).fit()
+            totals = Counter(cell_key(trial["cell"]) for trial in todo)
+            with process_state.tune_prints_to(display.library_log):
+                _tuner(
+                    spec,
+                    trainable,
+                    path=study.path,
+                    name=study.next_attempt("confirm"),
+                    callbacks=[callback, display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs)],
+                    param_space={"trial": tune.grid_search(todo)},
+                    verbose=display.verbose,
+                ).fit()
             n_trials, n_failed = n_trials + callback.completed, n_failed + callback.failed
         missing = len(cells) - len(chosen)
         status = "FINISHED" if n_failed == 0 and missing == 0 else "FAILED"
@@ -283,6 +310,7 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any) -
         n_failed=n_failed,
         pending_writes=pending,
         not_learned=() if pending else not_learned(tracker, tracker.real_id(study_run)),
+        log_file=display.library_log.path if display.library_log is not None else None,
     )
 
 
@@ -374,7 +402,7 @@ def _optuna_outcome(searcher: CellSearcher | None, key: str) -> str | None:
 
 
 def _tune_phase(
-    spec: StudySpec, searcher: CellSearcher, trainable: Any, tracker: StudyTracker, study: StudyDir
+    spec: StudySpec, searcher: CellSearcher, trainable: Any, tracker: StudyTracker, study: StudyDir, display: Display
 ) -> tuple[dict[str, dict[str, Any]], int, int]:
     """Per-cell Optuna search with per-cell early stopping; returns (chosen per cell, trials
     ended, trials failed) for the trials this driver ran.
@@ -401,18 +429,20 @@ def _tune_phase(
             reduction_factor=stopping.reduction_factor,
         )
     callback = TrackingCallback(tracker, spec, full_epochs=max_t)
-    _tuner(
-        spec,
-        trainable,
-        path=study.path,
-        name=study.next_attempt("tune"),
-        callback=callback,
-        search_alg=searcher,
-        scheduler=scheduler,
-        num_samples=remaining,
-        max_concurrent=tuning.max_concurrent,
-        stop={M.EPOCH: max_t},
-    ).fit()
+    with process_state.tune_prints_to(display.library_log):
+        _tuner(
+            spec,
+            trainable,
+            path=study.path,
+            name=study.next_attempt("tune"),
+            callbacks=[callback, display.watch(spec, M.PHASE_TUNE, searcher.remaining_per_cell(), full_epochs=max_t)],
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=remaining,
+            max_concurrent=tuning.max_concurrent,
+            stop={M.EPOCH: max_t},
+            verbose=display.verbose,
+        ).fit()
     return searcher.best(), callback.completed, callback.failed
 
 
@@ -422,13 +452,14 @@ def _tuner(
     *,
     path: Path,
     name: str,
-    callback: TrackingCallback,
+    callbacks: list[tune.Callback],
     param_space: dict[str, Any] | None = None,
     search_alg: Any = None,
     scheduler: Any = None,
     num_samples: int = 1,
     max_concurrent: int | None = None,
     stop: dict[str, int] | None = None,
+    verbose: bool = False,
 ) -> tune.Tuner:
     process_state.quiet_tune_loggers()
     return tune.Tuner(
@@ -444,9 +475,9 @@ def _tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(path),
-            callbacks=[callback, LastResultFile()],
+            callbacks=[*callbacks, LastResultFile()],
             stop=stop,
-            verbose=1,
+            verbose=1 if verbose else 0,  # segstudy's console shows progress; --verbose brings Tune's back
             # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
         ),
