@@ -123,13 +123,14 @@ def recommend(experiment: str, *, data: Path, tracking_uri: str, n_boot: int = 1
         alpha, subset = None, per_image
         warnings.append("the study has no complexity factor with measured texture disparity; complexity not matched")
     severity = noise_severity(measured.noise_sigma)
-    condition = M.CLEAN if severity == 0 else f"{NOISE}:{severity}"
+    condition = M.CLEAN if severity == 0 else M.condition_name(NOISE, severity)
     if condition not in set(subset["condition"]):
-        studied = sorted(int(c.split(":")[1]) for c in set(subset["condition"]) if c.startswith(f"{NOISE}:"))
+        parsed = (M.parse_condition(c) for c in set(subset["condition"]))
+        studied = sorted(s for name, s in parsed if name == NOISE)
         if severity > 0 and studied:
             nearest = min(studied, key=lambda s: abs(s - severity))
             warnings.append(f"noise severity {severity} was not studied; using the nearest, {nearest}")
-            condition = f"{NOISE}:{nearest}"
+            condition = M.condition_name(NOISE, nearest)
         else:
             warnings.append(f"the study has no {NOISE} conditions; your noise (sigma {measured.noise_sigma:.3f}) is not matched")
             condition = M.CLEAN

@@ -294,7 +294,7 @@ def _perturbation_table(per_image: pd.DataFrame, names: list[str]) -> Table | No
     rows = []
     for name in names:
         info = registry.get(name, {"parameter": "not in this segstudy's registry", "levels": []})
-        mine = per_image[per_image["condition"].str.startswith(f"{name}:")]
+        mine = per_image[per_image["condition"].map(lambda c: parse_condition(c)[0] == name)]
         severities = sorted({parse_condition(c)[1] for c in mine["condition"]})
         example = ""
         if M.PERTURBATION_PARAMS in mine.columns and mine[M.PERTURBATION_PARAMS].notna().any():

@@ -15,7 +15,6 @@ is exactly the mean over the resampled (seed, image) grid and costs two small te
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -31,26 +30,9 @@ SCORE_METRICS = ("dice", "nsd")  # higher is better and in [0, 1]: what every fo
 ROOD_BASE = 2 / 3  # ROOD-MRI severity weight w_s = (2/3)^s: mild corruptions count most
 SUMMARIES = ("rood_overall", "degradation", "auc", "worst_case", "corruption_error")
 CONDITION_STATS = ("mean", "failure_rate")
-_CONDITION = re.compile(r"^(?P<name>[^:\s]+):(?P<severity>\d+)$")
-
-
-def parse_condition(text: str) -> tuple[str | None, int]:
-    """Split a per_image.csv condition into (perturbation, severity); "clean" is (None, 0).
-
-    Raises:
-        SegstudyError: neither "clean" nor "<perturbation>:<severity>".
-
-    Example:
-        >>> parse_condition("gaussian_noise:3"), parse_condition("clean")
-        (('gaussian_noise', 3), (None, 0))
-    """
-    if text == M.CLEAN:
-        return None, 0
-    match = _CONDITION.match(str(text))
-    if match is None:
-        accepted = f"'{M.CLEAN}' or '<perturbation>:<severity>', e.g. 'gaussian_noise:3'"
-        raise SegstudyError(f"condition '{text}': accepted forms are {accepted}")
-    return match["name"], int(match["severity"])
+# Re-exported: `from analysis import parse_condition` is public; the format is defined once in
+# study/metrics_names.py, next to the per_image.csv columns.
+parse_condition = M.parse_condition
 
 
 def condition_summary(

@@ -5,6 +5,10 @@ One module so that a metric logged under one name is read back under the same on
 
 from __future__ import annotations
 
+import re
+
+from study.errors import SegstudyError
+
 # The fewest confirm seeds per arm a comparison needs: with fewer, a difference may be one lucky
 # initialisation and the intervals are too wide to separate arms (docs/ARCHITECTURE.md 5). The run
 # warns below it and the analysis flags it; here because both read this module.
@@ -56,6 +60,39 @@ COVERAGE_PREFIX = "coverage/"  # e.g. coverage/clean, coverage/gaussian_noise/3
 FNR_PREFIX = "test_fnr/"  # FNR at the risk-controlled threshold, per stratum
 PERTURBATION_PARAMS = "perturbation_params"  # realised parameters (JSON) of the condition
 CLEAN = "clean"
+# The per_image.csv `condition` column: CLEAN or "<perturbation>:<severity>". Built and read only
+# through the functions below, which the trial (writing) and the analysis (reading) share.
+_CONDITION = re.compile(r"^(?P<name>[^:\s]+):(?P<severity>\d+)$")
+
+
+def condition_name(perturbation: str, severity: int) -> str:
+    """The `condition` column value of a perturbation at a severity, e.g. 'gaussian_noise:3'."""
+    return f"{perturbation}:{severity}"
+
+
+def parse_condition(text: str) -> tuple[str | None, int]:
+    """Split a per_image.csv condition into (perturbation, severity); "clean" is (None, 0).
+
+    Raises:
+        SegstudyError: neither "clean" nor "<perturbation>:<severity>".
+
+    Example:
+        >>> parse_condition("gaussian_noise:3"), parse_condition("clean")
+        (('gaussian_noise', 3), (None, 0))
+    """
+    if text == CLEAN:
+        return None, 0
+    match = _CONDITION.match(str(text))
+    if match is None:
+        accepted = f"'{CLEAN}' or '<perturbation>:<severity>', e.g. 'gaussian_noise:3'"
+        raise SegstudyError(f"condition '{text}': accepted forms are {accepted}")
+    return match["name"], int(match["severity"])
+
+
+def condition_path(condition: str) -> str:
+    """A condition as an MLflow metric suffix: 'clean' or 'gaussian_noise/3' (coverage/<this>)."""
+    perturbation, severity = parse_condition(condition)
+    return CLEAN if perturbation is None else f"{perturbation}/{severity}"
 
 # Patch-based trials: the distribution of training-patch foreground fractions, and memory.
 PATCH_FG_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

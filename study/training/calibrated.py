@@ -76,7 +76,7 @@ def coverage_metrics(coverage: pd.DataFrame) -> dict[str, float]:
     """Coverage and FNR per stratum as metrics, e.g. coverage/clean, coverage/gaussian_noise/3."""
     out: dict[str, float] = {}
     for row in coverage.itertuples():
-        suffix = str(row.condition).replace(":", "/")
+        suffix = M.condition_path(str(row.condition))
         out[f"{M.COVERAGE_PREFIX}{suffix}"] = float(row.coverage)
         out[f"{M.FNR_PREFIX}{suffix}"] = float(row.fnr)
     return out

@@ -24,11 +24,6 @@ from study.training.evaluate import evaluate_split
 Predict = Callable[[Split], Sequence[np.ndarray]]
 
 
-def condition_name(perturbation: str, severity: int) -> str:
-    """The `condition` column value, e.g. 'gaussian_noise:3' (analysis.robustness parses it)."""
-    return f"{perturbation}:{severity}"
-
-
 def perturbed(split: Split, perturbation: str, severity: int, *, base_seed: int) -> tuple[Split, list[str]]:
     """The split with every image corrupted, and each image's realised parameters as JSON."""
     p = get_perturbation(perturbation)
@@ -54,7 +49,7 @@ def variants(split: Split, spec: StudySpec, *, clean: bool = True) -> Iterator[t
     for name in ev.perturbations:
         for severity in ev.severities:
             corrupted, params = perturbed(split, name, severity, base_seed=ev.perturbation_seed)
-            yield condition_name(name, severity), corrupted, params
+            yield M.condition_name(name, severity), corrupted, params
 
 
 def evaluate_conditions(predict: Predict, split: Split, spec: StudySpec) -> pd.DataFrame:
@@ -74,9 +69,9 @@ def condition_metrics(per_image: pd.DataFrame) -> dict[str, float]:
     """Per-condition means as MLflow metric names, e.g. test_dice/gaussian_noise/3."""
     out: dict[str, float] = {}
     for condition, group in per_image.groupby("condition", sort=True):
-        if ":" not in str(condition):
+        name, severity = M.parse_condition(str(condition))
+        if name is None:  # clean: logged as test_<metric> by the trial summary
             continue
-        name, severity = str(condition).split(":")
         for metric in METRICS.values():
             out[metric.condition_key(name, severity)] = float(group[metric.name].mean())
     return out
