@@ -16,9 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-
-from study.data.base import LevelData, Split, SplitConfig
+from study.data.base import INTERFACE, DatasetConfig, LevelData, Split, SplitConfig
 from study.data.msd import MSDConfig, build_msd, check_msd
 from study.data.synthetic2d import Synthetic2DConfig, build_synthetic2d, check_alpha
 from study.data.synthetic3d import Synthetic3DConfig, build_synthetic3d
@@ -31,7 +29,8 @@ class DatasetEntry:
     """A registered dataset.
 
     Attributes:
-        config: pydantic model of the spec's `data:` section (with a `dataset` literal field).
+        config: the `DatasetConfig` of the spec's `data:` section (a `dataset` literal field, a
+            `seed`, `spatial_dims` and `image_size`).
         factors: each factor the dataset consumes -> check returning None if a value is OK,
             else a short text of what is accepted.
         build: ``build(config, **factor_values) -> LevelData``.
@@ -41,7 +40,7 @@ class DatasetEntry:
             `segstudy predict` can apply it to a new image.
     """
 
-    config: type[BaseModel]
+    config: type[DatasetConfig]
     factors: Mapping[str, Callable[[Any], str | None]]
     build: Callable[..., LevelData]
     check: Callable[[Any], None] | None = None
@@ -60,6 +59,11 @@ DATASETS: dict[str, DatasetEntry] = {
 }
 
 
+for _name, _entry in DATASETS.items():  # the interface the spec checks and the driver read
+    _missing = [a for a in INTERFACE if a not in _entry.config.model_fields and not hasattr(_entry.config, a)]
+    assert issubclass(_entry.config, DatasetConfig) and not _missing, (_name, _missing)
+
+
 def get_dataset(name: str, *, where: str = "data.dataset") -> DatasetEntry:
     """The registry entry for `name`; an unknown name raises a did-you-mean `SegstudyError`."""
     try:
@@ -70,6 +74,7 @@ def get_dataset(name: str, *, where: str = "data.dataset") -> DatasetEntry:
 
 __all__ = [
     "DATASETS",
+    "DatasetConfig",
     "DatasetEntry",
     "LevelData",
     "MSDConfig",

@@ -4,11 +4,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from study.strict import StrictModel
+
+
+
+class DatasetConfig(StrictModel):
+    """The interface every dataset config (the spec's `data:` section) implements, so the spec
+    checks and the driver read it typed instead of probing with getattr.
+
+    Each config declares, as fields or properties:
+        dataset: its registry name (a Literal field, the discriminator of `data:`);
+        seed: the data seed (every random choice in building the data derives from it);
+        spatial_dims: 2 or 3, the dimensionality of the network input;
+        image_size: the side of whole-image network inputs, or None where patches set the size.
+
+    They are declared for type checkers only, not as fields here: a field here would come first in
+    every config's key list (and in "accepted keys here" messages), and a property here would be
+    shadowed by a config's field. `study/data/__init__.py` checks every registered config has them.
+    """
+
+    if TYPE_CHECKING:
+        dataset: str
+        seed: int
+        spatial_dims: int
+        image_size: int | None
+
+
+INTERFACE = ("dataset", "seed", "spatial_dims", "image_size")  # what DatasetConfig declares
 
 
 @dataclass(frozen=True)

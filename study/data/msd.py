@@ -24,9 +24,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, PositiveFloat
 
-from study.strict import StrictModel
 from study.data.intensity import scale_percentiles
-from study.data.base import LevelData, Split, SplitConfig, pack_volumes, split_sizes
+from study.data.base import DatasetConfig, LevelData, Split, SplitConfig, pack_volumes, split_sizes
 from study.data.nifti_io import NiftiVolume, check_same_grid, ras_spacing, read_nifti, resolve_inside
 from study.errors import SegstudyError, unknown_name
 
@@ -36,7 +35,7 @@ _SPACING_RTOL = 1e-3
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # explicit: MONAI warns about a changing default
 
 
-class MSDConfig(StrictModel):
+class MSDConfig(DatasetConfig):
     """The `data:` section of a spec for an MSD-layout folder.
 
     `root` is read as given (relative paths from the working directory). Without `spacing`,

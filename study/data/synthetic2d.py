@@ -24,8 +24,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from skimage.draw import polygon
 
-from study.strict import StrictModel
-from study.data.base import LevelData, Split, SplitConfig, split_sizes
+from study.data.base import DatasetConfig, LevelData, Split, SplitConfig, split_sizes
 from study.data.textures import TexturePair, crop, texture_canvas
 from study.data.texture_disparity import texture_disparity
 from study.errors import SegstudyError
@@ -39,7 +38,7 @@ _MIN_FOREGROUND = 0.03  # a blob smaller than this share of the image is redrawn
 _SAMPLES_PER_SEGMENT = 16
 
 
-class Synthetic2DConfig(StrictModel):
+class Synthetic2DConfig(DatasetConfig):
     """The `data:` section of a spec for the synthetic 2D texture dataset."""
 
     dataset: Literal["synthetic2d"] = "synthetic2d"

@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from scipy.ndimage import zoom
 
 from study.strict import StrictModel
-from study.data.base import LevelData, Split, pack_volumes
+from study.data.base import DatasetConfig, LevelData, Split, pack_volumes
 
 # Stream tags keep the generators of the splits apart for the same seed.
 _STREAMS = {"train": 1, "val": 2, "test": 3, "calib": 4}
@@ -40,7 +40,7 @@ class Intensity(StrictModel):
     noise: float = Field(0.1, ge=0, description="std of per-voxel Gaussian noise")
 
 
-class Synthetic3DConfig(StrictModel):
+class Synthetic3DConfig(DatasetConfig):
     """The `data:` section of a spec for the synthetic 3D blob dataset.
 
     Radii are in voxels; each blob's semi-axes are radius * [1 - shape_jitter, 1 + shape_jitter]
@@ -74,6 +74,11 @@ class Synthetic3DConfig(StrictModel):
     @property
     def spatial_dims(self) -> int:
         return 3
+
+    @property
+    def image_size(self) -> int | None:
+        """None: 3D studies train on patches, which set the network input size."""
+        return None
 
     @property
     def test_sizes(self) -> list[int]:

@@ -337,7 +337,7 @@ def _study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cells: l
                 "factors": {k: list(v) for k, v in spec.factors.items()},
                 "dataset": spec.data.dataset,
                 # Every random choice of the study, so a run can be repeated exactly.
-                "data_seed": getattr(spec.data, "seed", None),
+                "data_seed": spec.data.seed,
                 "perturbation_seed": spec.evaluation.perturbation_seed,
                 "tuning_seed": spec.tuning.seed if spec.tuning else None,
             },

@@ -370,7 +370,7 @@ def _check_input_sizes(spec: StudySpec) -> None:
         sizes = [int(v) for v in spec.factors.get("patch_size", [spec.patch_defaults.size])]
         what = "patch"
     else:
-        size = getattr(spec.data, "image_size", None)
+        size = spec.data.image_size
         sizes, what = ([size] if size is not None else []), "image"
     for i, name in enumerate(spec.factors[ARCHITECTURE]):
         cfg = resolve_architecture(
@@ -451,7 +451,7 @@ def _check_tuning(spec: StudySpec) -> None:
 
 
 def _spatial_dims(spec: StudySpec) -> int:
-    return int(getattr(spec.data, "spatial_dims", 2))
+    return spec.data.spatial_dims
 
 
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
