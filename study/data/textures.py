@@ -24,12 +24,12 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import numpy as np
 from pydantic import Field, field_validator
 
+from study.errors import unknown_name
 from study.strict import StrictModel
 
 TextureFn = Callable[..., np.ndarray]
@@ -137,10 +137,8 @@ class TextureSpec(StrictModel):
     @field_validator("family")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in TEXTURES:
-            close = difflib.get_close_matches(v, sorted(TEXTURES), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ";"
-            raise ValueError(f"unknown texture '{v}'{hint} Accepted: {', '.join(sorted(TEXTURES))}")
+        if v not in TEXTURES:  # the did-you-mean text every registry gives (study.errors.unknown_name)
+            raise ValueError(str(unknown_name("texture", v, TEXTURES)))
         return v
 
 
