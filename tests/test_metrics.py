@@ -61,3 +61,17 @@ def test_distances_scale_with_spacing_and_nsd_with_tolerance():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="prediction shape"):
         score_images(square(1), square(2), spacing=(1.0, 1.0), nsd_tolerance=1.0)
+
+
+def test_the_metric_registry_keeps_the_mlflow_names():
+    """MLflow names and per_image.csv columns derive from the registry; they must not move."""
+    from study import metrics_names as M
+    from study.metrics import METRICS
+
+    assert tuple(METRICS) == M.SCORES
+    assert [m.test_key for m in METRICS.values()] == ["test_dice", "test_hd95", "test_nsd", "test_assd"]
+    assert M.TEST_METRICS == ("test_dice", "test_hd95", "test_nsd", "test_assd", "test_td", "test_missed")
+    assert METRICS["dice"].condition_key("gaussian_noise", 3) == "test_dice/gaussian_noise/3"
+    assert M.PER_IMAGE_COLUMNS == (
+        "image_id", "condition", "dice", "hd95", "nsd", "assd", "td", "empty_gt", "empty_pred", "missed", "fbr",
+    )

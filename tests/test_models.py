@@ -191,3 +191,16 @@ def test_every_accepted_act_builds(act):
         assert cfg.act == act
         net = build_network(cfg, spatial_dims=2, in_channels=1, out_channels=1, img_size=[8, 8]).eval()
         assert net(torch.randn(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+
+
+def test_every_family_is_one_registry_entry():
+    """Presets, the config union and look-ups by kind all come from FAMILIES."""
+    from study.models import CONFIG_CLASSES, FAMILIES, get_family
+
+    assert list(CONFIG_CLASSES) == list(FAMILIES) == ["unet", "unetr"]
+    assert list(PRESETS) == ["unet", "noskip_unet", "attention_unet", "unetr"]
+    for kind, family in FAMILIES.items():
+        assert family.config().kind == kind
+        assert all(type(cfg) is family.config for cfg in family.presets.values())
+    with pytest.raises(SegstudyError, match=r"^model: unknown model family 'unte'; did you mean 'unet'\?"):
+        get_family("unte")

@@ -68,3 +68,30 @@ def test_resume_deletes_the_registry_versions_of_the_runs_it_discards(tmp_path):
     assert state.interrupted == 1
     assert client.search_model_versions("name = 'killed.a-1'") == []
     assert client.get_run(run_id).info.lifecycle_stage == "deleted"
+
+
+def test_an_outbox_written_by_an_older_segstudy_still_replays(tmp_path):
+    """ops.jsonl keeps each operation's kind as a plain string (the values of `Op`): a file kept
+    before the operations were typed is delivered, artifacts and stand-in ids included."""
+    import json
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "old_outbox", retry_interval_s=0.0)
+    kept = tmp_path / "outbox" / "files" / "x"
+    kept.mkdir(parents=True)
+    (kept / "note.txt").write_text("kept while offline")
+    ops = [
+        {"kind": "create_run", "args": {"experiment_id": tracker.experiment_id(), "run_name": "r", "tags": {"k": "v"},
+                                        "offline_id": "offline-1"}},
+        {"kind": "log_batch", "args": {"run_id": "offline-1", "metrics": [[M.TEST_DICE, 0.5, 0, 0]]}},
+        {"kind": "log_artifact", "args": {"run_id": "offline-1", "path": str(kept / "note.txt")}},
+        {"kind": "set_terminated", "args": {"run_id": "offline-1", "status": "FINISHED"}},
+    ]
+    (tmp_path / "outbox" / "ops.jsonl").write_text("".join(json.dumps(op) + "\n" for op in ops))
+    tracker.use_outbox(tmp_path / "outbox")
+    assert tracker.deliver() == 0
+    real = tracker.real_id("offline-1")
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(real)
+    assert run.info.status == "FINISHED" and run.data.metrics[M.TEST_DICE] == 0.5
+    assert [a.path for a in client.list_artifacts(real)] == ["note.txt"]

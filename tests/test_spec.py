@@ -158,6 +158,7 @@ def test_real_console_script_exit_code(write_spec, tmp_path):
         ({"tuning__early_stopping__max_t": 50}, "max_t: 50 is more than training.epochs (20)"),
         ({"tuning__max_concurrent": 0}, "tuning.max_concurrent"),
         ({"tuning__sampler": "cmaes"}, "tuning.sampler"),
+        ({"tuning__sampler": "tpee"}, "tuning.sampler: unknown sampler 'tpee'; did you mean 'tpe'? Accepted: grid, random, tpe"),
         ({"tuning__sampler": "grid"}, "tuning.sampler: grid needs every searched hyperparameter as a choice; not: lr"),
         ({"hyperparameters__lr": 0.01, "hyperparameters__batch_size": 4}, "tuning: no hyperparameter is given as a distribution"),
         ({"seeds": [0, 1, 2]}, "give the seeds once"),
