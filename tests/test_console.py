@@ -100,7 +100,7 @@ def test_live_console_draws_cells_and_scrolls_failures_above():
 
     Console(file=rendered, width=120).print(console._render())
     text = rendered.getvalue()
-    assert "best val Dice" in text and "cell1" in text and "tune: 1/6 ended" in text
+    assert "best val" in text and "cell1" in text and "demo tune 1/6 ended: 1 running" in text
     console.close()
     assert "worker process died" in out.getvalue()
 

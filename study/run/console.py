@@ -111,8 +111,8 @@ class LiveConsole:
         if p is None:
             return Text("")
         table = Table(box=None, pad_edge=False, header_style="bold")
-        for name in ("cell", "best val Dice", "left", "running", "done", "stopped", "failed"):
-            table.add_column(name, justify="left" if name == "cell" else "right")
+        for name in ("cell", "best val", "left", "run", "done", "stop", "fail"):
+            table.add_column(name, justify="left" if name == "cell" else "right", no_wrap=True)
         rows = sorted(p.cells.items(), key=lambda kv: (-kv[1].running, kv[1].left == 0, kv[0]))
         room = max(3, shutil.get_terminal_size((100, 30)).lines - 6)
         for cell, c in rows[:room]:
@@ -120,13 +120,20 @@ class LiveConsole:
                           Text(str(c.failed), style="red" if c.failed else ""))
         if len(rows) > room:
             table.add_row(f"... {len(rows) - room} more cells", "", "", "", "", "", "")
-        return Group(Text(f"{p.name}  " + status_line(p), style="bold"), table)
+        head = (f"{p.name} {p.phase} {p.ended}/{p.count('total')} ended: {p.count('running')} running, "
+                f"{p.count('stopped')} stopped early, {p.count('failed')} failed; "
+                f"{duration(p.elapsed_s())} elapsed, ETA {duration(p.eta_s())}")
+        return Group(Text(head, style="bold"), table)
 
     def phase_started(self, progress: StudyProgress) -> None:
         self._progress = progress
         self.console.print(f"{progress.name}: {progress.phase} phase, {progress.count('total')} trials in {len(progress.cells)} cells")
         if self._live is None:
-            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2, transient=True)
+            # No stdout/stderr capture: Tune's prints are sent to the study log while it runs
+            # (process_state.tune_prints_to), and a Live that swapped sys.stdout would restore
+            # whatever stream was current when it started.
+            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2,
+                              transient=True, redirect_stdout=False, redirect_stderr=False)
             self._live.start()
 
     def trial_ended(self, progress: StudyProgress, end: TrialEnd) -> None:
