@@ -100,9 +100,7 @@ def route_library_output(sink: IO[str]) -> Callable[[], None]:
         logger = logging.getLogger(name)
         saved.append((logger, list(logger.handlers), logger.propagate, logger.level))
         logger.handlers = [handler]
-        logger.propagate = False
-        if logger.level == logging.NOTSET or logger.level > logging.INFO:
-            logger.setLevel(logging.INFO)
+        logger.propagate = False  # levels stay the libraries' own (Ray and MLflow: INFO)
     # Library sub-loggers that bring their own console handler (e.g. ray.tune, ray.data).
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if isinstance(logger, logging.Logger) and name.split(".")[0] in LIBRARY_LOGGERS and "." in name:
