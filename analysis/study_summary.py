@@ -41,6 +41,7 @@ class StudySummary:
     table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COLUMNS)))
     findings: list[str] = field(default_factory=list)
     report: Path | None = None
+    gpu: dict[str, float] = field(default_factory=dict)  # the study run's study-wide GPU figures (CUDA only)
     problems: list[str] = field(default_factory=list)  # steps that could not be done, and why
 
     @property
@@ -66,6 +67,8 @@ def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, st
     """Analyse the finished study, build its report, attach both to the study run, and return the
     summary. Each step that fails is named in `problems` instead of failing the study."""
     out = StudySummary(experiment, study_run_id, tracking_uri, study_folder)
+    metrics = reading_client(tracking_uri).get_run(study_run_id).data.metrics
+    out.gpu = {k: metrics[k] for k in M.GPU_METRICS if k in metrics}
     folder = study_folder / SUMMARY_DIR
     try:
         with warnings.catch_warnings():
@@ -154,6 +157,10 @@ def summary_lines(s: StudySummary) -> list[str]:
     if s.findings:
         lines.append("findings (clean test Dice, 95% CI, Wilcoxon p Holm-corrected per level):")
         lines += [f"  {line}" for line in s.findings]
+    if M.GPU_UTIL_MEAN in s.gpu:
+        peak = s.gpu.get(M.GPU_PEAK_MEMORY)
+        lines.append(f"GPU:          {s.gpu[M.GPU_UTIL_MEAN]:.0f}% mean utilisation while trials ran"
+                     + (f", largest trial peak {peak:.0f} MB" if peak is not None else ""))
     if s.report is not None:
         lines.append(f"report:       {s.report}")
     lines.append(f"MLflow run:   {s.study_run_id} in experiment '{s.experiment}' at {s.tracking_uri}")

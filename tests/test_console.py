@@ -171,3 +171,6 @@ def test_summary_table_is_per_arm_and_level_with_the_chosen_hyperparameters(tmp_
     assert any("unet 0.920 [" in line for line in lines)
     assert "  at alpha 0.2, noskip_unet - unet = -0.100 Dice" in lines
     assert "browse:       http://127.0.0.1:5999/#/experiments/7/runs/RUNID" in lines
+    assert not any(line.startswith("GPU:") for line in lines)  # a CPU study has no GPU figure
+    summary.gpu = {"gpu_util_mean": 73.4, "gpu_peak_memory_mb": 812.0}
+    assert "GPU:          73% mean utilisation while trials ran, largest trial peak 812 MB" in summary_lines(summary)
