@@ -27,12 +27,11 @@ import time
 from pathlib import Path
 
 import yaml
-from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import record  # noqa: E402
+from benchmarks._common import record, timed_study  # noqa: E402
 from study import metrics_names as M  # noqa: E402
 from study.spec import load_spec  # noqa: E402
 
@@ -95,20 +94,9 @@ class NvmlTrace:
 
 def one_packing(spec_path: Path) -> dict:
     """Run the whole study once; its timings and GPU figures."""
-    from study.run.engine import run_study
-
-    with tempfile.TemporaryDirectory() as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        MlflowClient(tracking_uri=uri).search_experiments()  # the store's one-off set-up, untimed
-        with NvmlTrace() as trace:
-            t0 = time.perf_counter()
-            result = run_study(spec_path, tracking_uri=uri, storage=Path(tmp) / "results")
-            elapsed = time.perf_counter() - t0
-        assert result.ok, result
-        client = MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(result.experiment)
-        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{M.PHASE_TAG}` = '{M.PHASE_CONFIRM}'")
-        study_metrics = client.get_run(result.study_run_id).data.metrics
+    trace = NvmlTrace()
+    timed = timed_study(spec_path, around=trace)
+    elapsed, runs, study_metrics = timed.elapsed_s, timed.runs, timed.study_metrics
     start = min(r.info.start_time for r in runs) / 1000
     end = max(r.info.end_time for r in runs) / 1000
     util_study, idle_study = trace.mean()

@@ -21,15 +21,12 @@ from pathlib import Path
 
 import torch
 import yaml
-from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import record  # noqa: E402
+from benchmarks._common import record, timed_study  # noqa: E402
 from study.spec.cells import expand_cells  # noqa: E402
-from study.run.engine import run_study  # noqa: E402
-from study.metrics_names import PHASE_CONFIRM, PHASE_TAG  # noqa: E402
 from study.spec import load_spec  # noqa: E402
 from study.training.study_data import build_study_data  # noqa: E402
 from study.training.trial import run_plan  # noqa: E402
@@ -65,23 +62,9 @@ def plain_loop(spec_path: Path) -> tuple[float, list[float]]:
 
 def through_segstudy(spec_path: Path) -> tuple[float, list[float]]:
     """Wall-clock of the whole `run_study`, and each trial's MLflow run duration (trial start to
-    its model being registered) so the fixed part can be told from the per-trial part.
-
-    The MLflow store is created first, outside the timing: its one-off schema set-up (1.3-2.8 s
-    for SQLite) belongs to the store, which every later study reuses, not to a study.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        MlflowClient(tracking_uri=uri).search_experiments()
-        t0 = time.perf_counter()
-        result = run_study(spec_path, tracking_uri=uri, storage=Path(tmp) / "results")
-        elapsed = time.perf_counter() - t0
-        assert result.ok, result
-        client = MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(result.experiment)
-        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{PHASE_TAG}` = '{PHASE_CONFIRM}'")
-        per_trial = [(r.info.end_time - r.info.start_time) / 1000 for r in runs]
-    return elapsed, per_trial
+    its model being registered) so the fixed part can be told from the per-trial part."""
+    timed = timed_study(spec_path)
+    return timed.elapsed_s, [(r.info.end_time - r.info.start_time) / 1000 for r in timed.runs]
 
 
 def main() -> None:
