@@ -167,6 +167,12 @@ class Display:
     library_log: LibraryLog | None = None
     progress: StudyProgress | None = None
 
+    @classmethod
+    def of(cls, console: StudyConsole | None, *, verbose: bool, library_log: LibraryLog | None) -> Display:
+        """The given console, or the default one: live on a terminal unless `verbose` (Tune's own
+        reporter then draws, and a live display would fight it)."""
+        return cls(console or make_console(live=False if verbose else None), verbose, library_log)
+
     def watch(self, spec: StudySpec, phase: str, totals: Mapping[str, int], *, full_epochs: int) -> ProgressCallback:
         """Start `phase` with `totals` trials per cell; the callback feeds the console."""
         if self.progress is None:

@@ -44,7 +44,7 @@ from study.run.scheduler import PerCellScheduler
 from study.run.searcher import CellSearcher
 from study.run.gpu_summary import log_study_gpu
 from study.run.warm_workers import let_tune_use_prestarted_workers, local_ray_config
-from study.run.console import Display, StudyConsole, make_console
+from study.run.console import Display, StudyConsole
 from study.run.library_log import library_output
 from study.process_state import route_ray_worker_output
 
@@ -105,7 +105,7 @@ def run_study(
         return _on_ray(
             address, spec, tracker,
             lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
-            display=Display(console or make_console(live=False if verbose else None), verbose, library_log),
+            display=Display.of(console, verbose=verbose, library_log=library_log),
         )
 
 
@@ -144,7 +144,7 @@ def resume_study(
         tracker.use_outbox(study.outbox)
         if tracker.deliver() > 0:
             raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
-        display = Display(console or make_console(live=False if verbose else None), verbose, library_log)
+        display = Display.of(console, verbose=verbose, library_log=library_log)
         return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True)
 
 
