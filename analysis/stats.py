@@ -20,9 +20,9 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis.runs import factor_names
 from study.errors import SegstudyError, unknown_name
-from study.metrics_names import MIN_SEEDS
+from study.metrics_names import LOWER_IS_BETTER as _LOWER, MIN_SEEDS
 
-LOWER_IS_BETTER = ("hd95",)
+LOWER_IS_BETTER = _LOWER  # hd95 and assd: surface distances
 PAIRWISE_COLUMNS = ("condition", "a", "b", "n", "statistic", "p", "p_holm", "effect_size", "median_diff", "significant")
 
 
@@ -94,7 +94,7 @@ def friedman(
 
     Args:
         per_image, by, metric, within, condition: as `pairwise_wilcoxon`.
-        higher_is_better: rank direction; None: False for LOWER_IS_BETTER metrics (hd95), else True.
+        higher_is_better: rank direction; None: False for LOWER_IS_BETTER metrics (hd95, assd), else True.
 
     Returns:
         One row per arm and family: `within`..., condition, `by`, mean_rank, statistic, p,

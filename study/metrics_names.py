@@ -30,6 +30,7 @@ LEARNING_ISSUE = "learning_issue"
 # mean) and TEST_PREFIX + name/perturbation/severity (per condition). The names live here, not
 # there, because analysis reads them without importing torch or MONAI.
 SCORES = ("dice", "hd95", "nsd", "assd")
+LOWER_IS_BETTER = ("hd95", "assd")  # the distances; a rank or "best" must invert them
 TEST_PREFIX = "test_"
 
 

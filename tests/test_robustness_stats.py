@@ -237,3 +237,15 @@ def test_critical_difference_png(tmp_path: Path) -> None:
     assert image[..., :3].std() > 0.05  # something was drawn
     with pytest.raises(SegstudyError, match="same arms"):
         plot_critical_difference(ranks.drop("c"), matrix, tmp_path / "bad.png")
+
+
+def test_friedman_ranks_both_surface_distances_lower_is_better():
+    """ASSD, like HD95, is a distance: the arm with the smaller one must rank first."""
+    from analysis.stats import friedman
+
+    rows = []
+    for image in range(6):
+        for arch, assd in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
+            rows.append({"image_id": image, "seed": 0, "condition": "clean", "architecture": arch, "assd": assd + 0.01 * image})
+    ranks = friedman(pd.DataFrame(rows), by="architecture", metric="assd", condition="clean")
+    assert ranks.set_index("architecture")["mean_rank"].to_dict() == {"a": 1.0, "b": 2.0, "c": 3.0}
