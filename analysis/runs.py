@@ -12,11 +12,9 @@ logging to another in the same process.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
+from study import process_state
 from study.errors import SegstudyError
 from study.tracking import reading_client
 
@@ -33,7 +32,6 @@ BASE_COLUMNS = ("run_id", "status", "phase", "cell", "seed")
 PHASES = (M.PHASE_TUNE, M.PHASE_CONFIRM)
 LATEST, ALL = "latest", "all"
 FINISHED = "FINISHED"
-_TEST_PREFIX = "test_"
 
 
 def load_trials(
@@ -129,7 +127,8 @@ def load_per_image(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:
     keys = ["run_id", "phase", "cell", "seed", *factor_names(trials)]
     frames: list[pd.DataFrame] = []
     missing: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="segstudy-per-image-") as tmp, _no_progress_bars():
+    process_state.quiet_artifact_downloads()  # a progress bar per download would bury the CLI's output
+    with tempfile.TemporaryDirectory(prefix="segstudy-per-image-") as tmp:
         for row in trials[keys].itertuples(index=False):
             run_id = row[0]
             try:
@@ -197,7 +196,7 @@ def _nothing_found(experiment: str, runs: list[Run], *, phase: str | None, inclu
 def _frame(runs: list[Run]) -> pd.DataFrame:
     factors = sorted({name for run in runs for name in _run_factors(run)})
     hparams = sorted({p for run in runs for p in run.data.params} - set(factors) - {"seed"})
-    metrics = sorted({*M.TEST_METRICS, *(m for run in runs for m in run.data.metrics if m.startswith(_TEST_PREFIX))})
+    metrics = sorted({*M.TEST_METRICS, *(m for run in runs for m in run.data.metrics if m.startswith(M.TEST_PREFIX))})
     rows = []
     for run in runs:
         tags, params = run.data.tags, run.data.params
@@ -254,21 +253,6 @@ def _typed(values: pd.Series) -> pd.Series:
         return pd.to_numeric(values).astype("float64")
     except (ValueError, TypeError):
         return values.astype("string")
-
-
-@contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """MLflow draws a progress bar per download: hundreds of them would bury the CLI's output."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _download(run_id: str, *, tracking_uri: str, dst: Path) -> Path:
