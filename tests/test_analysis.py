@@ -10,7 +10,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from analysis import analyze, load_per_image, load_trials, plot_dice_vs_complexity, summarise

@@ -164,7 +164,7 @@ def test_summary_table_is_per_arm_and_level_with_the_chosen_hyperparameters(tmp_
     assert list(table["arm"]) == ["noskip_unet", "unet"] and set(table["level"]) == {"alpha=0.2"}
     assert table.loc[1, "test_dice"] == pytest.approx(0.92) and table.loc[1, "ci_low"] < 0.92 < table.loc[1, "ci_high"]
     assert table.loc[1, "chosen"] == "batch_size=8, lr=0.0123" and table.loc[0, "chosen"] == ""
-    summary = StudySummary("demo", "RUNID", f"http://127.0.0.1:5999", tmp_path, table=table,
+    summary = StudySummary("demo", "RUNID", "http://127.0.0.1:5999", tmp_path, table=table,
                            findings=["at alpha 0.2, noskip_unet - unet = -0.100 Dice"])
     summary._experiment_id = lambda: "7"  # type: ignore[method-assign]
     lines = summary_lines(summary)
