@@ -38,12 +38,13 @@ from analysis.learning_curves import load_val_curves, plot_learning_curves
 from analysis.plots import plot_dice_vs_complexity
 from analysis.robustness import condition_summary, parse_condition, robustness_summary
 from analysis.robustness_plots import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
-from analysis.runs import _no_progress_bars, factor_names, load_per_image, load_trials, not_learned_trials, trial_runs
+from analysis.runs import factor_names, load_per_image, load_trials, not_learned_trials, trial_runs
 from analysis.stats import MIN_SEEDS, friedman, pairwise_wilcoxon, resolve_within
 from analysis.stats_plots import plot_critical_difference
 from analysis.summary import summarise
 from study import library_versions
 from study import metrics_names as M
+from study import process_state
 from study.errors import SegstudyError
 from study.tracking import StudyTracker, reading_client
 from study.perturbations import describe
@@ -161,7 +162,8 @@ def _spec(client: MlflowClient, run: Run | None) -> tuple[str, dict[str, Any]]:
     names = [f.path for f in client.list_artifacts(run.info.run_id) if f.path.endswith((".yaml", ".yml"))]
     if not names:
         return "", {}
-    with tempfile.TemporaryDirectory(prefix="segstudy-report-") as tmp, _no_progress_bars():
+    process_state.quiet_artifact_downloads()
+    with tempfile.TemporaryDirectory(prefix="segstudy-report-") as tmp:
         text = Path(client.download_artifacts(run.info.run_id, names[0], tmp)).read_text()
     try:
         raw = yaml.safe_load(text)
