@@ -176,11 +176,11 @@ def test_gpu_specs_exist():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", GPU_SPECS, ids=lambda p: p.name)
-def test_gpu_specs_validate_on_cpu(path, tmp_path):
-    # Builds the data and runs one training step per network input on CPU: 39 s (2D) and 103 s (3D,
-    # 4.9 GB resident) on this project's 2-core VM, hence slow.
-    proc = run_cli("validate", str(path), cwd=tmp_path)
+def test_gpu_spec_validates_on_cpu(tmp_path):
+    # Builds the data and runs one training step per network input on CPU: 39 s for the 2D spec on
+    # this project's 2-core VM. The 3D spec takes 103 s and 4.9 GB there (benchmarks/RESULTS.md),
+    # too much for every CI run; its schema is covered by the parse test above.
+    proc = run_cli("validate", str(ROOT / "search_spaces" / "gpu" / "skip_vs_complexity.yaml"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert ": ok: study" in proc.stdout
 
