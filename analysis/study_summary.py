@@ -52,7 +52,9 @@ class StudySummary:
             return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self._experiment_id()}/runs/{self.study_run_id}"
         page = f"http://127.0.0.1:5000/#/experiments/{self._experiment_id()}/runs/{self.study_run_id}"
         command = f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
-        if self.tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}":
+        makefile = Path.cwd() / "Makefile"
+        if self.tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}" and makefile.is_file() \
+                and "mlflow-ui:" in makefile.read_text(errors="replace"):  # the project's own store
             command = f"make mlflow-ui (= {command})"
         return f"{command}, then {page}"
 

@@ -174,3 +174,13 @@ def test_summary_table_is_per_arm_and_level_with_the_chosen_hyperparameters(tmp_
     assert not any(line.startswith("GPU:") for line in lines)  # a CPU study has no GPU figure
     summary.gpu = {"gpu_util_mean": 73.4, "gpu_peak_memory_mb": 812.0}
     assert "GPU:          73% mean utilisation while trials ran, largest trial peak 812 MB" in summary_lines(summary)
+
+
+def test_the_browse_command_offers_make_only_in_the_project_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = StudySummary("demo", "RUNID", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+    summary._experiment_id = lambda: "1"  # type: ignore[method-assign]
+    page = "http://127.0.0.1:5000/#/experiments/1/runs/RUNID"
+    assert summary.browse == f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'} --port 5000, then {page}"
+    (tmp_path / "Makefile").write_text("mlflow-ui: $(STAMP)\n")
+    assert summary.browse.startswith("make mlflow-ui (= mlflow ui --backend-store-uri")
