@@ -17,7 +17,7 @@ from ray import tune
 
 from study import metrics_names as M
 from study.run.tune_callback import error_reason
-from study.run.tune_report import FAILURE
+from study.run.tune_report import failure_of, stopped_early
 from study.spec import StudySpec
 from study.training import TrialPlan
 
@@ -146,35 +146,39 @@ class ProgressCallback(tune.Callback):
         self.spec = spec
         self.full_epochs = full_epochs
         self._started: dict[str, float] = {}
+        self._cells: dict[str, str] = {}  # trial id -> cell key: results arrive every epoch
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into tuner.pkl; the console's stream is not picklable and
         # means nothing in another process, so the copy carries no display.
         return {**self.__dict__, "sink": _NoSink(), "progress": StudyProgress(self.progress.name)}
 
-    def _plan(self, trial: Any) -> TrialPlan:
-        return TrialPlan.from_config(self.spec, trial.config)
+    def _cell(self, trial: Any) -> str:
+        if trial.trial_id not in self._cells:
+            self._cells[trial.trial_id] = TrialPlan.from_config(self.spec, trial.config).cell_key
+        return self._cells[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._started.setdefault(trial.trial_id, self.progress.clock())
-        self.progress.trial_started(self._plan(trial).cell_key)
+        self.progress.trial_started(self._cell(trial))
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
         value = result.get(self.spec.objective)
         if isinstance(value, int | float):
-            self.progress.trial_result(self._plan(trial).cell_key, float(value))
+            self.progress.trial_result(self._cell(trial), float(value))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         final = trial.last_result or {}
-        if final.get(FAILURE):
-            self._end(trial, FAILED, reason=str(final[FAILURE]))
+        failure = failure_of(final)
+        if failure:
+            self._end(trial, FAILED, reason=failure)
             return
-        outcome = STOPPED if int(final.get(M.EPOCH, 0)) < self.full_epochs else DONE
+        outcome = STOPPED if stopped_early(final, full_epochs=self.full_epochs) else DONE
         issue = final.get(M.LEARNING_ISSUE) if final.get(M.LEARNED) == 0 else ""
         self._end(trial, outcome, reason=f"did not learn: {issue}" if issue else "")
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.progress.trial_retried(self._plan(trial).cell_key)
+        self.progress.trial_retried(self._cell(trial))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._end(trial, FAILED, reason=error_reason(trial))
@@ -183,7 +187,8 @@ class ProgressCallback(tune.Callback):
         self.sink.tick(self.progress)
 
     def _end(self, trial: Any, outcome: str, *, reason: str) -> None:
-        plan = self._plan(trial)
+        plan = TrialPlan.from_config(self.spec, trial.config)
+        self._cells.pop(trial.trial_id, None)
         final = trial.last_result or {}
         value = final.get(self.spec.objective, math.nan)
         end = TrialEnd(

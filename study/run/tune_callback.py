@@ -18,7 +18,7 @@ from study.serving.package import ARCHITECTURE_FILE, CALIBRATION_FILE
 from study.spec import StudySpec
 from study.tracking import StudyTracker
 from study.training import TrialPlan
-from study.run.tune_report import FAILURE, HISTORY, checkpoint_dir
+from study.run.tune_report import HISTORY, checkpoint_dir, failure_of, stopped_early
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,13 @@ class TrackingCallback(tune.Callback):
         if run_id is None:
             return
         final = trial.last_result or {}
-        if final.get(FAILURE):
+        failure = failure_of(final)
+        if failure:
             self.failed += 1
-            self.tracker.finish(run_id, failed_reason=str(final[FAILURE]))
+            self.tracker.finish(run_id, failed_reason=failure)
             return
         self.tracker.log_metrics(run_id, {k: v for k, v in final.items() if k.startswith(_FINAL_PREFIXES)})
-        stopped = int(final.get(M.EPOCH, 0)) < self.full_epochs
+        stopped = stopped_early(final, full_epochs=self.full_epochs)
         tags = {M.STOPPED_EARLY_TAG: "true" if stopped else "false"}
         if M.LEARNED in final:  # confirm trials: the learning gate's verdict
             tags[M.LEARNED_TAG] = "true" if final[M.LEARNED] else "false"

@@ -22,6 +22,8 @@ from typing import Any
 from ray import tune
 from ray.tune.result import EXPR_RESULT_FILE
 
+from study import metrics_names as M
+
 HISTORY = "epoch_history"
 FAILURE = "segstudy_failure"  # in a trial's last result: why it ended as FAILED
 
@@ -65,6 +67,17 @@ class EpochReporter:
         `metrics` fills the keys Tune insists on seeing in every result (NaN: no value)."""
         tune.report(self.result({**metrics, FAILURE: reason}))
         self._pending.clear()
+
+
+def failure_of(final: Mapping[str, Any]) -> str | None:
+    """Why a trial ended FAILED without raising (its last result says so), else None."""
+    reason = final.get(FAILURE)
+    return str(reason) if reason else None
+
+
+def stopped_early(final: Mapping[str, Any], *, full_epochs: int) -> bool:
+    """Whether a trial's last result ended before the full schedule (early stopping)."""
+    return int(final.get(M.EPOCH, 0) or 0) < full_epochs
 
 
 def checkpoint_dir(trial: object) -> Path | None:
