@@ -277,16 +277,15 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         if todo:
             callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs)
             totals = Counter(cell_key(trial["cell"]) for trial in todo)
-            with process_state.tune_prints_to(display.library_log):
-                _tuner(
-                    spec,
-                    trainable,
-                    path=study.path,
-                    name=study.next_attempt("confirm"),
-                    callbacks=[callback, display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs)],
-                    param_space={"trial": tune.grid_search(todo)},
-                    verbose=display.verbose,
-                ).fit()
+            _fit(
+                spec,
+                trainable,
+                display=display,
+                path=study.path,
+                name=study.next_attempt("confirm"),
+                callbacks=[callback, display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs)],
+                param_space={"trial": tune.grid_search(todo)},
+            )
             n_trials, n_failed = n_trials + callback.completed, n_failed + callback.failed
         missing = len(cells) - len(chosen)
         status = "FINISHED" if n_failed == 0 and missing == 0 else "FAILED"
@@ -429,27 +428,27 @@ def _tune_phase(
             reduction_factor=stopping.reduction_factor,
         )
     callback = TrackingCallback(tracker, spec, full_epochs=max_t)
-    with process_state.tune_prints_to(display.library_log):
-        _tuner(
-            spec,
-            trainable,
-            path=study.path,
-            name=study.next_attempt("tune"),
-            callbacks=[callback, display.watch(spec, M.PHASE_TUNE, searcher.remaining_per_cell(), full_epochs=max_t)],
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=remaining,
-            max_concurrent=tuning.max_concurrent,
-            stop={M.EPOCH: max_t},
-            verbose=display.verbose,
-        ).fit()
+    _fit(
+        spec,
+        trainable,
+        display=display,
+        path=study.path,
+        name=study.next_attempt("tune"),
+        callbacks=[callback, display.watch(spec, M.PHASE_TUNE, searcher.remaining_per_cell(), full_epochs=max_t)],
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=remaining,
+        max_concurrent=tuning.max_concurrent,
+        stop={M.EPOCH: max_t},
+    )
     return searcher.best(), callback.completed, callback.failed
 
 
-def _tuner(
+def _fit(
     spec: StudySpec,
     trainable: Any,
     *,
+    display: Display,
     path: Path,
     name: str,
     callbacks: list[tune.Callback],
@@ -459,10 +458,10 @@ def _tuner(
     num_samples: int = 1,
     max_concurrent: int | None = None,
     stop: dict[str, int] | None = None,
-    verbose: bool = False,
-) -> tune.Tuner:
+) -> None:
+    """One phase as one `Tuner.fit`; what Tune prints goes to the study log unless --verbose."""
     process_state.quiet_tune_loggers()
-    return tune.Tuner(
+    tuner = tune.Tuner(
         trainable,
         param_space=param_space or {},
         tune_config=tune.TuneConfig(
@@ -477,11 +476,14 @@ def _tuner(
             storage_path=str(path),
             callbacks=[*callbacks, LastResultFile()],
             stop=stop,
-            verbose=1 if verbose else 0,  # segstudy's console shows progress; --verbose brings Tune's back
+            verbose=1 if display.verbose else 0,  # segstudy's console shows progress; --verbose brings Tune's back
             # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
         ),
     )
+    # Created above with the real stdout: the Tuner pickles its callbacks, and a redirected stream would not pickle.
+    with process_state.tune_prints_to(display.library_log):
+        tuner.fit()
 
 
 def cluster_capacity(spec: StudySpec) -> int:
