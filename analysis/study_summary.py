@@ -38,6 +38,7 @@ class StudySummary:
     study_run_id: str
     tracking_uri: str
     study_folder: Path
+    experiment_id: str = "<id>"  # for the UI address; known once the study run has been read
     table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COLUMNS)))
     findings: list[str] = field(default_factory=list)
     report: Path | None = None
@@ -49,8 +50,8 @@ class StudySummary:
         """The command (or address) that shows the study run in the MLflow UI."""
         parts = urlsplit(self.tracking_uri)
         if parts.scheme in {"http", "https"}:
-            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self._experiment_id()}/runs/{self.study_run_id}"
-        page = f"http://127.0.0.1:5000/#/experiments/{self._experiment_id()}/runs/{self.study_run_id}"
+            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.study_run_id}"
+        page = f"http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs/{self.study_run_id}"
         command = f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
         makefile = Path.cwd() / "Makefile"
         if self.tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}" and makefile.is_file() \
@@ -58,19 +59,13 @@ class StudySummary:
             command = f"make mlflow-ui (= {command})"
         return f"{command}, then {page}"
 
-    def _experiment_id(self) -> str:
-        try:
-            return reading_client(self.tracking_uri).get_run(self.study_run_id).info.experiment_id
-        except Exception:  # noqa: BLE001 - an address without the id still helps
-            return "<id>"
-
 
 def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, study_folder: Path) -> StudySummary:
     """Analyse the finished study, build its report, attach both to the study run, and return the
     summary. Each step that fails is named in `problems` instead of failing the study."""
-    out = StudySummary(experiment, study_run_id, tracking_uri, study_folder)
-    metrics = reading_client(tracking_uri).get_run(study_run_id).data.metrics
-    out.gpu = {k: metrics[k] for k in M.GPU_METRICS if k in metrics}
+    study_run = reading_client(tracking_uri).get_run(study_run_id)
+    out = StudySummary(experiment, study_run_id, tracking_uri, study_folder, experiment_id=study_run.info.experiment_id)
+    out.gpu = {k: v for k, v in study_run.data.metrics.items() if k in M.GPU_METRICS}
     folder = study_folder / SUMMARY_DIR
     try:
         with warnings.catch_warnings():
@@ -79,7 +74,7 @@ def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, st
     except SegstudyError as exc:
         out.problems.append(f"analysis: {exc}")
         return out
-    out.table = cell_table(pd.read_csv(paths["trials"]), chosen_hparams(tracking_uri, study_run_id))
+    out.table = cell_table(pd.read_csv(paths["trials"]), chosen_hparams(study_run.data.tags))
     out.table.to_csv(folder / TABLE_FILE, index=False)
     if "findings" in paths:
         out.findings = pd.read_csv(paths["findings"])["line"].astype(str).tolist()
@@ -97,9 +92,9 @@ def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, st
     return out
 
 
-def chosen_hparams(tracking_uri: str, study_run_id: str) -> dict[str, dict[str, object]]:
-    """Each cell's chosen hyperparameters, from the study run's tag (empty for untuned studies)."""
-    tag = reading_client(tracking_uri).get_run(study_run_id).data.tags.get(M.CHOSEN_TAG)
+def chosen_hparams(tags: dict[str, str]) -> dict[str, dict[str, object]]:
+    """Each cell's chosen hyperparameters, from the study run's tags (empty for untuned studies)."""
+    tag = tags.get(M.CHOSEN_TAG)
     try:
         return json.loads(tag) if tag else {}
     except json.JSONDecodeError:  # the tag is cut at 5000 characters for very large grids

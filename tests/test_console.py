@@ -164,9 +164,8 @@ def test_summary_table_is_per_arm_and_level_with_the_chosen_hyperparameters(tmp_
     assert list(table["arm"]) == ["noskip_unet", "unet"] and set(table["level"]) == {"alpha=0.2"}
     assert table.loc[1, "test_dice"] == pytest.approx(0.92) and table.loc[1, "ci_low"] < 0.92 < table.loc[1, "ci_high"]
     assert table.loc[1, "chosen"] == "batch_size=8, lr=0.0123" and table.loc[0, "chosen"] == ""
-    summary = StudySummary("demo", "RUNID", "http://127.0.0.1:5999", tmp_path, table=table,
+    summary = StudySummary("demo", "RUNID", "http://127.0.0.1:5999", tmp_path, experiment_id="7", table=table,
                            findings=["at alpha 0.2, noskip_unet - unet = -0.100 Dice"])
-    summary._experiment_id = lambda: "7"  # type: ignore[method-assign]
     lines = summary_lines(summary)
     assert any("unet 0.920 [" in line for line in lines)
     assert "  at alpha 0.2, noskip_unet - unet = -0.100 Dice" in lines
@@ -178,8 +177,7 @@ def test_summary_table_is_per_arm_and_level_with_the_chosen_hyperparameters(tmp_
 
 def test_the_browse_command_offers_make_only_in_the_project_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    summary = StudySummary("demo", "RUNID", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
-    summary._experiment_id = lambda: "1"  # type: ignore[method-assign]
+    summary = StudySummary("demo", "RUNID", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, experiment_id="1")
     page = "http://127.0.0.1:5000/#/experiments/1/runs/RUNID"
     assert summary.browse == f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'} --port 5000, then {page}"
     (tmp_path / "Makefile").write_text("mlflow-ui: $(STAMP)\n")
