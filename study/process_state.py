@@ -110,9 +110,10 @@ def route_library_output(sink: IO[str]) -> Callable[[], None]:
                 logger.handlers = [h for h in logger.handlers if h not in own]
                 logger.propagate = True
     shown = warnings.showwarning
+    own = _package_roots(OWN_PACKAGES)
 
     def showwarning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        if _is_own(filename):
+        if str(Path(filename).resolve()).startswith(own):
             shown(message, category, filename, lineno, file, line)
         else:
             sink.write(f"warning: {category.__name__}: {message} ({filename}:{lineno})\n")
@@ -128,9 +129,15 @@ def route_library_output(sink: IO[str]) -> Callable[[], None]:
     return undo
 
 
-def _is_own(filename: str) -> bool:
-    parts = Path(filename).resolve().parts
-    return any(part in OWN_PACKAGES for part in parts[-4:-1]) and "site-packages" not in parts
+def _package_roots(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The folders of the named packages, wherever they are installed (found, not imported)."""
+    import importlib.util
+
+    roots = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        roots += [str(Path(r).resolve()) + os.sep for r in (spec.submodule_search_locations or [])] if spec else []
+    return tuple(roots)
 
 
 def route_ray_worker_output(sink: IO[str]) -> Callable[[], None]:
