@@ -9,7 +9,8 @@ from ray.tune.execution import class_cache
 
 from study.run.engine import local_trials_at_once
 from study.spec import StudySpec, load_spec
-from study.run.warm_workers import PRELOAD, let_tune_use_prestarted_workers, local_ray_config
+from study.process_state import let_tune_use_prestarted_workers
+from study.run.warm_workers import PRELOAD, local_ray_config
 from conftest import SMOKE, SMOKE_TUNING
 
 

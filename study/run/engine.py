@@ -43,7 +43,7 @@ from study.run.tune_report import LastResultFile
 from study.run.scheduler import PerCellScheduler
 from study.run.searcher import CellSearcher
 from study.run.gpu_summary import log_study_gpu
-from study.run.warm_workers import let_tune_use_prestarted_workers, local_ray_config
+from study.run.warm_workers import local_ray_config
 from study.run.console import Display, StudyConsole
 from study.run.library_log import library_output
 from study.process_state import route_ray_worker_output
@@ -199,7 +199,7 @@ def _storage(storage: str | Path | None) -> Path:
 def connect_ray(address: str | None, *, trials_at_once: int = 1) -> bool:
     """Join `address` or start a local Ray whose idle workers preload the trainable (see
     study.run.warm_workers); returns True when this call started it."""
-    let_tune_use_prestarted_workers()
+    process_state.let_tune_use_prestarted_workers()
     if ray.is_initialized():
         return False
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}

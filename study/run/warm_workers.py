@@ -8,7 +8,8 @@ right away (`preload_python_modules`), while the driver builds the data and sets
 Two things stand between Tune and those warm workers:
 - Ray hands a prestarted worker only to an actor whose runtime_env is empty, and Tune gives every
   trainable actor `env_vars={"PL_DISABLE_FORK": "1"}` (a PyTorch Lightning switch segstudy never
-  needs), so each trial got a fresh worker and paid the import again;
+  needs), so each trial got a fresh worker and paid the import again
+  (`study.process_state.let_tune_use_prestarted_workers` removes it);
 - the preload must be part of the node's system config, so it applies to a Ray started here; a
   cluster's head gets it with `ray start --system-config`.
 """
@@ -16,8 +17,6 @@ Two things stand between Tune and those warm workers:
 from __future__ import annotations
 
 from typing import Any
-
-from study import process_state
 
 # warm_cuda: on a node with one GPU, the CUDA context and cuDNN are ready before the first trial
 # is placed (issue 17: ~18 s per worker on an H200); a no-op elsewhere.
@@ -30,10 +29,4 @@ def local_ray_config(trials_at_once: int) -> dict[str, Any]:
     return {"preload_python_modules": list(PRELOAD), "num_workers_soft_limit": max(1, trials_at_once)}
 
 
-def let_tune_use_prestarted_workers() -> None:
-    """Drop Tune's fixed PL_DISABLE_FORK actor variable so trainable actors can take prestarted
-    workers (the process-wide change lives in study/process_state.py)."""
-    process_state.let_tune_use_prestarted_workers()
-
-
-__all__ = ["PRELOAD", "let_tune_use_prestarted_workers", "local_ray_config"]
+__all__ = ["PRELOAD", "local_ray_config"]
