@@ -12,7 +12,6 @@ from pydantic import Field, model_validator
 from study.strict import StrictModel
 
 
-
 class DatasetConfig(StrictModel):
     """The interface every dataset config (the spec's `data:` section) implements, so the spec
     checks and the driver read it typed instead of probing with getattr.
