@@ -170,7 +170,7 @@ def _finished(result: Any) -> None:
         f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.storage_path}"
     )
     if not result.pending_writes:  # with writes still in the outbox, MLflow does not hold the study yet
-        from analysis.study_summary import summarise_study, summary_lines
+        from analysis.commands.study_summary import summarise_study, summary_lines
 
         summary = summarise_study(result.experiment, study_run_id=result.study_run_id,
                                   tracking_uri=result.tracking_uri, study_folder=result.storage_path)
@@ -215,7 +215,7 @@ def analyze(
     study: StudyOpt = "latest",
 ) -> None:
     """Read the study's runs from MLflow; write tidy CSVs and robustness plots."""
-    from analysis.analyze import analyze as run_analysis
+    from analysis.commands.analyze import analyze as run_analysis
     from study.tracking import resolve_tracking_uri
 
     if phase not in {"confirm", "tune", "all"}:
@@ -233,7 +233,7 @@ def analyze(
 
 
 def _print_findings(path: Path | None) -> None:
-    """The findings sentences of analysis.findings, one per line, under a heading."""
+    """The findings sentences of analysis.stats.findings, one per line, under a heading."""
     if path is None:
         return
     import pandas as pd
@@ -253,7 +253,7 @@ def status(
     study: StudyOpt = "latest",
 ) -> None:
     """Per cell and phase: trials done, running, stopped early, failed, best validation Dice."""
-    from analysis.status import study_status
+    from analysis.commands.status import study_status
     from study.tracking import resolve_tracking_uri
 
     table = study_status(experiment, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
@@ -277,7 +277,7 @@ def recommend(
     """Measure your labelled images and print which architecture won nearest to them (JSON)."""
     import json
 
-    from analysis.recommend import recommend as run_recommend
+    from analysis.commands.recommend import recommend as run_recommend
     from study.tracking import resolve_tracking_uri
 
     result = run_recommend(experiment, data=data, tracking_uri=resolve_tracking_uri(tracking_uri, None))
@@ -295,7 +295,7 @@ def report(
     study: StudyOpt = "latest",
 ) -> None:
     """Build the self-contained HTML study report and log it to the study's MLflow run."""
-    from analysis.report import build_report
+    from analysis.commands.report import build_report
     from study.tracking import resolve_tracking_uri
 
     path = build_report(experiment, out_dir=out, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)

@@ -10,7 +10,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from analysis.study_summary import StudySummary, cell_table, summary_lines
+from analysis.commands.study_summary import StudySummary, cell_table, summary_lines
 from study.process_state import route_library_output
 from study.run.console import LiveConsole, PlainConsole, duration, make_console, status_line, trial_line
 from study.run.library_log import LOG_FILE, LibraryLog

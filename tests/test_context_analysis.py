@@ -1,4 +1,4 @@
-"""analysis.context and its plots: a real MLflow SQLite store of a patch-based study with known
+"""analysis.stats.context and its plots: a real MLflow SQLite store of a patch-based study with known
 per-volume Dice, test FBRs and training-patch foreground quantiles -> hand-computed shifts and bins."""
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ def _status_store(tmp_path, trial_metrics):
 
 
 def test_status_shows_gpu_utilisation_while_trials_run(tmp_path):
-    from analysis.status import study_status
+    from analysis.commands.status import study_status
 
     uri = _status_store(tmp_path, [
         ("a=1", {M.BEST_VAL_DICE: 0.5, M.GPU_UTIL_MEAN: 90.0, M.GPU_UTIL_SAMPLES: 30.0}, "FINISHED"),
@@ -245,7 +245,7 @@ def test_status_shows_gpu_utilisation_while_trials_run(tmp_path):
 
 
 def test_status_of_a_cpu_study_has_no_gpu_column(tmp_path):
-    from analysis.status import COLUMNS, study_status
+    from analysis.commands.status import COLUMNS, study_status
 
     uri = _status_store(tmp_path, [("a=1", {M.BEST_VAL_DICE: 0.5}, "FINISHED")])
     assert list(study_status("gpu_status", tracking_uri=uri).columns) == list(COLUMNS)

@@ -37,6 +37,8 @@ OWNERS = {
     "mlflow": {"study.tracking", "study.serving", "study.run"},
 }
 ANALYSIS_MAY_NOT = ("study.run", "study.training", "study.serving", "study.cli", "ray")
+# analysis/ by job, bottom up: reading MLflow into frames, statistics on frames, figures, commands.
+ANALYSIS_RANK = {"analysis": 0, "analysis.read": 0, "analysis.stats": 1, "analysis.plots": 2, "analysis.commands": 3}
 
 
 def imports(path: Path) -> set[str]:
@@ -53,7 +55,7 @@ def imports(path: Path) -> set[str]:
 
 def package_of(module: str) -> str:
     parts = module.split(".")
-    return ".".join(parts[:2]) if parts[0] == "study" and len(parts) > 1 else parts[0]
+    return ".".join(parts[:2]) if parts[0] in ("study", "analysis") and len(parts) > 1 else parts[0]
 
 
 def module_name(path: Path) -> str:
@@ -86,3 +88,18 @@ def test_analysis_reads_mlflow_and_never_the_run_or_training_layers():
         if t.startswith(ANALYSIS_MAY_NOT)
     ]
     assert found == []
+
+
+def test_every_module_of_analysis_sits_in_a_job_package():
+    loose = [module_name(p) for p in (ROOT / "analysis").rglob("*.py") if package_of(module_name(p)) not in ANALYSIS_RANK]
+    assert loose == [], "put these in analysis/read, stats, plots or commands (docs/ARCHITECTURE.md 2)"
+
+
+def test_analysis_imports_run_one_way_down_its_jobs():
+    upward = [
+        f"{module_name(p)} imports {t}"
+        for p in sorted((ROOT / "analysis").rglob("*.py"))
+        for t in imports(p)
+        if package_of(t) in ANALYSIS_RANK and ANALYSIS_RANK[package_of(t)] > ANALYSIS_RANK[package_of(module_name(p))]
+    ]
+    assert upward == []

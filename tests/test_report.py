@@ -1,4 +1,4 @@
-"""analysis/report.py and analysis/robustness_plots.py: a fake MLflow store with known Dice -> report.html."""
+"""analysis/commands/report.py and analysis/plots/robustness.py: a fake MLflow store with known Dice -> report.html."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from scipy import stats
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from analysis.report import SECTIONS, build_report
-from analysis.robustness_plots import pareto_front, plot_winner_map, winners
+from analysis.commands.report import SECTIONS, build_report
+from analysis.plots.robustness import pareto_front, plot_winner_map, winners
 from study import metrics_names as M
 
 ARMS = ("noskip", "unet")

@@ -1,4 +1,4 @@
-"""analysis.robustness, analysis.stats, analysis.stats_plots: synthetic per-image tables with known answers."""
+"""analysis.stats.robustness, analysis.stats.pairwise, analysis.plots.critical_difference: synthetic per-image tables with known answers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.robustness import condition_summary, parse_condition, robustness_summary
-from analysis.stats import friedman, holm, pairwise_p_matrix, pairwise_wilcoxon, resolve_within
-from analysis.stats_plots import plot_critical_difference
+from analysis.stats.robustness import condition_summary, parse_condition, robustness_summary
+from analysis.stats.pairwise import friedman, holm, pairwise_p_matrix, pairwise_wilcoxon, resolve_within
+from analysis.plots.critical_difference import plot_critical_difference
 from study.errors import SegstudyError
 
 NOISE = "gaussian_noise"
@@ -241,7 +241,7 @@ def test_critical_difference_png(tmp_path: Path) -> None:
 
 def test_friedman_ranks_both_surface_distances_lower_is_better():
     """ASSD, like HD95, is a distance: the arm with the smaller one must rank first."""
-    from analysis.stats import friedman
+    from analysis.stats.pairwise import friedman
 
     rows = []
     for image in range(6):

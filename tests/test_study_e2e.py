@@ -283,8 +283,8 @@ def test_submit_smoke_study_as_ray_job(ray_head, tmp_path):
 def test_smoke_tuning_study_tunes_each_cell_then_confirms(ray_head, tmp_path):
     import optuna
 
-    from analysis.runs import load_trials
-    from analysis.status import study_status
+    from analysis.read.runs import load_trials
+    from analysis.commands.status import study_status
     from conftest import SMOKE_TUNING
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

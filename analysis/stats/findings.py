@@ -3,7 +3,7 @@
 For every level of the study's other factors (complexity alpha, patch size, ...), on the clean
 test images: the mean Dice difference arm - reference with a 95% bootstrap interval that
 resamples training seeds (per arm) and test images, the paired Wilcoxon signed-rank p-value over
-seed-averaged images, Holm-corrected over the arm pairs of that level (`analysis.stats`), and
+seed-averaged images, Holm-corrected over the arm pairs of that level (`analysis.stats.pairwise`), and
 the seeds and images behind it. A comparison that involves a cell whose model did not learn
 (the learning gate, `study.training.learning`) is printed, but marked as meaningless.
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.runs import not_learned_trials
-from analysis.stats import pairwise_wilcoxon
+from analysis.read.runs import not_learned_trials
+from analysis.stats.pairwise import pairwise_wilcoxon
 from study import metrics_names as M
 
 ARM = "architecture"
@@ -48,7 +48,7 @@ def findings(
     """One row (and sentence) per level and non-reference arm; see the module docstring.
 
     Args:
-        per_image: `analysis.runs.load_per_image` rows of confirm trials (any conditions; clean is used).
+        per_image: `analysis.read.runs.load_per_image` rows of confirm trials (any conditions; clean is used).
         trials: the matching trials frame (for the learning gate's verdict per run).
         levels: the factor columns that define a level (every factor but the architecture).
         reference: the reference arm (default: 'unet' if studied, else the first arm).

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis.runs import factor_names
+from analysis.read.runs import factor_names
 from study.errors import SegstudyError, unknown_name
 from study.metrics_names import LOWER_IS_BETTER as _LOWER, MIN_SEEDS
 
@@ -42,7 +42,7 @@ def pairwise_wilcoxon(
     effect size 0 (scipy would return NaN: identical arms are simply not different).
 
     Args:
-        per_image: one row per (trial, image, condition), e.g. `analysis.runs.load_per_image`.
+        per_image: one row per (trial, image, condition), e.g. `analysis.read.runs.load_per_image`.
         by: the column whose values (arms) are compared.
         metric: the per-image score column.
         within: the other factor columns; each combination is tested separately. None: every

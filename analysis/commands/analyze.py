@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
-from analysis.context_plots import plot_dice_vs_fbr, plot_dice_vs_patch_size, plot_patch_pos_heatmap
-from analysis.findings import ARM, findings
-from analysis.output import output_dir
-from analysis.plots import plot_dice_vs_complexity
-from analysis.runs import factor_names, load_per_image, load_trials, not_learned_trials
-from analysis.summary import summarise
+from analysis.stats.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
+from analysis.plots.context import plot_dice_vs_fbr, plot_dice_vs_patch_size, plot_patch_pos_heatmap
+from analysis.stats.findings import ARM, findings
+from analysis.commands.output import output_dir
+from analysis.plots.trade_offs import plot_dice_vs_complexity
+from analysis.read.runs import factor_names, load_per_image, load_trials, not_learned_trials
+from analysis.stats.summary import summarise
 from study import metrics_names as M
 from study.metrics_names import MIN_SEEDS
 from study.errors import SegstudyError
@@ -47,7 +47,7 @@ def analyze(
     mean, sd, n and 95% t-interval over seeds. With an `alpha` factor: dice_vs_complexity.png.
     With a `patch_size` factor: fbr_shift.csv, dice_by_fbr.csv, dice_vs_patch_size.png,
     dice_vs_fbr.png and, when `pos_fraction` takes several values, patch_pos_heatmap.png (see
-    `analysis.context`). A study with neither factor gets the tables only.
+    `analysis.stats.context`). A study with neither factor gets the tables only.
 
     Args:
         experiment: MLflow experiment name (= the study spec's `name`).

@@ -2,7 +2,7 @@
 
 The page has eight sections with stable ids (findings, design, versions, perturbations,
 conditions, statistics, plots, confidence); each is present even when it has nothing to show, and
-then says why. It opens with the findings as sentences (`analysis.findings`), the trials whose
+then says why. It opens with the findings as sentences (`analysis.stats.findings`), the trials whose
 models did not learn, and the validation-Dice learning curves of every cell. Figures
 are embedded as base64 PNG so the file can be mailed or archived alone; the figures and every
 table also land beside it as PNG and CSV for reuse. The report is logged back to the study's MLflow
@@ -31,17 +31,18 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from analysis.confidence import coverage_summary, shortfalls
-from analysis.findings import findings
-from analysis.output import output_dir
-from analysis.learning_curves import load_val_curves, plot_learning_curves
-from analysis.plots import plot_dice_vs_complexity
-from analysis.robustness import condition_summary, parse_condition, robustness_summary
-from analysis.robustness_plots import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
-from analysis.runs import factor_names, load_per_image, load_trials, not_learned_trials, trial_runs
-from analysis.stats import MIN_SEEDS, friedman, pairwise_wilcoxon, resolve_within
-from analysis.stats_plots import plot_critical_difference
-from analysis.summary import summarise
+from analysis.stats.coverage import coverage_summary, shortfalls
+from analysis.stats.findings import findings
+from analysis.commands.output import output_dir
+from analysis.plots.learning_curves import plot_learning_curves
+from analysis.read.curves import load_val_curves
+from analysis.plots.trade_offs import plot_dice_vs_complexity
+from analysis.stats.robustness import condition_summary, parse_condition, robustness_summary
+from analysis.plots.robustness import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
+from analysis.read.runs import factor_names, load_per_image, load_trials, not_learned_trials, trial_runs
+from analysis.stats.pairwise import MIN_SEEDS, friedman, pairwise_wilcoxon, resolve_within
+from analysis.plots.critical_difference import plot_critical_difference
+from analysis.stats.summary import summarise
 from study import library_versions
 from study import metrics_names as M
 from study import process_state

@@ -1,6 +1,6 @@
 """Plots of the context vs foreground ratio study (docs/ARCHITECTURE.md 4.2), readable without the paper.
 
-Same conventions as `analysis.plots`: object-oriented `Figure` on the Agg canvas (no pyplot, no
+Same conventions as `analysis.plots.trade_offs`: object-oriented `Figure` on the Agg canvas (no pyplot, no
 process-wide backend switch), 95% Student-t bands over seeds cut to Dice's [0, 1].
 """
 
@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from analysis.context import ABOVE, BELOW, INSIDE, dice_by_fbr_bin
-from analysis.plots import MARKERS
-from analysis.summary import STAT_COLUMNS
+from analysis.stats.context import ABOVE, BELOW, INSIDE, dice_by_fbr_bin
+from analysis.plots.trade_offs import MARKERS
+from analysis.stats.summary import STAT_COLUMNS
 from study import metrics_names as M
 from study.errors import SegstudyError
 

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from analysis.analyze import analyze
-from analysis.findings import ARM
-from analysis.report import build_report
-from analysis.summary import summarise
+from analysis.commands.analyze import analyze
+from analysis.stats.findings import ARM
+from analysis.commands.report import build_report
+from analysis.stats.summary import summarise
 from study import metrics_names as M
 from study.errors import SegstudyError, first_line
 from study.tracking import StudyTracker, reading_client

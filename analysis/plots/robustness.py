@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from analysis.plots import MARKERS
-from analysis.robustness import parse_condition
+from analysis.plots.trade_offs import MARKERS
+from analysis.stats.robustness import parse_condition
 from study import metrics_names as M
 from study.errors import SegstudyError
 

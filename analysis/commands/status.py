@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.runs import LATEST, trial_runs
+from analysis.read.runs import LATEST, trial_runs
 from study import metrics_names as M
 
 COLUMNS = ("cell", "phase", "done", "running", "stopped_early", "failed", "not_learned", "best_val_dice")

@@ -18,8 +18,8 @@ import pandas as pd
 from skimage import io as skio
 from skimage.restoration import estimate_sigma
 
-from analysis.runs import load_per_image, load_trials, not_learned_trials
-from analysis.stats import pairwise_wilcoxon
+from analysis.read.runs import load_per_image, load_trials, not_learned_trials
+from analysis.stats.pairwise import pairwise_wilcoxon
 from study import metrics_names as M
 from study.data import texture_disparity
 from study.errors import SegstudyError, first_line

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.stats import check_frame, resolve_within, warn_few_seeds
+from analysis.stats.pairwise import check_frame, resolve_within, warn_few_seeds
 from study import metrics_names as M
 from study.errors import SegstudyError, unknown_name
 
@@ -92,7 +92,7 @@ def robustness_summary(
 
     Args:
         per_image: one row per (trial, image, condition) with seed, image_id, condition, the arm
-            and factor columns (`analysis.runs.load_per_image`), one phase only (confirm).
+            and factor columns (`analysis.read.runs.load_per_image`), one phase only (confirm).
         arm: the column whose values are compared (paired images within each stratum).
         within: the other factor columns; each combination is a stratum. None: every factor named
             by the `cell` column except `arm`, or none when there is no `cell` column.

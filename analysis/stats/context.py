@@ -8,7 +8,7 @@ distribution (logged as `patch_fg_q05` ... `patch_fg_q95` foreground fractions f
 FBR = f / (1 - f)), so "outside" means outside the central 90% of what the network saw.
 
     from analysis import load_trials, load_per_image
-    from analysis.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
+    from analysis.stats.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
     trials = with_patch_metrics(load_trials("context_vs_fbr", tracking_uri=uri), experiment="context_vs_fbr",
                                 tracking_uri=uri)
     shift = fbr_shift(load_per_image(trials, tracking_uri=uri), trials)
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.runs import LATEST, trial_runs
-from analysis.summary import summarise
+from analysis.read.runs import LATEST, trial_runs
+from analysis.stats.summary import summarise
 from study import metrics_names as M
 from study.errors import SegstudyError
 
@@ -33,7 +33,7 @@ BELOW, INSIDE, ABOVE = "below", "inside", "above"
 SHIFT_COLUMNS = ("train_fbr_q05", "train_fbr_q95", "fbr_quantile", "fbr_position")
 BIN_COLUMNS = ("fbr_low", "fbr_high", "fbr_centre")
 DEFAULT_FBR_BINS = 6
-# Columns of a per_image frame that are neither factors nor scores (see analysis.runs.load_per_image).
+# Columns of a per_image frame that are neither factors nor scores (see analysis.read.runs.load_per_image).
 _NOT_FACTORS = {"run_id", "phase", "cell", "seed", *M.PER_IMAGE_COLUMNS, *SHIFT_COLUMNS}
 
 

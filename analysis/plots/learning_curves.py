@@ -1,4 +1,4 @@
-"""Validation-Dice learning curves per cell, read back from MLflow: under-training at a glance.
+"""Validation-Dice learning curves per cell: under-training at a glance.
 
 Every confirm trial logs `val_dice` each epoch (step = epoch). One small panel per cell, one line
 per seed; a panel whose trials the learning gate rejected is drawn in red and says so, so a cell
@@ -13,22 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
-from analysis.runs import not_learned_trials
+
+from analysis.read.runs import not_learned_trials
 from study import metrics_names as M
-from study.tracking import reading_client
 
-CURVE_COLUMNS = ("cell", "seed", "epoch", M.VAL_DICE)
 _PANEL_COLUMNS = 5
-
-
-def load_val_curves(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:
-    """One row per (trial, epoch): cell, seed, epoch, val_dice, for the finished trials given."""
-    client = reading_client(tracking_uri)
-    rows = []
-    for trial in trials[trials["status"] == "FINISHED"].itertuples():
-        for point in client.get_metric_history(trial.run_id, M.VAL_DICE):
-            rows.append({"cell": trial.cell, "seed": trial.seed, "epoch": point.step, M.VAL_DICE: point.value})
-    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 
 def plot_learning_curves(curves: pd.DataFrame, trials: pd.DataFrame, out: Path) -> Path:
@@ -57,4 +46,4 @@ def plot_learning_curves(curves: pd.DataFrame, trials: pd.DataFrame, out: Path) 
     return out
 
 
-__all__ = ["CURVE_COLUMNS", "load_val_curves", "plot_learning_curves"]
+__all__ = ["plot_learning_curves"]

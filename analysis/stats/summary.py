@@ -26,7 +26,7 @@ def summarise(trials: pd.DataFrame, *, by: list[str], metric: str = M.TEST_DICE)
     seed-to-seed spread.
 
     Args:
-        trials: one row per trial, e.g. from `analysis.runs.load_trials`.
+        trials: one row per trial, e.g. from `analysis.read.runs.load_trials`.
         by: grouping columns, e.g. ["architecture", "alpha"]; [] summarises all rows as one group.
         metric: the column to summarise.
 
