@@ -127,22 +127,25 @@ def test_summarise_gives_exact_means_and_t_intervals(store: str) -> None:
     assert list(table.columns) == ["architecture", "alpha", "metric", "mean", "std", "n", "ci_low", "ci_high"]
     assert len(table) == 4 and set(table["metric"]) == {"test_dice"} and set(table["n"]) == {2}
     unet = table[(table["architecture"] == "unet") & (table["alpha"] == 0.1)].iloc[0]
-    # mean 0.85, sd = 0.1/sqrt(2), half-width = t * sd/sqrt(2) = t * 0.05
+    # mean 0.85, sd = 0.1/sqrt(2), half-width = t * sd/sqrt(2) = t * 0.05 = 0.64: past 1, where no
+    # mean of Dice values can lie, so the interval is cut there.
     assert unet["mean"] == pytest.approx(0.85)
     assert unet["std"] == pytest.approx(0.1 / math.sqrt(2))
     assert unet["ci_low"] == pytest.approx(0.85 - T_DF1 * 0.05, abs=1e-4)
-    assert unet["ci_high"] == pytest.approx(0.85 + T_DF1 * 0.05, abs=1e-4)
+    assert 0.85 + T_DF1 * 0.05 > 1 and unet["ci_high"] == 1.0
     noskip = table[(table["architecture"] == "noskip") & (table["alpha"] == 0.5)].iloc[0]
-    assert noskip["mean"] == pytest.approx(0.45) and noskip["ci_high"] == pytest.approx(0.45 + T_DF1 * 0.05, abs=1e-4)
-    td = summarise(trials, by=["alpha"], metric="test_td")
+    assert noskip["mean"] == pytest.approx(0.45) and noskip["ci_high"] == 1.0  # 0.45 + 0.64 cut at 1
+    assert noskip["ci_low"] == 0.0  # 0.45 - 0.64 cut at 0
+    td = summarise(trials, by=["alpha"], metric="test_td")  # bits, unbounded above: not cut
     assert td["mean"].tolist() == pytest.approx([2.1, 0.6]) and td["n"].tolist() == [4, 4]
+    assert (td["ci_high"] - td["mean"]).to_numpy() == pytest.approx((td["mean"] - td["ci_low"]).to_numpy())
 
 
 def test_summarise_three_seeds_single_seed_and_nan() -> None:
     frame = pd.DataFrame({"arch": ["a", "a", "a", "b", "c", "c"], "test_dice": [0.8, 0.9, 1.0, 0.7, 0.6, float("nan")]})
     table = summarise(frame, by=["arch"]).set_index("arch")
     assert table.loc["a", "ci_low"] == pytest.approx(0.9 - T_DF2 * 0.1 / math.sqrt(3), abs=1e-4)
-    assert table.loc["a", "ci_high"] == pytest.approx(0.9 + T_DF2 * 0.1 / math.sqrt(3), abs=1e-4)
+    assert table.loc["a", "ci_high"] == 1.0  # 0.9 + 0.25 cut at the top of Dice's range
     assert table.loc["b", "n"] == 1 and math.isnan(table.loc["b", "ci_low"]) and math.isnan(table.loc["b", "ci_high"])
     assert table.loc["c", "n"] == 1 and table.loc["c", "mean"] == pytest.approx(0.6)  # NaN is not a seed
     overall = summarise(frame, by=[]).iloc[0]

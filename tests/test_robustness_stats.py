@@ -10,9 +10,10 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.stats.robustness import condition_summary, parse_condition, robustness_summary
-from analysis.stats.pairwise import friedman, holm, pairwise_p_matrix, pairwise_wilcoxon, resolve_within
+from analysis.stats.pairwise import friedman, holm, pairwise_p_matrix, pairwise_tests, resolve_within
 from analysis.plots.critical_difference import plot_critical_difference
 from study.errors import SegstudyError
 
@@ -143,8 +144,8 @@ def test_strata_pair_images_within_other_factors() -> None:
     table = robustness_summary(per_image, reference="unet", n_boot=20)
     assert sorted(table["alpha"].unique()) == [0.1, 0.9]
     assert (table["n_images"] == 4).all()
-    tests = pairwise_wilcoxon(per_image, condition="clean")
-    assert list(tests["alpha"]) == [0.1, 0.9] and (tests["n"] == 4).all()
+    tests = pairwise_tests(per_image, condition="clean")
+    assert list(tests["alpha"]) == [0.1, 0.9] and (tests["n_images"] == 4).all()
 
 
 def test_bad_inputs_fail_with_one_line() -> None:
@@ -155,7 +156,7 @@ def test_bad_inputs_fail_with_one_line() -> None:
     with pytest.raises(SegstudyError, match="phases confirm, tune"):
         robustness_summary(mixed, n_boot=0)
     with pytest.raises(SegstudyError, match="unknown condition 'fog:1'"):
-        pairwise_wilcoxon(per_image, condition="fog:1")
+        pairwise_tests(per_image, condition="fog:1")
     with pytest.raises(SegstudyError, match="no 'clean' condition"):
         robustness_summary(per_image[per_image["condition"] != "clean"], n_boot=0)
 
@@ -175,19 +176,24 @@ def _three_arms(n_images: int = 12, *, seeds: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_wilcoxon_constant_advantage_and_identical_arms() -> None:
-    tests = pairwise_wilcoxon(_three_arms())
+def test_pairwise_constant_advantage_and_identical_arms() -> None:
+    tests = pairwise_tests(_three_arms())
     ab, ac, bc = (_pick(tests, a=a, b=b) for a, b in (("a", "b"), ("a", "c"), ("b", "c")))
-    assert ab["n"] == 12 and ab["statistic"] == 0.0
-    assert ab["p"] == pytest.approx(2 / 2**12)  # exact: every sign positive, two-sided
-    assert ab["effect_size"] == 1.0 and ab["median_diff"] == pytest.approx(0.05, abs=1e-12)
-    assert ab["p_holm"] >= ab["p"] and ab["significant"]
+    assert ab["n_images"] == 12 and ab["n_seeds"] == 3
+    assert ab["diff"] == pytest.approx(0.05, abs=1e-12)
+    # The images' differences are all 0.05 (no image term), so the variance is each arm's seed-mean
+    # variance over 3 seeds, twice, on 2 + 2 = 4 Welch-Satterthwaite degrees of freedom.
+    seed_means = _three_arms().query("architecture == 'b'").groupby("seed")["dice"].mean()
+    se = math.sqrt(2 * seed_means.var(ddof=1) / 3)
+    assert ab["se"] == pytest.approx(se) and ab["df"] == pytest.approx(4.0)
+    assert ab["p"] == pytest.approx(2 * stats.t.sf(0.05 / se, 4))
+    assert ab["ci_low"] == pytest.approx(0.05 - stats.t.ppf(0.975, 4) * se)
+    assert ab["p_holm"] >= ab["p"]
     # Holm over (p, p, 1): the smallest p is multiplied by 3, the next by 2 then raised to it.
-    assert ab["p_holm"] == pytest.approx(3 * ab["p"]) and ac["p_holm"] == pytest.approx(3 * ac["p"])
-    assert bc["p"] == 1.0 and bc["p_holm"] == 1.0 and not bc["significant"]
-    assert bc["effect_size"] == 0.0 and bc["median_diff"] == 0.0
-    flipped = pairwise_wilcoxon(_three_arms().replace({"architecture": {"a": "z"}}))
-    assert _pick(flipped, a="b", b="z")["effect_size"] == -1.0  # sign follows a - b
+    assert ab["p_holm"] == pytest.approx(min(1.0, 3 * ab["p"])) and ac["p_holm"] == pytest.approx(ab["p_holm"])
+    assert bc["diff"] == 0.0 and bc["p"] == pytest.approx(1.0) and not bc["significant"]
+    flipped = pairwise_tests(_three_arms().replace({"architecture": {"a": "z"}}))
+    assert _pick(flipped, a="b", b="z")["diff"] == pytest.approx(-0.05)  # sign follows a - b
 
 
 def test_holm_textbook_values() -> None:
@@ -213,21 +219,21 @@ def test_friedman_ranks_on_a_fixed_ordering() -> None:
 
 def test_fewer_than_three_seeds_warns() -> None:
     with pytest.warns(UserWarning, match="only 2 seed"):
-        pairwise_wilcoxon(_three_arms(seeds=2))
+        pairwise_tests(_three_arms(seeds=2))
     with pytest.warns(UserWarning, match="at least 3"):
         friedman(_three_arms(seeds=2))
     with pytest.warns(UserWarning, match="only 1 seed"):
         robustness_summary(_frame({"unet": UNET}, seeds=1), n_boot=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pairwise_wilcoxon(_three_arms(seeds=3))
+        pairwise_tests(_three_arms(seeds=3))
 
 
 def test_critical_difference_png(tmp_path: Path) -> None:
     per_image = _three_arms(10)
     per_image.loc[per_image["architecture"] == "c", "dice"] -= 0.05
     ranks = friedman(per_image).set_index("architecture")["mean_rank"]
-    tests = pairwise_wilcoxon(per_image)
+    tests = pairwise_tests(per_image)
     matrix = pairwise_p_matrix(tests)
     assert matrix.loc["a", "a"] == 1.0
     assert matrix.loc["b", "a"] == matrix.loc["a", "b"] == _pick(tests, a="a", b="b")["p_holm"]

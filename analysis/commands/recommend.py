@@ -3,8 +3,9 @@
 The user's labelled images are measured the way the study measured its own: texture disparity
 (the complexity axis, docs/ARCHITECTURE.md 4.1) and a noise estimate (placed on the Gaussian-noise severity
 axis). The nearest studied complexity level and severity pick the condition; the arms' paired
-per-image Dice there says who won, by how much (bootstrap CI of the difference) and whether the
-win is significant (Wilcoxon + Holm).
+per-image Dice there says who won, by how much and whether the win is significant: the interval
+and p-value of the winner minus the runner-up come from the study's one inference
+(`analysis.stats.inference`: seeds the replicates, images repeated measures).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from skimage import io as skio
 from skimage.restoration import estimate_sigma
 
 from analysis.read.runs import load_per_image, load_trials, not_learned_trials
-from analysis.stats.pairwise import pairwise_wilcoxon
+from analysis.stats.contrasts import frame_contrast
 from study import metrics_names as M
 from study.data import texture_disparity
 from study.errors import SegstudyError, first_line
@@ -99,12 +100,12 @@ def noise_severity(sigma: float) -> int:
     return int(np.argmin(np.abs(levels - sigma))) + 1
 
 
-def recommend(experiment: str, *, data: Path, tracking_uri: str, n_boot: int = 1000, seed: int = 0) -> dict:
+def recommend(experiment: str, *, data: Path, tracking_uri: str) -> dict:
     """Place the user's data on the study's axes and report the winning arm there.
 
     Returns:
         A dict with the measurements, the matched condition, the winner, its margin over the
-        runner-up with a 95% bootstrap CI, the Holm-corrected p-value and any warnings.
+        runner-up with its 95% interval and p-value, and any warnings.
     """
     measured = measure_folder(data)
     trials = load_trials(experiment, tracking_uri=tracking_uri)
@@ -147,7 +148,7 @@ def recommend(experiment: str, *, data: Path, tracking_uri: str, n_boot: int = 1
         "experiment": experiment,
         "measured": {"n_images": measured.n_images, "td": measured.td, "noise_sigma": measured.noise_sigma},
         "matched": {"alpha": alpha, "condition": condition},
-        **_winner(rows, n_boot=n_boot, seed=seed),
+        **_winner(rows),
         "not_learned": not_learned,
         "warnings": warnings,
     }
@@ -160,24 +161,20 @@ def _not_learned(trials: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
     return [f"{r.cell} seed={r.seed}" for r in used.itertuples()]
 
 
-def _winner(rows: pd.DataFrame, *, n_boot: int, seed: int) -> dict:
-    per_arm = rows.groupby(["architecture", "image_id"])["dice"].mean().unstack("architecture")
-    ranking = per_arm.mean().sort_values(ascending=False)
+def _winner(rows: pd.DataFrame) -> dict:
+    ranking = rows.groupby(["architecture", "image_id"])["dice"].mean().groupby("architecture").mean()
+    ranking = ranking.sort_values(ascending=False)
     if len(ranking) < 2:
         return {"winner": str(ranking.index[0]), "dice": float(ranking.iloc[0]), "runner_up": None}
     best, second = str(ranking.index[0]), str(ranking.index[1])
-    diff = (per_arm[best] - per_arm[second]).dropna().to_numpy()
-    rng = np.random.default_rng(seed)
-    boots = rng.choice(diff, size=(n_boot, len(diff)), replace=True).mean(axis=1)
-    tests = pairwise_wilcoxon(rows, by="architecture", metric="dice", within=[])
-    pair = tests[((tests["a"] == best) & (tests["b"] == second)) | ((tests["a"] == second) & (tests["b"] == best))]
-    p_holm = float(pair["p_holm"].iloc[0]) if len(pair) else float("nan")
+    est = frame_contrast(rows, [({"architecture": best}, 1.0), ({"architecture": second}, -1.0)])
     return {
         "winner": best,
         "dice": float(ranking.iloc[0]),
         "runner_up": second,
-        "margin": float(diff.mean()),
-        "margin_ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
-        "p_holm": p_holm,
-        "significant": bool(p_holm < 0.05),
+        "margin": est.estimate,
+        "margin_ci95": [est.ci_low, est.ci_high],
+        "p": est.p,
+        "n_seeds": est.n_seeds,
+        "significant": est.significant,
     }

@@ -9,7 +9,7 @@ table also land beside it as PNG and CSV for reuse. The report is logged back to
 run (the trials' `mlflow.parentRunId`): the one MLflow write the analysis package makes.
 
 Numbers come from the analysis modules unchanged: `condition_summary` and `robustness_summary`
-(bootstrap CIs), `pairwise_wilcoxon` and `friedman` (docs/ARCHITECTURE.md 5).
+(bootstrap CIs), `pairwise_tests` and `friedman` (docs/ARCHITECTURE.md 5).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from analysis.plots.trade_offs import plot_dice_vs_complexity
 from analysis.stats.robustness import condition_summary, parse_condition, robustness_summary
 from analysis.plots.robustness import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
 from analysis.read.runs import factor_names, load_per_image, load_trials, not_learned_trials, trial_runs
-from analysis.stats.pairwise import MIN_SEEDS, friedman, pairwise_wilcoxon, resolve_within
+from analysis.stats.pairwise import MIN_SEEDS, friedman, pairwise_tests, resolve_within
 from analysis.plots.critical_difference import plot_critical_difference
 from analysis.stats.summary import summarise
 from study import library_versions
@@ -237,9 +237,9 @@ def _results(
             robust = robustness_summary(per_image, arm=ARM, reference=reference, n_boot=n_boot)
         except SegstudyError as exc:  # e.g. a stratum without clean scores: the rest of the report still stands
             robust_note = str(exc)
-    pairwise = pairwise_wilcoxon(per_image, by=ARM)
+    pairwise = pairwise_tests(per_image, by=ARM)
     ranks = friedman(per_image, by=ARM)
-    _csv(out_dir, condition_summary=cond, robustness_summary=robust, pairwise_wilcoxon=pairwise, friedman=ranks)
+    _csv(out_dir, condition_summary=cond, robustness_summary=robust, pairwise_tests=pairwise, friedman=ranks)
     rows = [*within, ARM]
     conditions = {
         "mean": _pivot(cond[cond["statistic"] == "mean"], rows, "condition"),
@@ -249,7 +249,7 @@ def _results(
     }
     seeds = per_image.groupby([*within, ARM])["seed"].nunique()
     statistics = {
-        "wilcoxon": _table(pairwise, mark="significant"),
+        "pairwise": _table(pairwise, mark="significant"),
         "friedman": _friedman_table(ranks, within),
         "few_seeds": int(seeds.min()) if seeds.min() < MIN_SEEDS else None,
         "cd": _cd_figures(per_image, within, perturbed, out_dir),
@@ -331,7 +331,7 @@ def _cd_figures(per_image: pd.DataFrame, within: list[str], perturbed: list[str]
     figures = []
     for group in [M.CLEAN, *perturbed]:
         ranks = friedman(frame, by=ARM, within=[], condition=group)
-        tests = pairwise_wilcoxon(frame, by=ARM, within=[], condition=group)
+        tests = pairwise_tests(frame, by=ARM, within=[], condition=group)
         path = plot_critical_difference(ranks.set_index(ARM)["mean_rank"], tests, out_dir / f"cd_{group}.png",
                                         title=f"{group}{'' if group == M.CLEAN else ' (severities pooled)'}: "
                                               f"mean rank per {ARM} (1 = best); bars join arms with Holm p >= 0.05")

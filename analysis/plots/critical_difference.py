@@ -30,7 +30,7 @@ def plot_critical_difference(
     Args:
         ranks: mean rank per arm, 1 = best (`friedman(...).set_index(by)["mean_rank"]`).
         pairwise_p: a square p-value matrix indexed by arm (`pairwise_p_matrix`), or one family of
-            `pairwise_wilcoxon` rows, whose Holm-corrected p-values are used.
+            `pairwise_tests` rows, whose Holm-corrected p-values are used.
         out: the PNG to write; parent folders are created.
         alpha: arms whose p-value is >= alpha are joined by a bar (not significantly different).
         title: figure title; a default explains how to read the diagram.
@@ -43,7 +43,7 @@ def plot_critical_difference(
 
     Example:
         >>> ranks = friedman(per_image, condition="clean").set_index("architecture")["mean_rank"]  # doctest: +SKIP
-        >>> tests = pairwise_wilcoxon(per_image, condition="clean")  # doctest: +SKIP
+        >>> tests = pairwise_tests(per_image, condition="clean")  # doctest: +SKIP
         >>> plot_critical_difference(ranks, tests, Path("cd.png"))  # doctest: +SKIP
     """
     ranks = pd.Series(ranks, dtype=float)

@@ -169,14 +169,14 @@ def winners(
 
     Args:
         conditions: `condition_summary` (with the same `within`); its "mean" rows are used.
-        pairwise: `pairwise_wilcoxon` over the same frame and `within`.
+        pairwise: `pairwise_tests` over the same frame and `within`.
         arm, within: the arm column and the stratifying factors.
         alpha: significance level for the Holm-corrected p-value.
 
     Returns:
         Columns `within`..., condition, perturbation, severity, winner, runner_up (None with one
         arm), margin (winner minus runner-up mean), p_holm (their pair), significant (p_holm <
-        alpha and the paired effect favours the winner).
+        alpha and the pair's difference favours the winner).
     """
     tests = {
         (*(r[w] for w in within), r["condition"], frozenset((r["a"], r["b"]))): r for r in pairwise.to_dict("records")
@@ -189,7 +189,7 @@ def winners(
         runner = ranked[arm].iloc[1] if len(ranked) > 1 else None
         test = tests.get((*key, frozenset((winner, runner))), {})
         p = float(test.get("p_holm", np.nan))
-        favours = test.get("effect_size", 0.0) * (1 if test.get("a") == winner else -1) > 0
+        favours = test.get("diff", 0.0) * (1 if test.get("a") == winner else -1) > 0
         perturbation, severity = parse_condition(key[-1])
         rows.append({
             **dict(zip(within, key[:-1], strict=True)), "condition": key[-1], "perturbation": perturbation,

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.read.runs import not_learned_trials
-from analysis.stats.pairwise import pairwise_wilcoxon
+from analysis.stats.contrasts import frame_contrast
+from analysis.stats.pairwise import holm
 from study import metrics_names as M
 
 ARM = "architecture"
 FINDING_COLUMNS = (
     "level", "arm", "reference", "diff", "ci_low", "ci_high", "p", "p_holm", "n_seeds", "n_images", "not_learned", "line",
 )
-_N_BOOT = 2000
 
 
 def reference_arm(arms: Sequence[str], preferred: str | None = None) -> str:
@@ -43,7 +43,6 @@ def findings(
     *,
     levels: Sequence[str],
     reference: str | None = None,
-    seed: int = 0,
 ) -> pd.DataFrame:
     """One row (and sentence) per level and non-reference arm; see the module docstring.
 
@@ -52,7 +51,6 @@ def findings(
         trials: the matching trials frame (for the learning gate's verdict per run).
         levels: the factor columns that define a level (every factor but the architecture).
         reference: the reference arm (default: 'unet' if studied, else the first arm).
-        seed: the bootstrap's seed; the same inputs give the same intervals.
 
     Returns:
         Columns FINDING_COLUMNS; `line` is the sentence. Empty when there is one arm.
@@ -62,41 +60,36 @@ def findings(
     if len(arms) < 2:
         return pd.DataFrame(columns=list(FINDING_COLUMNS))
     ref = reference_arm(arms, reference)
-    tests = pairwise_wilcoxon(clean, by=ARM, metric="dice", within=list(levels), condition=M.CLEAN)
     unlearned = _unlearned_cells(trials)
-    rng = np.random.default_rng(seed)
     rows = []
     for key, block in clean.groupby(list(levels), sort=True) if levels else [((), clean)]:
         key = key if isinstance(key, tuple) else (key,)
         where = dict(zip(levels, key))
-        ref_scores = _seed_by_image(block[block[ARM] == ref])
+        family = []
         for arm in arms:
             if arm == ref:
                 continue
-            scores = _seed_by_image(block[block[ARM] == arm])
-            images = ref_scores.columns.intersection(scores.columns)
-            if images.empty:
+            est = frame_contrast(block, [({ARM: arm}, 1.0), ({ARM: ref}, -1.0)])
+            if est.n_images == 0:
                 continue
-            a, b = scores[images].to_numpy(), ref_scores[images].to_numpy()
-            diff = float(np.nanmean(a.mean(axis=0) - b.mean(axis=0)))
-            low, high = _bootstrap(a, b, rng)
-            test = _test_row(tests, where, arm, ref)
             bad = sorted({label for values, label in unlearned if _cell_matches(values, where, (arm, ref))})
-            rows.append(
+            family.append(
                 {
                     "level": _level_text(where),
                     "arm": arm,
                     "reference": ref,
-                    "diff": diff,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "p": test.get("p", np.nan),
-                    "p_holm": test.get("p_holm", np.nan),
-                    "n_seeds": int(min(a.shape[0], b.shape[0])),
-                    "n_images": int(len(images)),
+                    "diff": est.estimate,
+                    "ci_low": est.ci_low,
+                    "ci_high": est.ci_high,
+                    "p": est.p,
+                    "n_seeds": est.n_seeds,
+                    "n_images": est.n_images,
                     "not_learned": "; ".join(bad),
                 }
             )
+        for row, corrected in zip(family, holm([row["p"] for row in family]), strict=True):
+            row["p_holm"] = corrected
+        rows.extend(family)
     frame = pd.DataFrame(rows, columns=[c for c in FINDING_COLUMNS if c != "line"])
     frame["line"] = [finding_line(r) for r in frame.to_dict("records")]
     return frame
@@ -107,38 +100,11 @@ def finding_line(row: dict) -> str:
     where = f"at {row['level']}, " if row["level"] else ""
     line = (
         f"{where}{row['arm']} - {row['reference']} = {row['diff']:+.3f} Dice [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], "
-        f"p {_p(row['p_holm'])}, {row['n_seeds']} seeds x {row['n_images']} images"
+        f"p {p_text(row['p'])}, {row['n_seeds']} seeds x {row['n_images']} images"
     )
     if row["not_learned"]:
         line += f"  [NOT LEARNED: {row['not_learned']}; this comparison means nothing]"
     return line
-
-
-def _seed_by_image(rows: pd.DataFrame) -> pd.DataFrame:
-    """Dice as a seeds x images table."""
-    return rows.pivot_table(index="seed", columns="image_id", values="dice", aggfunc="mean")
-
-
-def _bootstrap(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
-    """95% percentile interval of mean(a) - mean(b), resampling each arm's seeds and the shared images."""
-    n_img = a.shape[1]
-    sa = rng.integers(0, a.shape[0], size=(_N_BOOT, a.shape[0]))
-    sb = rng.integers(0, b.shape[0], size=(_N_BOOT, b.shape[0]))
-    im = rng.integers(0, n_img, size=(_N_BOOT, n_img))
-    per_a = a[sa].mean(axis=1)  # (boot, images): seed-resampled image means
-    per_b = b[sb].mean(axis=1)
-    diffs = np.nanmean(np.take_along_axis(per_a - per_b, im, axis=1), axis=1)
-    low, high = np.nanpercentile(diffs, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def _test_row(tests: pd.DataFrame, where: dict, arm: str, ref: str) -> dict:
-    mask = pd.Series(True, index=tests.index)
-    for name, value in where.items():
-        mask &= tests[name] == value
-    pair = mask & (((tests["a"] == arm) & (tests["b"] == ref)) | ((tests["a"] == ref) & (tests["b"] == arm)))
-    found = tests[pair]
-    return found.iloc[0].to_dict() if len(found) else {}
 
 
 def _unlearned_cells(trials: pd.DataFrame) -> list[tuple[dict, str]]:
@@ -156,11 +122,11 @@ def _level_text(where: dict) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in where.items())
 
 
-def _p(value: float) -> str:
-    """'= 0.004', '< 0.001' or '= n/a' (no paired images to test)."""
+def p_text(value: float) -> str:
+    """'= 0.004', '< 0.001' or '= n/a' (fewer than 2 seeds or images: nothing to test)."""
     if not np.isfinite(value):
         return "= n/a"
     return "< 0.001" if value < 0.001 else f"= {value:.3f}"
 
 
-__all__ = ["FINDING_COLUMNS", "finding_line", "findings", "reference_arm"]
+__all__ = ["FINDING_COLUMNS", "finding_line", "findings", "p_text", "reference_arm"]

@@ -1,10 +1,11 @@
-"""Paired tests between arms: Wilcoxon signed-rank with Holm correction, and Friedman ranks.
+"""Comparisons between arms: every pair per stratum and condition, with Holm correction; Friedman ranks.
 
-Arms are compared image by image (every arm is scored on the same seeded test images) and the
-training seed is blocked by averaging: each image's score is first averaged over an arm's seeds,
-so seed-to-seed noise shrinks instead of posing as extra images (docs/ARCHITECTURE.md 5). Each
-(stratum of the other factors, condition) is one family: the Holm correction runs over the arm
-pairs of one family. The tests are scipy's; Holm is statsmodels'.
+Arms are compared on the same seeded test images, and every pair's difference, interval and
+p-value come from one procedure, `analysis.stats.inference.contrast`: the training seed is the
+unit of replication and test images are repeated measures within it (docs/ARCHITECTURE.md 5).
+Each (stratum of the other factors, condition) is one family: the Holm correction (statsmodels)
+runs over the arm pairs of one family, in `p_holm`; `p` is the pair's own p-value, the one its
+interval agrees with. Friedman's mean ranks (scipy) only draw the critical-difference diagram.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from analysis.read.runs import factor_names
+from analysis.stats.contrasts import seeds_by_images
+from analysis.stats.inference import contrast
 from study.errors import SegstudyError, unknown_name
 from study.metrics_names import LOWER_IS_BETTER as _LOWER, MIN_SEEDS
 
 LOWER_IS_BETTER = _LOWER  # hd95 and assd: surface distances
-PAIRWISE_COLUMNS = ("condition", "a", "b", "n", "statistic", "p", "p_holm", "effect_size", "median_diff", "significant")
+PAIRWISE_COLUMNS = (
+    "condition", "a", "b", "diff", "ci_low", "ci_high", "p", "p_holm", "significant", "n_seeds", "n_images", "se", "df",
+)
 
 
-def pairwise_wilcoxon(
+def pairwise_tests(
     per_image: pd.DataFrame,
     *,
     by: str = "architecture",
@@ -35,11 +40,10 @@ def pairwise_wilcoxon(
     condition: str | Sequence[str] | None = None,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Wilcoxon signed-rank test for every pair of `by` values, per stratum and condition.
+    """Every pair of `by` values, per stratum and condition: mean difference a - b, its 95% interval
+    and p-value (`analysis.stats.inference.contrast`), and Holm's correction over the family.
 
-    Differences are a - b per image (after averaging each arm's seeds); images missing for either
-    arm are left out of that pair. Pairs with no non-zero difference get statistic 0, p 1 and
-    effect size 0 (scipy would return NaN: identical arms are simply not different).
+    Only images that both arms scored are compared.
 
     Args:
         per_image: one row per (trial, image, condition), e.g. `analysis.read.runs.load_per_image`.
@@ -48,28 +52,29 @@ def pairwise_wilcoxon(
         within: the other factor columns; each combination is tested separately. None: every
             factor named by the `cell` column except `by` (none without a `cell` column).
         condition: one condition, a list, or None for every condition in the frame.
-        alpha: family-wise error rate for `significant`.
+        alpha: family-wise error rate for `significant` (p_holm < alpha).
 
     Returns:
-        Columns `within`..., condition, a, b, n (paired images), statistic (scipy's, min of the
-        signed rank sums), p, p_holm, effect_size (matched-pairs rank-biserial correlation,
-        +1 when a beats b on every image), median_diff (median of a - b), significant
-        (p_holm < alpha).
+        Columns `within`..., condition, a, b, diff (a - b), ci_low, ci_high, p, p_holm,
+        significant, n_seeds (the fewer of the two arms'), n_images, se, df.
 
     Raises:
         SegstudyError: a missing column or condition, or mixed phases.
 
     Example:
-        >>> pairwise_wilcoxon(per_image, condition="clean")  # doctest: +SKIP
+        >>> pairwise_tests(per_image, condition="clean")  # doctest: +SKIP
     """
     within = resolve_within(per_image, by=by, within=within)
     rows = []
-    families = _families(per_image, by=by, metric=metric, within=within, condition=condition, where="pairwise_wilcoxon")
-    for key, table in families:
-        family = [
-            {**key, "a": a, "b": b, **_wilcoxon(table[a].to_numpy(), table[b].to_numpy())}
-            for a, b in itertools.combinations(table.columns, 2)
-        ]
+    families = _families(per_image, by=by, metric=metric, within=within, condition=condition, where="pairwise_tests")
+    for key, arms in families:
+        family = []
+        for a, b in itertools.combinations(sorted(arms), 2):
+            left, right = arms[a], arms[b]
+            images = left.columns.intersection(right.columns)
+            est = contrast([left[images].to_numpy(), right[images].to_numpy()], [1.0, -1.0])
+            family.append({**key, "a": a, "b": b, "diff": est.estimate, "ci_low": est.ci_low, "ci_high": est.ci_high,
+                           "p": est.p, "n_seeds": est.n_seeds, "n_images": est.n_images, "se": est.se, "df": est.df})
         for row, corrected in zip(family, holm([row["p"] for row in family]), strict=True):
             row["p_holm"] = corrected
             row["significant"] = bool(corrected < alpha)
@@ -93,7 +98,7 @@ def friedman(
     statistic and p are NaN but the ranks are still given.
 
     Args:
-        per_image, by, metric, within, condition: as `pairwise_wilcoxon`.
+        per_image, by, metric, within, condition: as `pairwise_tests`.
         higher_is_better: rank direction; None: False for LOWER_IS_BETTER metrics (hd95, assd), else True.
 
     Returns:
@@ -106,7 +111,7 @@ def friedman(
     within = resolve_within(per_image, by=by, within=within)
     higher = metric not in LOWER_IS_BETTER if higher_is_better is None else higher_is_better
     rows = []
-    for key, table in _families(per_image, by=by, metric=metric, within=within, condition=condition, where="friedman"):
+    for key, table in _image_means(per_image, by=by, metric=metric, within=within, condition=condition, where="friedman"):
         complete = table.dropna()
         n, k = complete.shape
         values = complete.to_numpy(dtype=float)
@@ -131,7 +136,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def pairwise_p_matrix(pairwise: pd.DataFrame, *, column: str = "p_holm") -> pd.DataFrame:
-    """Square, symmetric matrix of `column` from one family of `pairwise_wilcoxon` (diagonal 1).
+    """Square, symmetric matrix of `column` from one family of `pairwise_tests` (diagonal 1).
 
     Missing p-values are 1 (no evidence of a difference), as the CD diagram expects.
 
@@ -186,16 +191,10 @@ def warn_few_seeds(frame: pd.DataFrame, *, by: Sequence[str], where: str) -> Non
         )
 
 
-def _families(
-    per_image: pd.DataFrame,
-    *,
-    by: str,
-    metric: str,
-    within: list[str],
-    condition: str | Sequence[str] | None,
-    where: str,
-) -> Iterator[tuple[dict[str, Hashable], pd.DataFrame]]:
-    """Per (stratum, condition): a table of seed-averaged scores, one row per image, one column per arm."""
+def _frame(
+    per_image: pd.DataFrame, *, by: str, metric: str, within: list[str], condition: str | Sequence[str] | None, where: str
+) -> pd.DataFrame:
+    """The rows to compare: columns checked, the wanted conditions, warned when seeds are few."""
     check_frame(per_image, [by, metric, *within, "seed", "image_id", "condition"], where=where)
     frame = per_image.dropna(subset=[by])
     if condition is not None:
@@ -205,32 +204,46 @@ def _families(
                 raise unknown_name("condition", c, map(str, frame["condition"].unique()), where=where)
         frame = frame[frame["condition"].isin(wanted)]
     warn_few_seeds(frame, by=[*within, by], where=where)
+    return frame
+
+
+def _families(
+    per_image: pd.DataFrame,
+    *,
+    by: str,
+    metric: str,
+    within: list[str],
+    condition: str | Sequence[str] | None,
+    where: str,
+) -> Iterator[tuple[dict[str, Hashable], dict[str, pd.DataFrame]]]:
+    """Per (stratum, condition): each arm's seeds x images table."""
+    frame = _frame(per_image, by=by, metric=metric, within=within, condition=condition, where=where)
     keys = [*within, "condition"]
-    image_means = frame.groupby([*keys, by, "image_id"], dropna=False)[metric].mean()  # block the seed by averaging
+    for key, block in frame.groupby(keys, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        arms = {str(arm): seeds_by_images(rows, metric) for arm, rows in block.groupby(by, sort=True)}
+        yield dict(zip(keys, key, strict=True)), arms
+
+
+def _image_means(
+    per_image: pd.DataFrame,
+    *,
+    by: str,
+    metric: str,
+    within: list[str],
+    condition: str | Sequence[str] | None,
+    where: str,
+) -> Iterator[tuple[dict[str, Hashable], pd.DataFrame]]:
+    """Per (stratum, condition): seed-averaged scores, one row per image, one column per arm (Friedman's blocks)."""
+    frame = _frame(per_image, by=by, metric=metric, within=within, condition=condition, where=where)
+    keys = [*within, "condition"]
+    image_means = frame.groupby([*keys, by, "image_id"], dropna=False)[metric].mean()
     for key, block in image_means.groupby(level=keys, dropna=False):
         table = block.droplevel(keys).unstack(by)
         yield dict(zip(keys, key, strict=True)), table
 
 
-def _wilcoxon(a: np.ndarray, b: np.ndarray) -> dict[str, float | int]:
-    known = ~(np.isnan(a) | np.isnan(b))
-    diff = a[known] - b[known]
-    nonzero = diff[diff != 0]
-    if diff.size == 0:
-        return {"n": 0, "statistic": np.nan, "p": np.nan, "effect_size": np.nan, "median_diff": np.nan}
-    if nonzero.size == 0:
-        return {"n": int(diff.size), "statistic": 0.0, "p": 1.0, "effect_size": 0.0, "median_diff": 0.0}
-    result = stats.wilcoxon(a[known], b[known], zero_method="wilcox")
-    # Matched-pairs rank-biserial r = (T+ - T-) / (T+ + T-) over the non-zero differences (Kerby 2014).
-    ranks = stats.rankdata(np.abs(nonzero))
-    plus, minus = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
-    return {
-        "n": int(diff.size), "statistic": float(result.statistic), "p": float(result.pvalue),
-        "effect_size": float((plus - minus) / (plus + minus)), "median_diff": float(np.median(diff)),
-    }
-
-
 __all__ = [
     "LOWER_IS_BETTER", "MIN_SEEDS", "PAIRWISE_COLUMNS", "check_frame", "friedman", "holm",
-    "pairwise_p_matrix", "pairwise_wilcoxon", "resolve_within", "warn_few_seeds",
+    "pairwise_p_matrix", "pairwise_tests", "resolve_within", "warn_few_seeds",
 ]

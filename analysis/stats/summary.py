@@ -2,7 +2,9 @@
 
 Confirm trials repeat each cell's chosen configuration over seeds, so the seeds are the
 replicates: the interval is Student's t, mean +- t_{0.975, n-1} * sd / sqrt(n), which is honest for
-the 3-5 seeds a study can afford (a normal 1.96 would be far too narrow at n = 3).
+the 3-5 seeds a study can afford (a normal 1.96 would be far too narrow at n = 3). For a score that
+lives in [0, 1] (Dice, surface Dice) the interval is cut to [0, 1]: with 3 seeds that disagree,
+mean +- t sd / sqrt(n) runs past 1, and no mean of Dice values can.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from study import metrics_names as M
 from study.errors import unknown_name
 
 CONFIDENCE = 0.95
+# Scores in [0, 1] whatever the model does: their intervals are cut to that range.
+UNIT_INTERVAL = frozenset({"dice", "nsd", M.score_key("dice"), M.score_key("nsd"), M.VAL_DICE, M.BEST_VAL_DICE})
 STAT_COLUMNS = ("metric", "mean", "std", "n", "ci_low", "ci_high")
 
 
@@ -59,9 +63,12 @@ def summarise(trials: pd.DataFrame, *, by: list[str], metric: str = M.TEST_DICE)
         half = t * table["std"].to_numpy(dtype=float) / np.sqrt(n)
     table["ci_low"] = table["mean"] - half
     table["ci_high"] = table["mean"] + half
+    if metric in UNIT_INTERVAL:
+        table["ci_low"] = table["ci_low"].clip(lower=0.0)
+        table["ci_high"] = table["ci_high"].clip(upper=1.0)
     table["n"] = table["n"].astype("int64")
     table.insert(len(by), "metric", metric)
     return table[[*by, *STAT_COLUMNS]]
 
 
-__all__ = ["CONFIDENCE", "STAT_COLUMNS", "summarise"]
+__all__ = ["CONFIDENCE", "STAT_COLUMNS", "UNIT_INTERVAL", "summarise"]
