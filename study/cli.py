@@ -258,6 +258,8 @@ def status(
 
     table = study_status(experiment, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if "browse" in table.attrs:
+        typer.echo(f"browse: {table.attrs['browse']}")
     bad = table[table["not_learned"] > 0]
     if not bad.empty:
         typer.echo(

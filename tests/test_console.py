@@ -169,7 +169,7 @@ def test_summary_table_is_per_arm_and_level_with_the_chosen_hyperparameters(tmp_
     lines = summary_lines(summary)
     assert any("unet 0.920 [" in line for line in lines)
     assert "  at alpha 0.2, noskip_unet - unet = -0.100 Dice" in lines
-    assert "browse:       http://127.0.0.1:5999/#/experiments/7/runs/RUNID" in lines
+    assert "browse:       http://127.0.0.1:5999/#/experiments/7/runs/RUNID?workflowType=machine_learning" in lines
     assert not any(line.startswith("GPU:") for line in lines)  # a CPU study has no GPU figure
     summary.gpu = {"gpu_util_mean": 73.4, "gpu_peak_memory_mb": 812.0}
     assert "GPU:          73% mean utilisation while trials ran, largest trial peak 812 MB" in summary_lines(summary)
@@ -178,7 +178,7 @@ def test_summary_table_is_per_arm_and_level_with_the_chosen_hyperparameters(tmp_
 def test_the_browse_command_offers_make_only_in_the_project_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     summary = StudySummary("demo", "RUNID", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, experiment_id="1")
-    page = "http://127.0.0.1:5000/#/experiments/1/runs/RUNID"
+    page = "http://127.0.0.1:5000/#/experiments/1/runs/RUNID?workflowType=machine_learning"
     assert summary.browse == f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'} --port 5000, then {page}"
     (tmp_path / "Makefile").write_text("mlflow-ui: $(STAMP)\n")
     assert summary.browse.startswith("make mlflow-ui (= mlflow ui --backend-store-uri")

@@ -6,6 +6,7 @@ import pandas as pd
 
 from analysis.read.runs import LATEST, trial_runs
 from study import metrics_names as M
+from study.tracking.ui_links import browse
 
 COLUMNS = ("cell", "phase", "done", "running", "stopped_early", "failed", "not_learned", "best_val_dice")
 
@@ -18,9 +19,13 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
     `not_learned` finished confirm trials whose model the learning gate rejected.
     `gpu_util_mean` (only when some trial ran on CUDA): the GPU's utilisation while the cell's
     trials ran, each trial weighted by its samples; running trials count with what they logged so far.
+
+    The frame's ``attrs`` hold ``browse``: where to see the study in the MLflow UI (its study run's
+    page, or the experiment's runs table when several study runs are shown).
     """
     rows = []
-    for run in trial_runs(experiment, tracking_uri=tracking_uri, study=study):
+    runs = trial_runs(experiment, tracking_uri=tracking_uri, study=study)
+    for run in runs:
         tags = run.data.tags
         status = run.info.status
         early = tags.get(M.STOPPED_EARLY_TAG) == "true"
@@ -52,7 +57,12 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
     util = counts.pop("gpu_util_sum") / samples.where(samples > 0)
     if samples.gt(0).any():  # a CPU study keeps the table it always had
         counts[M.GPU_UTIL_MEAN] = util
-    return counts.reset_index().sort_values(["phase", "cell"], key=_phase_order).reset_index(drop=True)
+    table = counts.reset_index().sort_values(["phase", "cell"], key=_phase_order).reset_index(drop=True)
+    parents = {r.data.tags.get(M.PARENT_TAG) for r in runs}
+    if runs:
+        parent = parents.pop() if len(parents) == 1 else None
+        table.attrs["browse"] = browse(tracking_uri, runs[0].info.experiment_id, parent)
+    return table
 
 
 _GPU_WEIGHTS = ("gpu_util_sum", "gpu_util_samples")

@@ -13,7 +13,6 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -24,6 +23,7 @@ from analysis.stats.summary import summarise
 from study import metrics_names as M
 from study.errors import SegstudyError, first_line
 from study.tracking import StudyTracker, reading_client
+from study.tracking.ui_links import browse as ui_browse
 
 SUMMARY_DIR = "summary"  # in the study folder and in the study run's artifacts
 TABLE_FILE = "study_summary.csv"
@@ -48,16 +48,7 @@ class StudySummary:
     @property
     def browse(self) -> str:
         """The command (or address) that shows the study run in the MLflow UI."""
-        parts = urlsplit(self.tracking_uri)
-        if parts.scheme in {"http", "https"}:
-            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.study_run_id}"
-        page = f"http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs/{self.study_run_id}"
-        command = f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
-        makefile = Path.cwd() / "Makefile"
-        if self.tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}" and makefile.is_file() \
-                and "mlflow-ui:" in makefile.read_text(errors="replace"):  # the project's own store
-            command = f"make mlflow-ui (= {command})"
-        return f"{command}, then {page}"
+        return ui_browse(self.tracking_uri, self.experiment_id, self.study_run_id)
 
 
 def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, study_folder: Path) -> StudySummary:

@@ -98,9 +98,13 @@ def findings(
 def finding_line(row: dict) -> str:
     """'at alpha 0.9, attention_unet - unet = +0.081 Dice [+0.030, +0.130], p = 0.004, 3 seeds x 20 images'."""
     where = f"at {row['level']}, " if row["level"] else ""
+    if np.isfinite(row["ci_low"]):
+        inference = f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], p {p_text(row['p'])}"
+    else:  # one training run per arm says nothing about how much training runs differ
+        inference = "no interval or p-value (needs >= 2 seeds per arm)"
     line = (
-        f"{where}{row['arm']} - {row['reference']} = {row['diff']:+.3f} Dice [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], "
-        f"p {p_text(row['p'])}, {row['n_seeds']} seeds x {row['n_images']} images"
+        f"{where}{row['arm']} - {row['reference']} = {row['diff']:+.3f} Dice {inference}, "
+        f"{row['n_seeds']} seeds x {row['n_images']} images"
     )
     if row["not_learned"]:
         line += f"  [NOT LEARNED: {row['not_learned']}; this comparison means nothing]"
