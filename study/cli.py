@@ -229,18 +229,21 @@ def analyze(
     )
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
-    _print_findings(written.get("findings"))
+    from analysis.commands.study_summary import CLAIMS_HEADING, FINDINGS_HEADING
+
+    _print_lines(CLAIMS_HEADING, written.get("claims"))
+    _print_lines(FINDINGS_HEADING, written.get("findings"))
 
 
-def _print_findings(path: Path | None) -> None:
-    """The findings sentences of analysis.stats.findings, one per line, under a heading."""
+def _print_lines(heading: str, path: Path | None) -> None:
+    """The sentences of a claims or findings table, one per line, under a heading."""
     if path is None:
         return
     import pandas as pd
 
     lines = pd.read_csv(path)["line"].tolist()
     if lines:
-        typer.echo("findings (clean test Dice, 95% CI, Wilcoxon p Holm-corrected per level):")
+        typer.echo(heading)
         for line in lines:
             typer.echo(f"  {line}")
 

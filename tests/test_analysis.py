@@ -179,8 +179,9 @@ def test_load_per_image_skips_runs_without_the_artifact(store: str) -> None:
 def test_analyze_writes_tables_and_a_real_png(store: str, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="4 of 4 cells have fewer than 3 seeds"):
         paths = analyze("demo", out_dir=tmp_path / "out", tracking_uri=store)
-    assert set(paths) == {"trials", "per_image", "summary", "findings", "dice_vs_complexity"}
+    assert set(paths) == {"trials", "per_image", "summary", "findings", "dice_vs_complexity", "claims"}
     assert all(p.is_file() and p.parent == tmp_path / "out" for p in paths.values())
+    assert pd.read_csv(paths["claims"])["claim"].tolist() == ["a"]  # complexity only: no perturbation, no patch
     found = pd.read_csv(paths["findings"])  # one sentence per alpha: noskip against unet
     assert list(found["level"]) == ["alpha 0.1", "alpha 0.5"] and set(found["arm"]) == {"noskip"}
     assert len(pd.read_csv(paths["trials"])) == 8

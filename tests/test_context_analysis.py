@@ -197,7 +197,14 @@ def test_analyze_writes_every_context_file(store: str, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="8 of 8 cells have fewer than 3 seeds"):
         paths = analyze("context", out_dir=tmp_path, tracking_uri=store)
     assert set(paths) == {"trials", "per_image", "summary", "findings", "fbr_shift", "dice_by_fbr", "dice_vs_patch_size",
-                          "patch_pos_heatmap", "dice_vs_fbr"}
+                          "patch_pos_heatmap", "dice_vs_fbr", "claims"}
+    # Claims: only (c), patch size per arm (no complexity factor, no perturbation, and test ids that
+    # do not pair one object across volume sizes); averaged over both pos_fraction levels.
+    claimed = pd.read_csv(paths["claims"]).set_index("arm")
+    assert set(claimed["claim"]) == {"c"}
+    assert claimed.loc["unet", "estimate"] == pytest.approx(0.80 - 0.70)
+    assert claimed.loc["unetr", "estimate"] == pytest.approx(0.70 - 0.50)
+    assert "averaged over 2 levels of pos_fraction" in claimed.loc["unet", "line"]
     assert all(p.is_file() and p.parent == tmp_path for p in paths.values())
     trials = pd.read_csv(paths["trials"])
     assert len(trials) == 16 and {"patch_fg_q05", "patch_fg_q95", "peak_memory_mb"} <= set(trials.columns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import re
 from importlib import metadata
@@ -239,6 +240,16 @@ def test_findings_open_the_report_with_known_numbers(report: tuple[Path, str]) -
     assert lines[1].startswith("at alpha 0.5, noskip - unet = -0.005 Dice [")
     assert "[NOT LEARNED: alpha=0.5,architecture=noskip seed=2; this comparison means nothing]" in lines[1]
     assert "1 confirm trial(s) did not learn" in findings
+    # The claims open the section: (a) noskip - unet is -0.005 at both alphas (no change); (b) noise costs
+    # noskip 0.1 Dice more per severity step (0.3 at severity 3) from a clean Dice 0.005 lower (the
+    # wobble's mean), so 0.295 more; speckle costs both arms the same.
+    claims = [html_lib.unescape(c) for c in re.findall(r"<li>(\(\w\) .*?)</li>", findings)]
+    assert findings.index('id="claims-lines"') < findings.index('id="findings-lines"')
+    assert claims[0].startswith("(a) complexity: noskip - unet went from -0.005 Dice at alpha 0.1 to -0.005 at alpha 0.5")
+    noise = next(c for c in claims if c.startswith("(b) out of domain, gaussian_noise:3"))
+    assert "noskip loses 0.445 Dice, unet 0.150; noskip's loss minus unet's = +0.295 [" in noise
+    speckle = next(c for c in claims if c.startswith("(b) out of domain, speckle:3"))
+    assert "noskip's loss minus unet's = +0.000 [" in speckle or "= -0.000 [" in speckle
     assert "alpha=0.5,architecture=noskip seed=2: collapsed: 8 of 8 test predictions are empty" in findings
     table = pd.read_csv(path.parent / "findings.csv")
     assert (table["ci_low"] >= WOBBLE.min()).all() and (table["ci_high"] <= WOBBLE.max()).all()

@@ -16,7 +16,8 @@ import pandas as pd
 
 from analysis.stats.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
 from analysis.plots.context import plot_dice_vs_fbr, plot_dice_vs_patch_size, plot_patch_pos_heatmap
-from analysis.stats.findings import ARM, findings
+from analysis.stats.claims import claims
+from analysis.stats.findings import ARM, findings, reference_arm
 from analysis.commands.output import output_dir
 from analysis.plots.trade_offs import plot_dice_vs_complexity
 from analysis.read.runs import factor_names, load_per_image, load_trials, not_learned_trials
@@ -44,7 +45,9 @@ def analyze(
 
     Always trials.csv, per_image.csv and summary.csv: every test metric (and peak_memory_mb when
     logged; long format, one `metric` column) per cell, i.e. per combination of all factors, with
-    mean, sd, n and 95% t-interval over seeds. With an `alpha` factor: dice_vs_complexity.png.
+    mean, sd, n and 95% t-interval over seeds. With several arms: findings.csv (each arm against the
+    reference arm per level) and claims.csv (the robustness claims the factors allow,
+    `analysis.stats.claims`). With an `alpha` factor: dice_vs_complexity.png.
     With a `patch_size` factor: fbr_shift.csv, dice_by_fbr.csv, dice_vs_patch_size.png,
     dice_vs_fbr.png and, when `pos_fraction` takes several values, patch_pos_heatmap.png (see
     `analysis.stats.context`). A study with neither factor gets the tables only.
@@ -94,14 +97,24 @@ def analyze(
         paths["dice_vs_complexity"] = plot_dice_vs_complexity(
             dice, summary[summary["metric"] == M.TEST_TD], out_dir / "dice_vs_complexity.png", x=COMPLEXITY_FACTOR
         )
+    positions = None
     if PATCH_FACTOR in factors:
-        paths.update(_context_outputs(trials, per_image, dice, out_dir=out_dir))
+        context, positions = _context_outputs(trials, per_image, dice, out_dir=out_dir)
+        paths.update(context)
+    if ARM in factors:
+        table = claims(per_image, reference=reference_arm(sorted(trials[ARM].dropna().unique())), fbr_positions=positions)
+        if not table.empty:
+            paths["claims"] = out_dir / "claims.csv"
+            table.to_csv(paths["claims"], index=False)
     log.info("analysed %d trials of '%s' into %s", len(trials), experiment, out_dir)
     return paths
 
 
-def _context_outputs(trials: pd.DataFrame, per_image: pd.DataFrame, dice: pd.DataFrame, *, out_dir: Path) -> dict[str, Path]:
-    """The context vs FBR study's tables and plots (docs/ARCHITECTURE.md 4.2)."""
+def _context_outputs(
+    trials: pd.DataFrame, per_image: pd.DataFrame, dice: pd.DataFrame, *, out_dir: Path
+) -> tuple[dict[str, Path], pd.DataFrame | None]:
+    """The context vs FBR study's tables and plots (docs/ARCHITECTURE.md 4.2), and each test volume's
+    place among the training-patch FBRs (None without per-volume FBRs)."""
     paths = {"dice_vs_patch_size": plot_dice_vs_patch_size(dice, out_dir / "dice_vs_patch_size.png")}
     if POS_FACTOR in dice.columns and dice[POS_FACTOR].nunique() > 1:
         paths["patch_pos_heatmap"] = plot_patch_pos_heatmap(dice, out_dir / "patch_pos_heatmap.png")
@@ -109,14 +122,14 @@ def _context_outputs(trials: pd.DataFrame, per_image: pd.DataFrame, dice: pd.Dat
     if "fbr" not in per_image.columns or not per_image["fbr"].notna().any():
         skipped = "fbr_shift.csv, dice_by_fbr.csv, dice_vs_fbr.png"
         warnings.warn(f"no test-volume FBR in per_image.csv: skipping {skipped}", stacklevel=3)
-        return paths
+        return paths, None
     shift = fbr_shift(per_image, trials)
     paths["fbr_shift"] = out_dir / "fbr_shift.csv"
     shift.to_csv(paths["fbr_shift"], index=False)
     paths["dice_by_fbr"] = out_dir / "dice_by_fbr.csv"
     dice_by_fbr_bin(per_image).to_csv(paths["dice_by_fbr"], index=False)
     paths["dice_vs_fbr"] = plot_dice_vs_fbr(per_image, shift, out_dir / "dice_vs_fbr.png")
-    return paths
+    return paths, shift
 
 
 def _warn_not_learned(trials: pd.DataFrame) -> None:

@@ -32,7 +32,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from analysis.stats.coverage import coverage_summary, shortfalls
-from analysis.stats.findings import findings
+from analysis.stats.claims import PATCH, claims
+from analysis.stats.context import fbr_shift, with_patch_metrics
+from analysis.stats.findings import findings, reference_arm
 from analysis.commands.output import output_dir
 from analysis.plots.learning_curves import plot_learning_curves
 from analysis.read.curves import load_val_curves
@@ -123,6 +125,8 @@ def build_report(
         results = _results(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir)
         results["confidence"] = _confidence(per_image, spec.get("conformal") or {}, out_dir)
         results["findings"] = _findings(per_image, trials, evaluation, tracking_uri=tracking_uri, out_dir=out_dir)
+        results["findings"]["claims"] = _claims(per_image, trials, evaluation, experiment=experiment,
+                                                tracking_uri=tracking_uri, study=study, out_dir=out_dir)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
     for note in notes:  # each once: the analysis functions repeat them per call
         warnings.warn(note, stacklevel=2)
@@ -364,6 +368,23 @@ def _findings(
             "rejected at least one seed).", plot_learning_curves(curves, trials, out_dir / "learning_curves.png"),
         )
     return {"lines": lines, "not_learned": not_learned, "curves": figure}
+
+
+def _claims(
+    per_image: pd.DataFrame, trials: pd.DataFrame, evaluation: dict, *, experiment: str, tracking_uri: str, study: str,
+    out_dir: Path,
+) -> list[str]:
+    """The robustness claims the study's factors allow (`analysis.stats.claims`), as sentences."""
+    if per_image.empty or ARM not in per_image.columns:
+        return []
+    positions = None
+    if PATCH in factor_names(trials) and "fbr" in per_image.columns and per_image["fbr"].notna().any():
+        patched = with_patch_metrics(trials, experiment=experiment, tracking_uri=tracking_uri, study=study)
+        positions = fbr_shift(per_image, patched)
+    reference = reference_arm(sorted(per_image[ARM].dropna().unique()), evaluation.get("reference_arm"))
+    table = claims(per_image, reference=reference, fbr_positions=positions)
+    _csv(out_dir, claims=table)
+    return table["line"].tolist()
 
 
 def _complexity_figure(trials: pd.DataFrame, out_dir: Path) -> ReportFigure:

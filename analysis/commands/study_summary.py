@@ -28,6 +28,8 @@ from study.tracking.ui_links import browse as ui_browse
 SUMMARY_DIR = "summary"  # in the study folder and in the study run's artifacts
 TABLE_FILE = "study_summary.csv"
 COLUMNS = ("arm", "level", "test_dice", "ci_low", "ci_high", "n", "chosen")
+CLAIMS_HEADING = "claims (Dice; 95% interval and p-value from one procedure, training seeds the replicates):"
+FINDINGS_HEADING = "findings (clean test Dice per level; 95% interval and p-value from one procedure):"
 
 
 @dataclass
@@ -41,6 +43,7 @@ class StudySummary:
     experiment_id: str = "<id>"  # for the UI address; known once the study run has been read
     table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COLUMNS)))
     findings: list[str] = field(default_factory=list)
+    claims: list[str] = field(default_factory=list)
     report: Path | None = None
     gpu: dict[str, float] = field(default_factory=dict)  # the study run's study-wide GPU figures (CUDA only)
     problems: list[str] = field(default_factory=list)  # steps that could not be done, and why
@@ -69,6 +72,8 @@ def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, st
     out.table.to_csv(folder / TABLE_FILE, index=False)
     if "findings" in paths:
         out.findings = pd.read_csv(paths["findings"])["line"].astype(str).tolist()
+    if "claims" in paths:
+        out.claims = pd.read_csv(paths["claims"])["line"].astype(str).tolist()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -142,8 +147,11 @@ def summary_lines(s: StudySummary) -> list[str]:
     """The whole end-of-study summary as text lines."""
     lines = [f"study '{s.experiment}': mean clean test Dice per cell over confirm seeds"]
     lines += [f"  {line}" for line in table_lines(s.table)] or ["  (no confirm trial logged a test Dice)"]
+    if s.claims:
+        lines.append(CLAIMS_HEADING)
+        lines += [f"  {line}" for line in s.claims]
     if s.findings:
-        lines.append("findings (clean test Dice, 95% CI, Wilcoxon p Holm-corrected per level):")
+        lines.append(FINDINGS_HEADING)
         lines += [f"  {line}" for line in s.findings]
     if M.GPU_UTIL_MEAN in s.gpu:
         peak = s.gpu.get(M.GPU_PEAK_MEMORY)
@@ -158,4 +166,6 @@ def summary_lines(s: StudySummary) -> list[str]:
     return lines
 
 
-__all__ = ["StudySummary", "cell_table", "summarise_study", "summary_lines", "table_lines"]
+__all__ = [
+    "CLAIMS_HEADING", "FINDINGS_HEADING", "StudySummary", "cell_table", "summarise_study", "summary_lines", "table_lines",
+]

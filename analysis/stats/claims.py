@@ -1,0 +1,221 @@
+"""The robustness claims of the two reference studies, as sentences with their evidence.
+
+Each claim is one contrast of cell means (`analysis.stats.contrasts`), so each comes with its
+interval and p-value from the study's one inference (seeds the replicates, images repeated
+measures), and each is made only when the study has the factors for it:
+
+(a) complexity: how an arm's difference from the reference arm changes from the easiest to the
+    hardest complexity level, (arm - ref at hardest) - (arm - ref at easiest) (Kamath et al.,
+    MICCAI 2023: skip connections help least, or hurt, where the task is hard);
+(b) out of domain: each arm's loss relative to the reference arm's, (arm in-domain - arm shifted)
+    - (ref in-domain - ref shifted), under each perturbation at its highest severity and under
+    each train/test shift (the same images rendered at another level of a dataset factor);
+(c) context: how each arm's Dice changes from the smallest to the largest patch size (Kamath et
+    al., MedNeurIPS 2022: every arm prefers more context);
+(d) FBR shift: each arm's loss on test volumes whose FBR lies outside its training patches' range,
+    relative to the reference arm's. Object size is held fixed by the pairing the 3D data has: the
+    same test object sits in volumes of several sizes (ids ``test0003_s48``, ``test0003_s64``), so
+    the loss is Dice(object's volume inside the range) - Dice(same object's volume outside it).
+
+Factor levels not in a claim (e.g. patch size in (b)) are averaged with equal weights, so a claim
+speaks for the whole study; the sentence says over how many levels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.read.runs import factor_names
+from analysis.stats.context import INSIDE
+from analysis.stats.contrasts import Term, frame_contrast
+from analysis.stats.findings import p_text
+from analysis.stats.inference import Estimate
+from study import metrics_names as M
+
+ARM = "architecture"
+COMPLEXITY = "alpha"  # larger = foreground texture more like the background = harder
+PATCH = "patch_size"
+CLAIM_COLUMNS = ("claim", "arm", "reference", "about", "estimate", "ci_low", "ci_high", "p", "n_seeds", "n_images", "line")
+_OBJECT = re.compile(r"^(?P<object>.+)_s\d+$")  # synthetic3d test ids: one object, several volume sizes
+
+
+def claims(
+    per_image: pd.DataFrame,
+    *,
+    reference: str,
+    fbr_positions: pd.DataFrame | None = None,
+    metric: str = "dice",
+) -> pd.DataFrame:
+    """Every claim the study's factors allow, one row (and sentence) each; see the module docstring.
+
+    Args:
+        per_image: confirm per-image rows (`analysis.read.runs.load_per_image`), every condition.
+        reference: the reference arm.
+        fbr_positions: `analysis.stats.context.fbr_shift(per_image, trials)` for claim (d) (None: no (d)).
+        metric: the score (Dice).
+
+    Returns:
+        Columns CLAIM_COLUMNS; empty when the study has one arm and no patch-size factor.
+    """
+    factors = [c for c in factor_names(per_image) if c != ARM]
+    arms = sorted(per_image[ARM].dropna().unique()) if ARM in per_image.columns else []
+    others = [a for a in arms if a != reference] if reference in arms else []
+    rows = [
+        *_complexity(per_image, others, reference, factors, metric),
+        *_out_of_domain(per_image, others, reference, factors, metric),
+        *_context(per_image, arms, factors, metric),
+    ]
+    if fbr_positions is not None:
+        rows += _fbr(fbr_positions, others, reference, factors, metric)
+    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+
+
+def _complexity(frame: pd.DataFrame, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
+    """(a): (arm - ref at the hardest level) - (arm - ref at the easiest)."""
+    if COMPLEXITY not in factors or frame[COMPLEXITY].nunique() < 2:
+        return []
+    clean = frame[frame["condition"] == M.CLEAN]
+    easy, hard = float(clean[COMPLEXITY].min()), float(clean[COMPLEXITY].max())
+    rest = [f for f in factors if f != COMPLEXITY]
+    rows = []
+    for arm in arms:
+        at = {level: _averaged(clean, rest, lambda w, level=level: [({ARM: arm, COMPLEXITY: level, **w}, 1.0),
+                                                                    ({ARM: ref, COMPLEXITY: level, **w}, -1.0)])
+              for level in (easy, hard)}
+        est = _averaged(clean, rest, lambda w: [({ARM: arm, COMPLEXITY: hard, **w}, 1.0), ({ARM: ref, COMPLEXITY: hard, **w}, -1.0),
+                                                ({ARM: arm, COMPLEXITY: easy, **w}, -1.0), ({ARM: ref, COMPLEXITY: easy, **w}, 1.0)])
+        text = (f"(a) complexity: {arm} - {ref} went from {at[easy].estimate:+.3f} Dice at {COMPLEXITY} {easy:g} to "
+                f"{at[hard].estimate:+.3f} at {COMPLEXITY} {hard:g}, a change of")
+        rows.append(_row("a", arm, ref, f"{COMPLEXITY} {easy:g} -> {hard:g}", est, text, _over(clean, rest)))
+    return rows
+
+
+def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
+    """(b): each arm's loss under a perturbation at its highest severity, minus the reference's."""
+    rows = []
+    for condition in _worst_conditions(frame):
+        used = frame[frame["condition"].isin([M.CLEAN, condition])]
+        for arm in arms:
+            def terms(w: dict, arm: str = arm) -> list[Term]:
+                return [({ARM: arm, "condition": M.CLEAN, **w}, 1.0), ({ARM: arm, "condition": condition, **w}, -1.0),
+                        ({ARM: ref, "condition": M.CLEAN, **w}, -1.0), ({ARM: ref, "condition": condition, **w}, 1.0)]
+            est = _averaged(used, factors, terms)
+            own = _averaged(used, factors, lambda w, arm=arm: [({ARM: arm, "condition": M.CLEAN, **w}, 1.0),
+                                                               ({ARM: arm, "condition": condition, **w}, -1.0)])
+            base = _averaged(used, factors, lambda w: [({ARM: ref, "condition": M.CLEAN, **w}, 1.0),
+                                                       ({ARM: ref, "condition": condition, **w}, -1.0)])
+            text = (f"(b) out of domain, {condition}: {arm} loses {own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; "
+                    f"{arm}'s loss minus {ref}'s =")
+            rows.append(_row("b", arm, ref, condition, est, text, _over(used, factors)))
+    return rows
+
+
+def _context(frame: pd.DataFrame, arms: list[str], factors: list[str], metric: str) -> list[dict]:
+    """(c): each arm's Dice at the largest patch minus at the smallest."""
+    if PATCH not in factors or frame[PATCH].nunique() < 2:
+        return []
+    clean = frame[frame["condition"] == M.CLEAN]
+    small, large = clean[PATCH].min(), clean[PATCH].max()
+    rest = [f for f in factors if f != PATCH]
+    rows = []
+    for arm in arms:
+        est = _averaged(clean, rest, lambda w, arm=arm: [({ARM: arm, PATCH: large, **w}, 1.0), ({ARM: arm, PATCH: small, **w}, -1.0)])
+        text = f"(c) context: {arm} Dice at patch {large:g} minus at patch {small:g} ="
+        rows.append(_row("c", arm, "", f"{PATCH} {small:g} -> {large:g}", est, text, _over(clean, rest)))
+    return rows
+
+
+def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
+    """(d): per object, Dice inside the training FBR range minus outside it; arm minus reference."""
+    losses = fbr_losses(positions, factors=factors, metric=metric)
+    if losses.empty:
+        return []
+    rows = []
+    for arm in arms:
+        est = _averaged(losses, factors, lambda w, arm=arm: [({ARM: arm, **w}, 1.0), ({ARM: ref, **w}, -1.0)])
+        own = _averaged(losses, factors, lambda w, arm=arm: [({ARM: arm, **w}, 1.0)])
+        base = _averaged(losses, factors, lambda w: [({ARM: ref, **w}, 1.0)])
+        text = (f"(d) FBR outside the training range: on the same objects {arm} loses {own.estimate:.3f} Dice, "
+                f"{ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
+        rows.append(_row("d", arm, ref, "fbr outside vs inside", est, text, _over(losses, factors), unit="objects"))
+    return rows
+
+
+def fbr_losses(positions: pd.DataFrame, *, factors: Sequence[str], metric: str = "dice") -> pd.DataFrame:
+    """Per (cell, seed, object): Dice of the object's volume inside the training FBR range minus the
+    mean Dice of its volumes outside it, for objects that have both.
+
+    A volume's position is the one most of the level's trials (every arm and seed at the same other
+    factors) give it, so every arm is scored on the same split of volumes.
+
+    Returns:
+        Rows with the factor columns, `architecture`, seed, image_id (the object) and `metric` (the loss).
+    """
+    clean = positions[(positions["condition"] == M.CLEAN) & positions["fbr_position"].notna()].copy()
+    clean["object"] = clean["image_id"].astype(str).str.extract(_OBJECT, expand=False)
+    clean = clean.dropna(subset=["object"])
+    if clean.empty:
+        return pd.DataFrame()
+    levels = [f for f in factors if f in clean.columns]
+    agreed = clean.groupby([*levels, "image_id"], dropna=False)["fbr_position"].agg(lambda s: s.mode().iloc[0])
+    clean = clean.drop(columns="fbr_position").join(agreed.rename("fbr_position"), on=[*levels, "image_id"])
+    clean["outside"] = clean["fbr_position"] != INSIDE
+    keys = [*levels, ARM, "seed", "object"]
+    means = clean.groupby([*keys, "outside"], dropna=False)[metric].mean().unstack("outside")
+    if True not in means.columns or False not in means.columns:
+        return pd.DataFrame()
+    loss = (means[False] - means[True]).dropna().rename(metric).reset_index()
+    return loss.rename(columns={"object": "image_id"})
+
+
+def claim_lines(table: pd.DataFrame) -> list[str]:
+    return table["line"].tolist() if not table.empty else []
+
+
+def _worst_conditions(frame: pd.DataFrame) -> list[str]:
+    """Each perturbation at the highest severity the study evaluated."""
+    worst: dict[str, int] = {}
+    for condition in frame["condition"].dropna().unique():
+        name, severity = M.parse_condition(str(condition))
+        if name is not None:
+            worst[name] = max(worst.get(name, 0), severity)
+    return [M.condition_name(name, severity) for name, severity in sorted(worst.items())]
+
+
+def _averaged(frame: pd.DataFrame, factors: Sequence[str], terms_at) -> Estimate:
+    """The contrast `terms_at(level values)` averaged with equal weights over every level of `factors`."""
+    levels = _levels(frame, factors)
+    terms = [(where, weight / len(levels)) for level in levels for where, weight in terms_at(level)]
+    return frame_contrast(frame, terms)
+
+
+def _levels(frame: pd.DataFrame, factors: Sequence[str]) -> list[dict[str, Hashable]]:
+    """Every combination of the factors' values that the frame holds."""
+    present = [f for f in factors if f in frame.columns]
+    if not present:
+        return [{}]
+    combos = frame[present].dropna().drop_duplicates().sort_values(present)
+    return [dict(zip(present, row, strict=True)) for row in combos.itertuples(index=False)]
+
+
+def _over(frame: pd.DataFrame, factors: Sequence[str]) -> str:
+    n = len(_levels(frame, factors))
+    named = [f for f in factors if f in frame.columns and frame[f].nunique() > 1]
+    return f", averaged over {n} levels of {', '.join(named)}" if n > 1 else ""
+
+
+def _row(claim: str, arm: str, ref: str, about: str, est: Estimate, text: str, over: str, *, unit: str = "images") -> dict:
+    if np.isfinite(est.ci_low):
+        inference = f"[{est.ci_low:+.3f}, {est.ci_high:+.3f}], p {p_text(est.p)}"
+    else:
+        inference = "(no interval or p-value: needs >= 2 seeds per cell)"
+    line = f"{text} {est.estimate:+.3f} {inference}, {est.n_seeds} seeds x {est.n_images} {unit}{over}"
+    return {"claim": claim, "arm": arm, "reference": ref, "about": about, "estimate": est.estimate, "ci_low": est.ci_low,
+            "ci_high": est.ci_high, "p": est.p, "n_seeds": est.n_seeds, "n_images": est.n_images, "line": line}
+
+
+__all__ = ["CLAIM_COLUMNS", "COMPLEXITY", "PATCH", "claim_lines", "claims", "fbr_losses"]

@@ -1,0 +1,108 @@
+"""analysis/stats/claims.py: the four robustness claims on per-image tables with known numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.stats.claims import claims, fbr_losses
+from analysis.stats.contrasts import frame_contrast
+
+SEEDS, IMAGES = 3, 10
+OFFSETS = np.linspace(-0.05, 0.05, IMAGES)
+# Per-seed wobble, different in every cell, so the seed variance is known and non-zero.
+WOBBLE = {0: -0.01, 1: 0.0, 2: 0.01}
+# Clean Dice per (arm, alpha): noskip 0.01 better when easy, 0.09 worse when hard.
+CLEAN = {("unet", 0.1): 0.95, ("noskip_unet", 0.1): 0.96, ("unet", 0.9): 0.80, ("noskip_unet", 0.9): 0.71}
+# Dice lost under speckle at severity 1 and 5: noskip loses 0.04 more at 5.
+SPECKLE = {("unet", 1): 0.01, ("unet", 5): 0.10, ("noskip_unet", 1): 0.02, ("noskip_unet", 5): 0.14}
+
+
+def _two_d() -> pd.DataFrame:
+    rows = []
+    for (arm, alpha), base in CLEAN.items():
+        for seed in range(SEEDS):
+            scale = 1.0 if arm == "unet" else 2.0  # a different seed spread per arm
+            for condition, drop in (("clean", 0.0), ("speckle:1", SPECKLE[arm, 1]), ("speckle:5", SPECKLE[arm, 5])):
+                for i, offset in enumerate(OFFSETS):
+                    rows.append({"run_id": f"{arm}-{alpha}-{seed}", "phase": "confirm",
+                                 "cell": f"alpha={alpha},architecture={arm}", "seed": seed, "alpha": alpha,
+                                 "architecture": arm, "image_id": f"img{i}", "condition": condition,
+                                 "dice": base + scale * WOBBLE[seed] + offset - drop})
+    return pd.DataFrame(rows)
+
+
+def test_complexity_and_out_of_domain_claims_have_the_known_estimates() -> None:
+    table = claims(_two_d(), reference="unet").set_index("claim")
+    a = table.loc["a"]
+    assert a["arm"] == "noskip_unet" and a["estimate"] == pytest.approx((0.71 - 0.80) - (0.96 - 0.95))
+    assert a["line"].startswith("(a) complexity: noskip_unet - unet went from +0.010 Dice at alpha 0.1 to -0.090 at alpha 0.9")
+    assert "3 seeds x 10 images" in a["line"]
+    b = table.loc["b"]  # only the highest severity, averaged over both alphas
+    assert b["about"] == "speckle:5" and b["estimate"] == pytest.approx(0.14 - 0.10)
+    assert "noskip_unet loses 0.140 Dice, unet 0.100" in b["line"] and "averaged over 2 levels of alpha" in b["line"]
+    for row in table.itertuples():  # interval and p-value are one statement
+        assert (row.ci_low <= 0 <= row.ci_high) == (row.p >= 0.05)
+        assert f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]" in row.line
+    assert "c" not in table.index and "d" not in table.index  # no patch-size factor
+
+
+def test_a_claim_equals_the_contrast_it_names() -> None:
+    frame = _two_d()
+    clean = frame[frame["condition"] == "clean"]
+    direct = frame_contrast(clean, [
+        ({"architecture": "noskip_unet", "alpha": 0.9}, 1.0), ({"architecture": "unet", "alpha": 0.9}, -1.0),
+        ({"architecture": "noskip_unet", "alpha": 0.1}, -1.0), ({"architecture": "unet", "alpha": 0.1}, 1.0),
+    ])
+    row = claims(frame, reference="unet").set_index("claim").loc["a"]
+    assert (row["estimate"], row["ci_low"], row["p"]) == pytest.approx((direct.estimate, direct.ci_low, direct.p))
+    # Every cell's seeds differ only by the known wobble: seed variance (scale^2 * 1e-4) / 3 per cell.
+    seed_var = sum(s**2 * 1e-4 / 3 for s in (2.0, 1.0, 2.0, 1.0))
+    assert direct.se == pytest.approx(np.sqrt(seed_var))
+
+
+def test_one_arm_study_makes_no_comparison_claims() -> None:
+    frame = _two_d()
+    assert claims(frame[frame["architecture"] == "unet"], reference="unet").empty
+
+
+def _three_d() -> pd.DataFrame:
+    """Objects in 48- and 64-voxel volumes at two patch sizes; the 64 volume is below the training
+    FBR range, the 48 one inside. attention_unet loses 0.20 there, unet 0.05."""
+    loss = {"unet": 0.05, "attention_unet": 0.20}
+    gain = {("unet", 16): 0.0, ("unet", 32): 0.06, ("attention_unet", 16): 0.0, ("attention_unet", 32): 0.10}
+    rows = []
+    for arm in loss:
+        for patch in (16, 32):
+            for seed in range(SEEDS):
+                for obj in range(4):
+                    for size, position in ((48, "inside"), (64, "below")):
+                        dice = 0.9 + gain[arm, patch] + WOBBLE[seed] + 0.01 * obj - (loss[arm] if position == "below" else 0.0)
+                        rows.append({"run_id": f"{arm}{patch}{seed}", "phase": "confirm", "seed": seed,
+                                     "cell": f"architecture={arm},patch_size={patch}", "architecture": arm,
+                                     "patch_size": patch, "image_id": f"test{obj:04d}_s{size}", "condition": "clean",
+                                     "dice": dice, "fbr_position": position})
+    return pd.DataFrame(rows)
+
+
+def test_context_and_fbr_claims_on_paired_objects() -> None:
+    frame = _three_d()
+    losses = fbr_losses(frame, factors=["patch_size"])
+    assert len(losses) == 2 * 2 * SEEDS * 4 and set(losses["image_id"]) == {f"test{o:04d}" for o in range(4)}
+    table = claims(frame, reference="unet", fbr_positions=frame)
+    c = table[table["claim"] == "c"].set_index("arm")
+    assert c.loc["unet", "estimate"] == pytest.approx(0.06) and c.loc["attention_unet", "estimate"] == pytest.approx(0.10)
+    assert c.loc["unet", "line"].startswith("(c) context: unet Dice at patch 32 minus at patch 16 = +0.060")
+    d = table[table["claim"] == "d"].iloc[0]
+    assert d["arm"] == "attention_unet" and d["estimate"] == pytest.approx(0.15)
+    assert "attention_unet loses 0.200 Dice, unet 0.050" in d["line"] and "3 seeds x 4 objects" in d["line"]
+
+
+def test_fbr_position_is_agreed_per_level_so_arms_share_the_volumes() -> None:
+    frame = _three_d()
+    flipped = frame.copy()
+    # One trial sees the 64 volume of object 0 as inside: the level's majority still says below.
+    odd = (flipped["run_id"] == "unet160") & (flipped["image_id"] == "test0000_s64")
+    flipped.loc[odd, "fbr_position"] = "inside"
+    assert len(fbr_losses(flipped, factors=["patch_size"])) == len(fbr_losses(frame, factors=["patch_size"]))
