@@ -61,9 +61,13 @@ COVERAGE_PREFIX = "coverage/"  # e.g. coverage/clean, coverage/gaussian_noise/3
 FNR_PREFIX = "test_fnr/"  # FNR at the risk-controlled threshold, per stratum
 PERTURBATION_PARAMS = "perturbation_params"  # realised parameters (JSON) of the condition
 CLEAN = "clean"
-# The per_image.csv `condition` column: CLEAN or "<perturbation>:<severity>". Built and read only
-# through the functions below, which the trial (writing) and the analysis (reading) share.
+# The per_image.csv `condition` column: CLEAN, "<perturbation>:<severity>" (the model's own data level
+# under a perturbation), or "shift:<factor>=<level>" (the clean test split rendered at another level
+# of a dataset factor, evaluation.shift). Built and read only through the functions below, which the
+# trial (writing) and the analysis (reading) share.
 _CONDITION = re.compile(r"^(?P<name>[^:\s]+):(?P<severity>\d+)$")
+SHIFT = "shift"
+_SHIFT = re.compile(rf"^{SHIFT}:(?P<factor>[A-Za-z_][A-Za-z0-9_]*)=(?P<level>[A-Za-z0-9_.+-]+)$")
 
 
 def condition_name(perturbation: str, severity: int) -> str:
@@ -71,8 +75,43 @@ def condition_name(perturbation: str, severity: int) -> str:
     return f"{perturbation}:{severity}"
 
 
+def shift_condition(factor: str, level: float | int | str) -> str:
+    """The `condition` of the test split rendered at another level of a factor, e.g. 'shift:alpha=0.5'.
+
+    A level is written as the cell string writes factor values (0.5 stays '0.5').
+    """
+    return f"{SHIFT}:{factor}={repr(level) if isinstance(level, float) else level}"
+
+
+def parse_shift(text: str) -> tuple[str, str] | None:
+    """(factor, level as written) of a shift condition; None for any other condition.
+
+    Example:
+        >>> parse_shift("shift:alpha=0.5"), parse_shift("clean")
+        (('alpha', '0.5'), None)
+    """
+    match = _SHIFT.match(str(text))
+    return None if match is None else (match["factor"], match["level"])
+
+
+def is_shift(text: str) -> bool:
+    """True for a train/test shift condition: rows that are neither clean nor a perturbation."""
+    return parse_shift(text) is not None
+
+
+def test_level_column(factor: str) -> str:
+    """The per_image.csv column holding the level a row's test images were rendered at, e.g. test_alpha.
+
+    Equal to the cell's own level (its factor column) on every row but the shifted ones.
+    """
+    return f"{TEST_PREFIX}{factor}"
+
+
 def parse_condition(text: str) -> tuple[str | None, int]:
     """Split a per_image.csv condition into (perturbation, severity); "clean" is (None, 0).
+
+    Shift conditions are not perturbations and are refused here: the analysis keeps them apart
+    (`analysis.read.runs.load_per_image`), so a robustness summary never reads one as a severity.
 
     Raises:
         SegstudyError: neither "clean" nor "<perturbation>:<severity>".
@@ -86,14 +125,30 @@ def parse_condition(text: str) -> tuple[str | None, int]:
     match = _CONDITION.match(str(text))
     if match is None:
         accepted = f"'{CLEAN}' or '<perturbation>:<severity>', e.g. 'gaussian_noise:3'"
+        if is_shift(text):
+            raise SegstudyError(f"condition '{text}' is a train/test shift, not a perturbation; accepted forms here are {accepted}")
         raise SegstudyError(f"condition '{text}': accepted forms are {accepted}")
     return match["name"], int(match["severity"])
 
 
 def condition_path(condition: str) -> str:
-    """A condition as an MLflow metric suffix: 'clean' or 'gaussian_noise/3' (coverage/<this>)."""
+    """A condition as an MLflow metric suffix: 'clean', 'gaussian_noise/3' or 'shift_alpha/0.5'.
+
+    MLflow metric names allow letters, digits, '_', '-', '.', ' ', ':' and '/' only, hence '_' for
+    the shift form's ':' and '/' for its '='; used as test_<score>/<this> and coverage/<this>.
+    """
+    shift = parse_shift(condition)
+    if shift is not None:
+        return f"{SHIFT}_{shift[0]}/{shift[1]}"
     perturbation, severity = parse_condition(condition)
     return CLEAN if perturbation is None else f"{perturbation}/{severity}"
+
+
+def condition_metric(score: str, condition: str) -> str:
+    """The MLflow metric of a score's mean under any condition but clean, e.g.
+    test_dice/gaussian_noise/3 or test_dice/shift_alpha/0.5."""
+    return f"{score_key(score)}/{condition_path(condition)}"
+
 
 # Patch-based trials: the distribution of training-patch foreground fractions, and memory.
 PATCH_FG_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

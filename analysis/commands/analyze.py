@@ -2,7 +2,7 @@
 
 Every study gets trials.csv, per_image.csv and summary.csv; a complexity study (`alpha` factor)
 adds the Dice-vs-complexity plot, a context study (`patch_size` factor) the FBR-shift tables and
-patch-size plots. Each stage hands over through a file in `out_dir`, so a notebook can pick up
+patch-size plots, a study with `evaluation.shift` the train x test tables. Each stage hands over through a file in `out_dir`, so a notebook can pick up
 trials.csv or per_image.csv without MLflow.
 """
 
@@ -20,7 +20,8 @@ from analysis.stats.claims import claims
 from analysis.stats.findings import ARM, findings, reference_arm
 from analysis.commands.output import output_dir
 from analysis.plots.trade_offs import plot_dice_vs_complexity
-from analysis.read.runs import factor_names, load_per_image, load_trials, not_learned_trials
+from analysis.read.runs import factor_names, load_trials, not_learned_trials, read_per_image
+from analysis.stats.shift import shift_factors, shift_matrix, shift_table
 from analysis.stats.summary import summarise
 from study import metrics_names as M
 from study.metrics_names import MIN_SEEDS
@@ -50,7 +51,10 @@ def analyze(
     `analysis.stats.claims`). With an `alpha` factor: dice_vs_complexity.png.
     With a `patch_size` factor: fbr_shift.csv, dice_by_fbr.csv, dice_vs_patch_size.png,
     dice_vs_fbr.png and, when `pos_fraction` takes several values, patch_pos_heatmap.png (see
-    `analysis.stats.context`). A study with neither factor gets the tables only.
+    `analysis.stats.context`). A study with neither factor gets the tables only. With
+    `evaluation.shift`: shift_per_image.csv (the rows tested at other levels, and the clean ones)
+    and per shifted factor shift_<factor>.csv (`analysis.stats.shift.shift_matrix`); per_image.csv
+    keeps each model's own level.
 
     Args:
         experiment: MLflow experiment name (= the study spec's `name`).
@@ -78,8 +82,10 @@ def analyze(
     _warn_few_seeds(trials)
     paths = {name: out_dir / f"{name}.csv" for name in ("trials", "per_image", "summary")}
     trials.to_csv(paths["trials"], index=False)
-    per_image = load_per_image(trials, tracking_uri=tracking_uri)
+    rows = read_per_image(trials, tracking_uri=tracking_uri)
+    per_image = rows.in_domain
     per_image.to_csv(paths["per_image"], index=False)
+    paths.update(_shift_outputs(rows.shift, factors, out_dir=out_dir))
 
     metrics = [m for m in (*M.TEST_METRICS, M.PEAK_MEMORY) if m in trials.columns and trials[m].notna().any()]
     if M.TEST_DICE not in metrics:
@@ -102,11 +108,27 @@ def analyze(
         context, positions = _context_outputs(trials, per_image, dice, out_dir=out_dir)
         paths.update(context)
     if ARM in factors:
-        table = claims(per_image, reference=reference_arm(sorted(trials[ARM].dropna().unique())), fbr_positions=positions)
+        table = claims(per_image, reference=reference_arm(sorted(trials[ARM].dropna().unique())),
+                       fbr_positions=positions, shift_rows=rows.shift)
         if not table.empty:
             paths["claims"] = out_dir / "claims.csv"
             table.to_csv(paths["claims"], index=False)
     log.info("analysed %d trials of '%s' into %s", len(trials), experiment, out_dir)
+    return paths
+
+
+def _shift_outputs(rows: pd.DataFrame, factors: list[str], *, out_dir: Path) -> dict[str, Path]:
+    """Train/test shift (`evaluation.shift`): its per-image rows, and per shifted factor the train x
+    test table per arm (rows: training level, columns: test level, mean test Dice over seeds)."""
+    if rows.empty:
+        return {}
+    paths = {"shift_per_image": out_dir / "shift_per_image.csv"}
+    rows.to_csv(paths["shift_per_image"], index=False)
+    for factor in shift_factors(rows):
+        within = [f for f in factors if f not in (ARM, factor)]
+        table = shift_table(rows, factor=factor, arm=ARM, within=within)
+        paths[f"shift_{factor}"] = out_dir / f"shift_{factor}.csv"
+        shift_matrix(table, factor=factor, arm=ARM, within=within).to_csv(paths[f"shift_{factor}"], index=False)
     return paths
 
 

@@ -1,7 +1,7 @@
 """`segstudy report`: one self-contained HTML page saying what a study did and what it found.
 
-The page has eight sections with stable ids (findings, design, versions, perturbations,
-conditions, statistics, plots, confidence); each is present even when it has nothing to show, and
+The page has nine sections with stable ids (findings, design, versions, perturbations,
+conditions, statistics, plots, confidence, shift); each is present even when it has nothing to show, and
 then says why. It opens with the findings as sentences (`analysis.stats.findings`), the trials whose
 models did not learn, and the validation-Dice learning curves of every cell. Figures
 are embedded as base64 PNG so the file can be mailed or archived alone; the figures and every
@@ -41,9 +41,11 @@ from analysis.read.curves import load_val_curves
 from analysis.plots.trade_offs import plot_dice_vs_complexity
 from analysis.stats.robustness import condition_summary, parse_condition, robustness_summary
 from analysis.plots.robustness import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
-from analysis.read.runs import factor_names, load_per_image, load_trials, not_learned_trials, trial_runs
+from analysis.read.runs import factor_names, load_trials, not_learned_trials, read_per_image, trial_runs
 from analysis.stats.pairwise import MIN_SEEDS, friedman, pairwise_tests, resolve_within
 from analysis.plots.critical_difference import plot_critical_difference
+from analysis.plots.shift import plot_shift_degradation, plot_shift_heatmaps
+from analysis.stats.shift import shift_factors, shift_matrix, shift_table
 from analysis.stats.summary import summarise
 from study import library_versions
 from study import metrics_names as M
@@ -57,7 +59,7 @@ from study.spec import Conformal, Evaluation
 ARM = "architecture"
 COMPLEXITY = "alpha"
 DEFAULT_TAU = float(Evaluation.model_fields["failure_threshold"].default)  # when the spec is missing
-SECTIONS = ("findings", "design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence")
+SECTIONS = ("findings", "design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence", "shift")
 ARTIFACT_DIR = "report"
 
 
@@ -118,14 +120,16 @@ def build_report(
     client = reading_client(tracking_uri)
     study_run = _study_run(client, runs)
     spec_text, spec = _spec(client, study_run)
-    per_image = load_per_image(trials, tracking_uri=tracking_uri)
+    rows = read_per_image(trials, tracking_uri=tracking_uri)
+    per_image = rows.in_domain
     evaluation = spec.get("evaluation") or {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = _results(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir)
         results["confidence"] = _confidence(per_image, spec.get("conformal") or {}, out_dir)
+        results["shift"] = _shift(rows.shift, factor_names(trials), spec.get("conformal") or {}, out_dir)
         results["findings"] = _findings(per_image, trials, evaluation, tracking_uri=tracking_uri, out_dir=out_dir)
-        results["findings"]["claims"] = _claims(per_image, trials, evaluation, experiment=experiment,
+        results["findings"]["claims"] = _claims(per_image, trials, evaluation, experiment=experiment, shift=rows.shift,
                                                 tracking_uri=tracking_uri, study=study, out_dir=out_dir)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
     for note in notes:  # each once: the analysis functions repeat them per call
@@ -142,7 +146,8 @@ def build_report(
     if log_to_mlflow:
         cd = results["statistics"]["cd"] if results["statistics"] else []
         curves = results["findings"]["curves"]
-        paths = [path, *(f.path for f in [*cd, *results["figures"], curves] if f.path)]
+        shifted = [f for block in (results["shift"] or []) for f in block["figures"]]
+        paths = [path, *(f.path for f in [*cd, *results["figures"], curves, *shifted] if f.path)]
         _log(study_run, paths, tracking_uri=tracking_uri, experiment=experiment)
     return path
 
@@ -295,6 +300,35 @@ def _confidence(per_image: pd.DataFrame, conformal: dict[str, Any], out_dir: Pat
     }
 
 
+def _shift(rows: pd.DataFrame, factors: list[str], conformal: dict[str, Any], out_dir: Path) -> list[dict[str, Any]] | None:
+    """Section 8: per shifted factor, the train x test Dice and coverage tables, heatmaps and curves."""
+    if rows.empty:
+        return None
+    target = 1.0 - float(conformal.get("alpha", Conformal.model_fields["alpha"].default))
+    blocks = []
+    for factor in shift_factors(rows):
+        within = [f for f in factors if f not in (ARM, factor)]
+        table = shift_table(rows, factor=factor, arm=ARM, within=within)
+        dice = shift_matrix(table, factor=factor, arm=ARM, within=within)
+        coverage = shift_matrix(table, factor=factor, arm=ARM, within=within, value="coverage")
+        _csv(out_dir, **{f"shift_{factor}": dice, f"shift_{factor}_coverage": coverage})
+        blocks.append({
+            "factor": factor,
+            "dice": _table(dice),
+            "coverage": _table(coverage) if table["coverage"].notna().any() else None,
+            "target": target,
+            "figures": [
+                ReportFigure(f"Train/test shift along {factor}: heatmaps", "One panel per arm; framed: tested where "
+                             "trained.", plot_shift_heatmaps(table, out_dir / f"shift_heatmap_{factor}.png",
+                                                            factor=factor, arm=ARM, within=within)),
+                ReportFigure(f"Train/test shift along {factor}: degradation curves", "One panel per training level, "
+                             "one line per arm.", plot_shift_degradation(table, out_dir / f"shift_degradation_{factor}.png",
+                                                                        factor=factor, arm=ARM, within=within)),
+            ],
+        })
+    return blocks
+
+
 def _perturbation_table(per_image: pd.DataFrame, names: list[str]) -> Table | None:
     """Each perturbation used: its physical parameter, levels, severities run and one realised example."""
     if not names:
@@ -371,8 +405,8 @@ def _findings(
 
 
 def _claims(
-    per_image: pd.DataFrame, trials: pd.DataFrame, evaluation: dict, *, experiment: str, tracking_uri: str, study: str,
-    out_dir: Path,
+    per_image: pd.DataFrame, trials: pd.DataFrame, evaluation: dict, *, experiment: str, shift: pd.DataFrame,
+    tracking_uri: str, study: str, out_dir: Path,
 ) -> list[str]:
     """The robustness claims the study's factors allow (`analysis.stats.claims`), as sentences."""
     if per_image.empty or ARM not in per_image.columns:
@@ -382,7 +416,7 @@ def _claims(
         patched = with_patch_metrics(trials, experiment=experiment, tracking_uri=tracking_uri, study=study)
         positions = fbr_shift(per_image, patched)
     reference = reference_arm(sorted(per_image[ARM].dropna().unique()), evaluation.get("reference_arm"))
-    table = claims(per_image, reference=reference, fbr_positions=positions)
+    table = claims(per_image, reference=reference, fbr_positions=positions, shift_rows=shift)
     _csv(out_dir, claims=table)
     return table["line"].tolist()
 

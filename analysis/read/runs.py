@@ -15,6 +15,7 @@ import json
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,26 @@ def _of_study(runs: list[Run], study: str) -> list[Run]:
     return chosen
 
 
+@dataclass(frozen=True)
+class PerImage:
+    """A study's per-image rows, kept apart by what the model was tested on.
+
+    Attributes:
+        in_domain: the rows of each model's own data level: clean and every perturbation (what
+            every in-domain analysis, robustness summary and statistic reads).
+        shift: the train/test shift rows (`evaluation.shift`) together with the clean rows, i.e.
+            one row per (trial, image, test level) with the training level in the factor column
+            and the test level in test_<factor> (the diagonal is the clean rows); empty when no
+            trial was tested at another level.
+    """
+
+    in_domain: pd.DataFrame
+    shift: pd.DataFrame
+
+
 def load_per_image(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:
-    """Download each trial's per_image.csv and join its cell, seed and factor columns (long format).
+    """Each trial's per_image.csv rows of its own data level, with its cell, seed and factor
+    columns (long format); the train/test shift rows are left out (`read_per_image` has them).
 
     Args:
         trials: a frame from `load_trials` (any row subset of it).
@@ -124,6 +143,35 @@ def load_per_image(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:
         then the per_image.csv columns (image_id, condition, dice, hd95, nsd, td, ...).
         Trials without the artifact are skipped with a warning.
     """
+    return read_per_image(trials, tracking_uri=tracking_uri).in_domain
+
+
+def read_per_image(trials: pd.DataFrame, *, tracking_uri: str) -> PerImage:
+    """Download each trial's per_image.csv once and split its rows into in-domain and shift rows.
+
+    The one place shift conditions ('shift:<factor>=<level>') are told from the model's own
+    conditions, so no reader of `in_domain` meets one (study.metrics_names.parse_shift).
+    """
+    return split_shift(_download_per_image(trials, tracking_uri=tracking_uri))
+
+
+def split_shift(rows: pd.DataFrame) -> PerImage:
+    """Per-image rows (any conditions) -> `PerImage`; every shift factor gets its test_<factor>
+    column on the shift rows, the training level wherever a run did not log one."""
+    shifted = rows["condition"].map(M.is_shift).astype(bool)
+    factors = sorted({M.parse_shift(c)[0] for c in rows.loc[shifted, "condition"]})  # type: ignore[index]
+    if not factors:
+        return PerImage(in_domain=rows, shift=rows.iloc[0:0])
+    in_domain = rows[~shifted].reset_index(drop=True)
+    shift = rows[shifted | (rows["condition"] == M.CLEAN)].reset_index(drop=True)
+    for factor in factors:  # runs logged without the column (mixed studies) were tested at their own level
+        column = M.test_level_column(factor)
+        tested_at = shift[column] if column in shift.columns else pd.Series(float("nan"), index=shift.index)
+        shift[column] = tested_at.where(tested_at.notna(), shift[factor])
+    return PerImage(in_domain=in_domain, shift=shift)
+
+
+def _download_per_image(trials: pd.DataFrame, *, tracking_uri: str) -> pd.DataFrame:
     keys = ["run_id", "phase", "cell", "seed", *factor_names(trials)]
     frames: list[pd.DataFrame] = []
     missing: list[str] = []
@@ -263,4 +311,4 @@ def _download(run_id: str, *, tracking_uri: str, dst: Path) -> Path:
     return Path(local)
 
 
-__all__ = ["factor_names", "load_per_image", "load_trials"]
+__all__ = ["PerImage", "factor_names", "load_per_image", "load_trials", "read_per_image", "split_shift"]

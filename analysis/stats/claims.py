@@ -48,6 +48,7 @@ def claims(
     *,
     reference: str,
     fbr_positions: pd.DataFrame | None = None,
+    shift_rows: pd.DataFrame | None = None,
     metric: str = "dice",
 ) -> pd.DataFrame:
     """Every claim the study's factors allow, one row (and sentence) each; see the module docstring.
@@ -56,6 +57,7 @@ def claims(
         per_image: confirm per-image rows (`analysis.read.runs.load_per_image`), every condition.
         reference: the reference arm.
         fbr_positions: `analysis.stats.context.fbr_shift(per_image, trials)` for claim (d) (None: no (d)).
+        shift_rows: `analysis.read.runs.read_per_image(...).shift` for the train/test shift part of (b).
         metric: the score (Dice).
 
     Returns:
@@ -67,6 +69,7 @@ def claims(
     rows = [
         *_complexity(per_image, others, reference, factors, metric),
         *_out_of_domain(per_image, others, reference, factors, metric),
+        *_shifted(shift_rows, others, reference, factors, metric),
         *_context(per_image, arms, factors, metric),
     ]
     if fbr_positions is not None:
@@ -112,6 +115,35 @@ def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: list
                     f"{arm}'s loss minus {ref}'s =")
             rows.append(_row("b", arm, ref, condition, est, text, _over(used, factors)))
     return rows
+
+
+def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
+    """(b) under train/test shift: models trained at the easiest level tested at the farthest one
+    (the reference study's out-of-domain experiment); each arm's loss minus the reference's."""
+    if rows is None or rows.empty:
+        return []
+    out = []
+    for factor in sorted({M.parse_shift(c)[0] for c in rows["condition"] if M.is_shift(c)}):
+        column = M.test_level_column(factor)
+        shifted = rows[rows["condition"].map(M.is_shift) & rows["condition"].str.startswith(f"{M.SHIFT}:{factor}=")]
+        trained = float(shifted[factor].min())
+        tested = shifted[shifted[factor] == trained]
+        far = float(tested[column].loc[(tested[column] - trained).abs().idxmax()])
+        condition = str(tested.loc[tested[column] == far, "condition"].iloc[0])
+        used = rows[(rows[factor] == trained) & rows["condition"].isin([M.CLEAN, condition])]
+        rest = [f for f in factors if f != factor]
+        for arm in arms:
+            est = _averaged(used, rest, lambda w, arm=arm: [
+                ({ARM: arm, "condition": M.CLEAN, **w}, 1.0), ({ARM: arm, "condition": condition, **w}, -1.0),
+                ({ARM: ref, "condition": M.CLEAN, **w}, -1.0), ({ARM: ref, "condition": condition, **w}, 1.0)])
+            own = _averaged(used, rest, lambda w, arm=arm: [({ARM: arm, "condition": M.CLEAN, **w}, 1.0),
+                                                            ({ARM: arm, "condition": condition, **w}, -1.0)])
+            base = _averaged(used, rest, lambda w: [({ARM: ref, "condition": M.CLEAN, **w}, 1.0),
+                                                    ({ARM: ref, "condition": condition, **w}, -1.0)])
+            text = (f"(b) out of domain, trained at {factor} {trained:g}, tested at {far:g}: {arm} loses "
+                    f"{own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
+            out.append(_row("b", arm, ref, f"{factor} {trained:g} -> {far:g}", est, text, _over(used, rest)))
+    return out
 
 
 def _context(frame: pd.DataFrame, arms: list[str], factors: list[str], metric: str) -> list[dict]:

@@ -2,7 +2,8 @@
 
 Adding a dataset is one module with a pydantic config and a build function, plus one entry in
 `DATASETS`. `factors` lists the study factors the dataset consumes (data is built once per
-combination of their values) with a check that says what values are accepted.
+combination of their values) with a check that says what values are accepted; `shiftable` those
+of them whose other levels render the same images (a train/test shift, `evaluation.shift`).
 
 Example:
     >>> entry = get_dataset("synthetic2d")
@@ -16,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from study.data.base import INTERFACE, DatasetConfig, LevelData, Split, SplitConfig
+from study.data.base import INTERFACE, DatasetConfig, LevelData, ShiftedTest, Split, SplitConfig
 from study.data.msd import MSDConfig, build_msd, check_msd
 from study.data.synthetic2d import Synthetic2DConfig, build_synthetic2d, check_alpha
 from study.data.synthetic3d import Synthetic3DConfig, build_synthetic3d
@@ -38,6 +39,10 @@ class DatasetEntry:
             (raises `SegstudyError`), for `segstudy validate` on datasets read from disk.
         intensity: the `study.data.intensity.INTENSITY` normalisation the build applied, so
             `segstudy predict` can apply it to a new image.
+        shiftable: the factors (of `factors`) whose levels change how images look but not which
+            images there are: image i at another level has the same id and mask (synthetic2d's
+            alpha changes only the blend). Only these can be a spec's `evaluation.shift` key,
+            testing a model on its test split rendered at other levels.
     """
 
     config: type[DatasetConfig]
@@ -45,6 +50,7 @@ class DatasetEntry:
     build: Callable[..., LevelData]
     check: Callable[[Any], None] | None = None
     intensity: str = "as_is"
+    shiftable: frozenset[str] = frozenset()
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -52,6 +58,7 @@ DATASETS: dict[str, DatasetEntry] = {
         config=Synthetic2DConfig,
         factors={"alpha": check_alpha},
         build=build_synthetic2d,
+        shiftable=frozenset({"alpha"}),  # image i is the same at every alpha but for the blend
     ),
     # 3D data for the context-vs-FBR study: built once per study, no dataset factors.
     "synthetic3d": DatasetEntry(config=Synthetic3DConfig, factors={}, build=build_synthetic3d),
@@ -62,6 +69,7 @@ DATASETS: dict[str, DatasetEntry] = {
 for _name, _entry in DATASETS.items():  # the interface the spec checks and the driver read
     _missing = [a for a in INTERFACE if a not in _entry.config.model_fields and not hasattr(_entry.config, a)]
     assert issubclass(_entry.config, DatasetConfig) and not _missing, (_name, _missing)
+    assert _entry.shiftable <= set(_entry.factors), (_name, sorted(_entry.shiftable - set(_entry.factors)))
 
 
 def get_dataset(name: str, *, where: str = "data.dataset") -> DatasetEntry:
@@ -78,6 +86,7 @@ __all__ = [
     "DatasetEntry",
     "LevelData",
     "MSDConfig",
+    "ShiftedTest",
     "Split",
     "SplitConfig",
     "Synthetic2DConfig",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -103,17 +103,37 @@ SPLIT_NAMES = ("train", "val", "calib", "test")
 
 
 @dataclass(frozen=True)
+class ShiftedTest:
+    """The test split rendered at another level of one dataset factor (train at one level, test at
+    another): the same image ids and masks, only what the factor changes differs (for synthetic2d,
+    the blend), so every arm trained at one level meets the very same shifted pixels.
+
+    Attributes:
+        factor: the dataset factor changed, e.g. "alpha".
+        level: the level the images were rendered at.
+        split: the test split at that level.
+    """
+
+    factor: str
+    level: Any
+    split: Split
+
+
+@dataclass(frozen=True)
 class LevelData:
     """The splits for one combination of the dataset's own factors (e.g. alpha).
 
     `calib` is never trained or validated on: conformal bounds are calibrated on it and their
-    coverage measured on `test`, so both must come from the same distribution.
+    coverage measured on `test`, so both must come from the same distribution. `shifted` holds the
+    test split at the other levels a spec's `evaluation.shift` asks for (empty otherwise); they are
+    tested on, never trained, validated or calibrated on.
     """
 
     train: Split
     val: Split
     calib: Split
     test: Split
+    shifted: tuple[ShiftedTest, ...] = field(default=())
 
     def named_splits(self) -> list[tuple[str, Split]]:
         """(name, split) in SPLIT_NAMES order."""

@@ -82,6 +82,19 @@ class Evaluation(_Strict):
     failure_threshold: float = Field(0.5, gt=0, lt=1, description="Dice below this counts as a failure")
     reference_arm: str | None = Field(None, description="architecture that corruption errors are relative to")
     learning: LearningGate = LearningGate()
+    # Train/test shift (docs/ARCHITECTURE.md 5): dataset factor -> levels. Every confirm model is
+    # also tested on its test split rendered at each listed level other than its own, e.g.
+    # {alpha: [0.1, 0.5, 0.9]}; levels need not be levels of the grid.
+    shift: dict[str, list[Scalar]] = Field(default_factory=dict)
+
+    @field_validator("shift")
+    @classmethod
+    def _shift_levels(cls, v: dict[str, list[Scalar]]) -> dict[str, list[Scalar]]:
+        for key, levels in v.items():
+            if not levels:
+                raise ValueError(f"'{key}' needs at least one level to test at")
+            _check_distinct(key, levels)
+        return v
 
     @field_validator("severities")
     @classmethod
@@ -356,12 +369,35 @@ def _check_distinct(key: str, values: list[Any]) -> None:
 def _check_evaluation(spec: StudySpec) -> None:
     for i, name in enumerate(spec.evaluation.perturbations):
         get_perturbation(name, where=f"evaluation.perturbations[{i}]")
+    _check_shift(spec)
     ref = spec.evaluation.reference_arm
     if ref is not None and ref not in spec.factors[ARCHITECTURE]:
         raise SegstudyError(
             f"evaluation.reference_arm: '{ref}' is not one of factors.architecture: "
             f"{', '.join(map(str, spec.factors[ARCHITECTURE]))}"
         )
+
+
+def _check_shift(spec: StudySpec) -> None:
+    """Each `evaluation.shift` key must be a factor of the grid (the models' training level) that the
+    dataset can render at another level (its registry entry's `shiftable`), at levels it accepts."""
+    name = spec.data.dataset
+    dataset = DATASETS[name]
+    for key, levels in spec.evaluation.shift.items():
+        if key not in dataset.shiftable:
+            accepted = ", ".join(sorted(dataset.shiftable)) or f"none (dataset '{name}' renders its data at one level only)"
+            raise SegstudyError(
+                f"evaluation.shift: '{key}' is not a factor dataset '{name}' can render at another level; accepted: {accepted}"
+            )
+        if key not in spec.factors:
+            raise SegstudyError(
+                f"evaluation.shift.{key}: '{key}' is not in factors, so no model has a training level of it; "
+                f"add factors.{key} (e.g. the level to train at)"
+            )
+        for i, value in enumerate(levels):
+            problem = dataset.factors[key](value)
+            if problem:
+                raise SegstudyError(f"evaluation.shift.{key}[{i}]: value {value!r} {problem}")
 
 
 def _check_input_sizes(spec: StudySpec) -> None:

@@ -2,11 +2,14 @@
 
 Both splits go through the same conditions (clean and every perturbation x severity), so each
 test stratum is bounded by its own calibration stratum (Mondrian) and coverage is measured per
-stratum rather than assumed.
+stratum rather than assumed. The shifted test splits (`evaluation.shift`) have no calibration
+stratum of their own: they are bounded with the clean one, as a deployed model calibrated where it
+was trained would be, so their measured coverage shows how far that calibration carries.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +20,7 @@ from study.conformal import Calibration, coverage_table, false_negative_rate, fi
 from study.conformal.calibrate import BOUND, COVERED, FNR_AT_LAMBDA, QUALITY
 from study.data import LevelData
 from study.spec import StudySpec
-from study.training.conditions import Predict, variants
+from study.training.conditions import Predict, shifted_variants, variants
 from study.training.evaluate import dice_per_image, evaluate_split
 
 
@@ -46,16 +49,17 @@ def calibrate_model(predict: Predict, level: LevelData, spec: StudySpec) -> Cali
 
 
 def evaluate_with_bounds(predict: Predict, level: LevelData, spec: StudySpec) -> BoundedResult:
-    """Calibrate, then score every test image under every condition with its Dice bound."""
+    """Calibrate, then score every test image under every condition, and every shifted test split,
+    with its Dice bound (inference only: nothing is calibrated on shifted data)."""
     ev = spec.evaluation
     calibration = calibrate_model(predict, level, spec)
     frames = []
-    for condition, split, params in variants(level.test, spec):
+    for condition, split, params in itertools.chain(variants(level.test, spec), shifted_variants(level)):  # lazily
         probs = predict(split)
         frame = evaluate_split(probs, split, threshold=ev.threshold, nsd_tolerance=ev.nsd_tolerance, condition=condition)
         frame[M.PERTURBATION_PARAMS] = params
         measures = measure(probs, split, threshold=ev.threshold)
-        stratum = calibration.stratum(condition)
+        stratum = calibration.stratum(M.CLEAN if M.is_shift(condition) else condition)
         for column in measures.columns:
             frame[column] = measures[column].to_numpy()
         frame[BOUND] = [lower_bound(s, stratum.q) for s in measures[QUALITY]]

@@ -1,21 +1,24 @@
-"""Test-split evaluation under controlled perturbations (robustness suite).
+"""Test-split evaluation under controlled perturbations (robustness suite) and train/test shift.
 
 Every architecture sees exactly the same corrupted pixels: each image's corruption is seeded by
 (evaluation.perturbation_seed, image id, perturbation, severity), never by the trial. The realised
-parameters go into per_image.csv next to the scores.
+parameters go into per_image.csv next to the scores. The shifted test splits (the test split
+rendered at other levels of a dataset factor, `evaluation.shift`) are built once per study
+(study.training.study_data), so every arm sees the same shifted pixels too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from study import metrics_names as M
-from study.data import Split, texture_disparity
+from study.data import LevelData, Split, texture_disparity
 from study.metrics import METRICS
 from study.perturbations import condition_seed, get_perturbation
 from study.spec import StudySpec
@@ -52,6 +55,25 @@ def variants(split: Split, spec: StudySpec, *, clean: bool = True) -> Iterator[t
             yield M.condition_name(name, severity), corrupted, params
 
 
+def shifted_variants(level: LevelData) -> Iterator[tuple[str, Split, list[str]]]:
+    """(condition, split, realised parameters) of each shifted test split, as `variants` yields
+    them: 'shift:<factor>=<level>', nothing realised (no perturbation is applied)."""
+    for shifted in level.shifted:
+        yield M.shift_condition(shifted.factor, shifted.level), shifted.split, ["{}"] * len(shifted.split)
+
+
+def with_test_levels(
+    per_image: pd.DataFrame, level: LevelData, *, cell: Mapping[str, Any], shift: Mapping[str, Any]
+) -> pd.DataFrame:
+    """Add a test_<factor> column per `evaluation.shift` factor: the level each row's test images
+    were rendered at (the cell's own level, its factor column, on every row but the shifted ones)."""
+    out = per_image.copy()
+    for factor in shift:
+        tested_at = {M.shift_condition(s.factor, s.level): s.level for s in level.shifted if s.factor == factor}
+        out[M.test_level_column(factor)] = [tested_at.get(c, cell[factor]) for c in out["condition"]]
+    return out
+
+
 def evaluate_conditions(predict: Predict, split: Split, spec: StudySpec) -> pd.DataFrame:
     """Per-image scores for every perturbation x severity in the spec (clean not included)."""
     ev = spec.evaluation
@@ -66,12 +88,12 @@ def evaluate_conditions(predict: Predict, split: Split, spec: StudySpec) -> pd.D
 
 
 def condition_metrics(per_image: pd.DataFrame) -> dict[str, float]:
-    """Per-condition means as MLflow metric names, e.g. test_dice/gaussian_noise/3."""
+    """Per-condition means as MLflow metric names, e.g. test_dice/gaussian_noise/3 or
+    test_dice/shift_alpha/0.5."""
     out: dict[str, float] = {}
     for condition, group in per_image.groupby("condition", sort=True):
-        name, severity = M.parse_condition(str(condition))
-        if name is None:  # clean: logged as test_<metric> by the trial summary
+        if condition == M.CLEAN:  # logged as test_<metric> by the trial summary
             continue
         for metric in METRICS.values():
-            out[metric.condition_key(name, severity)] = float(group[metric.name].mean())
+            out[M.condition_metric(metric.name, str(condition))] = float(group[metric.name].mean())
     return out

@@ -29,7 +29,7 @@ from study.models import build_network
 from study.spec import StudySpec
 from study.training.accelerator import prepare_device, resident, resolve_precision
 from study.training.calibrated import coverage_metrics, evaluate_with_bounds
-from study.training.conditions import condition_metrics
+from study.training.conditions import condition_metrics, with_test_levels
 from study.training.inputs import Patches, WholeImages
 from study.training.learning import Verdict, judge, trivial_dice
 from study.training.loop import build_loss, build_optimizer, build_schedule, train_one_epoch
@@ -193,7 +193,8 @@ def out_of_memory_as_failure(epoch: int, device: torch.device) -> Iterator[None]
 def run_plan(
     plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Callable[[dict[str, float]], None] | None = None
 ) -> PlanResult:
-    """Train, calibrate and test one plan; Tune-free so a plain loop (or a benchmark) can call it."""
+    """Train, calibrate and test one plan (clean, perturbed and, with `evaluation.shift`, on the
+    test split at other levels); Tune-free so a plain loop (or a benchmark) can call it."""
     trained = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)
     level = data[plan.data_key]
     clean_test: list[np.ndarray] = []
@@ -205,9 +206,9 @@ def run_plan(
         return probs
 
     tested = evaluate_with_bounds(predict, level, spec)
-    per_image = tested.per_image
+    per_image = with_test_levels(tested.per_image, level, cell=plan.cell, shift=spec.evaluation.shift)
     clean = per_image[per_image["condition"] == M.CLEAN]
-    corrupted = per_image[per_image["condition"] != M.CLEAN]
+    corrupted = per_image[per_image["condition"] != M.CLEAN]  # perturbed and shifted: one metric each
     metrics = summarise_test(clean, best_val=trained.best_val)
     verdict = judge(
         spec.evaluation.learning,
