@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,13 +94,13 @@ def wait_for_dashboard(url: str, proc: subprocess.Popen, *, timeout: float) -> N
     raise TimeoutError(f"Ray dashboard at {url} did not answer within {timeout} s")
 
 
-def stop_process_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the head's process group, then SIGKILL whatever is left after 30 s."""
+def stop_process_group(proc: subprocess.Popen, *, grace_s: float = 30) -> None:
+    """SIGTERM the process group `proc` leads, then SIGKILL whatever is left after `grace_s`."""
     import signal
 
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         pass
     except ProcessLookupError:
@@ -154,3 +157,147 @@ def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(["segstudy", *args], result.exit_code, result.stdout, result.stderr)
+
+
+class TrackingServer:
+    """`segstudy tracking serve` on a free loopback port, in its own process group, restartable.
+
+    It inherits this process's environment (PGPASSWORD for a PostgreSQL backend among it).
+    """
+
+    def __init__(self, tmp: Path, *, backend: str | None = None) -> None:
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.args = [
+            str(BIN / "segstudy"), "tracking", "serve", "--port", str(self.port),
+            "--backend-store-uri", backend or f"sqlite:///{tmp / 'server.db'}", "--artifacts", str(tmp / "artifacts"),
+        ]
+        self.log = tmp / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        import urllib.request
+
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(self.log.read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process_group(self.proc, grace_s=20)
+            self.proc.wait(timeout=10)
+
+
+POSTGRES_USER = "segstudy"  # the cluster's superuser; its password comes from PGPASSWORD only
+
+
+def postgres_bin() -> Path | None:
+    """The folder of `initdb`, `pg_ctl` and `createdb`: that of an `initdb` on PATH (links followed:
+    some machines link only a few tools), else Debian's versioned folder, the newest."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return versions[-1].parent if versions else None
+
+
+class Postgres:
+    """A real PostgreSQL cluster in a temporary folder, on a free 127.0.0.1 port.
+
+    Local (socket) connections are trusted, TCP ones need the password (scram-sha-256): what the
+    MLflow server and studies use, given in PGPASSWORD. PostgreSQL refuses to run as root, so as
+    root every command runs as the package's `postgres` user, which owns the folder.
+    """
+
+    def __init__(self, bin_dir: Path, home: Path, as_user: list[str]) -> None:
+        self.bin, self.home, self.as_user = bin_dir, home, as_user
+        self.data = home / "data"
+        self.port = free_port()
+        self.password = secrets.token_hex(12)
+
+    def _run(self, tool: str, *args: str) -> None:
+        proc = subprocess.run([*self.as_user, str(self.bin / tool), *args], capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{tool} {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()[-1500:]}")
+
+    def init(self) -> None:
+        pwfile = self.home / "pw"
+        pwfile.write_text(self.password + "\n")
+        self._chown(pwfile)
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", POSTGRES_USER, "--pwfile", str(pwfile),
+                      "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")
+        finally:
+            pwfile.unlink()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.home / "server.log"), "-o", options, "-w", "-t", "60", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+
+    def create_database(self, name: str) -> str:
+        """A new database; returns its URI (no password: that is PGPASSWORD's)."""
+        self._run("createdb", "-h", str(self.home), "-p", str(self.port), "-U", POSTGRES_USER, name)
+        return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{name}"
+
+    def _chown(self, path: Path) -> None:
+        if self.as_user:
+            import pwd
+
+            entry = pwd.getpwnam("postgres")
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def postgres_missing(reason: str) -> None:
+    """Skip, saying why; in CI (which installs the package in .ci/run) fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL cluster for the session (initdb and a start cost seconds); tests take a database each."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        postgres_missing("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin): "
+                         "apt-get install postgresql")
+    as_user: list[str] = []
+    home = Path(tempfile.mkdtemp(prefix="segstudy-pg-"))  # not pytest's tmp: that is root's alone (mode 700)
+    server = Postgres(bin_dir, home, as_user)
+    if os.geteuid() == 0:
+        try:
+            import pwd
+
+            pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(home)
+            postgres_missing("running as root, which PostgreSQL refuses, and there is no 'postgres' user to run it as")
+        server.as_user = ["runuser", "-u", "postgres", "--"]
+        server._chown(home)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(RuntimeError):  # not running (a test stopped it and failed) is fine
+            server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(postgres_server, request, monkeypatch) -> str:
+    """A fresh database of the session's PostgreSQL for this test; its URI, PGPASSWORD set."""
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+    return postgres_server.create_database(name)

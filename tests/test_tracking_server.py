@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 import urllib.request
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, ROOT, free_port, run_cli
+from conftest import TrackingServer, free_port, run_cli
 from study import metrics_names as M
 from study.run.engine import run_study
 from study.tracking.server import server_command
@@ -25,45 +24,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
 SECRET = "hunter2-do-not-log"
 
 
-class Server:
-    """`segstudy tracking serve` in its own process group, restartable on the same port."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.args = [
-            str(BIN / "segstudy"), "tracking", "serve", "--port", str(self.port),
-            "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}", "--artifacts", str(tmp / "artifacts"),
-        ]
-        self.log = tmp / "server.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 90) -> None:
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError(self.log.read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 @pytest.fixture
 def server(tmp_path):
-    srv = Server(tmp_path)
+    srv = TrackingServer(tmp_path)
     srv.start()
     yield srv
     srv.stop()
@@ -163,7 +126,7 @@ def test_server_binds_loopback_unless_told(tmp_path):
 
 def test_killed_serve_leaves_no_server_behind_and_restarts(tmp_path):
     """SIGKILL of `segstudy tracking serve` (a real process) frees the port; a taken port is refused."""
-    srv = Server(tmp_path)
+    srv = TrackingServer(tmp_path)
     srv.start()
     try:
         busy = run_cli(*srv.args[1:], cwd=tmp_path)  # a second server on the live port
