@@ -301,3 +301,64 @@ def postgres(postgres_server, request, monkeypatch) -> str:
     monkeypatch.setenv("PGPASSWORD", postgres_server.password)
     name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
     return postgres_server.create_database(name)
+
+
+def two_cell_spec(write_spec, name: str, *, epochs: int = 2, alphas: tuple[float, ...] = (0.2, 0.8)) -> Path:
+    """A small study for the tracking tests: one arm (unet) at `alphas`, one perturbation at one severity."""
+    return write_spec(
+        f"{name}.yaml",
+        name=name,
+        factors={"architecture": ["unet"], "alpha": list(alphas)},
+        training__epochs=epochs,
+        evaluation__perturbations=["gaussian_noise"],
+        evaluation__severities=[2],
+    )
+
+
+class BackgroundStudy:
+    """`run_study` in a thread of this process, for tests that take the tracking store away while
+    trials train. `wait_for_trials` returns once the trials' MLflow runs exist; `result` joins,
+    delivers what the outbox still keeps (`segstudy sync`), and checks nothing is left in it."""
+
+    def __init__(self, spec: Path, *, address: str, tracking_uri: str, storage: Path) -> None:
+        import threading
+
+        from study.run.engine import run_study
+
+        self.tracking_uri, self.storage = tracking_uri, storage
+        self.outcome: dict = {}
+
+        def drive() -> None:
+            try:
+                self.outcome["result"] = run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+                self.outcome["error"] = exc
+
+        self.thread = threading.Thread(target=drive)
+        self.thread.start()
+
+    def wait_for_trials(self, experiment: str, count: int, *, timeout: float = 180) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from study import metrics_names as M
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.thread.is_alive():
+            exp = client.get_experiment_by_name(experiment)
+            if exp and len(client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")) == count:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{count} trial runs of '{experiment}' did not appear: {self.outcome}")
+
+    def result(self, *, timeout: float = 300):
+        self.thread.join(timeout=timeout)
+        assert not self.thread.is_alive() and "error" not in self.outcome, self.outcome.get("error")
+        result = self.outcome["result"]
+        outbox = result.storage_path / "outbox"
+        assert (outbox / "ids.json").is_file(), "nothing was kept: the outage did not hit the study"
+        if result.pending_writes:  # the study ended before the store was back: sync delivers
+            proc = run_cli("sync", str(result.storage_path), cwd=self.storage.parent)
+            assert proc.returncode == 0, proc.stderr
+        assert not (outbox / "ops.jsonl").read_text().strip()
+        return result

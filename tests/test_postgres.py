@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import psycopg
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, ROOT, TrackingServer, run_app, run_cli
+from conftest import BIN, ROOT, BackgroundStudy, TrackingServer, run_app, two_cell_spec
 from study import metrics_names as M
 from study.run.engine import run_study
 from study.serving.mlflow_model import registered_model_name
@@ -35,17 +34,6 @@ def pg_server(postgres, tmp_path):
     server.start()
     yield server
     server.stop()
-
-
-def small_spec(write_spec, name: str, *, epochs: int = 2, alphas: tuple[float, ...] = (0.2, 0.8)) -> Path:
-    return write_spec(
-        f"{name}.yaml",
-        name=name,
-        factors={"architecture": ["unet"], "alpha": list(alphas)},
-        training__epochs=epochs,
-        evaluation__perturbations=["gaussian_noise"],
-        evaluation__severities=[2],
-    )
 
 
 def check_study(client: MlflowClient, name: str, *, studies: int = 1, epochs: int | None = None, cells=CELLS) -> list:
@@ -81,7 +69,7 @@ def rows(uri: str, sql: str) -> list[tuple]:
 
 
 def test_study_through_a_server_on_postgresql(ray_head, write_spec, postgres, pg_server, tmp_path):
-    result = run_study(small_spec(write_spec, "pgstudy"), address=ray_head.gcs_address, tracking_uri=pg_server.uri,
+    result = run_study(two_cell_spec(write_spec, "pgstudy"), address=ray_head.gcs_address, tracking_uri=pg_server.uri,
                        storage=tmp_path / "r")
     assert result.ok, result
     client = MlflowClient(tracking_uri=pg_server.uri)
@@ -107,7 +95,7 @@ def test_two_studies_at_once_through_one_server(ray_head, write_spec, pg_server,
     """Two real drivers of one study name start together: one experiment, two study runs, each
     cell's registered model gets a version from each; nothing is lost to the race."""
     env = {k: v for k, v in ray_head.env.items() if k != "PGPASSWORD"}  # studies need no database credentials
-    spec = small_spec(write_spec, "pgpair", alphas=(0.2,))
+    spec = two_cell_spec(write_spec, "pgpair", alphas=(0.2,))
     procs = [
         subprocess.Popen(
             [str(BIN / "segstudy"), "run", str(spec), "--address", ray_head.gcs_address, "--tracking-uri", pg_server.uri,
@@ -130,44 +118,22 @@ def test_study_outlives_a_postgresql_restart(ray_head, write_spec, postgres_serv
     """PostgreSQL goes down while trials train; the MLflow server stays up and answers 5xx, which
     the writer takes as "away": writes wait in the outbox and arrive, in order, once it is back."""
     epochs = 25
-    spec = small_spec(write_spec, "pgrestart", epochs=epochs)
-    outcome: dict = {}
-
-    def drive() -> None:
-        try:
-            outcome["result"] = run_study(spec, address=ray_head.gcs_address, tracking_uri=pg_server.uri,
-                                          storage=tmp_path / "r")
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=drive)
-    thread.start()
-    client = MlflowClient(tracking_uri=pg_server.uri)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and thread.is_alive():
-        exp = client.get_experiment_by_name("pgrestart")
-        if exp and len(client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")) == 2:
-            break
-        time.sleep(0.3)
+    spec = two_cell_spec(write_spec, "pgrestart", epochs=epochs)
+    study = BackgroundStudy(spec, address=ray_head.gcs_address, tracking_uri=pg_server.uri, storage=tmp_path / "r")
+    study.wait_for_trials("pgrestart", 2)
     postgres_server.stop()  # both trials are training; the server is up, its database is not
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not kept_writes(tmp_path / "r") and "error" not in outcome:
+        while time.monotonic() < deadline and not kept_writes(tmp_path / "r") and study.thread.is_alive():
             time.sleep(0.2)
-        assert kept_writes(tmp_path / "r"), f"no write was kept during the outage: {outcome}"
+        assert kept_writes(tmp_path / "r"), f"no write was kept during the outage: {study.outcome}"
         assert pg_server.proc.poll() is None
     finally:
         postgres_server.start()
-    thread.join(timeout=300)
-    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
-    result = outcome["result"]
-    if result.pending_writes:  # the study ended before a retry reached the database: sync delivers
-        proc = run_cli("sync", str(result.storage_path), cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-    assert not (result.storage_path / "outbox" / "ops.jsonl").read_text().strip()
+    study.result()
     # The server itself answered, 5xx, without its database (503, or 500 where the rollback failed too).
     assert re.search(r'"POST /api/2\.0/mlflow/\S+ HTTP/1\.1" 5\d\d ', pg_server.log.read_text())
-    check_study(client, "pgrestart", epochs=epochs)
+    check_study(MlflowClient(tracking_uri=pg_server.uri), "pgrestart", epochs=epochs)
 
 
 def test_direct_postgresql_store_keeps_writes_while_the_database_restarts(postgres, postgres_server, tmp_path):
