@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -15,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -214,12 +216,15 @@ class Postgres:
 
     Local (socket) connections are trusted, TCP ones need the password (scram-sha-256): what the
     MLflow server and studies use, given in PGPASSWORD. PostgreSQL refuses to run as root, so as
-    root every command runs as the package's `postgres` user, which owns the folder.
+    root every tool runs as the package's `postgres` user (`as_user`), which owns the folder; the
+    folder is not pytest's tmp_path, which is root's alone (mode 700).
     """
 
-    def __init__(self, bin_dir: Path, home: Path, as_user: list[str]) -> None:
-        self.bin, self.home, self.as_user = bin_dir, home, as_user
-        self.data = home / "data"
+    def __init__(self, bin_dir: Path, *, as_user: list[str]) -> None:
+        self.bin, self.as_user = bin_dir, as_user
+        self.home = Path(tempfile.mkdtemp(prefix="segstudy-pg-"))  # data, socket, log
+        self._own(self.home)
+        self.data = self.home / "data"
         self.port = free_port()
         self.password = secrets.token_hex(12)
 
@@ -231,7 +236,7 @@ class Postgres:
     def init(self) -> None:
         pwfile = self.home / "pw"
         pwfile.write_text(self.password + "\n")
-        self._chown(pwfile)
+        self._own(pwfile)
         try:
             self._run("initdb", "-D", str(self.data), "-U", POSTGRES_USER, "--pwfile", str(pwfile),
                       "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")
@@ -250,19 +255,28 @@ class Postgres:
         self._run("createdb", "-h", str(self.home), "-p", str(self.port), "-U", POSTGRES_USER, name)
         return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{name}"
 
-    def _chown(self, path: Path) -> None:
+    def _own(self, path: Path) -> None:
         if self.as_user:
-            import pwd
-
             entry = pwd.getpwnam("postgres")
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def postgres_missing(reason: str) -> None:
-    """Skip, saying why; in CI (which installs the package in .ci/run) fail instead."""
+def postgres_missing(reason: str) -> NoReturn:
+    """Skip, saying why; in CI (whose .ci/run installs the package) fail instead."""
     if os.environ.get("CI"):
         pytest.fail(f"PostgreSQL tests cannot run in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def postgres_as_user() -> list[str]:
+    """The prefix that runs PostgreSQL's tools: none, or as root `runuser -u postgres --`."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        postgres_missing("running as root, which PostgreSQL refuses, and there is no 'postgres' user to run it as")
+    return ["runuser", "-u", "postgres", "--"]
 
 
 @pytest.fixture(scope="session")
@@ -272,35 +286,23 @@ def postgres_server():
     if bin_dir is None:
         postgres_missing("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin): "
                          "apt-get install postgresql")
-    as_user: list[str] = []
-    home = Path(tempfile.mkdtemp(prefix="segstudy-pg-"))  # not pytest's tmp: that is root's alone (mode 700)
-    server = Postgres(bin_dir, home, as_user)
-    if os.geteuid() == 0:
-        try:
-            import pwd
-
-            pwd.getpwnam("postgres")
-        except KeyError:
-            shutil.rmtree(home)
-            postgres_missing("running as root, which PostgreSQL refuses, and there is no 'postgres' user to run it as")
-        server.as_user = ["runuser", "-u", "postgres", "--"]
-        server._chown(home)
+    server = Postgres(bin_dir, as_user=postgres_as_user())
     try:
         server.init()
         server.start()
         yield server
     finally:
-        with contextlib.suppress(RuntimeError):  # not running (a test stopped it and failed) is fine
+        with contextlib.suppress(RuntimeError):  # not running (never started, or a test stopped it) is fine
             server.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(server.home, ignore_errors=True)
 
 
 @pytest.fixture
 def postgres(postgres_server, request, monkeypatch) -> str:
     """A fresh database of the session's PostgreSQL for this test; its URI, PGPASSWORD set."""
     monkeypatch.setenv("PGPASSWORD", postgres_server.password)
-    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
-    return postgres_server.create_database(name)
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    return postgres_server.create_database(f"{name}_{secrets.token_hex(4)}")  # unique, readable in psql
 
 
 def two_cell_spec(write_spec, name: str, *, epochs: int = 2, alphas: tuple[float, ...] = (0.2, 0.8)) -> Path:
