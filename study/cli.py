@@ -153,11 +153,13 @@ def tracking_serve(
 
     from study.tracking.server import check_port_free, serve, server_command
     from study.tracking import resolve_tracking_uri
+    from study.tracking.stores import check_database
 
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
     server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
     check_port_free(host, port)  # before the banner: a taken port is exit 2, not a server that never comes up
+    check_database(backend_store_uri, what="--backend-store-uri")  # likewise a database that does not answer
     typer.echo(f"MLflow server on http://{host}:{port} (backend {backend_store_uri}, artifacts {artifacts})", err=True)
     code = serve(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)
     if code not in (0, -signal.SIGTERM, -signal.SIGINT):  # stopped on request is a clean end

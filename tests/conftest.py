@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import re
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -91,13 +96,13 @@ def wait_for_dashboard(url: str, proc: subprocess.Popen, *, timeout: float) -> N
     raise TimeoutError(f"Ray dashboard at {url} did not answer within {timeout} s")
 
 
-def stop_process_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the head's process group, then SIGKILL whatever is left after 30 s."""
+def stop_process_group(proc: subprocess.Popen, *, grace_s: float = 30) -> None:
+    """SIGTERM the process group `proc` leads, then SIGKILL whatever is left after `grace_s`."""
     import signal
 
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         pass
     except ProcessLookupError:
@@ -154,3 +159,208 @@ def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(["segstudy", *args], result.exit_code, result.stdout, result.stderr)
+
+
+class TrackingServer:
+    """`segstudy tracking serve` on a free loopback port, in its own process group, restartable.
+
+    It inherits this process's environment (PGPASSWORD for a PostgreSQL backend among it).
+    """
+
+    def __init__(self, tmp: Path, *, backend: str | None = None) -> None:
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.args = [
+            str(BIN / "segstudy"), "tracking", "serve", "--port", str(self.port),
+            "--backend-store-uri", backend or f"sqlite:///{tmp / 'server.db'}", "--artifacts", str(tmp / "artifacts"),
+        ]
+        self.log = tmp / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        import urllib.request
+
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(self.log.read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process_group(self.proc, grace_s=20)
+            self.proc.wait(timeout=10)
+
+
+POSTGRES_USER = "segstudy"  # the cluster's superuser; its password comes from PGPASSWORD only
+
+
+def postgres_bin() -> Path | None:
+    """The folder of `initdb`, `pg_ctl` and `createdb`: that of an `initdb` on PATH (links followed:
+    some machines link only a few tools), else Debian's versioned folder, the newest."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return versions[-1].parent if versions else None
+
+
+class Postgres:
+    """A real PostgreSQL cluster in a temporary folder, on a free 127.0.0.1 port.
+
+    Local (socket) connections are trusted, TCP ones need the password (scram-sha-256): what the
+    MLflow server and studies use, given in PGPASSWORD. PostgreSQL refuses to run as root, so as
+    root every tool runs as the package's `postgres` user (`as_user`), which owns the folder; the
+    folder is not pytest's tmp_path, which is root's alone (mode 700).
+    """
+
+    def __init__(self, bin_dir: Path, *, as_user: list[str]) -> None:
+        self.bin, self.as_user = bin_dir, as_user
+        self.home = Path(tempfile.mkdtemp(prefix="segstudy-pg-"))  # data, socket, log
+        self._own(self.home)
+        self.data = self.home / "data"
+        self.port = free_port()
+        self.password = secrets.token_hex(12)
+
+    def _run(self, tool: str, *args: str) -> None:
+        proc = subprocess.run([*self.as_user, str(self.bin / tool), *args], capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{tool} {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()[-1500:]}")
+
+    def init(self) -> None:
+        pwfile = self.home / "pw"
+        pwfile.write_text(self.password + "\n")
+        self._own(pwfile)
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", POSTGRES_USER, "--pwfile", str(pwfile),
+                      "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")
+        finally:
+            pwfile.unlink()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.home / "server.log"), "-o", options, "-w", "-t", "60", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+
+    def create_database(self, name: str) -> str:
+        """A new database; returns its URI (no password: that is PGPASSWORD's)."""
+        self._run("createdb", "-h", str(self.home), "-p", str(self.port), "-U", POSTGRES_USER, name)
+        return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{name}"
+
+    def _own(self, path: Path) -> None:
+        if self.as_user:
+            entry = pwd.getpwnam("postgres")
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def postgres_missing(reason: str) -> NoReturn:
+    """Skip, saying why; in CI (whose .ci/run installs the package) fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def postgres_as_user() -> list[str]:
+    """The prefix that runs PostgreSQL's tools: none, or as root `runuser -u postgres --`."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        postgres_missing("running as root, which PostgreSQL refuses, and there is no 'postgres' user to run it as")
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL cluster for the session (initdb and a start cost seconds); tests take a database each."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        postgres_missing("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin): "
+                         "apt-get install postgresql")
+    server = Postgres(bin_dir, as_user=postgres_as_user())
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(RuntimeError):  # not running (never started, or a test stopped it) is fine
+            server.stop()
+        shutil.rmtree(server.home, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(postgres_server, request, monkeypatch) -> str:
+    """A fresh database of the session's PostgreSQL for this test; its URI, PGPASSWORD set."""
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    return postgres_server.create_database(f"{name}_{secrets.token_hex(4)}")  # unique, readable in psql
+
+
+def two_cell_spec(write_spec, name: str, *, epochs: int = 2, alphas: tuple[float, ...] = (0.2, 0.8)) -> Path:
+    """A small study for the tracking tests: one arm (unet) at `alphas`, one perturbation at one severity."""
+    return write_spec(
+        f"{name}.yaml",
+        name=name,
+        factors={"architecture": ["unet"], "alpha": list(alphas)},
+        training__epochs=epochs,
+        evaluation__perturbations=["gaussian_noise"],
+        evaluation__severities=[2],
+    )
+
+
+class BackgroundStudy:
+    """`run_study` in a thread of this process, for tests that take the tracking store away while
+    trials train. `wait_for_trials` returns once the trials' MLflow runs exist; `result` joins,
+    delivers what the outbox still keeps (`segstudy sync`), and checks nothing is left in it."""
+
+    def __init__(self, spec: Path, *, address: str, tracking_uri: str, storage: Path) -> None:
+        import threading
+
+        from study.run.engine import run_study
+
+        self.tracking_uri, self.storage = tracking_uri, storage
+        self.outcome: dict = {}
+
+        def drive() -> None:
+            try:
+                self.outcome["result"] = run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+                self.outcome["error"] = exc
+
+        self.thread = threading.Thread(target=drive)
+        self.thread.start()
+
+    def wait_for_trials(self, experiment: str, count: int, *, timeout: float = 180) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from study import metrics_names as M
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.thread.is_alive():
+            exp = client.get_experiment_by_name(experiment)
+            if exp and len(client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")) == count:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{count} trial runs of '{experiment}' did not appear: {self.outcome}")
+
+    def result(self, *, timeout: float = 300):
+        self.thread.join(timeout=timeout)
+        assert not self.thread.is_alive() and "error" not in self.outcome, self.outcome.get("error")
+        result = self.outcome["result"]
+        outbox = result.storage_path / "outbox"
+        assert (outbox / "ids.json").is_file(), "nothing was kept: the outage did not hit the study"
+        if result.pending_writes:  # the study ended before the store was back: sync delivers
+            proc = run_cli("sync", str(result.storage_path), cwd=self.storage.parent)
+            assert proc.returncode == 0, proc.stderr
+        assert not (outbox / "ops.jsonl").read_text().strip()
+        return result

@@ -33,7 +33,7 @@ COMMANDS = {
         (f"http://alice:{SECRET}@127.0.0.1:5000", "embeds credentials"),
         (f"postgresql://alice:{SECRET}@db/mlflow", "embeds credentials"),
         ("ftp://example/mlflow", "accepted are sqlite:///PATH"),
-        ("postgresql://db/mlflow", "needs the psycopg2 module: pip install psycopg2-binary"),
+        ("mysql://db/mlflow", "needs the MySQLdb module: pip install mysqlclient"),
     ],
 )
 def test_bad_tracking_uri_is_one_line(tmp_path, command, uri, expected):
@@ -45,10 +45,11 @@ def test_bad_tracking_uri_is_one_line(tmp_path, command, uri, expected):
 
 
 @pytest.mark.parametrize("command", ["analyze", "status", "report"])
-def test_unreachable_server_fails_fast(tmp_path, command):
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "postgresql://127.0.0.1:{port}/mlflow"])
+def test_unreachable_server_fails_fast(tmp_path, command, uri):
     """Nothing listens on the port: a one-line error in seconds, not MLflow's minutes of retries."""
     t0 = time.monotonic()
-    proc = run_app(*COMMANDS[command], "--tracking-uri", f"http://127.0.0.1:{_free_port()}", cwd=tmp_path)
+    proc = run_app(*COMMANDS[command], "--tracking-uri", uri.format(port=_free_port()), cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "is not reachable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert time.monotonic() - t0 < 30

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -15,9 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, ROOT, free_port, run_cli
+from conftest import BackgroundStudy, TrackingServer, free_port, run_cli, two_cell_spec
 from study import metrics_names as M
-from study.run.engine import run_study
 from study.tracking.server import server_command
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
@@ -25,45 +22,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
 SECRET = "hunter2-do-not-log"
 
 
-class Server:
-    """`segstudy tracking serve` in its own process group, restartable on the same port."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.args = [
-            str(BIN / "segstudy"), "tracking", "serve", "--port", str(self.port),
-            "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}", "--artifacts", str(tmp / "artifacts"),
-        ]
-        self.log = tmp / "server.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 90) -> None:
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError(self.log.read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 @pytest.fixture
 def server(tmp_path):
-    srv = Server(tmp_path)
+    srv = TrackingServer(tmp_path)
     srv.start()
     yield srv
     srv.stop()
@@ -73,43 +34,15 @@ def test_study_survives_the_tracking_server_going_away(ray_head, write_spec, ser
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
     epochs = 40
-    spec = write_spec(
-        name="outage",
-        factors={"architecture": ["unet"], "alpha": [0.2, 0.8]},
-        training__epochs=epochs,
-        evaluation__perturbations=["gaussian_noise"],
-        evaluation__severities=[2],
-    )
-    outcome: dict = {}
-
-    def drive() -> None:
-        try:
-            outcome["result"] = run_study(spec, address=ray_head.gcs_address, tracking_uri=server.uri, storage=tmp_path / "r")
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=drive)
-    thread.start()
-    client = MlflowClient(tracking_uri=server.uri)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and thread.is_alive():
-        exp = client.get_experiment_by_name("outage")
-        if exp and len(client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")) == 2:
-            break
-        time.sleep(0.3)
+    spec = two_cell_spec(write_spec, "outage", epochs=epochs)
+    study = BackgroundStudy(spec, address=ray_head.gcs_address, tracking_uri=server.uri, storage=tmp_path / "r")
+    study.wait_for_trials("outage", 2)
     server.stop()  # both trials are training; their epochs now have nowhere to go
     time.sleep(3)
     server.start()
-    thread.join(timeout=300)
-    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
-    result = outcome["result"]
-    outbox = result.storage_path / "outbox"
-    assert (outbox / "ids.json").is_file(), "nothing was kept: the outage did not hit the study"
-    if result.pending_writes:  # the study ended before the server was back: sync delivers
-        proc = run_cli("sync", str(result.storage_path), cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-    assert not (outbox / "ops.jsonl").read_text().strip()
+    result = study.result()
 
+    client = MlflowClient(tracking_uri=server.uri)
     exp = client.get_experiment_by_name("outage")
     runs = client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")
     assert len(runs) == 2
@@ -163,7 +96,7 @@ def test_server_binds_loopback_unless_told(tmp_path):
 
 def test_killed_serve_leaves_no_server_behind_and_restarts(tmp_path):
     """SIGKILL of `segstudy tracking serve` (a real process) frees the port; a taken port is refused."""
-    srv = Server(tmp_path)
+    srv = TrackingServer(tmp_path)
     srv.start()
     try:
         busy = run_cli(*srv.args[1:], cwd=tmp_path)  # a second server on the live port

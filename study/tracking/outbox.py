@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -21,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import OperationalError
 
 log = logging.getLogger(__name__)
 
 OFFLINE_PREFIX = "offline-"
-
 
 
 class Op(StrEnum):
@@ -49,22 +50,28 @@ Apply = Callable[[Op, dict[str, Any]], str | None]
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True when the error means "the server could not be reached", not "the request was wrong".
+    """True when the error means "the store cannot take writes now", not "the request was wrong".
 
-    MLflow wraps connection failures as "API request to ... failed with exception ..." and
-    gateway errors as 5xx responses; anything else (a bad parameter, a missing run) is a bug to
-    raise, not a write to keep for later.
+    A server that is down or unreachable, and one that answers 5xx (an MLflow server whose
+    database is down answers 503, its model registry 500), reach us as "API request to ...
+    failed with exception ...": MLflow's HTTP retry policy gives up on exactly those. A 5xx
+    outside that policy comes back as "failed with error code 5xx" (501, not implemented, is a
+    bug, not an outage). A database store raises TEMPORARILY_UNAVAILABLE for a database it cannot
+    reach, or SQLAlchemy's OperationalError where MLflow opens it (the registry, on first use).
+    Anything else (a bad parameter, a missing run) is a bug to raise, not a write to keep.
     """
-    if isinstance(exc, ConnectionError | TimeoutError):
+    if isinstance(exc, ConnectionError | TimeoutError | OperationalError):
         return True
     if isinstance(exc, MlflowException):
-        text = str(exc)
         return (
-            "failed with exception" in text
-            or exc.error_code == "TEMPORARILY_UNAVAILABLE"
-            or any(f"status code {code}" in text for code in (500, 502, 503, 504))
+            "failed with exception" in str(exc)
+            or _SERVER_ERROR.search(str(exc)) is not None
+            or exc.error_code in ("TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED")
         )
     return False
+
+
+_SERVER_ERROR = re.compile(r"failed with error code 5(?!01)\d\d\b")
 
 
 class Outbox:

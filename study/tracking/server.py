@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from study.errors import SegstudyError
+from study.tracking.stores import check_database, is_database, redact, require_driver
 from study.watchdog import start_watchdog
 
 LOOPBACK = "127.0.0.1"
@@ -32,15 +33,16 @@ def server_command(
     *, backend: str, artifacts: Path, host: str = LOOPBACK, port: int = 5000, workers: int = 1
 ) -> list[str]:
     """The `mlflow server` command line for a SQLite/PostgreSQL backend and a local artifact root."""
-    if not backend.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://")):
+    if not (backend.startswith("sqlite:///") or is_database(backend)):
         raise SegstudyError(
-            f"--backend-store-uri '{backend}': accepted are sqlite:///PATH and postgresql://USER@HOST/DB "
+            f"--backend-store-uri '{redact(backend)}': accepted are sqlite:///PATH and postgresql://USER@HOST/DB "
             "(the password from PGPASSWORD or ~/.pgpass, not the URI)"
         )
     if urlsplit(backend).password:
         raise SegstudyError(
             "--backend-store-uri embeds a password; put it in PGPASSWORD or ~/.pgpass so it is not shown in ps"
         )
+    require_driver(backend, what="--backend-store-uri")
     if not 0 < port < 65536:
         raise SegstudyError(f"--port {port}: accepted are 1-65535")
     if workers < 1:
@@ -97,6 +99,7 @@ def serve(*, backend: str, artifacts: Path, host: str = LOOPBACK, port: int = 50
     """Run the MLflow server until it ends or this process is stopped; returns its exit code."""
     command = server_command(backend=backend, artifacts=artifacts, host=host, port=port, workers=workers)
     check_port_free(host, port)
+    check_database(backend, what="--backend-store-uri")  # else the server retries it for ~100 s, then dies
     if backend.startswith("sqlite:///"):
         Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)

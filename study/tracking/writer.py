@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.util
 import json
 import logging
 import os
@@ -17,7 +16,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -28,6 +26,7 @@ from study import metrics_names as M
 from study.process_state import fail_fast_http
 from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, first_line
 from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, is_unavailable, map_ids
+from study.tracking.stores import check_database, is_accepted, redact, require_driver, scrub
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +45,14 @@ def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None, *, cwd: Path
     if not uri:
         return f"sqlite:///{base / 'mlflow.db'}"
     check_no_credentials(uri)
-    scheme = urlsplit(uri).scheme.split("+")[0] if "://" in uri else ""
-    if scheme not in _SCHEMES:
+    if not is_accepted(uri):
         raise SegstudyError(
             f"tracking URI '{redact(uri)}': accepted are sqlite:///PATH, postgresql://..., mysql://..., http(s)://HOST:PORT"
         )
-    driver = _SCHEMES[scheme]
-    if driver and importlib.util.find_spec(driver[0]) is None:
-        raise SegstudyError(f"tracking URI '{redact(uri)}' needs the {driver[0]} module: pip install {driver[1]}")
+    require_driver(uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{(base / uri.removeprefix('sqlite:///')).resolve()}"
     return uri
-
-
-# Tracking URI schemes MLflow 3 serves, and the database driver each needs (module, pip name).
-_SCHEMES: dict[str, tuple[str, str] | None] = {
-    "sqlite": None,
-    "http": None,
-    "https": None,
-    "postgresql": ("psycopg2", "psycopg2-binary"),
-    "mysql": ("pymysql", "pymysql"),
-}
 
 
 @contextlib.contextmanager
@@ -104,6 +90,7 @@ def reading_client(uri: str) -> MlflowClient:
             raise SegstudyError(f"tracking URI '{uri}': no MLflow store at {path}; run `segstudy run SPEC` first")
     if uri.startswith(("http://", "https://")):
         fail_fast_http()
+    check_database(uri)  # in seconds, not after MLflow's retries
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     check_reachable(client, uri)
@@ -138,6 +125,7 @@ class StudyTracker:
         check_no_credentials(tracking_uri)
         if tracking_uri.startswith(("http://", "https://")):
             fail_fast_http()  # a stalled Tune driver helps nobody: the outbox is our retry
+        check_database(tracking_uri)  # MlflowClient opens a database at once, retrying for ~100 s
         self.uri = tracking_uri
         self.experiment = experiment
         with store_lock(tracking_uri):  # MlflowClient creates a fresh SQLite store's schema right away
@@ -412,24 +400,6 @@ def check_no_credentials(uri: str) -> None:
         )
 
 
-def scrub(text: str, uri: str) -> str:
-    """`text` with any credential of `uri` masked (error messages may quote the URI)."""
-    parts = urlsplit(uri)
-    for secret in (parts.password, parts.username):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def redact(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.password or parts.username:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
-
-
 def version_tags() -> dict[str, str]:
     """Library versions behind every run, so a result can be reproduced (docs/ARCHITECTURE.md 7)."""
     return {M.VERSIONS_TAG: _VERSIONS}
@@ -444,6 +414,5 @@ def _param_text(value: Any) -> str:
 
 
 __all__ = [
-    "StudyTracker", "check_no_credentials", "fail_fast_http", "reading_client", "redact", "resolve_tracking_uri", "scrub",
-    "version_tags",
+    "StudyTracker", "check_no_credentials", "fail_fast_http", "reading_client", "resolve_tracking_uri", "version_tags",
 ]
