@@ -4,6 +4,6 @@ keeps its writes while the server is away; `server` runs `segstudy tracking serv
 
 from __future__ import annotations
 
-from study.tracking.writer import StudyTracker, reading_client, redact, resolve_tracking_uri, scrub
+from study.tracking.writer import StudyTracker, reading_client, resolve_tracking_uri
 
-__all__ = ["StudyTracker", "reading_client", "redact", "resolve_tracking_uri", "scrub"]
+__all__ = ["StudyTracker", "reading_client", "resolve_tracking_uri"]

@@ -20,9 +20,8 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
-
-from study.errors import SegstudyError
+from study.errors import SegstudyError, embeds_credentials
+from study.redact import mask_uri
 from study.watchdog import start_watchdog
 
 LOOPBACK = "127.0.0.1"
@@ -34,12 +33,13 @@ def server_command(
     """The `mlflow server` command line for a SQLite/PostgreSQL backend and a local artifact root."""
     if not backend.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://")):
         raise SegstudyError(
-            f"--backend-store-uri '{backend}': accepted are sqlite:///PATH and postgresql://USER@HOST/DB "
+            f"--backend-store-uri '{mask_uri(backend)}': accepted are sqlite:///PATH and postgresql://USER@HOST/DB "
             "(the password from PGPASSWORD or ~/.pgpass, not the URI)"
         )
-    if urlsplit(backend).password:
+    if embeds_credentials(backend):  # argv is visible to every user of the machine (ps)
         raise SegstudyError(
-            "--backend-store-uri embeds a password; put it in PGPASSWORD or ~/.pgpass so it is not shown in ps"
+            f"--backend-store-uri '{mask_uri(backend)}' embeds a password or token; put it in PGPASSWORD or "
+            "~/.pgpass so it is not shown in ps"
         )
     if not 0 < port < 65536:
         raise SegstudyError(f"--port {port}: accepted are 1-65535")
