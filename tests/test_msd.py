@@ -266,7 +266,7 @@ def test_non_finite_image(msd: Path, bad):
     image = _image(0, _box_label(0))
     image[3, 3, 3] = bad
     _save(path, image)
-    _expect_error(MSDConfig(root=msd), path.resolve(), "1 non-finite voxels")
+    _expect_error(MSDConfig(root=msd), path.resolve(), r"holds 1 non-finite voxel\(s\)")
 
 
 def test_label_without_selected_structure(msd: Path):
