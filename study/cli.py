@@ -168,10 +168,10 @@ def tracking_serve(
     from study.tracking.server import check_port_free, serve, server_command
     from study.tracking import resolve_tracking_uri
 
+    server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
         paths.output_file(Path(backend_store_uri.removeprefix("sqlite:///")), option="--backend-store-uri", what="SQLite store")
-    server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
     paths.output_folder(artifacts, option="--artifacts")
     check_port_free(host, port)  # before the banner: a taken port is exit 2, not a server that never comes up
     say(f"MLflow server on http://{host}:{port} (backend {mask_uri(backend_store_uri)}, artifacts {artifacts})", err=True)

@@ -32,6 +32,10 @@ def _label(path: Path, option: str) -> str:
     return f"{option} {path}" if option else str(path)
 
 
+def _a(what: str) -> str:
+    return f"{'an' if what[:1] in set('aeiou') else 'a'} {what}"
+
+
 def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "a file" if stat.S_ISREG(mode) else "a special file")
 
@@ -79,7 +83,7 @@ def input_file(path: Path, *, option: str = "", what: str = "file") -> Path:
     if st is None:
         raise SegstudyError(f"{label}: {what} not found")
     if not stat.S_ISREG(st.st_mode):
-        raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not a {what}")
+        raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not {_a(what)}")
     try:
         with open(path, "rb"):  # a regular file: opening never blocks
             pass
@@ -101,7 +105,7 @@ def input_folder(path: Path, *, option: str = "", what: str = "folder") -> Path:
     if st is None:
         raise SegstudyError(f"{label}: {what} not found")
     if not stat.S_ISDIR(st.st_mode):
-        raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not a {what}")
+        raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not {_a(what)}")
     try:
         os.scandir(path).close()
     except OSError as exc:
@@ -125,7 +129,7 @@ def output_folder(path: Path, *, option: str = "", what: str = "folder") -> Path
     st = _stat(path, option, missing="cannot be created")
     if st is not None:
         if not stat.S_ISDIR(st.st_mode):
-            raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not a {what}")
+            raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not {_a(what)}")
         _probe_writable(path, label=label, what=f"{what} is not writable")
         return path
     parent = _nearest_existing(path, option)
@@ -145,7 +149,7 @@ def output_file(path: Path, *, option: str = "", what: str = "file") -> Path:
     st = _stat(path, option, missing="cannot be created")
     if st is not None and not stat.S_ISREG(st.st_mode):
         hint = f"; give a file path, e.g. {path / 'name'}" if stat.S_ISDIR(st.st_mode) else ""
-        raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not a {what}{hint}")
+        raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not {_a(what)}{hint}")
     folder = path.parent
     folder_st = _stat(folder, option, missing="cannot be created")
     if folder_st is not None and not stat.S_ISDIR(folder_st.st_mode):

@@ -10,7 +10,6 @@ Stdlib only, rank 0 (docs/ARCHITECTURE.md 2): every layer may use it.
 
 from __future__ import annotations
 
-import logging
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -113,11 +112,4 @@ def embeds_credentials(uri: str) -> bool:
     return bool(userinfo) or mask_uri(f"?{parts.query}#{parts.fragment}") != f"?{parts.query}#{parts.fragment}"
 
 
-class MaskingFormatter(logging.Formatter):
-    """A log formatter whose every line (message, arguments, traceback) has its secrets masked."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return mask_text(super().format(record))
-
-
-__all__ = ["MASK", "MaskingFormatter", "embeds_credentials", "is_credential_name", "mask_text", "mask_uri", "uri_secrets"]
+__all__ = ["MASK", "embeds_credentials", "is_credential_name", "mask_text", "mask_uri", "uri_secrets"]

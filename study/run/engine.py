@@ -104,7 +104,7 @@ def run_study(
     check_grid_size(spec, allow_large=allow_large_grid)
     check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
-    storage_path = output_folder(_storage(storage), option="--storage")
+    storage_path = _storage(output_folder(Path(storage or "ray_results"), option="--storage"))
     with library_output(verbose) as library_log:
         tracker = StudyTracker(uri, spec.name)
         tracker.check_reachable()

@@ -62,12 +62,12 @@ def submit_study(
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)  # refuse bad input before anything reaches the cluster
     check_grid_size(spec, allow_large=allow_large_grid)
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     root = project_root()
     try:
         spec_rel = spec_path.resolve().relative_to(root).as_posix()
     except ValueError:
         raise SegstudyError(f"{spec_path}: the spec must lie inside the project folder {root} that is uploaded") from None
-    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     storage_abs = str(Path(storage or "ray_results").resolve())
     from ray.job_submission import JobSubmissionClient
 
