@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from study.errors import SegstudyError
@@ -77,19 +78,7 @@ def input_file(path: Path, *, option: str = "", what: str = "file") -> Path:
         >>> input_file(Path("/dev/zero"), what="spec file")  # doctest: +SKIP
         SegstudyError: /dev/zero: is a character device, not a spec file
     """
-    path = Path(path)
-    label = _label(path, option)
-    st = _stat(path, option, missing=f"{what} not found")
-    if st is None:
-        raise SegstudyError(f"{label}: {what} not found")
-    if not stat.S_ISREG(st.st_mode):
-        raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not {_a(what)}")
-    try:
-        with open(path, "rb"):  # a regular file: opening never blocks
-            pass
-    except OSError as exc:
-        raise SegstudyError(f"{label}: {what} not readable ({exc.strerror or type(exc).__name__})") from None
-    return path
+    return _existing(Path(path), option, what, is_kind=stat.S_ISREG, read=lambda p: open(p, "rb").close())
 
 
 def input_folder(path: Path, *, option: str = "", what: str = "folder") -> Path:
@@ -99,15 +88,20 @@ def input_folder(path: Path, *, option: str = "", what: str = "folder") -> Path:
         SegstudyError: missing (said as missing), a file or other non-folder, a symlink loop, or
             not readable.
     """
-    path = Path(path)
+    return _existing(Path(path), option, what, is_kind=stat.S_ISDIR, read=lambda p: os.scandir(p).close())
+
+
+def _existing(path: Path, option: str, what: str, *, is_kind: Callable[[int], bool], read: Callable[[Path], None]) -> Path:
+    """`path`, after checking it exists, is of the kind `is_kind` accepts, and `read` can open it
+    (a regular file opens without blocking; a folder is listed)."""
     label = _label(path, option)
     st = _stat(path, option, missing=f"{what} not found")
     if st is None:
         raise SegstudyError(f"{label}: {what} not found")
-    if not stat.S_ISDIR(st.st_mode):
+    if not is_kind(st.st_mode):
         raise SegstudyError(f"{label}: is {_kind(st.st_mode)}, not {_a(what)}")
     try:
-        os.scandir(path).close()
+        read(path)
     except OSError as exc:
         raise SegstudyError(f"{label}: {what} not readable ({exc.strerror or type(exc).__name__})") from None
     return path

@@ -27,7 +27,8 @@ _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s'\"<>]*@")
 # name=value after a delimiter (?, &, ;, #, start, space, quote or bracket): query strings, and
 # libpq-style "host=db password=x" text. The value runs to the next delimiter.
 _PARAM = re.compile(r"(^|[?&;#\s,(\[{'\"])([A-Za-z0-9_.%\-]+)=([^&;#\s'\"<>)\]}]*)")
-_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE)
+# An HTTP Authorization value (a token of 16+ characters, so English prose is left alone).
+_BEARER = re.compile(r"\b((?i:bearer)|Basic)\s+[A-Za-z0-9._~+/\-]{16,}=*")
 
 
 def is_credential_name(name: str) -> bool:

@@ -76,17 +76,14 @@ def test_recommend_on_garbage_images_is_one_line(tmp_path):
 
 def _nifti(path, data, *, dims=None):
     """Save `data` as NIfTI; `dims` rewrites the header's claimed shape afterwards."""
-    import gzip
-
     import nibabel as nib
     import numpy as np
 
+    from test_msd import with_claimed_dims
+
     nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4)), path)
     if dims is not None:
-        raw = bytearray(gzip.decompress(path.read_bytes()))
-        for i, value in enumerate(dims):
-            raw[40 + 2 * i : 42 + 2 * i] = int(value).to_bytes(2, "little", signed=True)
-        path.write_bytes(gzip.compress(bytes(raw)))
+        with_claimed_dims(path, dims)
 
 
 @pytest.mark.parametrize(

@@ -350,7 +350,7 @@ def test_malformed_modality_table(msd: Path):
 # --- NIfTI headers decide allocations: checked before reading ---------------------------------
 
 
-def _with_dims(path: Path, dims: list[int]) -> None:
+def with_claimed_dims(path: Path, dims: list[int]) -> None:
     """Rewrite the header's dim field (the shape every reader allocates) of a gzipped NIfTI."""
     raw = bytearray(gzip.decompress(path.read_bytes()))
     for i, value in enumerate(dims):
@@ -367,7 +367,7 @@ def _with_dims(path: Path, dims: list[int]) -> None:
 )
 def test_header_sizes_are_checked_before_any_allocation(msd: Path, dims, match):
     path = msd / "imagesTr" / "case_1.nii.gz"
-    _with_dims(path, dims)
+    with_claimed_dims(path, dims)
     _expect_error(MSDConfig(root=msd), path.resolve(), match)
 
 
