@@ -13,9 +13,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from study import process_state
+from study import paths, process_state
 from study.errors import SegstudyError
 from study.metrics_names import MIN_SEEDS
+from study.redact import mask_text, mask_uri
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,6 +39,15 @@ TrackingOpt = Annotated[
 
 StudyOpt = Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")]
 ExperimentOpt = Annotated[str, typer.Option(help="Study name (= MLflow experiment)")]
+LargeGridOpt = Annotated[
+    bool, typer.Option("--allow-large-grid", help="Go on with more trials than the spec's max_trials (default 1000)")
+]
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print one line; every line the CLI prints comes here and has its secrets masked
+    (`study.redact`): tracking URIs, addresses and library error texts may carry a token."""
+    typer.echo(mask_text(text), err=err)
 
 
 def user_errors(fn: F) -> F:
@@ -48,7 +58,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except SegstudyError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            say(f"error: {exc}", err=True)
             raise typer.Exit(code=exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -56,17 +66,18 @@ def user_errors(fn: F) -> F:
 
 @app.command()
 @user_errors
-def validate(spec: SpecArg) -> None:
-    """Check a spec (keys, values, architectures, factors) without training anything."""
-    from study.spec.cells import expand_cells
-    from study.spec import check_data, load_spec
+def validate(spec: SpecArg, allow_large_grid: LargeGridOpt = False) -> None:
+    """Check a spec (keys, values, architectures, factors, grid size, data) without training anything;
+    print the number of trials and an estimate of their time on this machine."""
+    from study.spec import check_data, check_grid_size, load_spec
 
     parsed = load_spec(spec)
+    n_cells = check_grid_size(parsed, allow_large=allow_large_grid).cells  # before any data is built
     check_data(parsed)
-    from study.run.engine import prepared_data  # torch and MONAI: only once the spec itself is sound
+    from study.run.engine import local_trials_at_once, prepared_data  # torch and MONAI: only once the spec itself is sound
+    from study.run.preflight import plan_line
 
-    prepared_data(parsed)  # what run checks, validate checks: data built, one step per network input
-    n_cells = len(expand_cells(parsed))
+    data, checked = prepared_data(parsed)  # what run checks, validate checks: data built, one step per network input
     seeds = parsed.confirm_seeds
     tune = ""
     if parsed.tuning is not None:
@@ -75,12 +86,13 @@ def validate(spec: SpecArg) -> None:
             f"tune {n_cells * t.trials_per_cell} trials ({t.trials_per_cell} per cell, {t.sampler}, "
             f"early stopping {t.early_stopping.kind}, searching {', '.join(sorted(parsed.search_space))}); "
         )
-    typer.echo(
+    say(
         f"{spec}: ok: study '{parsed.name}', factors {', '.join(sorted(parsed.factors))}; {tune}"
         f"confirm {n_cells} cells x {len(seeds)} seeds = {n_cells * len(seeds)} trials"
     )
+    say(f"plan: {plan_line(parsed, data, checked, at_once=local_trials_at_once(parsed), where='on this machine')}")
     if len(seeds) < MIN_SEEDS:
-        typer.echo(f"warning: only {len(seeds)} confirmation seed(s); comparisons need >= {MIN_SEEDS}", err=True)
+        say(f"warning: only {len(seeds)} confirmation seed(s); comparisons need >= {MIN_SEEDS}", err=True)
 
 
 @app.command()
@@ -91,11 +103,13 @@ def run(
     tracking_uri: TrackingOpt = None,
     storage: Annotated[Path | None, typer.Option(help="Directory for Tune results and checkpoints")] = None,
     verbose: VerboseOpt = False,
+    allow_large_grid: LargeGridOpt = False,
 ) -> None:
     """Run every cell x seed of the study and track it in MLflow."""
     from study.run.engine import run_study
 
-    _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose))
+    _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose,
+                        allow_large_grid=allow_large_grid))
 
 
 VerboseOpt = Annotated[
@@ -132,7 +146,7 @@ def sync(
     from study.run.engine import sync_study
 
     sent, left = sync_study(study, storage=storage, tracking_uri=tracking_uri)
-    typer.echo(f"delivered {sent} kept tracking write(s); {left} still waiting")
+    say(f"delivered {sent} kept tracking write(s); {left} still waiting")
     if left:
         raise typer.Exit(code=1)
 
@@ -155,19 +169,21 @@ def tracking_serve(
     from study.tracking import resolve_tracking_uri
     from study.tracking.stores import check_database
 
+    server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
-    server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
+        paths.output_file(Path(backend_store_uri.removeprefix("sqlite:///")), option="--backend-store-uri", what="SQLite store")
+    paths.output_folder(artifacts, option="--artifacts")
     check_port_free(host, port)  # before the banner: a taken port is exit 2, not a server that never comes up
     check_database(backend_store_uri, what="--backend-store-uri")  # likewise a database that does not answer
-    typer.echo(f"MLflow server on http://{host}:{port} (backend {backend_store_uri}, artifacts {artifacts})", err=True)
+    say(f"MLflow server on http://{host}:{port} (backend {mask_uri(backend_store_uri)}, artifacts {artifacts})", err=True)
     code = serve(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)
     if code not in (0, -signal.SIGTERM, -signal.SIGINT):  # stopped on request is a clean end
         raise typer.Exit(code=1)
 
 
 def _finished(result: Any) -> None:
-    typer.echo(
+    say(
         f"study '{result.experiment}': {result.n_trials - result.n_failed}/{result.n_trials} trials finished; "
         f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.storage_path}"
     )
@@ -177,10 +193,10 @@ def _finished(result: Any) -> None:
         summary = summarise_study(result.experiment, study_run_id=result.study_run_id,
                                   tracking_uri=result.tracking_uri, study_folder=result.storage_path)
         for line in summary_lines(summary):
-            typer.echo(line)
+            say(line)
     if result.not_learned:
         cells = sorted({entry.split(" seed=")[0] for entry in result.not_learned})
-        typer.echo(
+        say(
             f"warning: {len(result.not_learned)} confirm trial(s) did not learn, in cell(s) {', '.join(cells)}: "
             f"their comparisons mean nothing (see tag segstudy.learning_issue; first: {result.not_learned[0]})",
             err=True,
@@ -197,12 +213,14 @@ def submit(
     tracking_uri: TrackingOpt = None,
     storage: Annotated[Path | None, typer.Option(help="Results directory as seen by the cluster")] = None,
     no_follow: Annotated[bool, typer.Option("--no-follow", help="Return after submitting")] = False,
+    allow_large_grid: LargeGridOpt = False,
 ) -> None:
     """Submit the study as a Ray job, stream its logs, exit with its status."""
     from study.run.submit import submit_study
 
-    job_id, status = submit_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, follow=not no_follow)
-    typer.echo(f"job {job_id}: {status}")
+    job_id, status = submit_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, follow=not no_follow,
+                                  allow_large_grid=allow_large_grid)
+    say(f"job {job_id}: {status}")
     if not no_follow and status != "SUCCEEDED":
         raise typer.Exit(code=1)
 
@@ -222,6 +240,7 @@ def analyze(
 
     if phase not in {"confirm", "tune", "all"}:
         raise SegstudyError(f"--phase {phase!r}: accepted values are confirm, tune, all")
+    paths.output_folder(out, option="--out")
     written = run_analysis(
         experiment,
         out_dir=out,
@@ -230,7 +249,7 @@ def analyze(
         study=study,
     )
     for name, path in written.items():
-        typer.echo(f"{name}: {path}")
+        say(f"{name}: {path}")
     from analysis.commands.study_summary import CLAIMS_HEADING, FINDINGS_HEADING
 
     _print_lines(CLAIMS_HEADING, written.get("claims"))
@@ -245,9 +264,9 @@ def _print_lines(heading: str, path: Path | None) -> None:
 
     lines = pd.read_csv(path)["line"].tolist()
     if lines:
-        typer.echo(heading)
+        say(heading)
         for line in lines:
-            typer.echo(f"  {line}")
+            say(f"  {line}")
 
 
 @app.command()
@@ -262,12 +281,12 @@ def status(
     from study.tracking import resolve_tracking_uri
 
     table = study_status(experiment, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
-    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    say(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "browse" in table.attrs:
-        typer.echo(f"browse: {table.attrs['browse']}")
+        say(f"browse: {table.attrs['browse']}")
     bad = table[table["not_learned"] > 0]
     if not bad.empty:
-        typer.echo(
+        say(
             f"warning: {int(bad['not_learned'].sum())} confirm trial(s) did not learn, in cell(s) "
             f"{', '.join(bad['cell'])}: do not compare arms there (tag segstudy.learning_issue says why)",
             err=True,
@@ -287,10 +306,11 @@ def recommend(
     from analysis.commands.recommend import recommend as run_recommend
     from study.tracking import resolve_tracking_uri
 
+    paths.input_folder(data, option="--data")
     result = run_recommend(experiment, data=data, tracking_uri=resolve_tracking_uri(tracking_uri, None))
     for text in result["warnings"]:
-        typer.echo(f"warning: {text}", err=True)
-    typer.echo(json.dumps(result, indent=2))
+        say(f"warning: {text}", err=True)
+    say(json.dumps(result, indent=2))
 
 
 @app.command()
@@ -305,8 +325,9 @@ def report(
     from analysis.commands.report import build_report
     from study.tracking import resolve_tracking_uri
 
+    paths.output_folder(out, option="--out")
     path = build_report(experiment, out_dir=out, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
-    typer.echo(f"report: {path}")
+    say(f"report: {path}")
 
 
 @app.command()
@@ -330,8 +351,8 @@ def predict(
         model, input, output, tracking_uri=resolve_tracking_uri(tracking_uri, None), risk_controlled=risk_controlled
     )
     for reason in result["out_of_domain_reasons"]:
-        typer.echo(f"warning: out of domain: {reason}; the bound is not backed by calibration", err=True)
-    typer.echo(json.dumps(result, indent=2))
+        say(f"warning: out of domain: {reason}; the bound is not backed by calibration", err=True)
+    say(json.dumps(result, indent=2))
 
 
 @data_app.command("synth")
@@ -350,10 +371,11 @@ def data_synth(
     parsed = load_spec(spec)
     if fmt not in {"png", "nifti"}:
         raise SegstudyError(f"--format {fmt!r}: accepted values are png, nifti")
+    paths.output_folder(out, option="--out")  # before the data are built
     for key, level in build_study_data(parsed).items():
         folder = out / (cell_key(dict(zip(parsed.dataset_factors, key))) or "data")
         files = export_level(level, folder, fmt=fmt)
-        typer.echo(f"{folder}: {len(files)} files")
+        say(f"{folder}: {len(files)} files")
 
 
 def main() -> None:

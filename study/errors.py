@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+
+from study.redact import embeds_credentials, mask_text
 
 # Where a tracking server's credentials belong instead of the URI (which is printed, logged, and
 # stored in the spec copy and study.json).
@@ -17,16 +18,24 @@ CREDENTIALS_ENV = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLF
 
 
 class SegstudyError(Exception):
-    """A problem with the user's input, reported as one line naming what is wrong."""
+    """A problem with the user's input, reported as one line naming what is wrong.
+
+    The message is masked (`study.redact.mask_text`) as the error is made: it may quote a URI, or
+    a library's error text that does, and every caller shows it.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(mask_text(str(message)), *args)
 
 
 def first_line(exc: BaseException, *, limit: int = 200, empty: str | None = None) -> str:
     """The first line of an exception's text, at most `limit` characters; `empty` (default: the
-    exception's type name) when it has no text. Tracebacks stay in logs; users get this line."""
+    exception's type name) when it has no text. Tracebacks stay in logs; users get this line.
+    Masked before it is cut, so a secret at the cut is not left half shown."""
     text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else (type(exc).__name__ if empty is None else empty)
+    return mask_text(text.splitlines()[0])[:limit] if text else (type(exc).__name__ if empty is None else empty)
 
 
 def unknown_name(kind: str, given: str, available: Iterable[str], *, where: str = "") -> SegstudyError:
@@ -43,13 +52,4 @@ def unknown_name(kind: str, given: str, available: Iterable[str], *, where: str 
     return SegstudyError(f"{prefix}unknown {kind} '{given}'{hint} Accepted: {', '.join(names)}")
 
 
-def embeds_credentials(uri: str) -> bool:
-    """True when a tracking URI carries a secret: a password, or a user name on http(s) (MLflow
-    would send it). The spec check and the tracking writer both ask this one question.
-
-    Example:
-        >>> embeds_credentials("http://bob@mlflow:5000"), embeds_credentials("sqlite:////tmp/mlflow.db")
-        (True, False)
-    """
-    parts = urlsplit(uri)
-    return bool(parts.password or (parts.scheme in {"http", "https"} and parts.username))
+__all__ = ["CREDENTIALS_ENV", "SegstudyError", "embeds_credentials", "first_line", "unknown_name"]

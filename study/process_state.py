@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from study.redact import mask_text
+
 
 def fail_fast_http() -> None:
     """MLflow retries a refused connection for minutes by default; segstudy fails fast instead
@@ -69,7 +71,7 @@ def set_torch_threads(n: int) -> None:
 
 
 def _warning_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
-    return f"warning: {message}\n"
+    return f"warning: {mask_text(str(message))}\n"  # a warning may quote a tracking URI or an address
 
 
 def format_warnings() -> None:

@@ -73,3 +73,81 @@ def test_recommend_on_garbage_images_is_one_line(tmp_path):
                    f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "a_image.png: cannot read as PNG" in proc.stderr
+
+
+def _nifti(path, data, *, dims=None):
+    """Save `data` as NIfTI; `dims` rewrites the header's claimed shape afterwards."""
+    import nibabel as nib
+    import numpy as np
+
+    from test_msd import with_claimed_dims
+
+    nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4)), path)
+    if dims is not None:
+        with_claimed_dims(path, dims)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        ("nan", r"image \(as float32\) holds 1 non-finite voxel\(s\) \(NaN or inf; first at index \(1, 2, 3\)\)"),
+        ("huge", r"the header claims 3000 x 3000 x 3000 = 2.7e\+10 voxels .*; the limit is 1073741824 voxels"),
+        ("5d", r"image of shape \(4, 4, 4, 1, 2\); accepted: 2D, 3D or 4D"),
+        ("png_bomb", r"the header claims too many pixels \(Image size \(1600000000 pixels\) exceeds limit"),
+        ("folder", r"is a folder, not an image file"),
+    ],
+)
+def test_predict_input_refusals_name_the_input(tmp_path, make, expected):
+    """Each refusal about the image names it (`--input PATH`) and says what is wrong, before any
+    model is fetched: a NaN voxel as non-finite, a header's claimed size with the limit."""
+    import re
+    import struct
+    import zlib
+
+    import numpy as np
+
+    name = {"png_bomb": "in.png", "folder": "in.nii.gz"}.get(make, "in.nii.gz")
+    path = tmp_path / name
+    if make == "nan":
+        data = np.zeros((4, 4, 4), np.float32)
+        data[1, 2, 3] = np.nan
+        _nifti(path, data)
+    elif make == "huge":
+        _nifti(path, np.zeros((4, 4, 4), np.float32), dims=[3, 3000, 3000, 3000])
+    elif make == "5d":
+        _nifti(path, np.zeros((4, 4, 4, 1, 2), np.float32))
+    elif make == "png_bomb":  # a valid PNG header claiming 40000 x 40000 pixels, almost no data
+        def chunk(kind: bytes, body: bytes) -> bytes:
+            return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+        header = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+                         + chunk(b"IEND", b""))
+    else:
+        path.mkdir()
+    proc = run_app("predict", "--model", "0" * 32, "--input", str(path), "--output", str(tmp_path / f"out_{name}"),
+                   "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: --input {path}: ") and re.search(expected, line), line
+    assert not (tmp_path / f"out_{name}").exists()
+
+
+def test_run_refused_by_the_preflight_leaves_no_store(ray_head, write_spec, tmp_path, monkeypatch):
+    """The tracking store is made by the first write, after every check: a study the preflight
+    refuses (after Ray is up) leaves no SQLite store and no study folder."""
+    import study.run.preflight as preflight
+
+    real = preflight.build_network
+
+    def three_channel_unet(cfg, **kwargs):
+        return real(cfg, **{**kwargs, "in_channels": 3})
+
+    monkeypatch.setattr(preflight, "build_network", three_channel_unet)
+    spec = write_spec()
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_app("run", str(spec), "--address", ray_head.gcs_address, "--storage", str(work / "results"), cwd=work)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "one training step on the study's data fails" in proc.stderr
+    assert sorted(p.name for p in work.iterdir()) == []

@@ -16,6 +16,8 @@ RANK = {
     "study.watchdog": 0,
     "study.metrics_names": 0,
     "study.process_state": 0,
+    "study.redact": 0,
+    "study.paths": 0,
     "study.data": 1,
     "study.models": 1,
     "study.perturbations": 1,

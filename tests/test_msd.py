@@ -266,7 +266,7 @@ def test_non_finite_image(msd: Path, bad):
     image = _image(0, _box_label(0))
     image[3, 3, 3] = bad
     _save(path, image)
-    _expect_error(MSDConfig(root=msd), path.resolve(), "1 non-finite voxels")
+    _expect_error(MSDConfig(root=msd), path.resolve(), r"holds 1 non-finite voxel\(s\)")
 
 
 def test_label_without_selected_structure(msd: Path):
@@ -314,3 +314,66 @@ def test_label_values_not_declared_in_dataset_json_are_refused(msd: Path):
     for fn in (check_msd, build_msd):
         with pytest.raises(SegstudyError, match=r"case_2.nii.gz: label value\(s\) 7 not declared in dataset.json"):
             fn(MSDConfig(root=msd, split=QUARTERS))
+
+
+# --- channels: every case alike, and as dataset.json declares ---------------------------------
+
+
+def _two_channels(path: Path) -> None:
+    image = np.asarray(nib.load(path).dataobj)
+    _save(path, np.stack([image, -image], axis=-1))
+
+
+def test_cases_with_different_channel_counts_are_refused(msd: Path):
+    """One 2-channel case among 1-channel ones would fail every trial that meets it (the network is
+    built for the first case's channels): refused by the check validate runs, naming both."""
+    _two_channels(msd / "imagesTr" / "case_2.nii.gz")
+    path = (msd / "imagesTr" / "case_2.nii.gz").resolve()
+    _expect_error(MSDConfig(root=msd), path, r"2 channel\(s\), but case_\d.nii.gz has 1; every case")
+
+
+@pytest.mark.parametrize("key", ["modality", "channel_names"])
+def test_channels_must_match_dataset_json(msd: Path, key):
+    _edit_json(msd, lambda raw: raw.update({key: {"0": "T2", "1": "ADC"}}))
+    images = (msd / "imagesTr").resolve()  # check and build meet the cases in different orders
+    _expect_error(MSDConfig(root=msd), images, r"case_\d.nii.gz: 1 channel\(s\), but .*dataset.json declares 2 \(T2, ADC\)")
+    for i in range(4):
+        _two_channels(msd / "imagesTr" / f"case_{i}.nii.gz")
+    assert check_msd(MSDConfig(root=msd)) is None
+
+
+def test_malformed_modality_table(msd: Path):
+    _edit_json(msd, lambda raw: raw.update({"modality": {"1": "CT"}}))
+    _expect_error(MSDConfig(root=msd), msd / "dataset.json", "'modality' must map channel indices 0..N-1 to names")
+
+
+# --- NIfTI headers decide allocations: checked before reading ---------------------------------
+
+
+def with_claimed_dims(path: Path, dims: list[int]) -> None:
+    """Rewrite the header's dim field (the shape every reader allocates) of a gzipped NIfTI."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    for i, value in enumerate(dims):
+        raw[40 + 2 * i : 42 + 2 * i] = int(value).to_bytes(2, "little", signed=True)
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+@pytest.mark.parametrize(
+    ("dims", "match"),
+    [([3, 3000, 3000, 3000], r"the header claims 3000 x 3000 x 3000 = 2.7e\+10 voxels \(100.6 GiB as float32\); "
+                              r"the limit is 1073741824 voxels \(4 GiB\)"),
+     ([3, 0, 24, 12], r"the header claims shape 0 x 24 x 12; every dimension must be at least 1"),
+     ([3, -24, 24, 12], r"the header claims shape -24 x 24 x 12")],
+)
+def test_header_sizes_are_checked_before_any_allocation(msd: Path, dims, match):
+    path = msd / "imagesTr" / "case_1.nii.gz"
+    with_claimed_dims(path, dims)
+    _expect_error(MSDConfig(root=msd), path.resolve(), match)
+
+
+def test_non_finite_label_map_is_named_as_such(msd: Path):
+    path = msd / "labelsTr" / "case_1.nii.gz"
+    label = _box_label(1).astype(np.float32)
+    label[0, 0, 0] = np.nan
+    _save(path, label)
+    _expect_error(MSDConfig(root=msd), path.resolve(), r"label map holds 1 non-finite voxel\(s\) \(NaN or inf; first at index \(0, 0, 0\)\)")

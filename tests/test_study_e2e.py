@@ -244,6 +244,22 @@ def check_predict_2d(uri: str, tmp_path) -> None:
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "--output" in proc.stderr and ".nii.gz" in proc.stderr
 
+    # Images the model cannot take: every refusal names the input file (issue 22).
+    from PIL import Image
+
+    odd = tmp_path / "odd.png"
+    Image.fromarray(np.zeros((33, 31), np.uint8)).save(odd)
+    two = tmp_path / "two_channels.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 1, 2), np.float32), np.eye(4)), two)
+    for bad, expected in ((odd, "image of spatial size [33, 31]: this U-Net needs every patch/image dimension to be "
+                                "divisible by 4"), (two, "does not suit a 2D model with 1 input channel(s)")):
+        out_path = tmp_path / ("bad.png" if bad.suffix == ".png" else "bad.nii.gz")
+        proc = run_app("predict", "--model", run.info.run_id, "--input", str(bad), "--output", str(out_path),
+                       "--tracking-uri", uri, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert proc.stderr.startswith(f"error: --input {bad}: ") and expected in proc.stderr, proc.stderr
+        assert not out_path.exists()
+
 
 def test_gpu_request_on_cpu_cluster_is_refused_before_any_run(ray_head, write_spec, tmp_path):
     spec = write_spec(resources__gpu=1)

@@ -52,6 +52,7 @@ from study import metrics_names as M
 from study import process_state
 from study.errors import SegstudyError
 from study.tracking import StudyTracker, reading_client
+from study.redact import mask_uri
 from study.tracking.ui_links import browse as ui_browse
 from study.perturbations import describe
 from study.spec import Conformal, Evaluation
@@ -136,7 +137,7 @@ def build_report(
         warnings.warn(note, stacklevel=2)
     html = _render({
         "experiment": experiment, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "study_run_id": study_run.info.run_id if study_run else None, "tracking_uri": tracking_uri,
+        "study_run_id": study_run.info.run_id if study_run else None, "tracking_uri": mask_uri(tracking_uri),
         "browse": ui_browse(tracking_uri, study_run.info.experiment_id, study_run.info.run_id) if study_run else None,
         "design": _design(experiment, spec, spec_text, study_run, trials, runs), "versions": versions(),
         "notes": notes, "min_seeds": MIN_SEEDS, **results,

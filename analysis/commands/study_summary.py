@@ -23,6 +23,7 @@ from analysis.stats.summary import summarise
 from study import metrics_names as M
 from study.errors import SegstudyError, first_line
 from study.tracking import StudyTracker, reading_client
+from study.redact import mask_uri
 from study.tracking.ui_links import browse as ui_browse
 
 SUMMARY_DIR = "summary"  # in the study folder and in the study run's artifacts
@@ -159,7 +160,7 @@ def summary_lines(s: StudySummary) -> list[str]:
                      + (f", largest trial peak {peak:.0f} MB" if peak is not None else ""))
     if s.report is not None:
         lines.append(f"report:       {s.report}")
-    lines.append(f"MLflow run:   {s.study_run_id} in experiment '{s.experiment}' at {s.tracking_uri}")
+    lines.append(f"MLflow run:   {s.study_run_id} in experiment '{s.experiment}' at {mask_uri(s.tracking_uri)}")
     lines.append(f"study folder: {s.study_folder} (segstudy.log holds what Ray, Tune and MLflow said)")
     lines.append(f"browse:       {s.browse}")
     lines += [f"note: {p}" for p in s.problems]

@@ -74,9 +74,11 @@ def check_msd(cfg: MSDConfig) -> None:
     """
     index, value = _index_and_label(cfg)
     reference: tuple[Path, tuple[float, ...]] | None = None
+    channels: tuple[Path, int] | None = None
     for case in index.cases:
         image, _ = _read_case(case, value, index.labels[value], index.labels)
         reference = _check_spacing(cfg, image, reference)
+        channels = _check_channels(index, image, channels)
 
 
 def build_msd(cfg: MSDConfig) -> LevelData:
@@ -102,6 +104,7 @@ def build_msd(cfg: MSDConfig) -> LevelData:
     name = index.labels[value]
     parts = _split_cases(cfg, index)
     reference: tuple[Path, tuple[float, ...]] | None = None
+    channels: tuple[Path, int] | None = None
     splits = []
     for part in parts:
         images, masks, ids = [], [], []
@@ -109,6 +112,7 @@ def build_msd(cfg: MSDConfig) -> LevelData:
             case = index.cases[position]
             image_vol, label_vol = _read_case(case, value, name, index.labels)
             reference = _check_spacing(cfg, image_vol, reference)
+            channels = _check_channels(index, image_vol, channels)
             image, mask = _prepare(cfg, image_vol, label_vol, value, name)
             if cfg.as_2d:
                 for z, (im, ma) in _slices(cfg, image, mask, position, label_vol.path):
@@ -146,6 +150,7 @@ class MSDIndex:
     path: Path
     labels: dict[int, str]
     cases: tuple[MSDCase, ...]
+    channels: dict[str, str] | None = None  # 'modality' (MSD) or 'channel_names' (nnU-Net v2): index -> name
 
 
 def read_index(root: Path, *, max_cases: int | None = None) -> MSDIndex:
@@ -169,6 +174,7 @@ def read_index(root: Path, *, max_cases: int | None = None) -> MSDIndex:
         found = ", ".join(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
         raise SegstudyError(f"{path}: needs the keys 'labels' and 'training'; found: {found or 'nothing'}")
     labels = _parse_labels(raw["labels"], path)
+    channels = _parse_channels(raw, path)
     training = raw["training"]
     if not isinstance(training, list) or not training:
         raise SegstudyError(f"{path}: 'training' must be a non-empty list of {{'image': ..., 'label': ...}}")
@@ -183,7 +189,37 @@ def read_index(root: Path, *, max_cases: int | None = None) -> MSDIndex:
         if any(c.case_id == case_id for c in cases):
             raise SegstudyError(f"{where}: case '{case_id}' is listed twice")
         cases.append(MSDCase(case_id, image, label))
-    return MSDIndex(path=path, labels=labels, cases=tuple(cases))
+    return MSDIndex(path=path, labels=labels, cases=tuple(cases), channels=channels)
+
+
+def _parse_channels(raw: dict[str, Any], path: Path) -> dict[str, str] | None:
+    """The image channels dataset.json declares ({"0": "FLAIR", "1": "T1w"}), None if it names none."""
+    key = next((k for k in ("modality", "channel_names") if k in raw), None)
+    if key is None:
+        return None
+    table = raw[key]
+    if not isinstance(table, dict) or not table or sorted(map(str, table)) != sorted(str(i) for i in range(len(table))):
+        raise SegstudyError(f"{path}: '{key}' must map channel indices 0..N-1 to names, e.g. {{\"0\": \"CT\"}}; got {table!r}")
+    return {str(k): str(v) for k, v in table.items()}
+
+
+def _check_channels(index: MSDIndex, image: NiftiVolume, reference: tuple[Path, int] | None) -> tuple[Path, int]:
+    """Every case has the channels dataset.json declares, and the same number as the first case:
+    a network is built for one channel count, and a case with another fails every trial."""
+    channels = 1 if image.data.ndim == 3 else int(image.data.shape[3])
+    declared = index.channels
+    if declared is not None and channels != len(declared):
+        names = ", ".join(declared[str(i)] for i in range(len(declared)))
+        raise SegstudyError(
+            f"{image.path}: {channels} channel(s), but {index.path} declares {len(declared)} ({names}); "
+            "every image needs the declared channels (4D images: channels last)"
+        )
+    if reference is not None and channels != reference[1]:
+        raise SegstudyError(
+            f"{image.path}: {channels} channel(s), but {reference[0].name} has {reference[1]}; every case of a "
+            "dataset needs the same channels"
+        )
+    return reference or (image.path, channels)
 
 
 def _parse_labels(raw: Any, path: Path) -> dict[int, str]:

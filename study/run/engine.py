@@ -27,11 +27,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from study import metrics_names as M
 from study import process_state
 from study.spec.cells import cell_key, expand_cells
-from study.errors import SegstudyError
-from study.run.preflight import preflight
+from study.errors import SegstudyError, first_line
+from study.paths import output_folder
+from study.redact import mask_uri
+from study.run.preflight import Preflight, plan_line, preflight
 from study.run.ray_reaper import reap_on_exit
 from study.run.reconcile import reconcile, study_trial_runs
-from study.spec import StudySpec, check_data, load_spec
+from study.spec import StudySpec, check_data, check_grid_size, load_spec
 from study.training.study_data import build_study_data, summarise_data
 from study.run.study_dir import OPTUNA_DB, StudyDir
 from study.tracking import StudyTracker, resolve_tracking_uri
@@ -78,6 +80,7 @@ def run_study(
     storage: str | Path | None = None,
     console: StudyConsole | None = None,
     verbose: bool = False,
+    allow_large_grid: bool = False,
 ) -> StudyResult:
     """Run the study described by the spec file and return where its results are.
 
@@ -90,15 +93,18 @@ def run_study(
         console: where progress goes (default: live on a terminal, plain lines otherwise).
         verbose: keep Tune's own reporter and library output on the console instead of the
             study's log file.
+        allow_large_grid: run a grid of more trials than the spec's max_trials (default 1000).
 
     Raises:
-        SegstudyError: bad spec or a resource request the cluster cannot meet (nothing started).
+        SegstudyError: bad spec, paths or grid size, or a resource request the cluster cannot
+            meet (nothing started, no store or folder created).
     """
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
+    check_grid_size(spec, allow_large=allow_large_grid)
     check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
-    storage_path = _storage(storage)
+    storage_path = _storage(output_folder(Path(storage or "ray_results"), option="--storage"))
     with library_output(verbose) as library_log:
         tracker = StudyTracker(uri, spec.name)
         tracker.check_reachable()
@@ -109,14 +115,14 @@ def run_study(
         )
 
 
-def prepared_data(spec: StudySpec) -> Any:
+def prepared_data(spec: StudySpec) -> tuple[Any, Preflight]:
     """The study's data, built once, after one training step per network input passed on it
-    (`study.run.preflight`): a deterministic failure is a one-line error before Ray starts."""
+    (`study.run.preflight`): a deterministic failure is a one-line error before Ray starts.
+    Returns the data and the preflight's record (its step times give the study's estimate)."""
     t0 = time.perf_counter()
     data = build_study_data(spec)
     log.info("built data for %d level(s) in %.1f s", len(data), time.perf_counter() - t0)
-    preflight(spec, data)
-    return data
+    return data, preflight(spec, data)
 
 
 def resume_study(
@@ -167,7 +173,8 @@ def _on_ray(
     undo_workers = route_ray_worker_output(log) if log is not None else (lambda: None)
     try:
         check_resources(spec)
-        data = prepared_data(spec)
+        data, checked = prepared_data(spec)
+        display.console.note(plan_line(spec, data, checked, at_once=cluster_capacity(spec), where="on this Ray cluster"))
         study = study_dir()
         if log is not None:
             log.move_to(study.path)
@@ -204,7 +211,10 @@ def connect_ray(address: str | None, *, trials_at_once: int = 1) -> bool:
         return False
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as exc:  # nothing there, or not a Ray address
+            raise SegstudyError(f"--address {mask_uri(address)}: cannot join a Ray cluster ({first_line(exc)})") from None
     else:
         ray.init(
             num_cpus=os.cpu_count() or 1,

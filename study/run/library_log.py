@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from study.process_state import route_library_output
+from study.redact import mask_text
 
 LOG_FILE = "segstudy.log"
 
@@ -31,10 +32,12 @@ class LibraryLog:
         self.moved = False
 
     def write(self, text: str) -> int:
+        """Append `text`, secrets masked (Ray, MLflow and urllib3 may log an address with its token)."""
         with self._lock:
             if self._file.closed:
                 return 0
-            return self._file.write(text)
+            self._file.write(mask_text(text))
+            return len(text)  # what the caller handed over, as a stream reports it
 
     def flush(self) -> None:
         with self._lock:

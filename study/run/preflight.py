@@ -4,72 +4,236 @@ A deterministic failure (a network that does not accept the data's channels or s
 cannot take the masks, a patch the volumes cannot give) would otherwise fail every trial of its
 cells on the cluster, after the study folder and its MLflow runs exist, and be retried. Running
 the real code path once per (architecture, input size, data level) on the real data turns it into
-one line at `segstudy validate` and before `segstudy run` starts anything.
+one line at `segstudy validate` and before `segstudy run` starts anything. Within each, every
+distinct image layout (channels and the shape the network sees) of every split is trained on and
+predicted once, so a case unlike the first cannot fail a trial later.
+
+The steps are timed (after one warm-up step), which gives the estimate of the study's duration
+that `validate` and `run` print (`estimate_line`).
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
-from study.spec.cells import cell_key, expand_cells
-from study.data import Split
+from study import process_state
+from study.data import LevelData, Split
 from study.errors import SegstudyError, first_line
 from study.models import build_network
-from study.spec import ARCHITECTURE, StudySpec
-from study.training.study_data import StudyData
-from study.training.trial import input_strategy, network_input
+from study.run.console import duration
+from study.spec import ARCHITECTURE, StudySpec, count_trials
+from study.spec.cells import cell_key, expand_cells
 from study.training import TrialPlan, build_loss
+from study.training.evaluate import evaluate_split
+from study.training.study_data import StudyData, data_key
+from study.training.trial import input_strategy, network_input
 
 _ERRORS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AssertionError, NotImplementedError)
 
+InputKey = tuple[str, int | None, tuple[Any, ...]]  # (architecture, patch size or None, data level)
 
-def preflight(spec: StudySpec, data: StudyData) -> int:
-    """Train one step and predict one validation image for each distinct input of the study.
 
-    Returns:
-        How many distinct (architecture, patch size, data level) combinations were checked.
+@dataclass(frozen=True)
+class Timing:
+    """Seconds one training step (at the trial's batch size), one image's prediction and one
+    image's scoring (every test metric) took."""
+
+    step_s: float
+    predict_s: float
+    score_s: float
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the preflight checked, and how long each network input's step took."""
+
+    timings: dict[InputKey, Timing]
+    layouts: int  # distinct image layouts trained on and predicted, over all inputs
+
+    @property
+    def checked(self) -> int:
+        """How many distinct (architecture, patch size, data level) combinations were checked."""
+        return len(self.timings)
+
+
+def input_key(spec: StudySpec, cell: dict[str, Any]) -> InputKey:
+    """The part of a cell that decides what its network sees (the same as `TrialPlan`'s)."""
+    patch = int(cell.get("patch_size", spec.patch_defaults.size)) if spec.patch_mode else None
+    return str(cell[ARCHITECTURE]), patch, data_key(spec, cell)
+
+
+def preflight(spec: StudySpec, data: StudyData) -> Preflight:
+    """Train one step and predict one validation image for each distinct input of the study, then
+    one step and one prediction on each further image layout its splits hold.
 
     Raises:
-        SegstudyError: naming the first cell whose step fails, with the error's first line.
+        SegstudyError: naming the first cell whose step fails (and the image, for a layout other
+            than the first), with the error's first line.
     """
-    checked: set[tuple] = set()
+    timings: dict[InputKey, Timing] = {}
+    layouts = 0
     for cell in expand_cells(spec):
-        plan = TrialPlan.from_config(spec, TrialPlan.config(cell, seed=0, phase="confirm"))
-        key = (str(cell[ARCHITECTURE]), plan.patch_size, plan.data_key)
-        if key in checked:
+        key = input_key(spec, cell)
+        if key in timings:
             continue
-        checked.add(key)
+        plan = TrialPlan.from_config(spec, TrialPlan.config(cell, seed=0, phase="confirm"))
+        where = f"factors: cell {cell_key(cell)}: one training step on the study's data fails"
         try:
-            _one_step(plan, spec, data)
+            timings[key], n = _steps(plan, spec, data[plan.data_key], where=where)
         except _ERRORS as exc:
-            first = first_line(exc, limit=300, empty="")
-            raise SegstudyError(
-                f"factors: cell {cell_key(cell)}: one training step on the study's data fails, so every trial of "
-                f"it would: {type(exc).__name__}: {first}"
-            ) from None
-    return len(checked)
+            raise SegstudyError(f"{where}, so every trial of it would: {type(exc).__name__}: {first_line(exc, limit=300, empty='')}") from None
+        layouts += n
+    return Preflight(timings=timings, layouts=layouts)
 
 
-def _one_step(plan: TrialPlan, spec: StudySpec, data: StudyData) -> None:
+def _steps(plan: TrialPlan, spec: StudySpec, level: LevelData, *, where: str) -> tuple[Timing, int]:
+    threads = torch.get_num_threads()
+    process_state.set_torch_threads(spec.resources.cpu)  # timed as a trial runs: with its CPUs' threads
+    try:
+        return _steps_on(plan, spec, level, where=where)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _steps_on(plan: TrialPlan, spec: StudySpec, level: LevelData, *, where: str) -> tuple[Timing, int]:
     torch.manual_seed(0)
-    level = data[plan.data_key]
     spatial_dims, in_channels, img_size = network_input(plan, level)
     model = build_network(plan.arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, img_size=img_size)
     inputs = input_strategy(plan, spec)
-    images, masks = next(iter(inputs.batches(_first(level.train, plan.hparams.batch_size), np.random.default_rng(0))))
-    model.train()
-    loss = build_loss(spec.training)(model(torch.tensor(images)), torch.tensor(masks, dtype=torch.float32))
-    loss.backward()
-    inputs.predict(model, _first(level.val, 1), device=torch.device("cpu"))
+    loss_fn = build_loss(spec.training)
+    rng = np.random.default_rng(0)
+
+    def step(batch: tuple[Any, Any]) -> float:
+        model.train()
+        t0 = time.perf_counter()
+        loss_fn(model(torch.tensor(batch[0])), torch.tensor(batch[1], dtype=torch.float32)).backward()
+        return time.perf_counter() - t0
+
+    def predict(split: Split) -> float:
+        t0 = time.perf_counter()
+        inputs.predict(model, split, device=torch.device("cpu"))
+        return time.perf_counter() - t0
+
+    def score(split: Split, probs: list[np.ndarray]) -> float:
+        t0 = time.perf_counter()
+        evaluate_split(probs, split, threshold=spec.evaluation.threshold, nsd_tolerance=spec.evaluation.nsd_tolerance)
+        return time.perf_counter() - t0
+
+    first = next(iter(inputs.batches(_subset(level.train, range(min(len(level.train), plan.hparams.batch_size))), rng)))
+    first_val = _subset(level.val, [0])
+    step(first)  # warm-up (and the check itself): the first call pays for lazy initialisation
+    probs = inputs.predict(model, first_val, device=torch.device("cpu"))
+    score(first_val, probs)
+    timing = Timing(
+        step_s=_fastest(lambda: step(first)),
+        predict_s=_fastest(lambda: predict(first_val)),
+        score_s=_fastest(lambda: score(first_val, probs)),
+    )
+    layout = _layout_of(plan.patch_size)
+    done = {layout(level.train.volume(0)[0])}
+    train_reps = _first_of_each(level.train, layout)
+    if len(train_reps) > 1 and plan.hparams.batch_size > 1:  # cases of several layouts batched together, as a trial would
+        for batch in inputs.batches(_subset(level.train, train_reps), rng):
+            step(batch)
+    for name, split in level.named_splits():
+        for i in _first_of_each(split, layout):
+            image = split.volume(i)[0]
+            if layout(image) in done:
+                continue
+            done.add(layout(image))
+            try:
+                step(next(iter(inputs.batches(_subset(split, [i]), rng))))
+                predict(_subset(split, [i]))
+            except _ERRORS as exc:
+                raise SegstudyError(
+                    f"{where} on {name} image {split.ids[i]} ({image.shape[0]} channel(s), shape {list(image.shape[1:])}), "
+                    f"so every trial would: {type(exc).__name__}: {first_line(exc, limit=300, empty='')}"
+                ) from None
+    return timing, len(done)
 
 
-def _first(split: Split, n: int) -> Split:
-    """The first `n` items of a split (a cheap stand-in with the same shapes and layout)."""
-    keep = min(n, len(split))
-    images = split.images[:keep] if split.stacked else tuple(split.images[:keep])
-    masks = split.masks[:keep] if split.stacked else tuple(split.masks[:keep])
-    return Split(images, masks, split.ids[:keep], split.td[:keep], split.spacing)
+def _fastest(timed: Callable[[], float], *, budget_s: float = 0.3, most: int = 3) -> float:
+    """The shortest of a few timings (at most `most`, fewer once `budget_s` is spent): other work
+    on the machine only ever makes one longer."""
+    times = [timed()]
+    while len(times) < most and sum(times) < budget_s:
+        times.append(timed())
+    return min(times)
 
 
-__all__ = ["preflight"]
+def _layout_of(patch_size: int | None) -> Callable[[np.ndarray], tuple[int, ...]]:
+    """What decides whether an image fits the network: its channels and the spatial shape the
+    network sees (the whole image, or in patch mode each side up to the patch)."""
+    if patch_size is None:
+        return lambda image: tuple(image.shape)
+    return lambda image: (image.shape[0], *(min(int(s), patch_size) for s in image.shape[1:]))
+
+
+def _first_of_each(split: Split, layout: Callable[[np.ndarray], tuple[int, ...]]) -> list[int]:
+    """The first index of each distinct layout in `split` (a stacked split has one)."""
+    if split.stacked:
+        return [0] if len(split) else []
+    seen: dict[tuple[int, ...], int] = {}
+    for i in range(len(split)):
+        seen.setdefault(layout(split.volume(i)[0]), i)
+    return list(seen.values())
+
+
+def _subset(split: Split, indices: Any) -> Split:
+    """The items `indices` of a split (a cheap stand-in with the same shapes and layout)."""
+    keep = list(indices)
+    if split.stacked:
+        images, masks = split.images[keep], split.masks[keep]
+    else:
+        images, masks = tuple(split.images[i] for i in keep), tuple(split.masks[i] for i in keep)
+    return Split(images, masks, tuple(split.ids[i] for i in keep), split.td[keep], split.spacing)
+
+
+def estimate_seconds(spec: StudySpec, data: StudyData, result: Preflight) -> float:
+    """Compute-seconds of every trial of the study, from the preflight's step times: each epoch
+    steps through the train split and predicts the validation split; a confirm trial then
+    predicts and scores its calibration and test images under every condition. Perturbing the
+    images and the cluster's fixed start-up (seconds) are not counted."""
+    tuning = spec.tuning
+    tune_epochs = (tuning.early_stopping.max_t or spec.training.epochs) if tuning is not None else 0
+    conditions = 1 + len(spec.evaluation.perturbations) * len(spec.evaluation.severities)
+    total = 0.0
+    for cell in expand_cells(spec):
+        timing = result.timings[input_key(spec, cell)]
+        level = data[data_key(spec, cell)]
+        batch = int(cell.get("batch_size", spec.fixed_hyperparameters.batch_size))
+        epoch = math.ceil(len(level.train) / batch) * timing.step_s + len(level.val) * timing.predict_s
+        tests = (len(level.calib) + len(level.test)) * conditions * (timing.predict_s + timing.score_s)
+        confirm = spec.training.epochs * epoch + tests
+        total += len(spec.confirm_seeds) * confirm + (tuning.trials_per_cell * tune_epochs * epoch if tuning else 0)
+    return total
+
+
+def plan_line(spec: StudySpec, data: StudyData, result: Preflight, *, at_once: int, where: str) -> str:
+    """What the study will start and for how long, e.g. '4 trials (4 cells x 1 seeds); about 1m10s
+    at 2 trial(s) at once on this machine (estimated from the preflight's CPU step time)'.
+
+    Args:
+        at_once: trials the cluster runs at once (capped here by tuning.max_concurrent).
+        where: where they run, for the sentence ("on this machine", "on this Ray cluster").
+    """
+    count = count_trials(spec)
+    if spec.tuning is not None and spec.tuning.max_concurrent:
+        at_once = min(at_once, spec.tuning.max_concurrent)
+    at_once = max(1, min(at_once, count.total))
+    wall = estimate_seconds(spec, data, result) / at_once
+    note = "; trials on GPUs run faster" if spec.resources.gpu > 0 else ""
+    return (
+        f"{count.describe()}; about {duration(wall)} at {at_once} trial(s) at once {where} "
+        f"(estimated from the preflight's CPU step time{note})"
+    )
+
+
+__all__ = ["Preflight", "Timing", "estimate_seconds", "input_key", "plan_line", "preflight"]

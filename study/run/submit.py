@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from study.errors import SegstudyError
-from study.spec import load_spec
+from study.errors import SegstudyError, first_line
+from study.redact import mask_text, mask_uri
+from study.spec import check_grid_size, load_spec
 from study.tracking import resolve_tracking_uri
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -28,7 +29,7 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
-def build_entrypoint(spec_rel: str, *, tracking_uri: str, storage: str) -> str:
+def build_entrypoint(spec_rel: str, *, tracking_uri: str, storage: str, allow_large_grid: bool = False) -> str:
     return " ".join(
         [
             "python -m study run",
@@ -36,6 +37,7 @@ def build_entrypoint(spec_rel: str, *, tracking_uri: str, storage: str) -> str:
             "--address auto",
             f"--tracking-uri {shlex.quote(tracking_uri)}",
             f"--storage {shlex.quote(storage)}",
+            *(["--allow-large-grid"] if allow_large_grid else []),
         ]
     )
 
@@ -47,6 +49,7 @@ def submit_study(
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
     follow: bool = True,
+    allow_large_grid: bool = False,
 ) -> tuple[str, str]:
     """Submit the study and (by default) stream its logs until it ends.
 
@@ -58,27 +61,33 @@ def submit_study(
     """
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)  # refuse bad input before anything reaches the cluster
+    check_grid_size(spec, allow_large=allow_large_grid)
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     root = project_root()
     try:
         spec_rel = spec_path.resolve().relative_to(root).as_posix()
     except ValueError:
         raise SegstudyError(f"{spec_path}: the spec must lie inside the project folder {root} that is uploaded") from None
-    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     storage_abs = str(Path(storage or "ray_results").resolve())
     from ray.job_submission import JobSubmissionClient
 
     try:
         client = JobSubmissionClient(address)
     except Exception as exc:  # noqa: BLE001 - connection errors come in many types
-        raise SegstudyError(f"--address {address}: no Ray job server answered ({str(exc).splitlines()[0][:200]})") from None
-    job_id = _submit_with_retry(
-        client,
-        entrypoint=build_entrypoint(spec_rel, tracking_uri=uri, storage=storage_abs),
-        submission_id=f"segstudy-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        runtime_env={"working_dir": str(root)},
-        metadata={"segstudy.spec": spec_rel, "segstudy.tracking_uri": uri},
-    )
-    print(f"submitted {job_id} to {address}; tracking {uri}", file=sys.stderr, flush=True)
+        detail = mask_text(first_line(exc, limit=10_000), address)[:200]
+        raise SegstudyError(f"--address {mask_uri(address)}: no Ray job server answered ({detail})") from None
+    try:
+        job_id = _submit_with_retry(
+            client,
+            entrypoint=build_entrypoint(spec_rel, tracking_uri=uri, storage=storage_abs, allow_large_grid=allow_large_grid),
+            submission_id=f"segstudy-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            runtime_env={"working_dir": str(root)},
+            metadata={"segstudy.spec": spec_rel, "segstudy.tracking_uri": mask_uri(uri)},  # shown by `ray job list`
+        )
+    except RuntimeError as exc:  # the job server answered with an error (e.g. the upload was refused)
+        detail = mask_text(first_line(exc, limit=10_000), address, uri)[:200]
+        raise SegstudyError(f"--address {mask_uri(address)}: the job server refused the job ({detail})") from None
+    print(f"submitted {job_id} to {mask_uri(address)}; tracking {mask_uri(uri)}", file=sys.stderr, flush=True)
     if not follow:
         return job_id, str(client.get_job_status(job_id))
     asyncio.run(_stream_logs(client, job_id))
@@ -99,7 +108,7 @@ def _submit_with_retry(client: object, *, attempts_s: float = 60.0, **job: objec
 
 async def _stream_logs(client: object, job_id: str) -> None:
     async for lines in client.tail_job_logs(job_id):  # type: ignore[attr-defined]
-        print(lines, end="", flush=True)
+        print(mask_text(lines), end="", flush=True)
 
 
 def _wait_terminal(client: object, job_id: str, *, timeout_s: float = 60.0) -> str:

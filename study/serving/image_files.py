@@ -8,6 +8,7 @@ written 0/255 like `segstudy data synth`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 from PIL import Image, UnidentifiedImageError
 
-from study.errors import SegstudyError
+from study.data.nifti_io import check_claimed_size, check_finite, open_nifti, read_voxels
+from study.errors import SegstudyError, first_line
+from study.paths import input_file
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 PNG_SUFFIX = ".png"
@@ -44,16 +47,28 @@ class InputImage:
 
 
 def read_input(path: Path) -> InputImage:
-    if not path.is_file():
-        raise SegstudyError(f"--input {path}: file not found")
+    """The image at `path` (every refusal names it as `--input PATH`).
+
+    Raises:
+        SegstudyError: not a readable regular file, not a PNG or NIfTI, a header claiming more
+            than `study.data.nifti_io.MAX_VOXELS` pixels or voxels, or a non-finite voxel.
+    """
+    input_file(path, option="--input", what="image file")
     return _read_nifti(path) if file_kind(path, option="--input") == "nifti" else _read_png(path)
 
 
 def _read_png(path: Path) -> InputImage:
+    label = f"--input {path}"
     try:
-        pixels = np.asarray(Image.open(path))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SegstudyError(f"--input {path}: cannot read as PNG ({exc})") from None
+        with warnings.catch_warnings():  # PIL warns on large images; the size is checked right below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                check_claimed_size((img.height, img.width), label=label, unit="pixels")
+                pixels = np.asarray(img)
+    except Image.DecompressionBombError as exc:  # beyond PIL's own limit, refused as it opens the file
+        raise SegstudyError(f"{label}: the header claims too many pixels ({first_line(exc)})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise SegstudyError(f"{label}: cannot read as PNG ({first_line(exc)})") from None
     scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(pixels.dtype, 1.0)
     grey = pixels.astype(np.float32) / scale
     if grey.ndim == 3:  # RGB(A): the study's images are greyscale
@@ -66,13 +81,13 @@ def _read_png(path: Path) -> InputImage:
 
 
 def _read_nifti(path: Path) -> InputImage:
-    try:
-        img = nib.load(path)
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # nibabel raises many types for corrupt files
-        raise SegstudyError(f"--input {path}: cannot read as NIfTI ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if data.ndim not in (2, 3, 4) or not np.isfinite(data).all():
-        raise SegstudyError(f"--input {path}: need a finite 2D, 3D or 4D (channels last) image, got shape {data.shape}")
+    label = f"--input {path}"
+    img = open_nifti(path, label=label)
+    if len(img.shape) not in (2, 3, 4):
+        raise SegstudyError(f"{label}: image of shape {img.shape}; accepted: 2D, 3D or 4D (channels last)")
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+        data = read_voxels(img, label=label).astype(np.float32, copy=False)
+    check_finite(data, label=label, what="image (as float32)")
     spatial_shape = data.shape[:3] if data.ndim == 4 else (data.shape + (1,))[:3]
     channels = np.moveaxis(data, -1, 0) if data.ndim == 4 else data.reshape(spatial_shape)[None]
     to_ras = ornt_transform(io_orientation(img.affine), _RAS)

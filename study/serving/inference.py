@@ -12,11 +12,14 @@ from study.serving.package import ModelPackage
 from study.training import Patches, WholeImages
 
 
-def probabilities(package: ModelPackage, image: np.ndarray) -> np.ndarray:
+def probabilities(package: ModelPackage, image: np.ndarray, *, where: str = "image") -> np.ndarray:
     """Foreground probabilities (1, *spatial) of a channel-first image (C, *spatial).
 
     Whole-image models see the image whole, patch models slide their window with the recorded
     overlap: the code path validation and test took in the study.
+
+    Args:
+        where: what names the image in errors (`segstudy predict`: "--input PATH").
 
     Raises:
         SegstudyError: the image's channels or size do not suit the network.
@@ -24,13 +27,13 @@ def probabilities(package: ModelPackage, image: np.ndarray) -> np.ndarray:
     prep = package.preprocessing
     if image.ndim != prep.spatial_dims + 1 or image.shape[0] != prep.in_channels:
         raise SegstudyError(
-            f"image of shape {tuple(image.shape)} (channels first) does not suit a {prep.spatial_dims}D model "
-            f"with {prep.in_channels} input channel(s)"
+            f"{where}: image of shape {tuple(image.shape)} (channels first) does not suit a {prep.spatial_dims}D "
+            f"model with {prep.in_channels} input channel(s)"
         )
     if prep.patch_size is None:
         problem = check_input_size(package.architecture, list(image.shape[1:]))
         if problem:
-            raise SegstudyError(f"image of spatial size {list(image.shape[1:])}: {problem}")
+            raise SegstudyError(f"{where}: image of spatial size {list(image.shape[1:])}: {problem}")
         strategy: WholeImages | Patches = WholeImages(batch_size=1)
     else:
         strategy = Patches(

@@ -21,11 +21,13 @@ from study.conformal import image_noise, quality_score
 from study.data import texture_disparity
 from study.data.intensity import INTENSITY
 from study.errors import SegstudyError, first_line
+from study.paths import output_file
 from study.serving.image_files import file_kind, read_input
 from study.serving.inference import probabilities
 from study.serving.mlflow_model import MODEL_ARTIFACT_PATH, package_dir
 from study.serving.package import ModelPackage, load_package
-from study.tracking import reading_client, redact, scrub
+from study.redact import mask_text, mask_uri
+from study.tracking import reading_client
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -55,7 +57,7 @@ def fetch_package(model: str, *, tracking_uri: str) -> ModelPackage:
         except (MlflowException, OSError) as exc:
             first = first_line(exc)
             raise SegstudyError(
-                f"--model {model}: no logged model at {uri} in {redact(tracking_uri)} ({scrub(first, tracking_uri)}); "
+                f"--model {model}: no logged model at {uri} in {mask_uri(tracking_uri)} ({mask_text(first, tracking_uri)}); "
                 "confirm runs log one under 'model'"
             ) from None
         folder = package_dir(local)
@@ -96,10 +98,11 @@ def registered_source(uri: str, *, tracking_uri: str) -> str:
 def predict(model: str, input_path: Path, output_path: Path, *, tracking_uri: str, risk_controlled: bool = False) -> dict[str, Any]:
     """Segment `input_path` into `output_path`; return the JSON-ready confidence record."""
     model_uri(model)  # a malformed --model fails first, before any file is read
+    output_file(output_path, option="--output", what="mask file")  # not a folder; its folder can be made
     in_kind = file_kind(input_path, option="--input")
     if file_kind(output_path, option="--output") != in_kind:
         suffix = ".nii.gz" if in_kind == "nifti" else ".png"
-        raise SegstudyError(f"--output {output_path}: write the mask in the input's format ({suffix})")
+        raise SegstudyError(f"--output {output_path}: write the mask of --input {input_path} in its format ({suffix})")
     source = read_input(input_path)  # bad input fails before anything is downloaded
     package = fetch_package(model, tracking_uri=tracking_uri)
     prep, calibration = package.preprocessing, package.calibration
@@ -109,7 +112,7 @@ def predict(model: str, input_path: Path, output_path: Path, *, tracking_uri: st
             + ("accepted: a PNG or a one-slice NIfTI" if prep.spatial_dims == 2 else "accepted: a 3D NIfTI volume")
         )
     image = INTENSITY[prep.intensity](source.image)
-    prob = probabilities(package, image)
+    prob = probabilities(package, image, where=f"--input {input_path}")
     clean = calibration.stratum(M.CLEAN)
     threshold = prep.threshold
     if risk_controlled:

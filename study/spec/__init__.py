@@ -19,17 +19,23 @@ from study.spec.schema import (
     load_spec,
     parse_spec,
 )
+from study.spec.grid import DEFAULT_MAX_TRIALS, LARGE_GRID_FLAG, TrialCount, check_grid_size, count_trials
 
 __all__ = [
     "ARCHITECTURE",
+    "DEFAULT_MAX_TRIALS",
+    "LARGE_GRID_FLAG",
     "HYPERPARAMETER_NAMES",
     "Conformal",
     "Evaluation",
     "Hyperparameters",
     "LearningGate",
     "StudySpec",
+    "TrialCount",
     "Training",
     "check_data",
+    "check_grid_size",
+    "count_trials",
     "load_spec",
     "parse_spec",
 ]

@@ -7,6 +7,7 @@ file, the key and what is accepted.
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from study import metrics_names as M
 from study.data import DATASETS
 from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, unknown_name
+from study.paths import input_file
 from study.spec.safe_yaml import load_yaml_file
 from study.strict import StrictModel
 from study.models import check_input_size, resolve_architecture
@@ -192,6 +194,9 @@ class StudySpec(_Strict):
     seeds: list[int] | None = None
     resources: Resources = Resources()
     tracking: Tracking = Tracking()
+    max_trials: int | None = Field(
+        None, gt=0, description="most trials the study starts without --allow-large-grid (default 1000)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -301,9 +306,7 @@ def load_spec(path: str | Path) -> StudySpec:
         >>> spec.name
         'smoke'
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SegstudyError(f"{path}: spec file not found")
+    path = input_file(Path(path), what="spec file")  # not a folder, FIFO, device or symlink loop
     raw = load_yaml_file(path)
     if not isinstance(raw, dict):
         raise SegstudyError(f"{path}: a spec must be a YAML mapping with keys {', '.join(StudySpec.model_fields)}")
@@ -340,6 +343,12 @@ def _check_cross_references(spec: StudySpec) -> None:
     for key in spec.factors:
         if key not in accepted:
             raise unknown_name("factor", key, accepted, where="factors")
+    needed = [
+        name for name, p in inspect.signature(dataset.build).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty and name not in spec.factors
+    ]
+    if needed:  # the dataset is built per value of these: without one, there is nothing to build
+        raise SegstudyError(f"factors: {spec.data.dataset} data need the factor(s) {', '.join(needed)}, e.g. {needed[0]}: [...]")
     for key, values in spec.factors.items():
         check = dataset.factors.get(key) or _PATCH_CHECKS.get(key)
         for i, value in enumerate(values):

@@ -5,7 +5,6 @@ what a URI names (scheme, database driver, reachability) and prints it without s
 
 from __future__ import annotations
 
-from study.tracking.stores import redact, scrub
 from study.tracking.writer import StudyTracker, reading_client, resolve_tracking_uri
 
-__all__ = ["StudyTracker", "reading_client", "redact", "resolve_tracking_uri", "scrub"]
+__all__ = ["StudyTracker", "reading_client", "resolve_tracking_uri"]

@@ -24,6 +24,8 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import OperationalError
 
+from study.errors import first_line
+
 log = logging.getLogger(__name__)
 
 OFFLINE_PREFIX = "offline-"
@@ -129,7 +131,7 @@ class Outbox:
         except Exception as exc:
             self._save(ops[done:], ids)
             if is_unavailable(exc):
-                log.warning("tracking outbox: %d write(s) still waiting (%s)", len(ops) - done, str(exc)[:300])
+                log.warning("tracking outbox: %d write(s) still waiting (%s)", len(ops) - done, first_line(exc, limit=300))
                 return done
             raise
         self._save([], ids)

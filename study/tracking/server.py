@@ -20,10 +20,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
-
-from study.errors import SegstudyError
-from study.tracking.stores import check_database, is_database, redact, require_driver
+from study.errors import SegstudyError, embeds_credentials
+from study.redact import mask_uri
+from study.tracking.stores import check_database, is_database, require_driver
 from study.watchdog import start_watchdog
 
 LOOPBACK = "127.0.0.1"
@@ -35,12 +34,13 @@ def server_command(
     """The `mlflow server` command line for a SQLite/PostgreSQL backend and a local artifact root."""
     if not (backend.startswith("sqlite:///") or is_database(backend)):
         raise SegstudyError(
-            f"--backend-store-uri '{redact(backend)}': accepted are sqlite:///PATH and postgresql://USER@HOST/DB "
+            f"--backend-store-uri '{mask_uri(backend)}': accepted are sqlite:///PATH and postgresql://USER@HOST/DB "
             "(the password from PGPASSWORD or ~/.pgpass, not the URI)"
         )
-    if urlsplit(backend).password:
+    if embeds_credentials(backend):  # argv is visible to every user of the machine (ps)
         raise SegstudyError(
-            "--backend-store-uri embeds a password; put it in PGPASSWORD or ~/.pgpass so it is not shown in ps"
+            f"--backend-store-uri '{mask_uri(backend)}' embeds a password or token; put it in PGPASSWORD or "
+            "~/.pgpass so it is not shown in ps"
         )
     require_driver(backend, what="--backend-store-uri")
     if not 0 < port < 65536:

@@ -8,9 +8,10 @@ a traceback. Both become one line in seconds.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from study.errors import SegstudyError, first_line
+from study.redact import mask_text, mask_uri
 
 # What MLflow 3 tracks to: these schemes, and databases, whose scheme may name a driver (`postgresql+psycopg2`).
 _PLAIN = {"sqlite", "http", "https"}
@@ -50,14 +51,14 @@ def require_driver(uri: str, *, what: str = "tracking URI") -> None:
         dialect = make_url(uri).get_dialect()
     except (ArgumentError, NoSuchModuleError):
         raise SegstudyError(
-            f"{what} '{redact(uri)}': unknown database driver '{urlsplit(uri).scheme}'; "
+            f"{what} '{mask_uri(uri)}': unknown database driver '{urlsplit(uri).scheme}'; "
             "accepted are postgresql://, postgresql+psycopg://, postgresql+psycopg2://, mysql://, mysql+pymysql://"
         ) from None
     try:
         dialect.import_dbapi()
     except ImportError as exc:
         module = exc.name or dialect.driver
-        raise SegstudyError(f"{what} '{redact(uri)}' needs the {module} module: pip install {_PIP.get(module, module)}") from None
+        raise SegstudyError(f"{what} '{mask_uri(uri)}' needs the {module} module: pip install {_PIP.get(module, module)}") from None
 
 
 def check_database(uri: str, *, what: str = "tracking URI") -> None:
@@ -80,28 +81,9 @@ def check_database(uri: str, *, what: str = "tracking URI") -> None:
             pass
     except Exception as exc:  # noqa: BLE001 - any failure here means "MLflow cannot open it either"
         text = first_line(getattr(exc, "orig", None) or exc, limit=10_000)
-        raise SegstudyError(f"{what} '{redact(uri)}' is not reachable: {scrub(text, uri)[:200]}") from None
+        raise SegstudyError(f"{what} '{mask_uri(uri)}' is not reachable: {mask_text(text, uri)[:200]}") from None
     finally:
         engine.dispose()
 
 
-def scrub(text: str, uri: str) -> str:
-    """`text` with any credential of `uri` masked (error messages may quote the URI)."""
-    parts = urlsplit(uri)
-    for secret in (parts.password, parts.username):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def redact(uri: str) -> str:
-    """`uri` with its user and password replaced by *** (it is printed, logged and stored)."""
-    parts = urlsplit(uri)
-    if parts.password or parts.username:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
-
-
-__all__ = ["check_database", "dialect_of", "is_accepted", "is_database", "redact", "require_driver", "scrub"]
+__all__ = ["check_database", "dialect_of", "is_accepted", "is_database", "require_driver"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from study.redact import mask_uri
+
 WORKFLOW_QUERY = "workflowType=machine_learning"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` (and `make mlflow-ui`) serves a local store
 
@@ -49,7 +51,7 @@ def browse(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> 
         return experiment_page(at, experiment_id) if run_id is None else run_page(at, experiment_id, run_id)
     if base is not None:
         return page(base)
-    command = f"mlflow ui --backend-store-uri {tracking_uri} --port {urlsplit(LOCAL_UI).port}"
+    command = f"mlflow ui --backend-store-uri {mask_uri(tracking_uri)} --port {urlsplit(LOCAL_UI).port}"
     makefile = Path.cwd() / "Makefile"
     if tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}" and makefile.is_file() \
             and "mlflow-ui:" in makefile.read_text(errors="replace"):  # the project's own store

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from functools import cached_property
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from study import library_versions
 from study import metrics_names as M
 from study.process_state import fail_fast_http
 from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, first_line
+from study.paths import output_file
+from study.redact import mask_text, mask_uri
 from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, is_unavailable, map_ids
-from study.tracking.stores import check_database, is_accepted, redact, require_driver, scrub
+from study.tracking.stores import check_database, is_accepted, require_driver
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None, *, cwd: Path
     check_no_credentials(uri)
     if not is_accepted(uri):
         raise SegstudyError(
-            f"tracking URI '{redact(uri)}': accepted are sqlite:///PATH, postgresql://..., mysql://..., http(s)://HOST:PORT"
+            f"tracking URI '{mask_uri(uri)}': accepted are sqlite:///PATH, postgresql://..., mysql://..., http(s)://HOST:PORT"
         )
     require_driver(uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -58,10 +61,10 @@ def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None, *, cwd: Path
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """An exclusive file lock beside a SQLite store (`<db>.lock`) for the body; nothing for servers."""
-    if not uri.startswith("sqlite:///"):
+    db = _sqlite_path(uri)
+    if db is None:
         yield
         return
-    db = Path(uri.removeprefix("sqlite:///"))
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
         handle = open(db.with_name(db.name + ".lock"), "a")  # noqa: SIM115 - closed below
@@ -84,10 +87,9 @@ def reading_client(uri: str) -> MlflowClient:
             store that cannot be reached, in seconds rather than after MLflow's retries.
     """
     check_no_credentials(uri)
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise SegstudyError(f"tracking URI '{uri}': no MLflow store at {path}; run `segstudy run SPEC` first")
+    path = _sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise SegstudyError(f"tracking URI '{mask_uri(uri)}': no MLflow store at {path}; run `segstudy run SPEC` first")
     if uri.startswith(("http://", "https://")):
         fail_fast_http()
     check_database(uri)  # in seconds, not after MLflow's retries
@@ -98,18 +100,17 @@ def reading_client(uri: str) -> MlflowClient:
 
 
 def check_reachable(client: MlflowClient, uri: str) -> None:
-    """One cheap request; any failure becomes a one-line error naming the (redacted) URI."""
+    """One cheap request; any failure becomes a one-line error naming the (masked) URI."""
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot track or read"
-        first = first_line(exc, limit=10_000)
-        raise SegstudyError(f"tracking URI '{redact(uri)}' is not reachable: {scrub(first, uri)[:200]}") from None
+        first = mask_text(first_line(exc, limit=10_000), uri)[:200]  # the URI's own secrets, wherever they appear
+        raise SegstudyError(f"tracking URI '{mask_uri(uri)}' is not reachable: {first}") from None
 
 
 def _artifact_root(uri: str) -> str | None:
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return None
+    db = _sqlite_path(uri)
+    return None if db is None else (db.parent / "mlartifacts").as_uri()
 
 
 class StudyTracker:
@@ -128,8 +129,6 @@ class StudyTracker:
         check_database(tracking_uri)  # MlflowClient opens a database at once, retrying for ~100 s
         self.uri = tracking_uri
         self.experiment = experiment
-        with store_lock(tracking_uri):  # MlflowClient creates a fresh SQLite store's schema right away
-            self.client = MlflowClient(tracking_uri=tracking_uri)
         self.study_run_id: str | None = None
         self._experiment_id: str | None = None
         # Per-epoch metrics are buffered and written every few seconds: one store write per
@@ -145,12 +144,26 @@ class StudyTracker:
         """Keep writes the server cannot take in `directory` (see `study.tracking.outbox`)."""
         self.outbox = Outbox(directory)
 
+    @cached_property
+    def client(self) -> MlflowClient:
+        """Made at first use, not with the tracker: for a SQLite store that does not exist yet,
+        making it creates the store (its schema, under the file lock of `store_lock`, so two
+        studies started at once do not both migrate it), and a study refused by a check after the
+        tracker was made must leave no store behind."""
+        with store_lock(self.uri):
+            return MlflowClient(tracking_uri=self.uri)
+
     def check_reachable(self) -> None:
         """Fail fast, before any trial, when the store cannot be opened or the server is down.
 
-        Creating the client made a fresh SQLite store's schema under a file lock (`store_lock`),
-        so two studies started at once on a fresh store do not both run the migration.
+        A SQLite store that does not exist yet is not created here: its path is checked (a file
+        that can be made in a writable folder) and the first write creates it.
         """
+        db = _sqlite_path(self.uri)
+        if db is not None:
+            output_file(db, option="tracking URI", what="SQLite store")
+            if not db.exists():
+                return
         check_reachable(self.client, self.uri)
 
     def experiment_id(self) -> str:
@@ -257,7 +270,7 @@ class StudyTracker:
         )
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self._do(Op.LOG_BATCH, {"run_id": run_id, "tags": {k: str(v) for k, v in tags.items()}})
+        self._do(Op.LOG_BATCH, {"run_id": run_id, "tags": _masked_tags(tags)})
 
     def finish(self, run_id: str, *, failed_reason: str | None = None, status: str | None = None) -> None:
         self.flush(run_id)
@@ -304,7 +317,7 @@ class StudyTracker:
         if len(self.outbox):
             sent = self.outbox.deliver(self._apply)
             if sent:
-                log.warning("tracking: delivered %d kept write(s) to %s", sent, self.uri)
+                log.warning("tracking: delivered %d kept write(s) to %s", sent, mask_uri(self.uri))
         return len(self.outbox)
 
     def real_id(self, run_id: str) -> str:
@@ -314,7 +327,7 @@ class StudyTracker:
         return self.outbox.ids().get(run_id, run_id)
 
     def _create_run(self, run_name: str, tags: dict[str, str]) -> str:
-        args = {"experiment_id": self.experiment_id(), "run_name": run_name, "tags": tags}
+        args = {"experiment_id": self.experiment_id(), "run_name": run_name, "tags": _masked_tags(tags)}
         if self.outbox is not None:
             args["offline_id"] = self.outbox.new_offline_id()
         run_id = self._do(Op.CREATE_RUN, args)
@@ -338,7 +351,7 @@ class StudyTracker:
         except Exception as exc:
             if self.outbox is None or not is_unavailable(exc):
                 raise
-            log.warning("tracking server %s unreachable; keeping writes in %s", self.uri, self.outbox.directory)
+            log.warning("tracking server %s unreachable; keeping writes in %s", mask_uri(self.uri), self.outbox.directory)
             self._last_retry = time.monotonic()
             return self._keep(kind, args)
 
@@ -396,7 +409,7 @@ def check_no_credentials(uri: str) -> None:
     never in the URI: the URI is printed, logged and stored in study.json."""
     if embeds_credentials(uri):
         raise SegstudyError(
-            f"tracking URI '{redact(uri)}' embeds credentials; remove them and set {CREDENTIALS_ENV} in the environment"
+            f"tracking URI '{mask_uri(uri)}' embeds credentials; remove them and set {CREDENTIALS_ENV} in the environment"
         )
 
 
@@ -410,7 +423,21 @@ _VERSIONS = json.dumps(library_versions(), sort_keys=True)
 
 def _param_text(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list | dict) else str(value)
-    return text[:_PARAM_LIMIT]
+    return mask_text(text)[:_PARAM_LIMIT]
+
+
+# Tags that name a run, a folder or a cell and are searched for by equality: written as they are.
+_IDENTITY_TAGS = frozenset({M.PARENT_TAG, M.STUDY_DIR_TAG, M.TRIAL_ID_TAG, M.CELL_TAG})
+
+
+def _masked_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    """Tag values as text, secrets masked (an error text may quote a URI with its token)."""
+    return {k: str(v) if k in _IDENTITY_TAGS else mask_text(str(v)) for k, v in tags.items()}
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, None for other stores."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 __all__ = [

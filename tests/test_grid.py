@@ -1,0 +1,84 @@
+"""Large grids are said, not silent: counted by arithmetic, refused above max_trials before any data
+is built unless --allow-large-grid, and validate prints the trial count with a time estimate."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import SMOKE, SMOKE_TUNING, run_app
+from study.errors import SegstudyError
+from study.spec import DEFAULT_MAX_TRIALS, check_grid_size, count_trials, load_spec
+
+LR_100 = [round(0.001 * (i + 1), 6) for i in range(100)]
+WD_100 = [round(1e-6 * i, 9) for i in range(100)]
+
+
+@pytest.fixture
+def grid_10k(write_spec):
+    """10,000 cells whose data could not be built (an MSD root that does not exist): a refusal
+    that names the grid proves nothing was built first."""
+    return write_spec(
+        factors={"architecture": ["unet"], "lr": LR_100, "weight_decay": WD_100},
+        data={"dataset": "msd", "root": "/nonexistent/Task09", "as_2d": True, "slice_size": 32},
+    )
+
+
+def test_counts_without_expanding(write_spec):
+    spec = load_spec(write_spec(factors={"architecture": ["unet", "noskip_unet"], "alpha": [0.1, 0.2, 0.3],
+                                         "lr": LR_100}, seeds=[0, 1, 2]))
+    count = count_trials(spec)
+    assert (count.cells, count.confirm, count.tune, count.total) == (600, 1800, 0, 1800)
+    tuned = count_trials(load_spec(SMOKE_TUNING))
+    assert tuned.tune == tuned.cells * load_spec(SMOKE_TUNING).tuning.trials_per_cell
+    assert tuned.describe().startswith(f"{tuned.total} trials ({tuned.cells} cells x ")
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "submit"])
+def test_10k_cell_grid_is_refused_before_any_data_or_store(grid_10k, command):
+    extra = ["--address", "http://127.0.0.1:1"] if command == "submit" else []
+    proc = run_app(command, str(grid_10k), *extra, cwd=grid_10k.parent)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and "10000 trials (10000 cells x 1 seeds) is more than 1000" in line and "--allow-large-grid" in line
+    assert sorted(p.name for p in grid_10k.parent.iterdir()) == ["spec.yaml"]
+
+
+def test_10k_seeds_likewise(write_spec):
+    path = write_spec(seeds=list(range(10_000)))
+    proc = run_app("validate", str(path), cwd=path.parent)
+    assert proc.returncode == 2 and "40000 trials (4 cells x 10000 seeds)" in proc.stderr
+
+
+def test_with_the_flag_the_grid_check_passes_on_to_the_next(grid_10k):
+    """--allow-large-grid lets the grid through: the next check (the data) is what refuses now."""
+    proc = run_app("validate", str(grid_10k), "--allow-large-grid", cwd=grid_10k.parent)
+    assert proc.returncode == 2 and "dataset root folder not found" in proc.stderr
+
+
+def test_spec_max_trials_sets_the_limit(write_spec):
+    spec = load_spec(write_spec(max_trials=3))
+    with pytest.raises(SegstudyError, match=r"4 trials \(4 cells x 1 seeds\) is more than 3 \(max_trials of the spec\)"):
+        check_grid_size(spec, allow_large=False)
+    assert check_grid_size(spec, allow_large=True).total == 4
+    big = load_spec(write_spec(factors={"architecture": ["unet"], "alpha": [0.2], "lr": LR_100, "weight_decay": WD_100},
+                               max_trials=20_000))
+    assert check_grid_size(big, allow_large=False).total == 10_000 > DEFAULT_MAX_TRIALS
+    proc = run_app("validate", str(write_spec(max_trials=0)), cwd=SMOKE.parent)
+    assert proc.returncode == 2 and "max_trials" in proc.stderr
+
+
+def test_validate_prints_the_trial_count_and_an_estimate():
+    proc = run_app("validate", str(SMOKE), cwd=SMOKE.parent)
+    assert proc.returncode == 0, proc.stderr
+    plan = next(line for line in proc.stdout.splitlines() if line.startswith("plan: "))
+    match = re.fullmatch(r"plan: 4 trials \(4 cells x 1 seeds\); about (\d+h\d+m|\d+m\d+s|\d+s) at (\d+) trial\(s\) at once "
+                         r"on this machine \(estimated from the preflight's CPU step time\)", plan)
+    assert match, plan
+    assert 1 <= int(match.group(2)) <= 4
+
+
+def test_a_dataset_factor_the_data_need_is_required(write_spec):
+    proc = run_app("validate", str(write_spec(factors={"architecture": ["unet"]})), cwd=SMOKE.parent)
+    assert proc.returncode == 2 and "factors: synthetic2d data need the factor(s) alpha" in proc.stderr
