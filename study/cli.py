@@ -65,6 +65,7 @@ def stops_on_signals(fn: F) -> F:
                 return fn(*args, **kwargs)
             except process_state.Interrupted as exc:
                 typer.echo(str(exc), err=True)
+                process_state.end_at_once_on_signals()
                 raise typer.Exit(code=exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -133,7 +134,7 @@ def resume(
     storage: StorageOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Continue a study whose driver was killed: finished trials are kept, the rest run."""
+    """Continue a study whose driver was killed or stopped: finished trials are kept, the rest run."""
     from study.run.engine import resume_study
 
     _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose))

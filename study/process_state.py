@@ -283,15 +283,20 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         _STOP.active = False
-        if _STOP.signum is None:
-            for s, handler in saved.items():
-                signal.signal(s, handler)
-        # else our handler stays: the process is on its way out, and a second signal during its
-        # exit (finalising torch, Ray and MLflow takes seconds) ends it at once, not with a traceback
+        for s, handler in saved.items():
+            signal.signal(s, handler)
         if saved_env is None:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved_env
+
+
+def end_at_once_on_signals() -> None:
+    """For a process on its way out after a stop: a further SIGINT or SIGTERM ends it at once,
+    with the stop's exit code, instead of a traceback (finalising torch, Ray and MLflow takes
+    seconds, long enough for a second Ctrl-C)."""
+    if threading.current_thread() is threading.main_thread() and _STOP.signum is not None:
+        _own_stop_signals()
 
 
 def _own_stop_signals() -> None:
@@ -350,6 +355,7 @@ __all__ = [
     "Interrupted",
     "autotune_cudnn",
     "defer_stop",
+    "end_at_once_on_signals",
     "fail_fast_http",
     "format_warnings",
     "let_tune_use_prestarted_workers",

@@ -138,8 +138,17 @@ class Store:
         return out
 
 
-def study_env(ray_head, uri: str) -> dict[str, str]:
-    return {**ray_head.env, "MLFLOW_TRACKING_URI": uri}
+def start_study(ray_head, tmp_path: Path, name: str) -> tuple[Store, dict[str, str], Driver]:
+    """`segstudy run` of the test spec named `name` on the test head, with a store of its own."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store, env = Store(uri, name, tmp_path / "r"), {**ray_head.env, "MLFLOW_TRACKING_URI": uri}
+    args = ["run", str(write_spec(tmp_path, name)), "--address", ray_head.gcs_address, "--storage", str(store.storage)]
+    return store, env, Driver(args, env=env, out=tmp_path / "run")
+
+
+def resume_driver(store: Store, ray_head, env: dict[str, str], out: Path) -> Driver:
+    """`segstudy resume` of the study's folder, as the stop message names it."""
+    return Driver(["resume", str(store.folder()), "--address", ray_head.gcs_address], env=env, out=out)
 
 
 @pytest.fixture(scope="module")
@@ -193,13 +202,8 @@ def resumed_to_the_end(store: Store, ray_head, tmp: Path, reference: dict[str, p
 
 @pytest.mark.slow
 def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(ray_head, reference, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store, env = Store(uri, "stopa", tmp_path / "r"), study_env(ray_head, uri)
-    spec = write_spec(tmp_path, "stopa")
-
     # 1. Ctrl-C in the tune phase: one tune trial ended, another running.
-    run = Driver(["run", str(spec), "--address", ray_head.gcs_address, "--storage", str(store.storage)], env=env,
-                 out=tmp_path / "run")
+    store, env, run = start_study(ray_head, tmp_path, "stopa")
     run.signal_when(lambda: store.trials(M.PHASE_TUNE, "FINISHED") and store.trials(M.PHASE_TUNE, "RUNNING"), signal.SIGINT)
     interrupted_as(store, run, signal.SIGINT)
     assert "chosen" not in store.manifest() and store.trials(M.PHASE_CONFIRM) == []  # no confirm phase started
@@ -211,7 +215,7 @@ def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(
     assert sum(s.count("RUNNING") for s in store.optuna_states().values()) >= len(killed)
 
     # 2. SIGTERM (`ray job stop`, a pod deletion) in the confirm phase of the resumed study.
-    again = Driver(["resume", str(store.folder()), "--address", ray_head.gcs_address], env=env, out=tmp_path / "resume")
+    again = resume_driver(store, ray_head, env, tmp_path / "resume")
     again.signal_when(lambda: store.trials(M.PHASE_CONFIRM, "RUNNING"), signal.SIGTERM)
     interrupted_as(store, again, signal.SIGTERM)
     assert "chosen" in store.manifest()
@@ -222,26 +226,21 @@ def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(
 
 @pytest.mark.slow
 def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store, env = Store(uri, "stopb", tmp_path / "r"), study_env(ray_head, uri)
-    spec = write_spec(tmp_path, "stopb")
-
     # 1. SIGTERM as the tune phase ends: every tune trial finished, the confirm phase not begun.
-    run = Driver(["run", str(spec), "--address", ray_head.gcs_address, "--storage", str(store.storage)], env=env,
-                 out=tmp_path / "run")
+    store, env, run = start_study(ray_head, tmp_path, "stopb")
     run.signal_when(lambda: len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL, signal.SIGTERM)
     interrupted_as(store, run, signal.SIGTERM)
     assert store.trials(M.PHASE_CONFIRM, "FINISHED") == []
 
     # 2. Ctrl-C twice in the confirm phase: the second ends the driver at once, skipping the clean-up.
-    twice = Driver(["resume", str(store.folder()), "--address", ray_head.gcs_address], env=env, out=tmp_path / "twice")
+    twice = resume_driver(store, ray_head, env, tmp_path / "twice")
     twice.signal_when(lambda: store.trials(M.PHASE_CONFIRM, "RUNNING"), signal.SIGINT, again_after=1.0)
     assert twice.wait() == 130
     assert twice.last_line() == f"interrupted again: ending at once; `segstudy resume {store.folder()}` continues"
     assert store.study_run().info.status != "FINISHED"
 
     # 3. Ctrl-C while the finished study writes its summary: the study stays finished.
-    summary = Driver(["resume", str(store.folder()), "--address", ray_head.gcs_address], env=env, out=tmp_path / "summary")
+    summary = resume_driver(store, ray_head, env, tmp_path / "summary")
     summary.signal_when(lambda: "trials finished;" in summary.stdout.read_text(), signal.SIGINT)
     assert summary.wait() == 130, summary.output()
     assert summary.last_line() == f"interrupted; `segstudy resume {store.folder()}` continues"
@@ -253,10 +252,7 @@ def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_p
 
 @pytest.mark.slow
 def test_stop_before_the_study_folder_exists_leaves_nothing(ray_head, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store = Store(uri, "stopc", tmp_path / "r")
-    run = Driver(["run", str(write_spec(tmp_path, "stopc")), "--address", ray_head.gcs_address, "--storage",
-                  str(store.storage)], env=study_env(ray_head, uri), out=tmp_path / "run")
+    store, _, run = start_study(ray_head, tmp_path, "stopc")
     run.signal_when(lambda: catches(run.proc.pid, signal.SIGTERM), signal.SIGTERM)  # segstudy owns the signal now
     assert run.wait() == 143, run.output()
     assert run.last_line() == "interrupted before the study folder was made; nothing to resume"
@@ -325,6 +321,7 @@ try:
         print("not raised", flush=True)
 except ps.Interrupted as exc:
     print(f"raised {{exc.exit_code}}: {{exc}}", flush=True)
+    ps.end_at_once_on_signals()
     time.sleep(0.5)  # on its way out: a signal now ends it at once, never with a traceback
     sys.exit(exc.exit_code)
 """

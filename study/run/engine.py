@@ -94,13 +94,15 @@ def run_study(
 
     Raises:
         SegstudyError: bad spec or a resource request the cluster cannot meet (nothing started).
+        process_state.Interrupted: SIGINT or SIGTERM stopped the study (called in the main thread):
+            its run is KILLED and tagged interrupted, `resume_study` continues it.
     """
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
     check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     storage_path = _storage(storage)
-    with library_output(verbose) as library_log:
+    with process_state.stop_on_signals(), library_output(verbose) as library_log:  # docs/ARCHITECTURE.md 3, "Stopping"
         tracker = StudyTracker(uri, spec.name)
         tracker.check_reachable()
         return _on_ray(
@@ -129,7 +131,7 @@ def resume_study(
     console: StudyConsole | None = None,
     verbose: bool = False,
 ) -> StudyResult:
-    """Continue a study whose driver died: finished trials are kept, the rest run.
+    """Continue a study whose driver died or was stopped: finished trials are kept, the rest run.
 
     Args:
         name_or_dir: the study folder, or the study name (newest folder of that name in storage).
@@ -137,17 +139,18 @@ def resume_study(
         console, verbose: as for `run_study`.
     """
     study = StudyDir.find(name_or_dir, storage=_storage(storage))
-    process_state.name_stopped_study(resume_name(study.path))
-    with study.driving(), library_output(verbose) as library_log:  # before anything is delivered or started
-        spec = load_spec(study.spec_file)
-        check_data(spec)
-        tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), spec.name)
-        tracker.check_reachable()
-        tracker.use_outbox(study.outbox)
-        if tracker.deliver() > 0:
-            raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
-        display = Display.of(console, verbose=verbose, library_log=library_log)
-        return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True)
+    with process_state.stop_on_signals():  # docs/ARCHITECTURE.md 3, "Stopping"
+        process_state.name_stopped_study(resume_name(study.path))
+        with study.driving(), library_output(verbose) as library_log:  # before anything is delivered or started
+            spec = load_spec(study.spec_file)
+            check_data(spec)
+            tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), spec.name)
+            tracker.check_reachable()
+            tracker.use_outbox(study.outbox)
+            if tracker.deliver() > 0:
+                raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
+            display = Display.of(console, verbose=verbose, library_log=library_log)
+            return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True)
 
 
 def _on_ray(
