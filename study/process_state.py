@@ -195,11 +195,11 @@ def autotune_cudnn() -> None:
     torch.backends.cudnn.benchmark = True
 
 
-
 # ---- Stopping a study on SIGINT or SIGTERM (docs/ARCHITECTURE.md 3, "Stopping") ----------------
-# Signal dispositions are process-wide, so the whole stop record lives here: the CLI opens the
-# scope (`stop_on_signals`), the driver marks what must not be cut (`defer_stop`) and asks whether
-# a stop came (`stop_requested`, read by the Tune stopper of every phase).
+# Signal dispositions are process-wide, so the whole stop record lives here: `run_study`,
+# `resume_study` and the CLI around them open the scope (`stop_on_signals`), the driver marks what
+# must not be cut (`defer_stop`), and the Tune stopper of every phase asks whether a stop came
+# (`stop_requested`).
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 ECHO_S = 0.5  # the same signal again within this: one Ctrl-C seen twice (the terminal's and a wrapper's forward)
@@ -327,10 +327,10 @@ def defer_stop() -> Iterator[None]:
     finally:
         _STOP.deferred -= 1
         _own_stop_signals()
-    raise_if_stopped()
+    _raise_if_stopped()
 
 
-def raise_if_stopped() -> None:
+def _raise_if_stopped() -> None:
     """Raise `Interrupted` if a stop was asked for and not raised yet (outside `defer_stop`)."""
     if _STOP.active and _STOP.signum is not None and not _STOP.raised and _STOP.deferred == 0:
         _STOP.raised = True
@@ -351,6 +351,7 @@ def name_stopped_study(study: str) -> None:
     """What `segstudy resume` is given to continue this study, for the stop messages."""
     _STOP.study = study
 
+
 __all__ = [
     "Interrupted",
     "autotune_cudnn",
@@ -363,7 +364,6 @@ __all__ = [
     "quiet_artifact_downloads",
     "quiet_optuna",
     "quiet_tune_loggers",
-    "raise_if_stopped",
     "route_library_output",
     "route_ray_worker_output",
     "set_torch_threads",
