@@ -392,3 +392,15 @@ def test_requeue_cut_half_way_neither_loses_nor_doubles_a_trial(tmp_path):
     assert states == ["COMPLETE", "FAIL", "WAITING"]
     assert second.remaining() == 2
     assert second.suggest("r0")["trial"]["hparams"] == cut["hparams"]
+
+
+def test_searcher_asks_no_trial_once_a_stop_came(tmp_path):
+    """Tune may ask for a trial in the step where it notices the stop: nothing is asked that would only be cut."""
+    from study import process_state
+
+    searcher = make_searcher(f"sqlite:///{tmp_path / 'optuna.db'}")
+    with pytest.raises(process_state.Interrupted), process_state.stop_on_signals(), process_state.defer_stop():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        assert searcher.suggest("t0") is None
+    assert searcher.remaining() == 3 and searcher.studies[0].trials == []

@@ -122,6 +122,8 @@ class CellSearcher(Searcher):
         return True  # metric and mode are ours; Tune's are not needed
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if process_state.stop_requested():
+            return None  # the phase is ending (study.run.stopping): no trial is asked that would only be cut
         remaining = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
         if not remaining:
             return Searcher.FINISHED
