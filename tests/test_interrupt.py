@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -278,7 +279,10 @@ def test_a_study_without_address_starts_its_own_ray_even_beside_a_ray_start(ray_
             "print(started, ray.get_runtime_context().gcs_address); ray.shutdown()")
     env = {**ray_head.env, "RAY_TMPDIR": str(temp)}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     started, address = proc.stdout.split()[-2:]
     assert started == "True" and address != ray_head.gcs_address
