@@ -64,6 +64,23 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def stops_on_signals(fn: F) -> F:
+    """SIGINT and SIGTERM stop the study as interrupted (docs/ARCHITECTURE.md 3, "Stopping"): one
+    line on stderr naming what resumes it, exit code 130 or 143 (128 + the signal)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with process_state.stop_on_signals():
+            try:
+                return fn(*args, **kwargs)
+            except process_state.Interrupted as exc:
+                typer.echo(str(exc), err=True)
+                process_state.end_at_once_on_signals()
+                raise typer.Exit(code=exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 @app.command()
 @user_errors
 def validate(spec: SpecArg, allow_large_grid: LargeGridOpt = False) -> None:
@@ -97,6 +114,7 @@ def validate(spec: SpecArg, allow_large_grid: LargeGridOpt = False) -> None:
 
 @app.command()
 @user_errors
+@stops_on_signals
 def run(
     spec: SpecArg,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
@@ -122,6 +140,7 @@ StudyTrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="De
 
 @app.command()
 @user_errors
+@stops_on_signals
 def resume(
     study: StudyDirArg,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
@@ -129,7 +148,7 @@ def resume(
     storage: StorageOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Continue a study whose driver was killed: finished trials are kept, the rest run."""
+    """Continue a study whose driver was killed or stopped: finished trials are kept, the rest run."""
     from study.run.engine import resume_study
 
     _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose))

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -193,16 +197,180 @@ def autotune_cudnn() -> None:
     torch.backends.cudnn.benchmark = True
 
 
+# ---- Stopping a study on SIGINT or SIGTERM (docs/ARCHITECTURE.md 3, "Stopping") ----------------
+# Signal dispositions are process-wide, so the whole stop record lives here: `run_study`,
+# `resume_study` and the CLI around them open the scope (`stop_on_signals`), the driver marks what
+# must not be cut (`defer_stop`), and the Tune stopper of every phase asks whether a stop came
+# (`stop_requested`).
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ECHO_S = 0.5  # the same signal again within this: one Ctrl-C seen twice (the terminal's and a wrapper's forward)
+
+
+class Interrupted(BaseException):
+    """The driver was asked to stop (SIGINT or SIGTERM). A BaseException, like KeyboardInterrupt,
+    so the `except Exception` clean-ups it passes on its way out do not take it for an error.
+
+    Attributes:
+        signum: the signal that asked for the stop.
+        study: what `segstudy resume` continues (the study folder), or None before it existed.
+    """
+
+    def __init__(self, signum: int, study: str | None = None) -> None:
+        super().__init__(signum, study)
+        self.signum = signum
+        self.study = study
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, what a shell reports for a process the signal ended (130, 143)."""
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        if self.study is None:
+            return "interrupted before the study folder was made; nothing to resume"
+        return f"interrupted; `segstudy resume {self.study}` continues"
+
+
+@dataclass
+class _Stop:
+    active: bool = False  # a scope is open and its handlers are installed
+    signum: int | None = None  # the first stop signal received
+    at: float = 0.0  # when (monotonic)
+    deferred: int = 0  # depth of `defer_stop` blocks the main thread is in
+    raised: bool = False  # Interrupted was raised once; never twice
+    study: str | None = None  # what resume needs to continue (see `name_stopped_study`)
+
+
+_STOP = _Stop()
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    """First signal: record it and raise Interrupted at once, or, inside `defer_stop`, at its end.
+    A second one ends the process now: whatever the clean-up had left is what a SIGKILL leaves,
+    which resume is built to continue."""
+    now = time.monotonic()
+    if _STOP.signum is None:
+        _STOP.signum, _STOP.at = signum, now
+        if _STOP.deferred == 0:
+            _STOP.raised = True
+            raise Interrupted(signum, _STOP.study)
+        return
+    if signum == _STOP.signum and now - _STOP.at < ECHO_S:
+        return
+    hint = f"`segstudy resume {_STOP.study}` continues" if _STOP.study else "nothing to resume"
+    show_cursor = "\x1b[?25h" if os.isatty(1) else ""  # a live display hid it (sys.stdout may be redirected now)
+    os.write(2, f"{show_cursor}interrupted again: ending at once; {hint}\n".encode())
+    os._exit(128 + _STOP.signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the body, SIGINT and SIGTERM stop the study instead of killing the process: the
+    first raises `Interrupted` (at once, or at the end of a `defer_stop` block), a second ends the
+    process without clean-up. Tune's own SIGINT handler is switched off meanwhile
+    (TUNE_DISABLE_SIGINT_HANDLER): it would take the signal as "end this phase" and the driver
+    would go on to the next. Only the main thread can own signals; elsewhere this does nothing.
+    """
+    global _STOP
+    if threading.current_thread() is not threading.main_thread() or _STOP.active:
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    _STOP = _Stop(active=True)
+    _own_stop_signals()
+    try:
+        yield
+    finally:
+        _STOP.active = False
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        if saved_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved_env
+
+
+def end_at_once_on_signals() -> None:
+    """For a process on its way out after a stop: a further SIGINT or SIGTERM ends it at once,
+    with the stop's exit code, instead of a traceback (finalising torch, Ray and MLflow takes
+    seconds, long enough for a second Ctrl-C)."""
+    if threading.current_thread() is threading.main_thread() and _STOP.signum is not None:
+        _own_stop_signals()
+
+
+def _own_stop_signals() -> None:
+    for s in STOP_SIGNALS:
+        signal.signal(s, _on_stop_signal)
+
+
+@contextlib.contextmanager
+def defer_stop() -> Iterator[None]:
+    """A block a stop must not cut (starting Ray, a Tune phase, closing the study run): a stop
+    signal received inside is raised as `Interrupted` when the outermost such block ends.
+
+    Our handlers are put back at the end, for libraries that install their own inside (ray.init
+    sets a SIGTERM handler that calls sys.exit(15)); a SIGTERM that one took is our stop too.
+    """
+    if not _STOP.active:
+        yield
+        return
+    _STOP.deferred += 1
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:
+            raise
+        _STOP.signum = _STOP.signum or signal.SIGTERM
+        _STOP.raised = True
+        raise Interrupted(_STOP.signum, _STOP.study) from None
+    finally:
+        _STOP.deferred -= 1
+        _own_stop_signals()
+    _raise_if_stopped()
+
+
+def _raise_if_stopped() -> None:
+    """Raise `Interrupted` if a stop was asked for and not raised yet (outside `defer_stop`)."""
+    if _STOP.active and _STOP.signum is not None and not _STOP.raised and _STOP.deferred == 0:
+        _STOP.raised = True
+        raise Interrupted(_STOP.signum, _STOP.study)
+
+
+def stop_requested() -> bool:
+    """Whether this process was asked to stop: Tune phases end at their next step when it is."""
+    return _STOP.active and _STOP.signum is not None
+
+
+def stop_signal_name() -> str | None:
+    """'SIGINT' or 'SIGTERM' once a stop was asked for, else None."""
+    return signal.Signals(_STOP.signum).name if _STOP.active and _STOP.signum is not None else None
+
+
+def name_stopped_study(study: str) -> None:
+    """What `segstudy resume` is given to continue this study, for the stop messages."""
+    _STOP.study = study
+
+
 __all__ = [
+    "Interrupted",
     "autotune_cudnn",
+    "defer_stop",
+    "end_at_once_on_signals",
     "fail_fast_http",
     "format_warnings",
     "let_tune_use_prestarted_workers",
+    "name_stopped_study",
     "quiet_artifact_downloads",
     "quiet_optuna",
     "quiet_tune_loggers",
     "route_library_output",
     "route_ray_worker_output",
     "set_torch_threads",
+    "stop_on_signals",
+    "stop_requested",
+    "stop_signal_name",
     "tune_prints_to",
 ]

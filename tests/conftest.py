@@ -65,6 +65,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
     cmd = [
         str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        f"--dashboard-agent-listen-port={free_port()}",  # the job agent's; Ray's fixed default clashes with other heads
         "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats",
         f"--temp-dir={tmp_path_factory.mktemp('ray')}",
     ]

@@ -68,6 +68,14 @@ def trial_line(p: StudyProgress, end: TrialEnd) -> str:
     return f"[{p.phase} {p.ended}/{p.count('total')}] {end.cell} seed={end.seed}: {end.outcome}, {value} ({duration(end.seconds)}){why}"
 
 
+def stopping_line(signal_name: str) -> str:
+    """What a running phase says when the driver is asked to stop (docs/ARCHITECTURE.md 3, "Stopping")."""
+    return (
+        f"stopping ({signal_name}): no new trials; the running ones end now and run again on resume "
+        "(a second Ctrl-C ends at once, without clean-up)"
+    )
+
+
 class PlainConsole:
     """Line-per-event output for logs: every ended trial, and progress every `every_s` seconds."""
 
@@ -190,4 +198,7 @@ def make_console(stream: IO[str] | None = None, *, live: bool | None = None) -> 
     return LiveConsole(stream) if live else PlainConsole(stream)
 
 
-__all__ = ["Display", "StudyConsole", "LiveConsole", "PlainConsole", "duration", "make_console", "status_line", "trial_line"]
+__all__ = [
+    "Display", "StudyConsole", "LiveConsole", "PlainConsole", "duration", "make_console", "status_line", "stopping_line",
+    "trial_line",
+]

@@ -46,7 +46,8 @@ from study.run.scheduler import PerCellScheduler
 from study.run.searcher import CellSearcher
 from study.run.gpu_summary import log_study_gpu
 from study.run.warm_workers import local_ray_config
-from study.run.console import Display, StudyConsole
+from study.run.console import Display, StudyConsole, stopping_line
+from study.run.stopping import PhaseStopper
 from study.run.library_log import library_output
 from study.process_state import route_ray_worker_output
 
@@ -98,6 +99,8 @@ def run_study(
     Raises:
         SegstudyError: bad spec, paths or grid size, or a resource request the cluster cannot
             meet (nothing started, no store or folder created).
+        process_state.Interrupted: SIGINT or SIGTERM stopped the study (called in the main thread):
+            its run is KILLED and tagged interrupted, `resume_study` continues it.
     """
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
@@ -105,7 +108,7 @@ def run_study(
     check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     storage_path = _storage(output_folder(Path(storage or "ray_results"), option="--storage"))
-    with library_output(verbose) as library_log:
+    with process_state.stop_on_signals(), library_output(verbose) as library_log:  # docs/ARCHITECTURE.md 3, "Stopping"
         tracker = StudyTracker(uri, spec.name)
         tracker.check_reachable()
         return _on_ray(
@@ -134,7 +137,7 @@ def resume_study(
     console: StudyConsole | None = None,
     verbose: bool = False,
 ) -> StudyResult:
-    """Continue a study whose driver died: finished trials are kept, the rest run.
+    """Continue a study whose driver died or was stopped: finished trials are kept, the rest run.
 
     Args:
         name_or_dir: the study folder, or the study name (newest folder of that name in storage).
@@ -142,16 +145,18 @@ def resume_study(
         console, verbose: as for `run_study`.
     """
     study = StudyDir.find(name_or_dir, storage=_storage(storage))
-    with study.driving(), library_output(verbose) as library_log:  # before anything is delivered or started
-        spec = load_spec(study.spec_file)
-        check_data(spec)
-        tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), spec.name)
-        tracker.check_reachable()
-        tracker.use_outbox(study.outbox)
-        if tracker.deliver() > 0:
-            raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
-        display = Display.of(console, verbose=verbose, library_log=library_log)
-        return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True)
+    with process_state.stop_on_signals():  # docs/ARCHITECTURE.md 3, "Stopping"
+        process_state.name_stopped_study(resume_name(study.path))
+        with study.driving(), library_output(verbose) as library_log:  # before anything is delivered or started
+            spec = load_spec(study.spec_file)
+            check_data(spec)
+            tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), spec.name)
+            tracker.check_reachable()
+            tracker.use_outbox(study.outbox)
+            if tracker.deliver() > 0:
+                raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
+            display = Display.of(console, verbose=verbose, library_log=library_log)
+            return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True)
 
 
 def _on_ray(
@@ -168,23 +173,37 @@ def _on_ray(
     leaves nothing behind. Ray starts first so its idle workers import the trainable while the
     data are built. `locked`: the caller already holds the study's driver lock."""
     process_state.quiet_artifact_downloads()  # a progress bar per logged model otherwise
-    started_ray = connect_ray(address, trials_at_once=local_trials_at_once(spec))
     log = display.library_log
-    undo_workers = route_ray_worker_output(log) if log is not None else (lambda: None)
+    started_ray, undo_workers = False, lambda: None
     try:
-        check_resources(spec)
+        started_ray = connect_ray(address, trials_at_once=local_trials_at_once(spec))
+        undo_workers = route_ray_worker_output(log) if log is not None else undo_workers
+        with process_state.defer_stop():  # Ray's calls take a signal's exception badly (SystemError)
+            check_resources(spec)
         data, checked = prepared_data(spec)
         display.console.note(plan_line(spec, data, checked, at_once=cluster_capacity(spec), where="on this Ray cluster"))
-        study = study_dir()
+        with process_state.defer_stop():  # a folder is made whole, and then it is what resume continues
+            study = study_dir()
+            process_state.name_stopped_study(resume_name(study.path))
         if log is not None:
             log.move_to(study.path)
         with contextlib.nullcontext() if locked else study.driving():  # one live driver per study
             return _drive(spec, study, tracker, data, display)
     finally:
-        display.console.close()
-        if started_ray:
-            ray.shutdown()
-        undo_workers()
+        with process_state.defer_stop():  # a stop during the clean-up still puts Ray away
+            display.console.close()
+            if started_ray:
+                ray.shutdown()
+            undo_workers()
+
+
+def resume_name(folder: Path) -> str:
+    """What `segstudy resume` is given to continue the study in `folder`: its path, relative to
+    the working directory when inside it (a name alone would need the same --storage)."""
+    try:
+        return str(folder.relative_to(Path.cwd()))
+    except ValueError:
+        return str(folder)
 
 
 def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None) -> tuple[int, int]:
@@ -205,24 +224,31 @@ def _storage(storage: str | Path | None) -> Path:
 
 def connect_ray(address: str | None, *, trials_at_once: int = 1) -> bool:
     """Join `address` or start a local Ray whose idle workers preload the trainable (see
-    study.run.warm_workers); returns True when this call started it."""
+    study.run.warm_workers); returns True when this call started it.
+
+    Without an address Ray is always started here (`address="local"`): a bare `ray.init()` joins
+    whatever cluster a `ray start` left on this machine (/tmp/ray/ray_current_cluster) or
+    RAY_ADDRESS names, and the study would run there with that cluster's code and resources.
+    """
     process_state.let_tune_use_prestarted_workers()
     if ray.is_initialized():
         return False
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, ValueError, RuntimeError) as exc:  # nothing there, or not a Ray address
-            raise SegstudyError(f"--address {mask_uri(address)}: cannot join a Ray cluster ({first_line(exc)})") from None
-    else:
-        ray.init(
-            num_cpus=os.cpu_count() or 1,
-            include_dashboard=False,
-            _system_config=local_ray_config(trials_at_once),
-            **kwargs,
-        )
-        reap_on_exit()  # a SIGKILLed driver must not leave Ray's agents running
+    with process_state.defer_stop():  # a Ray cut half-way through its start would outlive the driver
+        if address:
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, ValueError, RuntimeError) as exc:  # nothing there, or not a Ray address
+                raise SegstudyError(f"--address {mask_uri(address)}: cannot join a Ray cluster ({first_line(exc)})") from None
+        else:
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                _system_config=local_ray_config(trials_at_once),
+                **kwargs,
+            )
+            reap_on_exit()  # a SIGKILLed driver must not leave Ray's agents running
     return True
 
 
@@ -259,16 +285,18 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
             f">= {M.MIN_SEEDS} (set confirm.seeds)",
             stacklevel=3,
         )
-    study_run = _study_run(spec, study, tracker, cells, data)
-    searcher = _searcher(spec, cells, study) if spec.tuning is not None else None
-    done = reconcile(tracker, study_run, outcome_of=lambda key: _optuna_outcome(searcher, key))
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, spec=spec, data=data),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-    )
-    n_trials, n_failed = len(done.done), len(done.failed)
+    with process_state.defer_stop():  # the study run is made and recorded whole
+        study_run = _study_run(spec, study, tracker, cells, data)
+    n_trials = n_failed = 0
     status = "FAILED"
     try:
+        searcher = _searcher(spec, cells, study) if spec.tuning is not None else None
+        done = reconcile(tracker, study_run, outcome_of=lambda key: _optuna_outcome(searcher, key))
+        trainable = tune.with_resources(
+            tune.with_parameters(train_trial, spec=spec, data=data),
+            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+        )
+        n_trials, n_failed = len(done.done), len(done.failed)
         chosen: dict[str, dict[str, Any]] = {cell_key(c): {} for c in cells}
         if searcher is not None:
             chosen = study.manifest.get("chosen")
@@ -300,16 +328,12 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         missing = len(cells) - len(chosen)
         status = "FINISHED" if n_failed == 0 and missing == 0 else "FAILED"
         tracker.set_tags(study_run, {"segstudy.n_trials": str(n_trials), "segstudy.n_failed": str(n_failed)})
+    except process_state.Interrupted:
+        status = "KILLED"
+        raise
     finally:
-        log_study_gpu(tracker, tracker.real_id(study_run))  # CUDA trials only: the study-wide utilisation
-        tracker.finish(study_run, failed_reason=None if status == "FINISHED" else "some trials or cells failed")
-        pending = tracker.deliver()
-        if pending:
-            warnings.warn(
-                f"{pending} tracking write(s) could not reach {tracker.uri} and are kept in {study.outbox}; "
-                f"run `segstudy sync {study.path}` when the server is back",
-                stacklevel=2,
-            )
+        with process_state.defer_stop():  # closed whole, even when a stop comes now
+            pending = _close_study_run(tracker, study_run, status=status, study=study)
     return StudyResult(
         experiment=spec.name,
         study_run_id=tracker.real_id(study_run),
@@ -321,6 +345,28 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         not_learned=() if pending else not_learned(tracker, tracker.real_id(study_run)),
         log_file=display.library_log.path if display.library_log is not None else None,
     )
+
+
+def _close_study_run(tracker: StudyTracker, study_run: str, *, status: str, study: StudyDir) -> int:
+    """End the study run as FINISHED, FAILED or KILLED (stopped: tagged interrupted, never
+    FINISHED; docs/ARCHITECTURE.md 3, "Stopping") and deliver the outbox; returns the writes
+    still waiting for the server."""
+    log_study_gpu(tracker, tracker.real_id(study_run))  # CUDA trials only: the study-wide utilisation
+    if status == "KILLED":
+        tracker.set_tags(study_run, {M.STATE_TAG: M.STATE_INTERRUPTED,
+                                     M.STOP_SIGNAL_TAG: process_state.stop_signal_name() or "?"})
+        tracker.finish(study_run, status="KILLED")
+    else:
+        tracker.set_tags(study_run, {M.STATE_TAG: status.lower()})
+        tracker.finish(study_run, failed_reason=None if status == "FINISHED" else "some trials or cells failed")
+    pending = tracker.deliver()
+    if pending:
+        warnings.warn(
+            f"{pending} tracking write(s) could not reach {tracker.uri} and are kept in {study.outbox}; "
+            f"run `segstudy sync {study.path}` when the server is back",
+            stacklevel=3,
+        )
+    return pending
 
 
 def not_learned(tracker: StudyTracker, study_run_id: str) -> tuple[str, ...]:
@@ -362,6 +408,7 @@ def _study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cells: l
     else:
         run_id = tracker.real_id(run_id)
         tracker.reopen(run_id)  # a resumed study is running again
+        tracker.set_tags(run_id, {M.STATE_TAG: "running"})
     tracker.study_run_id = run_id
     if not manifest.get("data_summary_logged"):
         with tempfile.TemporaryDirectory(prefix="segstudy-") as tmp:
@@ -449,7 +496,7 @@ def _tune_phase(
         scheduler=scheduler,
         num_samples=remaining,
         max_concurrent=tuning.max_concurrent,
-        stop={M.EPOCH: max_t},
+        max_epochs=max_t,
     )
     return searcher.best(), callback.completed, callback.failed
 
@@ -467,33 +514,41 @@ def _fit(
     scheduler: Any = None,
     num_samples: int = 1,
     max_concurrent: int | None = None,
-    stop: dict[str, int] | None = None,
+    max_epochs: int | None = None,
 ) -> None:
-    """One phase as one `Tuner.fit`; what Tune prints goes to the study log unless --verbose."""
+    """One phase as one `Tuner.fit`; what Tune prints goes to the study log unless --verbose.
+
+    A stop signal during the phase ends it at Tune's next step (`PhaseStopper`) and is raised as
+    `process_state.Interrupted` when the fit returns, so no later phase starts and nothing the
+    caller writes after a finished phase (the chosen hyperparameters) is written.
+    """
     process_state.quiet_tune_loggers()
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space or {},
-        tune_config=tune.TuneConfig(
-            search_alg=search_alg,
-            scheduler=scheduler,
-            num_samples=num_samples,
-            max_concurrent_trials=max_concurrent or cluster_capacity(spec),
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(path),
-            callbacks=[*callbacks, LastResultFile()],
-            stop=stop,
-            verbose=1 if display.verbose else 0,  # segstudy's console shows progress; --verbose brings Tune's back
-            # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).
-            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-        ),
-    )
-    # Created above with the real stdout: the Tuner pickles its callbacks, and a redirected stream would not pickle.
-    with process_state.tune_prints_to(display.library_log):
-        tuner.fit()
+    console = display.console
+    stopper = PhaseStopper(epoch_key=M.EPOCH, max_epochs=max_epochs, note=lambda signal: console.note(stopping_line(signal)))
+    with process_state.defer_stop():  # the phase ends through `stopper`; Ray's calls take a signal's exception badly
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space or {},
+            tune_config=tune.TuneConfig(
+                search_alg=search_alg,
+                scheduler=scheduler,
+                num_samples=num_samples,
+                max_concurrent_trials=max_concurrent or cluster_capacity(spec),
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(path),
+                callbacks=[*callbacks, LastResultFile()],
+                stop=stopper,
+                verbose=1 if display.verbose else 0,  # segstudy's console shows progress; --verbose brings Tune's back
+                # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).
+                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            ),
+        )
+        # Created above with the real stdout: the Tuner pickles its callbacks, and a redirected stream would not pickle.
+        with process_state.tune_prints_to(display.library_log):
+            tuner.fit()
 
 
 def cluster_capacity(spec: StudySpec) -> int:

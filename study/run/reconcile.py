@@ -2,7 +2,8 @@
 
 The MLflow store is the record of which trials are done: a child run of the study that ended
 FINISHED (or FAILED for a reason other than a retried crash) is a result, keyed by its
-`segstudy.trial_key`. A run still RUNNING belonged to a trial the dead driver was watching:
+`segstudy.trial_key`. A run still RUNNING belonged to a trial the dead driver was watching; a run
+KILLED belonged to a trial a stopped driver cut (docs/ARCHITECTURE.md 3, "Stopping"). For both:
 
 - if Optuna already recorded the trial's outcome (the searcher is told before MLflow), the run
   is closed with that outcome and tagged `segstudy.recovered`;
@@ -46,14 +47,15 @@ def study_trial_runs(tracker: StudyTracker, study_run_id: str) -> list[Run]:
 
 
 def reconcile(tracker: StudyTracker, study_run_id: str, *, outcome_of: OutcomeOf) -> Reconciled:
-    """Close the runs a dead driver left RUNNING and return the keys of trials already done."""
+    """Close the runs a dead driver left RUNNING, remove those a stopped one closed KILLED, and
+    return the keys of trials already done."""
     state = Reconciled()
     for run in study_trial_runs(tracker, study_run_id):
         key = run.data.tags.get(M.TRIAL_KEY_TAG)
         if key is None:
             continue
         status = run.info.status
-        if status == "RUNNING":
+        if status in {"RUNNING", "KILLED"}:
             outcome = outcome_of(key)
             run_id = run.info.run_id
             if outcome in {"COMPLETE", "PRUNED"}:

@@ -122,6 +122,8 @@ class CellSearcher(Searcher):
         return True  # metric and mode are ours; Tune's are not needed
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if process_state.stop_requested():
+            return None  # the phase is ending (study.run.stopping): no trial is asked that would only be cut
         remaining = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
         if not remaining:
             return Searcher.FINISHED
@@ -205,12 +207,19 @@ class CellSearcher(Searcher):
 
 
 def _requeue_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a driver that died are failed and queued again with the same
-    parameters (what Optuna's RetryFailedTrialCallback does for crashed workers)."""
+    """Trials left RUNNING by a driver that died or was stopped are failed and queued again with
+    the same parameters (what Optuna's RetryFailedTrialCallback does for crashed workers).
+
+    Queued first, failed second, and never queued twice: a driver cut between the two steps
+    leaves the trial RUNNING with its copy queued, and the next one only fails it. Failed first,
+    a cut would leave a FAIL that counts as spent budget and is never run again.
+    """
+    queued = {t.user_attrs.get(REQUEUED_FROM) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     n = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number not in queued:
+            study.enqueue_trial(trial.params, user_attrs={REQUEUED_FROM: trial.number})
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={REQUEUED_FROM: trial.number})
         n += 1
     return n
 

@@ -98,6 +98,12 @@ class TrackingCallback(tune.Callback):
         )
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        # A run still open here belongs to a trial that never ended: the phase was stopped
+        # (study.run.stopping). KILLED, not a result; resume deletes it and runs the trial again.
+        for run_id in self.runs.values():
+            self.tracker.finish(run_id, failed_reason="interrupted: the study was stopped; resume runs the trial again",
+                                status="KILLED")
+        self.runs.clear()
         self.tracker.flush()
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
