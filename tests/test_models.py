@@ -24,15 +24,7 @@ from study.models import (
     resolve_architecture,
 )
 from study.models.unet_family import GatedSkipConnection
-
-SMALL = {
-    "unet": {"channels": [4, 8, 16, 32, 64], "strides": [2, 2, 2, 2]},
-    "unetr": {"feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 2},
-    "segresnet": {"init_filters": 4, "num_groups": 2},
-    "swinunetr": {"feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "norm_name": "batch"},
-    "dynunet": {"filters": [4, 8, 16, 32, 64]},
-    "unetpp": {"channels": [4, 8, 16, 32, 64]},
-}
+from test_families import SMALL  # small settings for every family
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -8,9 +8,9 @@ to the weights) is enough to rebuild the same network for inference, as nnU-Net 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from study.strict import StrictModel
 
@@ -29,14 +29,22 @@ def _one_of(field: str, value: str, accepted: tuple[str, ...]) -> str:
     return name
 
 
-# Upper bounds per kind of tuple field, so a typo cannot ask for terabytes.
+def _norm(value: str, info: ValidationInfo) -> str:
+    return _one_of(str(info.field_name), value, NORMS)
+
+
+def _act(value: str, info: ValidationInfo) -> str:
+    return _one_of(str(info.field_name), value, ACTS)
+
+
+# Upper bounds per tuple field, so a typo cannot ask for terabytes.
 _TOPS = {
     "channels": 4096, "filters": 4096, "strides": 8, "kernel_size": 15,
     "blocks_down": 32, "blocks_up": 32, "depths": 32, "num_heads": 256,
 }
 
 
-def _bounded(info: ValidationInfo, v: tuple[int, ...]) -> tuple[int, ...]:
+def _bounded(v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
     """A tuple of positive ints, at most 16 of them, each under its field's bound."""
     field = str(info.field_name)
     if any(x <= 0 for x in v):
@@ -47,10 +55,20 @@ def _bounded(info: ValidationInfo, v: tuple[int, ...]) -> tuple[int, ...]:
     return v
 
 
-def _check_odd(field: str, values: tuple[int, ...]) -> None:
+def _odd(v: int | tuple[int, ...], info: ValidationInfo) -> int | tuple[int, ...]:
     # MONAI's same-padding only keeps sizes aligned for odd kernels.
-    if any(k % 2 == 0 for k in values):
-        raise ValueError(f"{field} must be odd, got {list(values) if len(values) > 1 else values[0]}")
+    if any(k % 2 == 0 for k in (v if isinstance(v, tuple) else (v,))):
+        raise ValueError(f"{info.field_name} must be odd, got {list(v) if isinstance(v, tuple) else v}")
+    return v
+
+
+# Field types shared by the families: the check runs wherever the type is used.
+Norm = Annotated[str, AfterValidator(_norm)]
+Act = Annotated[str, AfterValidator(_act)]
+Ints = Annotated[tuple[int, ...], AfterValidator(_bounded)]
+OddKernel = Annotated[int, Field(gt=0, le=15), AfterValidator(_odd)]
+OddKernels = Annotated[tuple[int, ...], AfterValidator(_bounded), AfterValidator(_odd)]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class UNetFamilyConfig(StrictModel):
@@ -65,38 +83,17 @@ class UNetFamilyConfig(StrictModel):
     """
 
     kind: Literal["unet"] = "unet"
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    strides: tuple[int, ...] = (2, 2, 2, 2)
+    channels: Ints = (16, 32, 64, 128, 256)
+    strides: Ints = (2, 2, 2, 2)
     num_res_units: int = Field(0, ge=0, le=16)
-    norm: str = "batch"
-    act: str = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    kernel_size: int = Field(3, gt=0, le=15)
-    up_kernel_size: int = Field(3, gt=0, le=15)
+    norm: Norm = "batch"
+    act: Act = "relu"
+    dropout: Rate = 0.0
+    kernel_size: OddKernel = 3
+    up_kernel_size: OddKernel = 3
     # "all", "none", or one flag per level; index 0 is the top (full-resolution) level.
     skips: Literal["all", "none"] | tuple[bool, ...] = "all"
     attention: bool = False
-
-    @field_validator("channels", "strides")
-    @classmethod
-    def _positive(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
-        return _bounded(info, v)
-
-    @field_validator("kernel_size", "up_kernel_size")
-    @classmethod
-    def _odd(cls, v: int, info: ValidationInfo) -> int:
-        _check_odd(str(info.field_name), (v,))
-        return v
-
-    @field_validator("norm")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return _one_of("norm", v, NORMS)
-
-    @field_validator("act")
-    @classmethod
-    def _act(cls, v: str) -> str:
-        return _one_of("act", v, ACTS)
 
     @model_validator(mode="after")
     def _shapes(self) -> UNetFamilyConfig:
@@ -135,13 +132,8 @@ class UNETRConfig(StrictModel):
     hidden_size: int = Field(768, gt=0, le=8192)
     mlp_dim: int = Field(3072, gt=0, le=32768)
     num_heads: int = Field(12, gt=0, le=256)
-    norm_name: str = "instance"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-    @field_validator("norm_name")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return _one_of("norm_name", v, NORMS)
+    norm_name: Norm = "instance"
+    dropout: Rate = 0.0
 
     @model_validator(mode="after")
     def _heads(self) -> UNETRConfig:
@@ -166,24 +158,14 @@ class SegResNetConfig(StrictModel):
 
     kind: Literal["segresnet"] = "segresnet"
     init_filters: int = Field(8, gt=0, le=1024)
-    blocks_down: tuple[int, ...] = (1, 2, 2, 4)
-    blocks_up: tuple[int, ...] = (1, 1, 1)
+    blocks_down: Ints = (1, 2, 2, 4)
+    blocks_up: Ints = (1, 1, 1)
     # "group" is MONAI's default (num_groups groups); batch and instance as in NORMS.
     norm: Literal["group", "batch", "instance"] = "group"
     num_groups: int = Field(8, gt=0, le=1024)
-    act: str = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    act: Act = "relu"
+    dropout: Rate = 0.0
     upsample_mode: Literal["nontrainable", "deconv", "pixelshuffle"] = "nontrainable"
-
-    @field_validator("blocks_down", "blocks_up")
-    @classmethod
-    def _positive(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
-        return _bounded(info, v)
-
-    @field_validator("act")
-    @classmethod
-    def _act(cls, v: str) -> str:
-        return _one_of("act", v, ACTS)
 
     @model_validator(mode="after")
     def _shapes(self) -> SegResNetConfig:
@@ -213,13 +195,13 @@ class SwinUNETRConfig(StrictModel):
 
     kind: Literal["swinunetr"] = "swinunetr"
     feature_size: int = Field(24, gt=0, le=1020, multiple_of=12)
-    depths: tuple[int, ...] = (2, 2, 2, 2)
-    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    depths: Ints = (2, 2, 2, 2)
+    num_heads: Ints = (3, 6, 12, 24)
     window_size: int = Field(7, gt=0, le=32)
-    norm_name: str = "instance"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    attn_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    drop_path: float = Field(0.0, ge=0.0, lt=1.0)
+    norm_name: Norm = "instance"
+    dropout: Rate = 0.0
+    attn_dropout: Rate = 0.0
+    drop_path: Rate = 0.0
     use_v2: bool = False  # SwinUNETR-V2: a residual conv block before each Swin stage
 
     @field_validator("depths", "num_heads")
@@ -227,12 +209,7 @@ class SwinUNETRConfig(StrictModel):
     def _four(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
         if len(v) != 4:
             raise ValueError(f"{info.field_name} needs 4 entries (one per Swin stage), got {list(v)}")
-        return _bounded(info, v)
-
-    @field_validator("norm_name")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return _one_of("norm_name", v, NORMS)
+        return v
 
     @model_validator(mode="after")
     def _heads(self) -> SwinUNETRConfig:
@@ -259,31 +236,13 @@ class DynUNetConfig(StrictModel):
     """
 
     kind: Literal["dynunet"] = "dynunet"
-    kernel_size: tuple[int, ...] = (3, 3, 3, 3, 3)
-    strides: tuple[int, ...] = (1, 2, 2, 2, 2)
-    filters: tuple[int, ...] = (16, 32, 64, 128, 256)
-    norm_name: str = "instance"
-    act_name: str = "leakyrelu"
+    kernel_size: OddKernels = (3, 3, 3, 3, 3)
+    strides: Ints = (1, 2, 2, 2, 2)
+    filters: Ints = (16, 32, 64, 128, 256)
+    norm_name: Norm = "instance"
+    act_name: Act = "leakyrelu"
     res_block: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-    @field_validator("kernel_size", "strides", "filters")
-    @classmethod
-    def _positive(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
-        v = _bounded(info, v)
-        if info.field_name == "kernel_size":
-            _check_odd("kernel_size", v)
-        return v
-
-    @field_validator("norm_name")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return _one_of("norm_name", v, NORMS)
-
-    @field_validator("act_name")
-    @classmethod
-    def _act(cls, v: str) -> str:
-        return _one_of("act_name", v, ACTS)
+    dropout: Rate = 0.0
 
     @model_validator(mode="after")
     def _shapes(self) -> DynUNetConfig:
@@ -317,11 +276,11 @@ class UNetPlusPlusConfig(StrictModel):
     """
 
     kind: Literal["unetpp"] = "unetpp"
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    channels: Ints = (16, 32, 64, 128, 256)
     top_channels: int | None = Field(None, gt=0, le=4096)
-    norm: str = "batch"
-    act: str = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm: Norm = "batch"
+    act: Act = "relu"
+    dropout: Rate = 0.0
     upsample: Literal["deconv", "pixelshuffle", "nontrainable"] = "deconv"
 
     @field_validator("channels")
@@ -329,17 +288,7 @@ class UNetPlusPlusConfig(StrictModel):
     def _five(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
         if len(v) != 5:
             raise ValueError(f"channels needs 5 encoder widths (U-Net++ always has 5 levels), got {list(v)}")
-        return _bounded(info, v)
-
-    @field_validator("norm")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return _one_of("norm", v, NORMS)
-
-    @field_validator("act")
-    @classmethod
-    def _act(cls, v: str) -> str:
-        return _one_of("act", v, ACTS)
+        return v
 
     @property
     def decoder_top(self) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from monai.networks.nets import DynUNet
 
 from study.models.configs import DynUNetConfig
-from study.models.sizes import multiple_problem, single_voxel_problem
+from study.models.sizes import downsampling_problem
 
 __all__ = ["build_dynunet", "dynunet_size_problem"]
 
@@ -24,9 +24,7 @@ def dynunet_size_problem(cfg: DynUNetConfig, img_size: Sequence[int]) -> str | N
     """None when DynUNet can take this patch/image size, else a short reason naming the bad size."""
     factor = math.prod(cfg.strides)
     why = f"the product of strides {list(cfg.strides)}"
-    return multiple_problem("DynUNet", img_size, factor, why=why) or single_voxel_problem(
-        "DynUNet", img_size, factor, norm=cfg.norm_name
-    )
+    return downsampling_problem("DynUNet", img_size, factor, why=why, norm=cfg.norm_name)
 
 
 def build_dynunet(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from monai.networks.nets import SegResNet
 
 from study.models.configs import SegResNetConfig
-from study.models.sizes import multiple_problem, single_voxel_problem
+from study.models.sizes import downsampling_problem
 
 __all__ = ["build_segresnet", "segresnet_size_problem"]
 
@@ -23,9 +23,7 @@ def segresnet_size_problem(cfg: SegResNetConfig, img_size: Sequence[int]) -> str
     halvings = len(cfg.blocks_down) - 1
     factor = 2**halvings
     why = f"it halves the resolution {halvings} times, one per blocks_down entry after the first"
-    return multiple_problem("SegResNet", img_size, factor, why=why) or single_voxel_problem(
-        "SegResNet", img_size, factor, norm=cfg.norm
-    )
+    return downsampling_problem("SegResNet", img_size, factor, why=why, norm=cfg.norm)
 
 
 def build_segresnet(

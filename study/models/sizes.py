@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["multiple_problem", "single_voxel_problem"]
+__all__ = ["downsampling_problem", "multiple_problem", "single_voxel_problem"]
 
 
 def multiple_problem(net: str, img_size: Sequence[int], factor: int, *, why: str = "") -> str | None:
@@ -46,3 +46,8 @@ def single_voxel_problem(net: str, img_size: Sequence[int], factor: int, *, norm
         f"(its deepest level is 1/{factor} of the input, and instance norm cannot normalise one voxel), "
         f"got {list(img_size)}"
     )
+
+
+def downsampling_problem(net: str, img_size: Sequence[int], factor: int, *, why: str, norm: str) -> str | None:
+    """Both rules for a network that shrinks its input ``factor`` times (``why`` says how)."""
+    return multiple_problem(net, img_size, factor, why=why) or single_voxel_problem(net, img_size, factor, norm=norm)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from monai.networks.nets import SwinUNETR
 
 from study.models.configs import SwinUNETRConfig
-from study.models.sizes import multiple_problem, single_voxel_problem
+from study.models.sizes import downsampling_problem
 
 __all__ = ["SWIN_FACTOR", "build_swinunetr", "swinunetr_size_problem"]
 
@@ -25,9 +25,8 @@ SWIN_FACTOR = SWIN_PATCH**5
 
 def swinunetr_size_problem(cfg: SwinUNETRConfig, img_size: Sequence[int]) -> str | None:
     """None when SwinUNETR can take this patch/image size, else a short reason naming the bad size."""
-    return multiple_problem(
-        "SwinUNETR", img_size, SWIN_FACTOR, why="2-voxel patch tokens merged 4 times"
-    ) or single_voxel_problem("SwinUNETR", img_size, SWIN_FACTOR, norm=cfg.norm_name)
+    why = "2-voxel patch tokens merged 4 times"
+    return downsampling_problem("SwinUNETR", img_size, SWIN_FACTOR, why=why, norm=cfg.norm_name)
 
 
 def build_swinunetr(

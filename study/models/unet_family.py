@@ -25,7 +25,7 @@ from monai.networks.layers import SkipConnection
 from monai.networks.nets.attentionunet import AttentionBlock
 
 from study.models.configs import UNetFamilyConfig
-from study.models.sizes import multiple_problem, single_voxel_problem
+from study.models.sizes import downsampling_problem
 
 __all__ = ["GatedSkipConnection", "Level", "SkipUNet", "build_unet", "unet_size_problem"]
 
@@ -284,6 +284,4 @@ def unet_size_problem(cfg: UNetFamilyConfig, img_size: Sequence[int]) -> str | N
     """
     factor = math.prod(cfg.strides)
     why = f"the product of strides {list(cfg.strides)}"
-    return multiple_problem("this U-Net", img_size, factor, why=why) or single_voxel_problem(
-        "this U-Net", img_size, factor, norm=cfg.norm
-    )
+    return downsampling_problem("this U-Net", img_size, factor, why=why, norm=cfg.norm)

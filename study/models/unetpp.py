@@ -17,7 +17,7 @@ import torch
 from monai.networks.nets import BasicUNetPlusPlus
 
 from study.models.configs import UNetFamilyConfig, UNetPlusPlusConfig
-from study.models.sizes import multiple_problem, single_voxel_problem
+from study.models.sizes import downsampling_problem
 
 __all__ = ["UNETPP_FACTOR", "UNetPlusPlus", "build_unetpp", "unet_width_problem", "unetpp_size_problem"]
 
@@ -48,9 +48,7 @@ def unetpp_size_problem(cfg: UNetPlusPlusConfig, img_size: Sequence[int]) -> str
 
     MONAI pads an odd edge by replication instead of refusing it; a multiple of 16 never needs it.
     """
-    return multiple_problem("U-Net++", img_size, UNETPP_FACTOR, why="four 2x max-poolings") or single_voxel_problem(
-        "U-Net++", img_size, UNETPP_FACTOR, norm=cfg.norm
-    )
+    return downsampling_problem("U-Net++", img_size, UNETPP_FACTOR, why="four 2x max-poolings", norm=cfg.norm)
 
 
 def build_unetpp(
