@@ -253,3 +253,9 @@ def test_new_presets_round_trip_through_json(name):
     """A model package stores the config as JSON and rebuilds the same network from it."""
     cfg = PRESETS[name]
     assert TypeAdapter(ArchConfig).validate_json(cfg.model_dump_json()) == cfg
+
+
+def test_shipped_architectures_spec_is_valid():
+    spec = load_spec(SMOKE.with_name("architectures.yaml"))
+    assert spec.factors["architecture"] == ["unet", "unetpp", "segresnet", "dynunet", "swinunetr"]
+    assert spec.model["unetpp"]["channels"] == spec.model["unet"]["channels"]  # only the skips differ

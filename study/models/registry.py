@@ -12,9 +12,9 @@ Skip types on one encoder. The skip-connection study compares none (``noskip_une
 (``unet``), attention-gated (``attention_unet``) and dense nested (``unetpp``) skips, so the
 ``unetpp`` arms must have the U-Net family's encoder widths. Widths are a family setting: the
 spec gives them once per family under ``model:`` (``model.unet.channels`` and
-``model.unetpp.channels``, both defaulting to 16..256), and a family's ``matches`` entry makes
-`validate` refuse a study whose ``unetpp`` arms differ from its ``unet`` family, in one line that
-names both keys and the value to set. We check instead of copying the widths across silently:
+``model.unetpp.channels``, both defaulting to 16..256; a custom ``unetpp`` arm may set its own),
+and a family's ``matches`` entry makes `validate` refuse a study whose ``unetpp`` arms differ from
+its ``unet`` family, in one line that names both keys and the value to set. We check instead of copying the widths across silently:
 the spec then says what every arm is, and a width the user typed is never overridden.
 
 A spec refers to architectures by name. A name is a preset below, or a custom entry of the spec's
@@ -34,8 +34,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Any, Union
