@@ -24,11 +24,7 @@ from study.models import (
     resolve_architecture,
 )
 from study.models.unet_family import GatedSkipConnection
-
-SMALL = {
-    "unet": {"channels": [4, 8, 16, 32, 64], "strides": [2, 2, 2, 2]},
-    "unetr": {"feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 2},
-}
+from test_families import SMALL  # small settings for every family
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -120,7 +116,7 @@ def test_check_input_size_messages():
     assert check_input_size(UNETRConfig(), [32, 64, 96]) is None
     assert check_input_size(UNetFamilyConfig(), [48, 48]) is None
     assert check_input_size(UNetFamilyConfig(), [40, 48]) == (
-        "this U-Net needs every patch/image dimension to be divisible by 16 "
+        "this U-Net needs every patch/image dimension to be a multiple of 16 "
         "(the product of strides [2, 2, 2, 2]), got 40"
     )
     assert check_input_size(UNetFamilyConfig(channels=(4, 8, 16), strides=(2, 2)), [36, 36]) is None
@@ -138,7 +134,8 @@ def test_family_overrides_and_custom_architectures():
     cfg = resolve_architecture("top_skip_only", family_overrides=overrides, custom=custom)
     assert cfg.skip_mask == (True, False) and cfg.strides == (2, 2)
     assert resolve_architecture("unet") == UNetFamilyConfig()  # presets untouched by overrides
-    assert architecture_names(custom=custom) == ("unet", "noskip_unet", "attention_unet", "unetr", "top_skip_only")
+    assert architecture_names(custom=custom) == (*PRESETS, "top_skip_only")
+    assert architecture_names(custom=custom)[:4] == ("unet", "noskip_unet", "attention_unet", "unetr")
 
 
 def test_config_round_trips_through_json():
@@ -197,8 +194,10 @@ def test_every_family_is_one_registry_entry():
     """Presets, the config union and look-ups by kind all come from FAMILIES."""
     from study.models import CONFIG_CLASSES, FAMILIES, get_family
 
-    assert list(CONFIG_CLASSES) == list(FAMILIES) == ["unet", "unetr"]
-    assert list(PRESETS) == ["unet", "noskip_unet", "attention_unet", "unetr"]
+    assert list(CONFIG_CLASSES) == list(FAMILIES) == ["unet", "unetr", "segresnet", "swinunetr", "dynunet", "unetpp"]
+    assert list(PRESETS) == [
+        "unet", "noskip_unet", "attention_unet", "unetr", "segresnet", "swinunetr", "dynunet", "unetpp"
+    ]
     for kind, family in FAMILIES.items():
         assert family.config().kind == kind
         assert all(type(cfg) is family.config for cfg in family.presets.values())

@@ -9,7 +9,16 @@ Example:
 
 from __future__ import annotations
 
-from study.models.configs import ACTS, NORMS, UNetFamilyConfig, UNETRConfig
+from study.models.configs import (
+    ACTS,
+    NORMS,
+    DynUNetConfig,
+    SegResNetConfig,
+    SwinUNETRConfig,
+    UNetFamilyConfig,
+    UNetPlusPlusConfig,
+    UNETRConfig,
+)
 from study.models.registry import (
     CONFIG_CLASSES,
     FAMILIES,
@@ -20,9 +29,12 @@ from study.models.registry import (
     architecture_names,
     build_network,
     check_input_size,
+    mismatched_arm,
+    parameter_count,
     resolve_architecture,
 )
 from study.models.unet_family import Level, SkipUNet
+from study.models.unetpp import UNetPlusPlus
 
 __all__ = [
     "ACTS",
@@ -33,12 +45,19 @@ __all__ = [
     "NORMS",
     "PRESETS",
     "ArchConfig",
+    "DynUNetConfig",
     "Level",
+    "SegResNetConfig",
     "SkipUNet",
+    "SwinUNETRConfig",
     "UNETRConfig",
     "UNetFamilyConfig",
+    "UNetPlusPlus",
+    "UNetPlusPlusConfig",
     "architecture_names",
     "build_network",
     "check_input_size",
+    "mismatched_arm",
+    "parameter_count",
     "resolve_architecture",
 ]

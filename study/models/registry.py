@@ -4,7 +4,18 @@ overrides, and one builder for every config.
 Adding a family is one config class (a `kind` literal) in `configs.py`, one builder module with
 ``build(cfg, *, spatial_dims, in_channels, out_channels, img_size)`` and
 ``size_problem(cfg, img_size)``, and one entry in `FAMILIES` naming them and the family's presets;
-everything else (the config union, look-ups by kind, size checks, building) reads `FAMILIES`.
+everything else (the config union, look-ups by kind, size checks, building, parameter counts)
+reads `FAMILIES`. Families: the U-Net family (``unet``, ``noskip_unet``, ``attention_unet``),
+UNETR, SegResNet, SwinUNETR, DynUNet and U-Net++ (``unetpp``), all built by MONAI.
+
+Skip types on one encoder. The skip-connection study compares none (``noskip_unet``), plain
+(``unet``), attention-gated (``attention_unet``) and dense nested (``unetpp``) skips, so the
+``unetpp`` arms must have the U-Net family's encoder widths. Widths are a family setting: the
+spec gives them once per family under ``model:`` (``model.unet.channels`` and
+``model.unetpp.channels``, both defaulting to 16..256; a custom ``unetpp`` arm may set its own),
+and a family's ``matches`` entry makes `validate` refuse a study whose ``unetpp`` arms differ from
+its ``unet`` family, in one line that names both keys and the value to set. We check instead of copying the widths across silently:
+the spec then says what every arm is, and a width the user typed is never overridden.
 
 A spec refers to architectures by name. A name is a preset below, or a custom entry of the spec's
 ``architectures:`` section (a preset ``base`` plus changed fields). The spec's ``model:`` section,
@@ -23,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -32,8 +44,19 @@ import torch.nn as nn
 from pydantic import Field, ValidationError
 
 from study.errors import SegstudyError, unknown_name
-from study.models.configs import UNetFamilyConfig, UNETRConfig
+from study.models.configs import (
+    DynUNetConfig,
+    SegResNetConfig,
+    SwinUNETRConfig,
+    UNetFamilyConfig,
+    UNetPlusPlusConfig,
+    UNETRConfig,
+)
+from study.models.dynunet import build_dynunet, dynunet_size_problem
+from study.models.segresnet import build_segresnet, segresnet_size_problem
+from study.models.swinunetr import build_swinunetr, swinunetr_size_problem
 from study.models.unet_family import build_unet, unet_size_problem
+from study.models.unetpp import build_unetpp, unet_width_problem, unetpp_size_problem
 from study.models.unetr import build_unetr, unetr_size_problem
 from study.strict import StrictModel
 
@@ -47,8 +70,12 @@ __all__ = [
     "build_network",
     "check_input_size",
     "get_family",
+    "mismatched_arm",
+    "parameter_count",
     "resolve_architecture",
 ]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -62,12 +89,17 @@ class Family:
         size_problem: ``size_problem(cfg, img_size) -> None`` when the network takes that
             patch/image size, else a short reason naming the bad size.
         presets: the architecture names this family offers a spec, each a config of ``config``.
+        matches: ``{other kind: check}`` for families this one must agree with when a study has
+            arms of both: ``check(cfg, other_cfg, *, source) -> None or reason``, where
+            ``other_cfg`` is the other family's config under the spec's ``model:`` section and
+            ``source(field)`` the spec key an arm's field is set under.
     """
 
     config: type[StrictModel]
     build: Callable[..., nn.Module]
     size_problem: Callable[[Any, Sequence[int]], str | None]
     presets: Mapping[str, StrictModel]
+    matches: Mapping[str, Callable[..., str | None]] = dataclasses.field(default_factory=dict)
 
 
 FAMILIES: Mapping[str, Family] = MappingProxyType(
@@ -88,6 +120,31 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             size_problem=unetr_size_problem,
             presets={"unetr": UNETRConfig()},
         ),
+        "segresnet": Family(
+            config=SegResNetConfig,
+            build=build_segresnet,
+            size_problem=segresnet_size_problem,
+            presets={"segresnet": SegResNetConfig()},
+        ),
+        "swinunetr": Family(
+            config=SwinUNETRConfig,
+            build=build_swinunetr,
+            size_problem=swinunetr_size_problem,
+            presets={"swinunetr": SwinUNETRConfig()},
+        ),
+        "dynunet": Family(
+            config=DynUNetConfig,
+            build=build_dynunet,
+            size_problem=dynunet_size_problem,
+            presets={"dynunet": DynUNetConfig()},
+        ),
+        "unetpp": Family(
+            config=UNetPlusPlusConfig,
+            build=build_unetpp,
+            size_problem=unetpp_size_problem,
+            presets={"unetpp": UNetPlusPlusConfig()},
+            matches={"unet": unet_width_problem},
+        ),
     }
 )
 for _kind, _family in FAMILIES.items():  # a mismatch would route configs to the wrong builder
@@ -106,7 +163,6 @@ def get_family(kind: str, *, where: str = "model") -> Family:
     except KeyError:
         raise unknown_name("model family", kind, FAMILIES, where=where) from None
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def architecture_names(*, custom: Mapping[str, Mapping[str, Any]] = _EMPTY) -> tuple[str, ...]:
@@ -231,3 +287,64 @@ def build_network(
     return family.build(
         cfg, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, img_size=img_size
     )
+
+
+def mismatched_arm(
+    names: Sequence[str],
+    *,
+    family_overrides: Mapping[str, Mapping[str, Any]] = _EMPTY,
+    custom: Mapping[str, Mapping[str, Any]] = _EMPTY,
+) -> tuple[int, str] | None:
+    """The first arm that disagrees with another family of the same study (`Family.matches`).
+
+    The other family's config is its first preset under the spec's ``model:`` section: what the
+    family is set to, not a custom variant of it.
+
+    Returns:
+        None, or (index of the arm in ``names``, one-line reason naming the keys to change).
+
+    Example:
+        >>> mismatched_arm(["unet", "unetpp"], family_overrides={"unet": {"channels": [8, 16, 32, 64, 128]}})
+        (1, 'model.unetpp.channels [16, 32, 64, 128, 256] differs from model.unet.channels [8, 16, 32, 64, 128], so more than the skips would differ; set model.unetpp.channels: [8, 16, 32, 64, 128]')
+    """
+    configs = [resolve_architecture(n, family_overrides=family_overrides, custom=custom) for n in names]
+    kinds = {cfg.kind for cfg in configs}
+    for i, (name, cfg) in enumerate(zip(names, configs)):
+        for other, check in FAMILIES[cfg.kind].matches.items():
+            if other not in kinds:
+                continue
+            family_cfg = resolve_architecture(next(iter(FAMILIES[other].presets)), family_overrides=family_overrides)
+            problem = check(cfg, family_cfg, source=_spec_key(name, cfg.kind, custom))
+            if problem:
+                return i, problem
+    return None
+
+
+def _spec_key(name: str, kind: str, custom: Mapping[str, Any]) -> Callable[[str], str]:
+    """field -> the spec key that sets it for this arm: its own custom entry, else ``model.<kind>``."""
+    own = custom.get(name)
+    fields = own if isinstance(own, Mapping) else {}
+    return lambda field: f"architectures.{name}.{field}" if field in fields else f"model.{kind}.{field}"
+
+
+def parameter_count(
+    cfg: ArchConfig, *, spatial_dims: int, in_channels: int, out_channels: int, img_size: Sequence[int]
+) -> int:
+    """How many parameters the network a config describes holds (the report's design table).
+
+    Built for real on the CPU (MONAI's transformers compute buffers at construction, so a meta
+    device cannot stand in); counts every parameter once, including heads MONAI builds but a
+    trial does not use (U-Net++'s three intermediate 1x1 output convolutions).
+
+    Raises:
+        SegstudyError: ``img_size`` does not suit the architecture (see :func:`check_input_size`).
+
+    Example:
+        >>> parameter_count(UNETRConfig(hidden_size=96, mlp_dim=192, num_heads=4), spatial_dims=2,
+        ...                 in_channels=1, out_channels=1, img_size=[32, 32]) > 0
+        True
+    """
+    net = build_network(
+        cfg, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, img_size=img_size
+    )
+    return sum(p.numel() for p in net.parameters())

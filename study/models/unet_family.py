@@ -25,6 +25,7 @@ from monai.networks.layers import SkipConnection
 from monai.networks.nets.attentionunet import AttentionBlock
 
 from study.models.configs import UNetFamilyConfig
+from study.models.sizes import downsampling_problem
 
 __all__ = ["GatedSkipConnection", "Level", "SkipUNet", "build_unet", "unet_size_problem"]
 
@@ -278,13 +279,9 @@ def build_unet(
 def unet_size_problem(cfg: UNetFamilyConfig, img_size: Sequence[int]) -> str | None:
     """None when every dimension survives all down-samplings evenly, else a short reason.
 
-    An odd size halfway down would make the up path's output one pixel off the skip it joins.
+    An odd size halfway down would make the up path's output one pixel off the skip it joins;
+    instance norm also needs more than one voxel at the bottom (`study/models/sizes.py`).
     """
     factor = math.prod(cfg.strides)
-    for size in img_size:
-        if int(size) <= 0 or int(size) % factor:
-            return (
-                f"this U-Net needs every patch/image dimension to be divisible by {factor} "
-                f"(the product of strides {list(cfg.strides)}), got {size}"
-            )
-    return None
+    why = f"the product of strides {list(cfg.strides)}"
+    return downsampling_problem("this U-Net", img_size, factor, why=why, norm=cfg.norm)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from monai.networks.nets import UNETR
 
 from study.models.configs import UNETRConfig
+from study.models.sizes import multiple_problem
 
 __all__ = ["UNETR_PATCH", "build_unetr", "unetr_size_problem"]
 
@@ -23,10 +24,7 @@ def unetr_size_problem(cfg: UNETRConfig | None, img_size: Sequence[int]) -> str 
 
     ``cfg`` is accepted so every family's size check has one signature; UNETR's patch is fixed.
     """
-    for size in img_size:
-        if int(size) <= 0 or int(size) % UNETR_PATCH:
-            return f"UNETR needs every patch/image dimension to be a multiple of {UNETR_PATCH}, got {size}"
-    return None
+    return multiple_problem("UNETR", img_size, UNETR_PATCH)
 
 
 def build_unetr(

@@ -22,7 +22,7 @@ from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, unk
 from study.paths import input_file
 from study.spec.safe_yaml import load_yaml_file
 from study.strict import StrictModel
-from study.models import check_input_size, resolve_architecture
+from study.models import check_input_size, mismatched_arm, resolve_architecture
 from study.perturbations import get_perturbation
 from study.spec.samplers import get_sampler
 from study.spec.tuning import Confirm, Tuning
@@ -410,7 +410,8 @@ def _check_shift(spec: StudySpec) -> None:
 
 
 def _check_input_sizes(spec: StudySpec) -> None:
-    """Every architecture must accept every input it will see: patches, or whole images."""
+    """Every architecture must accept every input it will see (patches, or whole images), and
+    arms of families that must agree (U-Net++ and the U-Net family's widths) do."""
     if spec.patch_mode:
         sizes = [int(v) for v in spec.factors.get("patch_size", [spec.patch_defaults.size])]
         what = "patch"
@@ -425,6 +426,11 @@ def _check_input_sizes(spec: StudySpec) -> None:
             problem = check_input_size(cfg, [size] * _spatial_dims(spec))
             if problem:
                 raise SegstudyError(f"factors.architecture[{i}]: '{name}' with {what} size {size}: {problem}")
+    names = [str(name) for name in spec.factors[ARCHITECTURE]]
+    mismatch = mismatched_arm(names, family_overrides=spec.model, custom=spec.architectures)
+    if mismatch:
+        i, problem = mismatch
+        raise SegstudyError(f"factors.architecture[{i}]: '{names[i]}': {problem}")
 
 
 def _check_patch_size(value: Any) -> str | None:
