@@ -23,6 +23,7 @@ from study.models import (
     check_input_size,
     resolve_architecture,
 )
+from study.models.nested_unet import NestedUNet
 from study.models.unet_family import GatedSkipConnection
 from test_families import SMALL  # small settings for every family
 
@@ -92,6 +93,47 @@ def test_attention_gates_every_kept_skip_with_the_deeper_output():
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("num_res_units", [0, 1])
+def test_nested_skips_keep_the_unet_encoder_and_decoder(spatial_dims, num_res_units):
+    """The dense nested skip type differs from the plain U-Net only in its skips: the encoder and the
+    bottom are the same layers (shapes and widths), the up layers only take wider inputs."""
+    kw = dict(spatial_dims=spatial_dims, in_channels=1, out_channels=1, channels=(4, 8, 16, 32), strides=(2, 2, 2),
+              num_res_units=num_res_units)
+    plain = build_network(UNetFamilyConfig(**{k: v for k, v in kw.items() if k in ("channels", "strides", "num_res_units")}),
+                          spatial_dims=spatial_dims, in_channels=1, out_channels=1, img_size=[16] * spatial_dims)
+    nested = build_network(resolve_architecture("nested_unet", family_overrides={"unet": {
+        "channels": [4, 8, 16, 32], "strides": [2, 2, 2], "num_res_units": num_res_units}}),
+        spatial_dims=spatial_dims, in_channels=1, out_channels=1, img_size=[16] * spatial_dims)
+    assert isinstance(nested, NestedUNet) and not isinstance(plain, NestedUNet)
+    # Level i's up layer takes (1 + nested nodes) * c_i + deeper: 3 nodes at the top, none at the bottom.
+    assert [lv.up_in_channels for lv in nested.levels] == [4 * 3 + 4, 8 * 2 + 8, 16 + 32]
+    assert [lv.up_in_channels for lv in plain.levels] == [8, 16, 48]
+    assert len(nested.model.node) == 3 + 2 + 1 - 3  # n(n-1)/2 nodes for n = 3 levels
+    encoder = [p.shape for p in nested.model.down.parameters()]
+    plain_encoder = [p.shape for lv in range(3) for p in _down_layer(plain, lv).parameters()]
+    assert encoder == plain_encoder
+    x = torch.randn(2, 1, *([16] * spatial_dims), generator=torch.Generator().manual_seed(0))
+    y = nested(x)
+    assert y.shape == x.shape
+    y.mean().backward()  # every node is on the path to the output
+    assert all(p.grad is not None for p in nested.parameters())
+
+
+def _down_layer(net: SkipUNet, level: int) -> torch.nn.Module:
+    """The plain SkipUNet's down layer at `level` (its recursive Sequential: down, skip(sub), up)."""
+    block = net.model
+    for _ in range(level):
+        block = block[1].submodule
+    return block[0]
+
+
+def test_nested_needs_every_skip_ungated():
+    with pytest.raises(SegstudyError, match="nested skips keep every level's skip, ungated"):
+        resolve_architecture("nested_unet", custom={}, family_overrides={}) and resolve_architecture(
+            "x", custom={"x": {"base": "nested_unet", "attention": True}})
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_runs_forward(name, spatial_dims):
     cfg = resolve_architecture(name, family_overrides=SMALL)
@@ -135,7 +177,7 @@ def test_family_overrides_and_custom_architectures():
     assert cfg.skip_mask == (True, False) and cfg.strides == (2, 2)
     assert resolve_architecture("unet") == UNetFamilyConfig()  # presets untouched by overrides
     assert architecture_names(custom=custom) == (*PRESETS, "top_skip_only")
-    assert architecture_names(custom=custom)[:4] == ("unet", "noskip_unet", "attention_unet", "unetr")
+    assert architecture_names(custom=custom)[:5] == ("unet", "noskip_unet", "attention_unet", "nested_unet", "unetr")
 
 
 def test_config_round_trips_through_json():
@@ -196,7 +238,7 @@ def test_every_family_is_one_registry_entry():
 
     assert list(CONFIG_CLASSES) == list(FAMILIES) == ["unet", "unetr", "segresnet", "swinunetr", "dynunet", "unetpp"]
     assert list(PRESETS) == [
-        "unet", "noskip_unet", "attention_unet", "unetr", "segresnet", "swinunetr", "dynunet", "unetpp"
+        "unet", "noskip_unet", "attention_unet", "nested_unet", "unetr", "segresnet", "swinunetr", "dynunet", "unetpp"
     ]
     for kind, family in FAMILIES.items():
         assert family.config().kind == kind

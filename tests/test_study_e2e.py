@@ -186,6 +186,8 @@ def test_smoke_study_local(ray_head, tmp_path, monkeypatch):
     assert len(coverage) == 2 * 2 * 10 and (coverage["target"] == 0.9).all()  # alpha x arm x condition
     assert html.count("data:image/png;base64,") >= 4
     assert re.search(r'id="mlflow-link">[^<]*#/experiments/\d+/runs/\w+\?workflowType=machine_learning', html)
+    arms = re.search(r'<table id="arms">(.*?)</table>', html, flags=re.S).group(1)  # the design lists every arm's size
+    assert re.search(r"<td>noskip_unet</td>\s*<td>unet</td>\s*<td>[\d,]+</td>", arms), arms
     client = MlflowClient(tracking_uri=uri)
     assert "report/report.html" in [a.path for a in client.list_artifacts(study_run_id, "report")]
 

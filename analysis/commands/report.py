@@ -55,7 +55,8 @@ from study.tracking import StudyTracker, reading_client
 from study.redact import mask_uri
 from study.tracking.ui_links import browse as ui_browse
 from study.perturbations import describe
-from study.spec import Conformal, Evaluation
+from study.models import parameter_count, resolve_architecture
+from study.spec import Conformal, Evaluation, parse_spec
 
 ARM = "architecture"
 COMPLEXITY = "alpha"
@@ -211,8 +212,28 @@ def _design(
             [[h, json.dumps(hparams[h]) if h in hparams else "default", v] for h, v in used.items()],
         ),
         "chosen": _chosen_table(chosen) if isinstance(chosen, dict) and chosen else None,
+        "arms": _arms_table(spec),
         "spec_text": spec_text,
     }
+
+
+def _arms_table(spec: dict[str, Any]) -> Table | None:
+    """Each arm: its family, what makes it that arm, and its parameter count at the study's input size
+    (the patch in patch mode, else the image); None for a study logged without a readable spec."""
+    try:
+        parsed = parse_spec(spec)
+    except SegstudyError:
+        return None
+    dims = parsed.data.spatial_dims
+    size = max(int(v) for v in parsed.factors.get("patch_size", [parsed.patch_defaults.size])) if parsed.patch_mode \
+        else parsed.data.image_size
+    rows = []
+    for name in parsed.factors.get(ARM, []):
+        cfg = resolve_architecture(str(name), family_overrides=parsed.model, custom=parsed.architectures)
+        settings = ", ".join(f"{k}={_text(v)}" for k, v in cfg.model_dump().items() if k != "kind")
+        count = parameter_count(cfg, spatial_dims=dims, in_channels=1, out_channels=1, img_size=[size] * dims)
+        rows.append([str(name), cfg.kind, f"{count:,}", settings])
+    return Table(["arm", "family", f"parameters (input {size}^{dims})", "settings"], rows) if rows else None
 
 
 def _dataset(data: dict[str, Any]) -> str:

@@ -72,7 +72,8 @@ Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class UNetFamilyConfig(StrictModel):
-    """MONAI-style U-Net with two ablation toggles: a per-level skip mask and attention gates.
+    """MONAI-style U-Net with three ablation toggles: a per-level skip mask, attention gates and
+    UNet++'s dense nested skips.
 
     Defaults are the reference model of the skip-connection study: channels 16..256, four
     stride-2 levels, no residual units, batch norm, ReLU, every skip kept, no gates.
@@ -94,6 +95,8 @@ class UNetFamilyConfig(StrictModel):
     # "all", "none", or one flag per level; index 0 is the top (full-resolution) level.
     skips: Literal["all", "none"] | tuple[bool, ...] = "all"
     attention: bool = False
+    # UNet++'s dense nested skips on this same network (study/models/nested_unet.py): the fourth skip type.
+    nested: bool = False
 
     @model_validator(mode="after")
     def _shapes(self) -> UNetFamilyConfig:
@@ -107,6 +110,8 @@ class UNetFamilyConfig(StrictModel):
             raise ValueError(
                 f"skips needs one flag per level ({len(self.strides)}, index 0 = top), got {list(self.skips)}"
             )
+        if self.nested and (self.skips != "all" or self.attention):
+            raise ValueError("nested skips keep every level's skip, ungated: set skips: all and attention: false")
         return self
 
     @property

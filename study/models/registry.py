@@ -5,12 +5,15 @@ Adding a family is one config class (a `kind` literal) in `configs.py`, one buil
 ``build(cfg, *, spatial_dims, in_channels, out_channels, img_size)`` and
 ``size_problem(cfg, img_size)``, and one entry in `FAMILIES` naming them and the family's presets;
 everything else (the config union, look-ups by kind, size checks, building, parameter counts)
-reads `FAMILIES`. Families: the U-Net family (``unet``, ``noskip_unet``, ``attention_unet``),
-UNETR, SegResNet, SwinUNETR, DynUNet and U-Net++ (``unetpp``), all built by MONAI.
+reads `FAMILIES`. Families: the U-Net family (``unet``, ``noskip_unet``, ``attention_unet``,
+``nested_unet``), UNETR, SegResNet, SwinUNETR, DynUNet and U-Net++ (``unetpp``), all built by MONAI
+or from MONAI's blocks.
 
-Skip types on one encoder. The skip-connection study compares none (``noskip_unet``), plain
-(``unet``), attention-gated (``attention_unet``) and dense nested (``unetpp``) skips, so the
-``unetpp`` arms must have the U-Net family's encoder widths. Widths are a family setting: the
+Skip types on one network. The skip-connection study compares none (``noskip_unet``), plain
+(``unet``), attention-gated (``attention_unet``) and dense nested (``nested_unet``: UNet++'s skips on
+this same U-Net) skips: four presets of one family, so only the skips differ. MONAI's U-Net++
+(``unetpp``) is UNet++ on its own encoder (two convolutions per level), a family of its own; compared
+with the U-Net family, its ``unetpp`` arms must have the U-Net family's encoder widths. Widths are a family setting: the
 spec gives them once per family under ``model:`` (``model.unet.channels`` and
 ``model.unetpp.channels``, both defaulting to 16..256; a custom ``unetpp`` arm may set its own),
 and a family's ``matches`` entry makes `validate` refuse a study whose ``unetpp`` arms differ from
@@ -112,6 +115,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 "unet": UNetFamilyConfig(),
                 "noskip_unet": UNetFamilyConfig(skips="none"),
                 "attention_unet": UNetFamilyConfig(attention=True),
+                "nested_unet": UNetFamilyConfig(nested=True),
             },
         ),
         "unetr": Family(

@@ -9,7 +9,9 @@ toggles change only what they name:
   (width ``c`` instead of ``2c``, or ``channels[-1]`` instead of ``c + channels[-1]`` at the bottom
   level), as in the No-Skip U-Net of the skip-vs-complexity study;
 * attention on: each kept skip is multiplied by an attention gate (MONAI's AttentionUnet block)
-  whose gating signal is the deeper path's output at the same resolution.
+  whose gating signal is the deeper path's output at the same resolution;
+* nested on: UNet++'s dense nested skips on the same encoder and decoder
+  (`study.models.nested_unet.NestedUNet`).
 """
 
 from __future__ import annotations
@@ -125,7 +127,11 @@ class SkipUNet(nn.Module):
         self.bias = bias
         self.adn_ordering = adn_ordering
         self._levels: dict[int, Level] = {}
-        self.model = self._create_block(in_channels, out_channels, 0)
+        self.model = self._build(in_channels, out_channels)
+
+    def _build(self, in_channels: int, out_channels: int) -> nn.Module:
+        """The network from the top level down (MONAI UNet's recursive order); subclasses change the skips."""
+        return self._create_block(in_channels, out_channels, 0)
 
     @property
     def levels(self) -> list[Level]:
@@ -254,12 +260,15 @@ def build_unet(
     out_channels: int,
     img_size: Sequence[int] | None = None,
 ) -> SkipUNet:
-    """Build the :class:`SkipUNet` a validated config describes.
+    """Build the :class:`SkipUNet` (or, with ``nested``, its :class:`NestedUNet`) a validated config describes.
 
     ``img_size`` is accepted so every family's builder has one signature; a U-Net is fully
     convolutional and is built the same for every size (sizes are checked by :func:`unet_size_problem`).
     """
-    return SkipUNet(
+    from study.models.nested_unet import NestedUNet  # it subclasses SkipUNet, defined above
+
+    network = NestedUNet if cfg.nested else SkipUNet
+    return network(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=out_channels,
