@@ -39,6 +39,7 @@ class RayHead:
     gcs_address: str
     dashboard_url: str
     env: dict[str, str]
+    pid: int  # the `ray start --block` process: every node process of this cluster descends from it
 
 
 def head_env() -> dict[str, str]:
@@ -71,7 +72,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
     ]
     log = (tmp_path_factory.getbasetemp() / "ray_head.log").open("w")
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    head = RayHead(gcs_address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dash}", env=env)
+    head = RayHead(gcs_address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dash}", env=env, pid=proc.pid)
     try:
         wait_for_dashboard(head.dashboard_url, proc, timeout=120)
         ray.init(address=head.gcs_address, logging_level="WARNING")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -25,16 +26,18 @@ from study.training import TrialPlan
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
 
 
-def trial_workers() -> list[int]:
-    """Pids of Ray worker processes running a trial (Ray sets their title to name the trainable)."""
+def trial_workers(head_pid: int) -> list[int]:
+    """Pids of this test cluster's Ray workers running a trial (Ray sets their title to name the
+    trainable). Only descendants of our own head: other Ray clusters on the machine are not ours to kill."""
     found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info["cmdline"] or [])
         if title.startswith("ray::") and ("train_trial" in title or "ImplicitFunc" in title):
-            found.append(int(entry.name))
+            try:
+                if any(parent.pid == head_pid for parent in proc.parents()):
+                    found.append(proc.pid)
+            except psutil.Error:
+                continue
     return found
 
 
@@ -69,9 +72,9 @@ def test_killed_worker_is_retried_and_the_attempt_stays_failed(ray_head, write_s
     victim = None
     while victim is None and time.monotonic() < deadline and thread.is_alive():
         # Kill only once the trial's MLflow run exists and it has trained a moment: mid-epoch.
-        if runs_of(uri, "faults") and trial_workers():
+        if runs_of(uri, "faults") and trial_workers(ray_head.pid):
             time.sleep(2.0)
-            victim = trial_workers()[0]
+            victim = trial_workers(ray_head.pid)[0]
         else:
             time.sleep(0.3)
     assert victim is not None, "no trial worker process found to kill"
