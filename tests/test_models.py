@@ -19,6 +19,7 @@ from study.models import (
     UNetFamilyConfig,
     UNETRConfig,
     architecture_names,
+    parameter_count,
     build_network,
     check_input_size,
     resolve_architecture,
@@ -117,6 +118,12 @@ def test_nested_skips_keep_the_unet_encoder_and_decoder(spatial_dims, num_res_un
     assert y.shape == x.shape
     y.mean().backward()  # every node is on the path to the output
     assert all(p.grad is not None for p in nested.parameters())
+    # The report's count is the network's, and the nested nodes are all the dense type adds.
+    cfg = resolve_architecture("nested_unet", family_overrides={"unet": {
+        "channels": [4, 8, 16, 32], "strides": [2, 2, 2], "num_res_units": num_res_units}})
+    counted = parameter_count(cfg, spatial_dims=spatial_dims, in_channels=1, out_channels=1, img_size=[16] * spatial_dims)
+    nodes = n_params(nested.model.node) + n_params(nested.model.node_up)
+    assert counted == n_params(nested) > n_params(plain) + nodes > n_params(plain)
 
 
 def _down_layer(net: SkipUNet, level: int) -> torch.nn.Module:
