@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 import pytest
 
 from study.metrics import score_images
@@ -75,3 +76,30 @@ def test_the_metric_registry_keeps_the_mlflow_names():
     assert M.PER_IMAGE_COLUMNS == (
         "image_id", "condition", "dice", "hd95", "nsd", "assd", "td", "empty_gt", "empty_pred", "missed", "fbr",
     )
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_shared_surface_distances_give_monais_own_metrics(spatial_dims):
+    """One edge and distance computation per image feeds HD95, ASSD and surface Dice: the values must
+    be MONAI's compute_hausdorff_distance, compute_average_surface_distance and compute_surface_dice."""
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
+
+    rng = np.random.default_rng(spatial_dims)
+    shape = (4, 1, *([24] * spatial_dims))
+    grid = np.indices(shape[2:]).astype(float)
+    blobs = []
+    for _ in range(2 * shape[0]):  # irregular blobs: a ball with a random bumpy radius
+        centre = rng.uniform(8, 16, spatial_dims).reshape(-1, *([1] * spatial_dims))
+        radius = rng.uniform(4, 7) + rng.normal(0, 0.8, shape[2:])
+        blobs.append((np.sqrt(((grid - centre) ** 2).sum(0)) < radius))
+    pred = np.stack(blobs[: shape[0]])[:, None].astype(float)
+    gt = np.stack(blobs[shape[0]:])[:, None].astype(float)
+    spacing = [0.8, 1.3, 1.0][:spatial_dims]
+    rows = score_images(pred, gt, spacing=spacing, nsd_tolerance=1.5)
+    p, g = torch.as_tensor(pred), torch.as_tensor(gt)
+    hd = compute_hausdorff_distance(p, g, include_background=True, percentile=95, spacing=spacing)[:, 0]
+    assd = compute_average_surface_distance(p, g, include_background=True, symmetric=True, spacing=spacing)[:, 0]
+    nsd = compute_surface_dice(p, g, class_thresholds=[1.5], include_background=True, spacing=spacing)[:, 0]
+    assert [r["hd95"] for r in rows] == pytest.approx(hd.tolist(), rel=1e-6)
+    assert [r["assd"] for r in rows] == pytest.approx(assd.tolist(), rel=1e-6)
+    assert [r["nsd"] for r in rows] == pytest.approx(nsd.tolist(), rel=1e-6)
