@@ -106,3 +106,30 @@ def test_fbr_position_is_agreed_per_level_so_arms_share_the_volumes() -> None:
     odd = (flipped["run_id"] == "unet160") & (flipped["image_id"] == "test0000_s64")
     flipped.loc[odd, "fbr_position"] = "inside"
     assert len(fbr_losses(flipped, factors=["patch_size"])) == len(fbr_losses(frame, factors=["patch_size"]))
+
+
+def test_shift_claim_averages_the_loss_over_every_other_test_level() -> None:
+    """Trained at alpha 0.1 (the easiest), tested at 0.5 and 0.9: unet loses 0.1 and 0.3, noskip 0.2
+    and 0.6; the mean losses 0.2 and 0.4 differ by 0.2. Rows trained at 0.9 are not part of it."""
+    from study import metrics_names as M
+
+    drop = {("unet", 0.5): 0.1, ("unet", 0.9): 0.3, ("noskip_unet", 0.5): 0.2, ("noskip_unet", 0.9): 0.6}
+    rows = []
+    for arm in ("unet", "noskip_unet"):
+        for trained in (0.1, 0.9):
+            for seed in range(SEEDS):
+                tests = [(trained, "clean")] + [(level, M.shift_condition("alpha", level)) for level in (0.1, 0.5, 0.9)
+                                               if level != trained]
+                for level, condition in tests:
+                    lost = drop.get((arm, level), 0.0) if trained == 0.1 else 0.5
+                    for i, offset in enumerate(OFFSETS):
+                        rows.append({"run_id": f"{arm}{trained}{seed}", "cell": f"alpha={trained},architecture={arm}",
+                                     "seed": seed, "alpha": trained, "test_alpha": level, "architecture": arm,
+                                     "image_id": f"img{i}", "condition": condition,
+                                     "dice": 0.9 + (2.0 if arm == "unet" else 1.0) * WOBBLE[seed] + offset - lost})
+    shift = pd.DataFrame(rows)
+    in_domain = shift[shift["condition"] == "clean"]
+    table = claims(in_domain, reference="unet", shift_rows=shift)
+    b = table[(table["claim"] == "b")].iloc[0]
+    assert b["about"] == "alpha 0.1 -> 0.5, 0.9" and b["estimate"] == pytest.approx(0.4 - 0.2)
+    assert "noskip_unet loses 0.400 Dice, unet 0.200" in b["line"]

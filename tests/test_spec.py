@@ -31,7 +31,10 @@ def test_smoke_spec_loads_and_expands():
 
 def test_skip_vs_complexity_spec_is_valid():
     spec = load_spec(Path(SMOKE).with_name("skip_vs_complexity.yaml"))
-    assert len(expand_cells(spec)) == 15 and spec.confirm_seeds == [0, 1, 2] and spec.tuning.trials_per_cell == 8
+    assert len(expand_cells(spec)) == 20 and spec.confirm_seeds == [0, 1, 2] and spec.tuning.trials_per_cell == 6
+    assert spec.factors["architecture"] == ["unet", "noskip_unet", "attention_unet", "nested_unet"]
+    assert spec.evaluation.perturbations == ["speckle", "background_blur"] and spec.evaluation.severities == [1, 3, 5]
+    assert spec.evaluation.shift == {"alpha": spec.factors["alpha"]}  # the full train x test matrix
 
 
 def test_validate_command_reports_trial_count():

@@ -9,7 +9,8 @@ measures), and each is made only when the study has the factors for it:
     MICCAI 2023: skip connections help least, or hurt, where the task is hard);
 (b) out of domain: each arm's loss relative to the reference arm's, (arm in-domain - arm shifted)
     - (ref in-domain - ref shifted), under each perturbation at its highest severity and under
-    each train/test shift (the same images rendered at another level of a dataset factor);
+    each train/test shift (models trained at the easiest level, tested on the same images rendered
+    at every other level of the factor, the loss averaged over those levels);
 (c) context: how each arm's Dice changes from the smallest to the largest patch size (Kamath et
     al., MedNeurIPS 2022: every arm prefers more context);
 (d) FBR shift: each arm's loss on test volumes whose FBR lies outside its training patches' range,
@@ -118,31 +119,33 @@ def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: list
 
 
 def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
-    """(b) under train/test shift: models trained at the easiest level tested at the farthest one
-    (the reference study's out-of-domain experiment); each arm's loss minus the reference's."""
+    """(b) under train/test shift: models trained at the easiest level, tested at every other level
+    (the reference study's out-of-domain experiment), their loss averaged over those levels; each
+    arm's loss minus the reference's."""
     if rows is None or rows.empty:
         return []
     out = []
     for factor in sorted({M.parse_shift(c)[0] for c in rows["condition"] if M.is_shift(c)}):
         column = M.test_level_column(factor)
-        shifted = rows[rows["condition"].map(M.is_shift) & rows["condition"].str.startswith(f"{M.SHIFT}:{factor}=")]
+        shifted = rows[rows["condition"].str.startswith(f"{M.SHIFT}:{factor}=")]
         trained = float(shifted[factor].min())
-        tested = shifted[shifted[factor] == trained]
-        far = float(tested[column].loc[(tested[column] - trained).abs().idxmax()])
-        condition = str(tested.loc[tested[column] == far, "condition"].iloc[0])
-        used = rows[(rows[factor] == trained) & rows["condition"].isin([M.CLEAN, condition])]
+        tested = shifted[shifted[factor] == trained].drop_duplicates("condition").sort_values(column)
+        conditions = tested["condition"].tolist()
+        used = rows[(rows[factor] == trained) & rows["condition"].isin([M.CLEAN, *conditions])]
         rest = [f for f in factors if f != factor]
+
+        def loss(arm: str, sign: float, w: dict) -> list[Term]:
+            return [({ARM: arm, "condition": M.CLEAN, **w}, sign)] + [
+                ({ARM: arm, "condition": c, **w}, -sign / len(conditions)) for c in conditions]
+
+        base = _averaged(used, rest, lambda w: loss(ref, 1.0, w))
+        levels = ", ".join(f"{v:g}" for v in tested[column])
         for arm in arms:
-            est = _averaged(used, rest, lambda w, arm=arm: [
-                ({ARM: arm, "condition": M.CLEAN, **w}, 1.0), ({ARM: arm, "condition": condition, **w}, -1.0),
-                ({ARM: ref, "condition": M.CLEAN, **w}, -1.0), ({ARM: ref, "condition": condition, **w}, 1.0)])
-            own = _averaged(used, rest, lambda w, arm=arm: [({ARM: arm, "condition": M.CLEAN, **w}, 1.0),
-                                                            ({ARM: arm, "condition": condition, **w}, -1.0)])
-            base = _averaged(used, rest, lambda w: [({ARM: ref, "condition": M.CLEAN, **w}, 1.0),
-                                                    ({ARM: ref, "condition": condition, **w}, -1.0)])
-            text = (f"(b) out of domain, trained at {factor} {trained:g}, tested at {far:g}: {arm} loses "
+            est = _averaged(used, rest, lambda w, arm=arm: loss(arm, 1.0, w) + loss(ref, -1.0, w))
+            own = _averaged(used, rest, lambda w, arm=arm: loss(arm, 1.0, w))
+            text = (f"(b) out of domain, trained at {factor} {trained:g}, tested at {levels} (mean): {arm} loses "
                     f"{own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
-            out.append(_row("b", arm, ref, f"{factor} {trained:g} -> {far:g}", est, text, _over(used, rest)))
+            out.append(_row("b", arm, ref, f"{factor} {trained:g} -> {levels}", est, text, _over(used, rest)))
     return out
 
 
