@@ -133,3 +133,16 @@ def test_shift_claim_averages_the_loss_over_every_other_test_level() -> None:
     b = table[(table["claim"] == "b")].iloc[0]
     assert b["about"] == "alpha 0.1 -> 0.5, 0.9" and b["estimate"] == pytest.approx(0.4 - 0.2)
     assert "noskip_unet loses 0.400 Dice, unet 0.200" in b["line"]
+
+
+def test_a_claim_on_a_model_that_did_not_learn_says_so() -> None:
+    frame = _two_d()
+    trials = frame.drop_duplicates("run_id")[["run_id", "cell", "seed"]].assign(learned=True, learning_issue="")
+    bad = trials["run_id"] == "noskip_unet-0.9-2"
+    trials.loc[bad, ["learned", "learning_issue"]] = [False, "below_floor"]
+    table = claims(frame, reference="unet", trials=trials).set_index("claim")
+    assert table.loc["a", "not_learned"] == "alpha=0.9,architecture=noskip_unet seed=2"
+    assert table.loc["a", "line"].endswith("[NOT LEARNED: alpha=0.9,architecture=noskip_unet seed=2; this claim means nothing]")
+    assert table.loc["b", "not_learned"] != ""  # (b) averages over both alphas, the bad cell among them
+    clean = claims(frame, reference="unet", trials=trials.assign(learned=True))
+    assert (clean["not_learned"] == "").all() and not clean["line"].str.contains("NOT LEARNED").any()

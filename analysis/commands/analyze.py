@@ -109,7 +109,7 @@ def analyze(
         paths.update(context)
     if ARM in factors:
         table = claims(per_image, reference=reference_arm(sorted(trials[ARM].dropna().unique())),
-                       fbr_positions=positions, shift_rows=rows.shift)
+                       fbr_positions=positions, shift_rows=rows.shift, trials=trials)
         if not table.empty:
             paths["claims"] = out_dir / "claims.csv"
             table.to_csv(paths["claims"], index=False)

@@ -438,7 +438,7 @@ def _claims(
         patched = with_patch_metrics(trials, experiment=experiment, tracking_uri=tracking_uri, study=study)
         positions = fbr_shift(per_image, patched)
     reference = reference_arm(sorted(per_image[ARM].dropna().unique()), evaluation.get("reference_arm"))
-    table = claims(per_image, reference=reference, fbr_positions=positions, shift_rows=shift)
+    table = claims(per_image, reference=reference, fbr_positions=positions, shift_rows=shift, trials=trials)
     _csv(out_dir, claims=table)
     return table["line"].tolist()
 

@@ -30,7 +30,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.read.runs import factor_names
+from analysis.read.runs import factor_names, not_learned_trials
 from analysis.stats.context import INSIDE
 from analysis.stats.contrasts import Term, frame_contrast
 from analysis.stats.findings import p_text
@@ -40,7 +40,9 @@ from study import metrics_names as M
 ARM = "architecture"
 COMPLEXITY = "alpha"  # larger = foreground texture more like the background = harder
 PATCH = "patch_size"
-CLAIM_COLUMNS = ("claim", "arm", "reference", "about", "estimate", "ci_low", "ci_high", "p", "n_seeds", "n_images", "line")
+CLAIM_COLUMNS = (
+    "claim", "arm", "reference", "about", "estimate", "ci_low", "ci_high", "p", "n_seeds", "n_images", "not_learned", "line",
+)
 _OBJECT = re.compile(r"^(?P<object>.+)_s\d+$")  # synthetic3d test ids: one object, several volume sizes
 
 
@@ -50,6 +52,7 @@ def claims(
     reference: str,
     fbr_positions: pd.DataFrame | None = None,
     shift_rows: pd.DataFrame | None = None,
+    trials: pd.DataFrame | None = None,
     metric: str = "dice",
 ) -> pd.DataFrame:
     """Every claim the study's factors allow, one row (and sentence) each; see the module docstring.
@@ -59,6 +62,8 @@ def claims(
         reference: the reference arm.
         fbr_positions: `analysis.stats.context.fbr_shift(per_image, trials)` for claim (d) (None: no (d)).
         shift_rows: `analysis.read.runs.read_per_image(...).shift` for the train/test shift part of (b).
+        trials: the trials frame, for the learning gate's verdicts: a claim resting on a model that
+            did not learn says so, as a finding does.
         metric: the score (Dice).
 
     Returns:
@@ -75,6 +80,11 @@ def claims(
     ]
     if fbr_positions is not None:
         rows += _fbr(fbr_positions, others, reference, factors, metric)
+    bad = {r.run_id: f"{r.cell} seed={r.seed}" for r in not_learned_trials(trials).itertuples()} if trials is not None else {}
+    for row in rows:
+        row["not_learned"] = "; ".join(sorted(bad[r] for r in row.pop("_runs") if r in bad))
+        if row["not_learned"]:
+            row["line"] += f"  [NOT LEARNED: {row['not_learned']}; this claim means nothing]"
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
 
 
@@ -94,7 +104,7 @@ def _complexity(frame: pd.DataFrame, arms: list[str], ref: str, factors: list[st
                                                 ({ARM: arm, COMPLEXITY: easy, **w}, -1.0), ({ARM: ref, COMPLEXITY: easy, **w}, 1.0)])
         text = (f"(a) complexity: {arm} - {ref} went from {at[easy].estimate:+.3f} Dice at {COMPLEXITY} {easy:g} to "
                 f"{at[hard].estimate:+.3f} at {COMPLEXITY} {hard:g}, a change of")
-        rows.append(_row("a", arm, ref, f"{COMPLEXITY} {easy:g} -> {hard:g}", est, text, _over(clean, rest)))
+        rows.append(_row("a", arm, ref, f"{COMPLEXITY} {easy:g} -> {hard:g}", est, text, _over(clean, rest), clean))
     return rows
 
 
@@ -114,7 +124,7 @@ def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: list
                                                        ({ARM: ref, "condition": condition, **w}, -1.0)])
             text = (f"(b) out of domain, {condition}: {arm} loses {own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; "
                     f"{arm}'s loss minus {ref}'s =")
-            rows.append(_row("b", arm, ref, condition, est, text, _over(used, factors)))
+            rows.append(_row("b", arm, ref, condition, est, text, _over(used, factors), used))
     return rows
 
 
@@ -145,7 +155,7 @@ def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: list
             own = _averaged(used, rest, lambda w, arm=arm: loss(arm, 1.0, w))
             text = (f"(b) out of domain, trained at {factor} {trained:g}, tested at {levels} (mean): {arm} loses "
                     f"{own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
-            out.append(_row("b", arm, ref, f"{factor} {trained:g} -> {levels}", est, text, _over(used, rest)))
+            out.append(_row("b", arm, ref, f"{factor} {trained:g} -> {levels}", est, text, _over(used, rest), used))
     return out
 
 
@@ -160,7 +170,7 @@ def _context(frame: pd.DataFrame, arms: list[str], factors: list[str], metric: s
     for arm in arms:
         est = _averaged(clean, rest, lambda w, arm=arm: [({ARM: arm, PATCH: large, **w}, 1.0), ({ARM: arm, PATCH: small, **w}, -1.0)])
         text = f"(c) context: {arm} Dice at patch {large:g} minus at patch {small:g} ="
-        rows.append(_row("c", arm, "", f"{PATCH} {small:g} -> {large:g}", est, text, _over(clean, rest)))
+        rows.append(_row("c", arm, "", f"{PATCH} {small:g} -> {large:g}", est, text, _over(clean, rest), clean))
     return rows
 
 
@@ -176,7 +186,7 @@ def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: list[str],
         base = _averaged(losses, factors, lambda w: [({ARM: ref, **w}, 1.0)])
         text = (f"(d) FBR outside the training range: on the same objects {arm} loses {own.estimate:.3f} Dice, "
                 f"{ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
-        rows.append(_row("d", arm, ref, "fbr outside vs inside", est, text, _over(losses, factors), unit="objects"))
+        rows.append(_row("d", arm, ref, "fbr outside vs inside", est, text, _over(losses, factors), losses, unit="objects"))
     return rows
 
 
@@ -199,7 +209,7 @@ def fbr_losses(positions: pd.DataFrame, *, factors: Sequence[str], metric: str =
     agreed = clean.groupby([*levels, "image_id"], dropna=False)["fbr_position"].agg(lambda s: s.mode().iloc[0])
     clean = clean.drop(columns="fbr_position").join(agreed.rename("fbr_position"), on=[*levels, "image_id"])
     clean["outside"] = clean["fbr_position"] != INSIDE
-    keys = [*levels, ARM, "seed", "object"]
+    keys = [*levels, ARM, "seed", *(["run_id"] if "run_id" in clean.columns else []), "object"]
     means = clean.groupby([*keys, "outside"], dropna=False)[metric].mean().unstack("outside")
     if True not in means.columns or False not in means.columns:
         return pd.DataFrame()
@@ -243,14 +253,18 @@ def _over(frame: pd.DataFrame, factors: Sequence[str]) -> str:
     return f", averaged over {n} levels of {', '.join(named)}" if n > 1 else ""
 
 
-def _row(claim: str, arm: str, ref: str, about: str, est: Estimate, text: str, over: str, *, unit: str = "images") -> dict:
+def _row(
+    claim: str, arm: str, ref: str, about: str, est: Estimate, text: str, over: str, used: pd.DataFrame, *, unit: str = "images"
+) -> dict:
     if np.isfinite(est.ci_low):
         inference = f"[{est.ci_low:+.3f}, {est.ci_high:+.3f}], p {p_text(est.p)}"
     else:
         inference = "(no interval or p-value: needs >= 2 seeds per cell)"
     line = f"{text} {est.estimate:+.3f} {inference}, {est.n_seeds} seeds x {est.n_images} {unit}{over}"
+    runs = set(used.loc[used[ARM].isin([arm, ref]), "run_id"]) if "run_id" in used.columns else set()
     return {"claim": claim, "arm": arm, "reference": ref, "about": about, "estimate": est.estimate, "ci_low": est.ci_low,
-            "ci_high": est.ci_high, "p": est.p, "n_seeds": est.n_seeds, "n_images": est.n_images, "line": line}
+            "ci_high": est.ci_high, "p": est.p, "n_seeds": est.n_seeds, "n_images": est.n_images, "line": line,
+            "_runs": runs}
 
 
 __all__ = ["CLAIM_COLUMNS", "COMPLEXITY", "PATCH", "claim_lines", "claims", "fbr_losses"]
