@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -25,6 +26,8 @@ from study import metrics_names as M
 from study.run.rounds import ConfirmScores, Ended, confirm_rounds, observed
 from study.spec import load_spec
 from study.spec.cells import cell_key, expand_cells
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
 
 IMAGES = [f"img{i}" for i in range(10)]
 EASY, HARD = 0.2, 0.8
@@ -185,6 +188,60 @@ def test_the_store_skips_a_line_cut_by_a_kill_and_keeps_the_last_of_a_rerun(tmp_
     assert observed(lines.values()).not_learned == {"c": frozenset({0})}
 
 
+@pytest.mark.filterwarnings("ignore:.*seed\\(s\\) for")
+def test_the_report_gives_the_decisions_seeds_per_cell_and_why_and_what_stayed_unresolved(tmp_path):
+    """A store written by hand with the known numbers, as the rounds would have left it: the report
+    replays the procedure from MLflow and says what the driver decided."""
+    from mlflow.entities import Metric, Param
+
+    from analysis.commands.report import build_report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("seqreport", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={M.ROLE_TAG: M.ROLE_STUDY}).info.run_id
+    spec = tmp_path / "seqreport.yaml"
+    spec.write_text("name: seqreport\ndata: {dataset: synthetic2d}\nfactors: {architecture: [unet, noskip_unet, "
+                    "attention_unet], alpha: [0.2, 0.8]}\nconfirm: {seeds: {min: 2, max: 4}, resolve: {margin: 0.05}}\n")
+    client.log_artifact(parent, str(spec))
+    truth = known_scores(4)
+    due = replay(DESIGN, COMPS, observed_of(truth), cells=sorted(CELLS)).due
+    for cell, n in due.items():
+        for seed in range(n):
+            values = CELLS[cell]
+            tags = {M.PARENT_TAG: parent, M.ROLE_TAG: M.ROLE_TRIAL, M.CELL_TAG: cell, M.PHASE_TAG: M.PHASE_CONFIRM,
+                    M.SEED_TAG: str(seed), M.FACTORS_TAG: json.dumps(sorted(values)), M.LEARNED_TAG: "true"}
+            run_id = client.create_run(exp, tags=tags).info.run_id
+            dice = truth[cell].loc[seed].to_numpy()
+            client.log_batch(run_id, metrics=[Metric(M.TEST_DICE, float(dice.mean()), 0, 0), Metric(M.VAL_DICE, 0.5, 0, 1)],
+                             params=[Param(k, str(v)) for k, v in values.items()])
+            table = pd.DataFrame({"image_id": IMAGES, "condition": "clean", "dice": dice, "hd95": 2.0, "nsd": 0.9,
+                                  "assd": 1.0, "td": 1.0, "empty_gt": False, "empty_pred": False, "missed": False,
+                                  "fbr": 0.1})
+            path = tmp_path / run_id / M.PER_IMAGE_FILE
+            path.parent.mkdir()
+            table.to_csv(path, index=False)
+            client.log_artifact(run_id, str(path))
+            client.set_terminated(run_id, status="FINISHED")
+    client.set_terminated(parent, status="FINISHED")
+
+    html = build_report("seqreport", out_dir=tmp_path / "report", tracking_uri=uri, n_boot=0, log_to_mlflow=False).read_text()
+    lines = re.findall(r"<li>(.*?)</li>", re.search(r'<ul id="sequential-lines">(.*?)</ul>', html, re.S).group(1))
+    assert [line.split(" = ")[0] for line in lines] == [c.label for c in COMPS]
+    assert lines[1].startswith("alpha 0.2: noskip_unet - unet = -0.200 Dice [") and "(98.33% interval)" in lines[1]
+    assert lines[1].endswith("2 seeds x 10 images, round 1: difference")
+    assert lines[3].endswith("4 seeds x 10 images, round 3: unresolved at max seeds")
+    assert "finished after round 3 of up to 3 (4 seeds): 3 of 4 comparisons resolved, 1 unresolved at max seeds" in html
+    unresolved = re.search(r'<div class="warning" id="unresolved">(.*?)</div>', html, re.S).group(1)
+    assert "1 comparison(s) stayed unresolved" in unresolved and "alpha 0.8: noskip_unet - unet" in unresolved
+    rows = {cells[0]: cells[1:] for cells in (re.findall(r"<td>(.*?)</td>", row) for row in re.findall(
+        r"<tr>(.*?)</tr>", re.search(r'<table id="seeds-per-cell">(.*?)</table>', html, re.S).group(1), re.S)) if cells}
+    assert rows[key("unet", HARD)] == ["4", "4", "kept to 4 for alpha 0.8: noskip_unet - unet"]
+    assert rows[key("attention_unet", HARD)] == ["2", "2", "round 1 (every cell)"]
+    decisions = pd.read_csv(tmp_path / "report" / "sequential_decisions.csv")
+    assert list(decisions["outcome"]) == [NO_DIFFERENCE, DIFFERENCE, DIFFERENCE, UNRESOLVED]
+
+
 # --- Valid under optional stopping: simulated studies, the same inference ------------------------
 
 N_STUDIES = 200
@@ -275,7 +332,7 @@ SPEC = """
 name: {name}
 data: {{dataset: synthetic2d, image_size: 32, n_images: 30, seed: 0, split: {{train: 0.6, val: 0.1, calib: 0.1, test: 0.2}}}}
 model: {{unet: {{channels: [8, 16, 32], strides: [2, 2], num_res_units: 0}}}}
-factors: {{architecture: [unet, noskip_unet], alpha: [0.5], lr: [0.01, 1.0e38]}}
+factors: {{architecture: [unet, noskip_unet], alpha: [0.5], lr: [0.01, 1.0e+38]}}
 hyperparameters: {{batch_size: 6, optimizer: sgd}}
 training: {{epochs: 3, loss: dice_ce}}
 evaluation: {{perturbations: []}}
@@ -301,9 +358,9 @@ def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ra
 
     # 1. Ctrl-C as round 2 starts: the round's fit stops, no round 3 begins.
     first = Driver(["run", str(spec), *address, "--storage", str(store.storage)], env=env, out=tmp_path / "run")
-    first.signal_when(printed(first, "round 2 of up to 3"), signal.SIGINT)
+    first.signal_when(printed(first, "confirm phase, round 2 of up to 3"), signal.SIGINT)
     assert first.wait() == 130, first.output()
-    assert "round 3 of up to 3" not in first.stdout.read_text()
+    assert "confirm phase, round 3" not in first.stdout.read_text()
     tag = json.loads(store.study_run().data.tags[M.ROUNDS_TAG])
     assert tag["round"] == 2 and not tag["finished"]
     round_one = {r.data.tags[M.TRIAL_KEY_TAG]: r.info.run_id for r in store.runs(M.ROLE_TRIAL)
@@ -312,17 +369,17 @@ def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ra
 
     # 2. SIGKILL as round 3 starts, in the resumed driver: it went on with round 2, not round 1.
     second = Driver(["resume", str(store.folder()), *address], env=env, out=tmp_path / "resume")
-    second.wait_for(printed(second, "round 3 of up to 3"))
+    second.wait_for(printed(second, "confirm phase, round 3 of up to 3"))
     os.killpg(second.proc.pid, signal.SIGKILL)
     second.proc.wait(timeout=30)
     resumed = second.stdout.read_text()
-    assert "round 1 of up to 3" not in resumed and "round 2 of up to 3" in resumed
+    assert "confirm phase, round 1" not in resumed and "confirm phase, round 2 of up to 3" in resumed
 
     # 3. Resume to the end.
     last = subprocess.run([str(BIN / "segstudy"), "resume", str(store.folder()), *address], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert last.returncode == 1, last.stdout[-3000:] + last.stderr[-3000:]  # the lr 1e38 trials failed
-    assert "round 3 of up to 3" in last.stdout and "round 2 of up to 3" not in last.stdout
+    assert "confirm phase, round 3 of up to 3" in last.stdout and "confirm phase, round 2" not in last.stdout
     assert "sequential confirm, finished after round" in last.stdout
 
     runs = store.runs(M.ROLE_TRIAL)
@@ -356,3 +413,46 @@ def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ra
     assert 'id="sequential"' in report and 'id="unresolved"' in report and 'id="seeds-per-cell"' in report
     assert f"{open_label}: a cell has no scored seed (its trials failed), round 3: unresolved at max seeds" in report
     assert "98.33% (alpha 0.05 / 3 looks, Bonferroni)" in report
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*tracking write")
+def test_rounds_are_decided_while_the_tracking_server_is_away(ray_head, tmp_path):
+    """The server goes away in round 1 and comes back only after the study ended: every round is
+    decided from the study folder, the writes wait in the outbox, and `sync` delivers them once."""
+    from conftest import BackgroundStudy, TrackingServer
+
+    name = "seqoutage"
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(SPEC.format(name=name))
+    server = TrackingServer(tmp_path)
+    server.start()
+    try:
+        study = BackgroundStudy(spec, address=ray_head.gcs_address, tracking_uri=server.uri, storage=tmp_path / "r")
+        client = MlflowClient(tracking_uri=server.uri)
+        deadline = time.monotonic() + 180
+        while not (client.get_experiment_by_name(name) and client.search_runs(
+                [client.get_experiment_by_name(name).experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")):
+            assert time.monotonic() < deadline and study.thread.is_alive(), study.outcome
+            time.sleep(0.3)
+        server.stop()
+        study.thread.join(timeout=600)
+        assert not study.thread.is_alive() and "error" not in study.outcome, study.outcome.get("error")
+        assert study.outcome["result"].pending_writes > 0  # it ended with the server still away
+        server.start()
+        result = study.result()  # delivers the outbox through `segstudy sync`
+    finally:
+        server.stop()
+    server.start()
+    try:
+        client = MlflowClient(tracking_uri=server.uri)
+        exp = client.get_experiment_by_name(name)
+        runs = client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")
+        (study_run,) = client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_STUDY}'")
+    finally:
+        server.stop()
+    keys = [r.data.tags[M.TRIAL_KEY_TAG] for r in runs]
+    assert len(keys) == len(set(keys)) and set(keys) == set(ConfirmScores(result.storage_path).read())
+    assert {int(r.data.tags[M.SEED_TAG]) for r in runs if "lr=1e+38" in r.data.tags[M.CELL_TAG]} == {0, 1, 2, 3}
+    tag = json.loads(study_run.data.tags[M.ROUNDS_TAG])
+    assert tag["finished"] and tag["round"] == 3

@@ -249,17 +249,21 @@ class SequentialState:
         return wanted
 
     def summary(self) -> str:
-        """'round 2 of up to 8 (4 seeds): 4 of 6 comparisons resolved, 2 open' (when finished: 'finished
-        after round 5 of up to 8 (7 seeds): ...')."""
+        """'after round 1 of up to 8 (3 seeds): 4 of 6 comparisons resolved, 2 open' (the round in
+        progress is the next), or 'finished after round 5 of up to 8 (7 seeds): ...'."""
+        looks = self.design.looks
+        if self.finished:
+            text = f"finished after round {self.round} of up to {len(looks)} ({looks[self.round - 1]} seeds)"
+        elif self.round == 1:
+            return f"round 1 of up to {len(looks)} ({looks[0]} seeds): nothing looked at yet"
+        else:
+            text = f"after round {self.round - 1} of up to {len(looks)} ({looks[self.round - 2]} seeds)"
+        text += f": {len(self.resolved)} of {len(self.decisions)} comparisons resolved"
         closed = sum(d.outcome == NOT_LEARNED for d in self.decisions)
-        where = "finished after round" if self.finished else "round"
-        text = (f"{where} {self.round} of up to {len(self.design.looks)} ({self.design.looks[self.round - 1]} seeds): "
-                f"{len(self.resolved)} of {len(self.decisions)} comparisons resolved")
         if closed:
             text += f", {closed} closed (a model did not learn)"
-        left = len(self.open)
-        if left:
-            text += f", {left} {'unresolved at max seeds' if self.finished else 'open'}"
+        if self.open:
+            text += f", {len(self.open)} {'unresolved at max seeds' if self.finished else 'open'}"
         return text
 
 

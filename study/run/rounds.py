@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -201,6 +202,9 @@ def confirm_rounds(
         if state.finished:
             return RoundsOutcome(completed, failed, state)
         if before is not None and (before.round, before.missing) == (state.round, state.missing):
+            cut = ", ".join(f"{cell} seed={seed}" for cell, seeds in sorted(state.missing.items()) for seed in seeds)
+            warnings.warn(f"sequential confirm, round {state.round}: {cut} ended neither finished nor failed; "
+                          "no further round was started (segstudy resume runs them again)", stacklevel=2)
             return RoundsOutcome(completed, failed, state, stalled=True)
         todo = [
             TrialPlan.config(by_key[cell], seed=seed, phase=M.PHASE_CONFIRM, hparams=chosen[cell])["trial"]
