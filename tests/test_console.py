@@ -82,7 +82,7 @@ def test_a_round_of_a_sequential_confirm_phase_names_itself_and_its_open_compari
     console = PlainConsole(out, every_s=0.0)
     p = StudyProgress("demo", clock=lambda: 100.0)
     p.begin("confirm", {"alpha=0.9,architecture=noskip_unet": 1, "alpha=0.9,architecture=unet": 1},
-            stage="round 2 of up to 8, 4 seeds per cell", open=["alpha 0.9: noskip_unet - unet"])
+            stage="round 2 of up to 8, 4 seeds per cell", open_comparisons=["alpha 0.9: noskip_unet - unet"])
     console.phase_started(p)
     console.tick(p)
     assert out.getvalue().splitlines() == [

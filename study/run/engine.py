@@ -315,7 +315,7 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
             outcome = confirm_rounds(
                 spec, cells, chosen, restore(store, done, tracker=tracker, study_run=study_run), store=store,
                 slots=cluster_capacity(spec),
-                fit=lambda todo, stage, open_: confirm(todo, before=[ScoresCallback(store, spec)], stage=stage, open=open_),
+                fit=lambda todo, stage, open_: confirm(todo, before=[ScoresCallback(store, spec)], stage=stage, open_comparisons=open_),
                 announce=lambda state: announce(state, tracker=tracker, study_run=study_run, console=display.console),
             )
             n_trials, n_failed, stalled = n_trials + outcome.completed, n_failed + outcome.failed, outcome.stalled
@@ -354,13 +354,13 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
 
 def _confirm_fit(
     spec: StudySpec, trainable: Any, todo: list[dict[str, Any]], *, tracker: StudyTracker, study: StudyDir,
-    display: Display, before: Sequence[tune.Callback] = (), stage: str = "", open: Sequence[str] = (),
+    display: Display, before: Sequence[tune.Callback] = (), stage: str = "", open_comparisons: Sequence[str] = (),
 ) -> tuple[int, int]:
     """Run confirm trials `todo` (the whole phase, or one round of it) as one grid; returns (trials
     ended, trials failed). `before`: callbacks that see each trial ahead of its MLflow run closing."""
     callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs)
     totals = Counter(cell_key(trial["cell"]) for trial in todo)
-    watch = display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs, stage=stage, open=open)
+    watch = display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs, stage=stage, open_comparisons=open_comparisons)
     _fit(
         spec,
         trainable,
