@@ -37,9 +37,11 @@ class TimedStudy:
     study_metrics: dict[str, float]
 
 
-def timed_study(spec_path: Path, *, around: contextlib.AbstractContextManager[Any] | None = None) -> TimedStudy:
+def timed_study(
+    spec_path: Path, *, around: contextlib.AbstractContextManager[Any] | None = None, store: Path | None = None
+) -> TimedStudy:
     """Run the study on a local Ray into a fresh SQLite store and time it (inside `around`, e.g. a
-    GPU sampler).
+    GPU sampler). `store`: the SQLite file to keep it in (default: a temporary one).
 
     The MLflow store is created first, outside the timing: its one-off schema set-up (1.3-2.8 s
     for SQLite) belongs to the store, which every later study reuses, not to a study.
@@ -50,7 +52,7 @@ def timed_study(spec_path: Path, *, around: contextlib.AbstractContextManager[An
     from study.run.engine import run_study
 
     with tempfile.TemporaryDirectory() as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
+        uri = f"sqlite:///{store or Path(tmp) / 'mlflow.db'}"
         MlflowClient(tracking_uri=uri).search_experiments()
         with around or contextlib.nullcontext():
             t0 = time.perf_counter()

@@ -103,13 +103,16 @@ def validate(spec: SpecArg, allow_large_grid: LargeGridOpt = False) -> None:
             f"tune {n_cells * t.trials_per_cell} trials ({t.trials_per_cell} per cell, {t.sampler}, "
             f"early stopping {t.early_stopping.kind}, searching {', '.join(sorted(parsed.search_space))}); "
         )
-    say(
-        f"{spec}: ok: study '{parsed.name}', factors {', '.join(sorted(parsed.factors))}; {tune}"
-        f"confirm {n_cells} cells x {len(seeds)} seeds = {n_cells * len(seeds)} trials"
-    )
+    budget = parsed.confirm.budget
+    confirm = f"confirm {n_cells} cells x {len(seeds)} seeds = {n_cells * len(seeds)} trials"
+    if budget is not None:
+        confirm = (f"confirm {n_cells} cells x {budget.min}-{budget.max} seeds, sequential (margin "
+                   f"{parsed.confirm.resolution.margin:g}) = up to {n_cells * budget.max} trials")
+    say(f"{spec}: ok: study '{parsed.name}', factors {', '.join(sorted(parsed.factors))}; {tune}{confirm}")
     say(f"plan: {plan_line(parsed, data, checked, at_once=local_trials_at_once(parsed), where='on this machine')}")
-    if len(seeds) < MIN_SEEDS:
-        say(f"warning: only {len(seeds)} confirmation seed(s); comparisons need >= {MIN_SEEDS}", err=True)
+    first = budget.min if budget is not None else len(seeds)
+    if first < MIN_SEEDS:
+        say(f"warning: only {first} confirmation seed(s); comparisons need >= {MIN_SEEDS}", err=True)
 
 
 @app.command()
@@ -301,6 +304,8 @@ def status(
 
     table = study_status(experiment, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
     say(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if "rounds" in table.attrs:
+        say(table.attrs["rounds"])
     if "browse" in table.attrs:
         say(f"browse: {table.attrs['browse']}")
     bad = table[table["not_learned"] > 0]

@@ -77,6 +77,30 @@ def test_plain_console_prints_a_line_per_trial_and_progress_in_time():
     ]
 
 
+def test_a_round_of_a_sequential_confirm_phase_names_itself_and_its_open_comparisons():
+    out = io.StringIO()
+    console = PlainConsole(out, every_s=0.0)
+    p = StudyProgress("demo", clock=lambda: 100.0)
+    p.begin("confirm", {"alpha=0.9,architecture=noskip_unet": 1, "alpha=0.9,architecture=unet": 1},
+            stage="round 2 of up to 8, 4 seeds per cell", open_comparisons=["alpha 0.9: noskip_unet - unet"])
+    console.phase_started(p)
+    console.tick(p)
+    assert out.getvalue().splitlines() == [
+        "demo: confirm phase, round 2 of up to 8, 4 seeds per cell: 2 trials in 2 cells, for alpha 0.9: noskip_unet - unet",
+        "confirm (round 2 of up to 8, 4 seeds per cell): 0/2 ended (0 done, 0 stopped early, 0 failed), 0 running; "
+        "elapsed 0s, ETA ?",
+    ]
+    live = LiveConsole(io.StringIO())
+    live.phase_started(p)
+    rendered = io.StringIO()
+    from rich.console import Console
+
+    Console(file=rendered, width=160).print(live._render())
+    assert "demo confirm (round 2 of up to 8, 4 seeds per cell) 0/2 ended" in rendered.getvalue()
+    assert "open comparisons: alpha 0.9: noskip_unet - unet" in rendered.getvalue()
+    live.close()
+
+
 def test_failed_and_not_learned_trials_say_why():
     p = StudyProgress("demo")
     p.begin("confirm", {"c": 1})

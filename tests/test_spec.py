@@ -11,7 +11,7 @@ from conftest import DELETE, SMOKE, SMOKE_TUNING, run_cli
 from study.spec.cells import cell_key, expand_cells
 from study.cli import app
 from study.errors import SegstudyError
-from study.spec import load_spec
+from study.spec import count_trials, load_spec
 
 runner = CliRunner()
 
@@ -165,6 +165,16 @@ def test_real_console_script_exit_code(write_spec, tmp_path):
         ({"tuning__sampler": "grid"}, "tuning.sampler: grid needs every searched hyperparameter as a choice; not: lr"),
         ({"hyperparameters__lr": 0.01, "hyperparameters__batch_size": 4}, "tuning: no hyperparameter is given as a distribution"),
         ({"seeds": [0, 1, 2]}, "give the seeds once"),
+        # The confirm seeds as a budget (sequential confirm).
+        ({"confirm__seeds": {"min": 5, "max": 3}}, "confirm.seeds: min (5) must be <= max (3)"),
+        ({"confirm__seeds": {"min": 1, "max": 3}}, "confirm.seeds.min: Input should be greater than or equal to 2"),
+        ({"confirm__seeds": {"min": 3}}, "confirm.seeds.max: required key is missing"),
+        ({"confirm__seeds": {"min": 3, "max": 5, "stpe": 2}}, "confirm.seeds.stpe: unknown key; accepted keys here: min, max, step"),
+        ({"confirm__seeds": 3}, "confirm.seeds: takes a list of seeds, e.g. [0, 1, 2], or a budget, e.g. {min: 3, max: 12}"),
+        ({"confirm__resolve": {"margin": 0.01}}, "confirm: resolve: only with a seed budget"),
+        ({"confirm__seeds": {"min": 3, "max": 5}, "confirm__resolve": {"margin": -0.1}}, "confirm.resolve.margin"),
+        ({"confirm__seeds": {"min": 3, "max": 5}, "confirm__resolve": {"alpha": 0}}, "confirm.resolve.alpha"),
+        ({"confirm__seeds": {"min": 3, "max": 5}, "confirm__resolve": {"margn": 0.1}}, "confirm.resolve.margn: unknown key; accepted keys here: margin, alpha"),
     ],
 )
 def test_bad_tuning_spec(write_spec, overrides, expected):
@@ -173,6 +183,16 @@ def test_bad_tuning_spec(write_spec, overrides, expected):
     assert result.exit_code == 2, result.output
     line = result.stderr.strip()
     assert "\n" not in line and line.startswith(f"error: {path}: ") and expected in line, line
+
+
+def test_a_seed_budget_runs_seeds_in_order_and_counts_its_most(write_spec):
+    spec = load_spec(write_spec(seeds=DELETE, confirm={"seeds": {"min": 3, "max": 10, "step": 3}}))
+    assert spec.confirm_seeds == list(range(10)) and spec.confirm.budget.looks == (3, 6, 9, 10)
+    assert spec.confirm.resolution.margin == 0.01 and spec.confirm.resolution.alpha == 0.05
+    assert count_trials(spec).describe() == "up to 40 trials (4 cells x 3-10 seeds, sequential)"
+    result = runner.invoke(app, ["validate", str(write_spec(seeds=DELETE, confirm={"seeds": {"min": 2, "max": 2}}))])
+    assert "confirm 4 cells x 2-2 seeds, sequential (margin 0.01) = up to 8 trials" in result.output
+    assert "only 2 confirmation seed(s)" in result.stderr
 
 
 def test_tuning_spec_space_and_seeds():

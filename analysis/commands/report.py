@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -35,6 +36,7 @@ from analysis.stats.coverage import coverage_summary, shortfalls
 from analysis.stats.claims import PATCH, claims
 from analysis.stats.context import fbr_shift, with_patch_metrics
 from analysis.stats.findings import findings, reference_arm
+from analysis.stats.sequential import Observed, comparisons, decision_table, design_of, replay, seeds_table
 from analysis.commands.output import output_dir
 from analysis.plots.learning_curves import plot_learning_curves
 from analysis.read.curves import load_val_curves
@@ -57,6 +59,7 @@ from study.tracking.ui_links import browse as ui_browse
 from study.perturbations import describe
 from study.models import parameter_count, resolve_architecture
 from study.spec import Conformal, Evaluation, parse_spec
+from study.spec.tuning import Confirm
 
 ARM = "architecture"
 COMPLEXITY = "alpha"
@@ -131,6 +134,8 @@ def build_report(
         results["confidence"] = _confidence(per_image, spec.get("conformal") or {}, out_dir)
         results["shift"] = _shift(rows.shift, factor_names(trials), spec.get("conformal") or {}, out_dir)
         results["findings"] = _findings(per_image, trials, evaluation, tracking_uri=tracking_uri, out_dir=out_dir)
+        results["findings"]["sequential"] = _sequential(per_image, trials, runs, spec, experiment=experiment,
+                                                        tracking_uri=tracking_uri, study=study, out_dir=out_dir)
         results["findings"]["claims"] = _claims(per_image, trials, evaluation, experiment=experiment, shift=rows.shift,
                                                 tracking_uri=tracking_uri, study=study, out_dir=out_dir)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
@@ -424,6 +429,38 @@ def _findings(
             "rejected at least one seed).", plot_learning_curves(curves, trials, out_dir / "learning_curves.png"),
         )
     return {"lines": lines, "not_learned": not_learned, "curves": figure}
+
+
+def _sequential(
+    per_image: pd.DataFrame, trials: pd.DataFrame, runs: list[Run], spec: dict[str, Any], *, experiment: str,
+    tracking_uri: str, study: str, out_dir: Path,
+) -> dict[str, Any] | None:
+    """A sequential confirm phase (a seed budget in the spec): its decisions at the adjusted level,
+    the seeds each cell got and why, the comparisons left unresolved (`analysis.stats.sequential`,
+    replayed from the ended trials exactly as the driver decided)."""
+    try:
+        design = design_of(Confirm.model_validate(spec.get("confirm") or {}))
+    except ValidationError:
+        return None
+    if design is None or per_image.empty:
+        return None
+    every = load_trials(experiment, tracking_uri=tracking_uri, include_failed=True, study=study)  # cells whose trials all failed too
+    factors = factor_names(every)
+    cells = {row["cell"]: {f: row[f] for f in factors} for row in every.drop_duplicates("cell").to_dict("records")}
+    ended = [(r.data.tags.get(M.CELL_TAG), int(r.data.tags.get(M.SEED_TAG, -1))) for r in runs
+             if r.data.tags.get(M.PHASE_TAG) == M.PHASE_CONFIRM and (r.info.status == "FINISHED" or (
+                 r.info.status == "FAILED" and r.data.tags.get(M.RETRIED_TAG) != "true"))]
+    not_learned = [(r.cell, r.seed) for r in not_learned_trials(trials).itertuples()]
+    observed = Observed.from_rows(per_image, ended=ended, not_learned=not_learned)
+    comps = comparisons(cells, reference=(spec.get("evaluation") or {}).get("reference_arm"))
+    state = replay(design, comps, observed, cells=sorted(cells))
+    decisions, seeds = decision_table(state), seeds_table(state, observed)
+    _csv(out_dir, sequential_decisions=decisions, seeds_per_cell=seeds)
+    return {
+        "design": design.describe(), "summary": state.summary(), "finished": state.finished,
+        "lines": decisions["line"].tolist(), "unresolved": [d.line(design) for d in state.open if state.finished],
+        "seeds": _table(seeds.rename(columns={"seeds": "seeds ended", "asked": "seeds asked"})),
+    }
 
 
 def _claims(

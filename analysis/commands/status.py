@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from analysis.read.runs import LATEST, trial_runs
 from study import metrics_names as M
+from study.tracking import reading_client
 from study.tracking.ui_links import browse
 
-COLUMNS = ("cell", "phase", "done", "running", "stopped_early", "failed", "not_learned", "best_val_dice")
+COLUMNS = ("cell", "phase", "done", "running", "stopped_early", "failed", "not_learned", "seeds", "best_val_dice")
 
 
 def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> pd.DataFrame:
@@ -16,12 +19,14 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
 
     `done` counts trials that ran their full schedule, `stopped_early` those ended by early
     stopping, `failed` crashed or diverged attempts (a retried trial counts once per attempt),
-    `not_learned` finished confirm trials whose model the learning gate rejected.
+    `not_learned` finished confirm trials whose model the learning gate rejected, `seeds` the
+    distinct seeds of the cell's finished confirm trials (0 on tune rows).
     `gpu_util_mean` (only when some trial ran on CUDA): the GPU's utilisation while the cell's
     trials ran, each trial weighted by its samples; running trials count with what they logged so far.
 
     The frame's ``attrs`` hold ``browse``: where to see the study in the MLflow UI (its study run's
-    page, or the experiment's runs table when several study runs are shown).
+    page, or the experiment's runs table when several study runs are shown), and for a study with
+    a sequential confirm phase ``rounds``: its round, the comparisons resolved and those open.
     """
     rows = []
     runs = trial_runs(experiment, tracking_uri=tracking_uri, study=study)
@@ -38,6 +43,7 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
                 "stopped_early": status == "FINISHED" and early,
                 "failed": status in {"FAILED", "KILLED"},
                 "not_learned": tags.get(M.LEARNED_TAG) == "false",
+                "seeds": tags.get(M.SEED_TAG) if status == "FINISHED" and tags.get(M.PHASE_TAG) == M.PHASE_CONFIRM else None,
                 "best_val_dice": run.data.metrics.get(M.BEST_VAL_DICE, float("nan")),
                 **_gpu_weight(run.data.metrics),
             }
@@ -49,6 +55,7 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
         stopped_early=("stopped_early", "sum"),
         failed=("failed", "sum"),
         not_learned=("not_learned", "sum"),
+        seeds=("seeds", "nunique"),
         best_val_dice=("best_val_dice", "max"),
         gpu_util_sum=("gpu_util_sum", "sum"),
         gpu_util_samples=("gpu_util_samples", "sum"),
@@ -62,7 +69,29 @@ def study_status(experiment: str, *, tracking_uri: str, study: str = LATEST) -> 
     if runs:
         parent = parents.pop() if len(parents) == 1 else None
         table.attrs["browse"] = browse(tracking_uri, runs[0].info.experiment_id, parent)
+        if parent:
+            rounds = reading_client(tracking_uri).get_run(parent).data.tags.get(M.ROUNDS_TAG)
+            if rounds:
+                table.attrs["rounds"] = rounds_line(rounds)
     return table
+
+
+def rounds_line(tag: str) -> str:
+    """The round state a sequential confirm phase tags on its study run, as one line, e.g.
+    'sequential confirm: round 3 of up to 8 (5 seeds per cell), 4 of 6 comparisons resolved; open: alpha 0.93: noskip_unet - unet'."""
+    try:
+        state = json.loads(tag)
+        where = "finished after round" if state["finished"] else "round"
+        line = (f"sequential confirm: {where} {state['round']} of up to {state['rounds']} ({state['seeds']} seeds per "
+                f"cell), {state['resolved']} of {state['comparisons']} comparisons resolved")
+        if state.get("not_learned"):
+            line += f", {state['not_learned']} closed (a model did not learn)"
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return f"sequential confirm: unreadable round state ({tag[:80]})"
+    open_ = [*state.get("open", []), *([f"{state['more_open']} more"] if state.get("more_open") else [])]
+    if open_:
+        line += f"; {'unresolved at max seeds' if state['finished'] else 'open'}: {'; '.join(open_)}"
+    return line
 
 
 _GPU_WEIGHTS = ("gpu_util_sum", "gpu_util_samples")

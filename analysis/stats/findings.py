@@ -75,7 +75,7 @@ def findings(
             bad = sorted({label for values, label in unlearned if _cell_matches(values, where, (arm, ref))})
             family.append(
                 {
-                    "level": _level_text(where),
+                    "level": level_text(where),
                     "arm": arm,
                     "reference": ref,
                     "diff": est.estimate,
@@ -122,7 +122,8 @@ def _cell_matches(bad: dict, where: dict, arms: tuple[str, str]) -> bool:
     return bad.get(ARM) in arms and all(bad.get(k) == v for k, v in where.items())
 
 
-def _level_text(where: dict) -> str:
+def level_text(where: dict) -> str:
+    """'alpha 0.9, patch_size 64': a level of the non-architecture factors, as the findings say it."""
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in where.items())
 
 
@@ -133,4 +134,4 @@ def p_text(value: float) -> str:
     return "< 0.001" if value < 0.001 else f"= {value:.3f}"
 
 
-__all__ = ["FINDING_COLUMNS", "finding_line", "findings", "p_text", "reference_arm"]
+__all__ = ["FINDING_COLUMNS", "finding_line", "findings", "level_text", "p_text", "reference_arm"]

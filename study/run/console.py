@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -51,9 +51,11 @@ def _dice(value: float) -> str:
 
 
 def status_line(p: StudyProgress) -> str:
-    """'tune: 12/60 ended (9 done, 2 stopped early, 1 failed), 2 running; elapsed 1m20s, ETA 5m10s'."""
+    """'tune: 12/60 ended (9 done, 2 stopped early, 1 failed), 2 running; elapsed 1m20s, ETA 5m10s'
+    (a confirm round: 'confirm (round 2 of up to 8, 4 seeds per cell): ...')."""
+    stage = f" ({p.stage})" if p.stage else ""
     return (
-        f"{p.phase}: {p.ended}/{p.count('total')} ended ({p.count('done')} done, {p.count('stopped')} stopped early, "
+        f"{p.phase}{stage}: {p.ended}/{p.count('total')} ended ({p.count('done')} done, {p.count('stopped')} stopped early, "
         f"{p.count('failed')} failed), {p.count('running')} running; elapsed {duration(p.elapsed_s())}, "
         f"ETA {duration(p.eta_s())}"
     )
@@ -66,6 +68,15 @@ def trial_line(p: StudyProgress, end: TrialEnd) -> str:
         value += f", test Dice {end.test_dice:.3f}"
     why = f": {end.reason}" if end.reason else ""
     return f"[{p.phase} {p.ended}/{p.count('total')}] {end.cell} seed={end.seed}: {end.outcome}, {value} ({duration(end.seconds)}){why}"
+
+
+def phase_line(p: StudyProgress) -> str:
+    """'demo: tune phase, 60 trials in 6 cells', or for a round of a sequential confirm phase
+    'demo: confirm phase, round 2 of up to 8, 4 seeds per cell: 4 trials in 2 cells, for alpha 0.9: noskip_unet - unet'."""
+    if not p.stage:
+        return f"{p.name}: {p.phase} phase, {p.count('total')} trials in {len(p.cells)} cells"
+    line = f"{p.name}: {p.phase} phase, {p.stage}: {p.count('total')} trials in {len(p.cells)} cells"
+    return line + (f", for {'; '.join(p.open_comparisons)}" if p.open_comparisons else "")
 
 
 def stopping_line(signal_name: str) -> str:
@@ -88,7 +99,7 @@ class PlainConsole:
         print(text, file=self.stream, flush=True)
 
     def phase_started(self, progress: StudyProgress) -> None:
-        self._print(f"{progress.name}: {progress.phase} phase, {progress.count('total')} trials in {len(progress.cells)} cells")
+        self._print(phase_line(progress))
         self._last = time.monotonic()
 
     def trial_ended(self, progress: StudyProgress, end: TrialEnd) -> None:
@@ -128,14 +139,17 @@ class LiveConsole:
                           Text(str(c.failed), style="red" if c.failed else ""))
         if len(rows) > room:
             table.add_row(f"... {len(rows) - room} more cells", "", "", "", "", "", "")
-        head = (f"{p.name} {p.phase} {p.ended}/{p.count('total')} ended: {p.count('running')} running, "
+        stage = f" ({p.stage})" if p.stage else ""
+        head = (f"{p.name} {p.phase}{stage} {p.ended}/{p.count('total')} ended: {p.count('running')} running, "
                 f"{p.count('stopped')} stopped early, {p.count('failed')} failed; "
                 f"{duration(p.elapsed_s())} elapsed, ETA {duration(p.eta_s())}")
-        return Group(Text(head, style="bold"), table)
+        if not p.open_comparisons:
+            return Group(Text(head, style="bold"), table)
+        return Group(Text(head, style="bold"), Text(f"open comparisons: {'; '.join(p.open_comparisons)}"), table)
 
     def phase_started(self, progress: StudyProgress) -> None:
         self._progress = progress
-        self.console.print(f"{progress.name}: {progress.phase} phase, {progress.count('total')} trials in {len(progress.cells)} cells")
+        self.console.print(phase_line(progress))
         if self._live is None:
             # No stdout/stderr capture: Tune's prints are sent to the study log while it runs
             # (process_state.tune_prints_to), and a Live that swapped sys.stdout would restore
@@ -181,11 +195,15 @@ class Display:
         reporter then draws, and a live display would fight it)."""
         return cls(console or make_console(live=False if verbose else None), verbose, library_log)
 
-    def watch(self, spec: StudySpec, phase: str, totals: Mapping[str, int], *, full_epochs: int) -> ProgressCallback:
-        """Start `phase` with `totals` trials per cell; the callback feeds the console."""
+    def watch(
+        self, spec: StudySpec, phase: str, totals: Mapping[str, int], *, full_epochs: int, stage: str = "",
+        open_comparisons: Sequence[str] = (),
+    ) -> ProgressCallback:
+        """Start `phase` (or a round of it: `stage`, and the `open_comparisons` it runs for) with
+        `totals` trials per cell; the callback feeds the console."""
         if self.progress is None:
             self.progress = StudyProgress(spec.name)
-        self.progress.begin(phase, totals)
+        self.progress.begin(phase, totals, stage=stage, open_comparisons=open_comparisons)
         self.console.phase_started(self.progress)
         return ProgressCallback(self.progress, self.console, spec, full_epochs=full_epochs)
 
@@ -199,6 +217,7 @@ def make_console(stream: IO[str] | None = None, *, live: bool | None = None) -> 
 
 
 __all__ = [
-    "Display", "StudyConsole", "LiveConsole", "PlainConsole", "duration", "make_console", "status_line", "stopping_line",
+    "Display", "StudyConsole", "LiveConsole", "PlainConsole", "duration", "make_console", "phase_line", "status_line",
+    "stopping_line",
     "trial_line",
 ]

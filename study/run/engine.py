@@ -7,6 +7,7 @@ cluster's resources are checked before MLflow sees a run or Tune sees a trial.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -15,7 +16,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from study.run.gpu_summary import log_study_gpu
 from study.run.warm_workers import local_ray_config
 from study.run.console import Display, StudyConsole, stopping_line
 from study.run.stopping import PhaseStopper
+from study.run.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
 from study.run.library_log import library_output
 from study.process_state import route_ray_worker_output
 
@@ -279,9 +281,10 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
     """Run what is left of the study in `study` (everything, for a new one)."""
     tracker.use_outbox(study.outbox)
     cells = expand_cells(spec)
-    if len(spec.confirm_seeds) < M.MIN_SEEDS:
+    first_seeds = spec.confirm.budget.min if spec.confirm.budget is not None else len(spec.confirm_seeds)
+    if first_seeds < M.MIN_SEEDS:
         warnings.warn(
-            f"{spec.name}: {len(spec.confirm_seeds)} confirmation seed(s); comparisons between arms need "
+            f"{spec.name}: {first_seeds} confirmation seed(s); comparisons between arms need "
             f">= {M.MIN_SEEDS} (set confirm.seeds)",
             stacklevel=3,
         )
@@ -305,28 +308,30 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
                 n_trials, n_failed = n_trials + tuned, n_failed + failed
                 _log_chosen(tracker, study_run, chosen)
                 study.update(chosen=chosen)
-        todo = [
-            TrialPlan.config(cell, seed=seed, phase=M.PHASE_CONFIRM, hparams=chosen[cell_key(cell)])["trial"]
-            for cell in cells
-            if cell_key(cell) in chosen
-            for seed in spec.confirm_seeds
-            if trial_key(M.PHASE_CONFIRM, cell_key(cell), seed=seed) not in done.done
-        ]
-        if todo:
-            callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs)
-            totals = Counter(cell_key(trial["cell"]) for trial in todo)
-            _fit(
-                spec,
-                trainable,
-                display=display,
-                path=study.path,
-                name=study.next_attempt("confirm"),
-                callbacks=[callback, display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs)],
-                param_space={"trial": tune.grid_search(todo)},
+        confirm = functools.partial(_confirm_fit, spec, trainable, tracker=tracker, study=study, display=display)
+        stalled = False
+        if spec.confirm.budget is not None:  # rounds until every comparison is resolved (study/run/rounds.py)
+            store = ConfirmScores(study.path)
+            outcome = confirm_rounds(
+                spec, cells, chosen, restore(store, done, tracker=tracker, study_run=study_run), store=store,
+                slots=cluster_capacity(spec),
+                fit=lambda todo, stage, open_: confirm(todo, before=[ScoresCallback(store, spec)], stage=stage, open_comparisons=open_),
+                announce=lambda state: announce(state, tracker=tracker, study_run=study_run, console=display.console),
             )
-            n_trials, n_failed = n_trials + callback.completed, n_failed + callback.failed
+            n_trials, n_failed, stalled = n_trials + outcome.completed, n_failed + outcome.failed, outcome.stalled
+        else:
+            todo = [
+                TrialPlan.config(cell, seed=seed, phase=M.PHASE_CONFIRM, hparams=chosen[cell_key(cell)])["trial"]
+                for cell in cells
+                if cell_key(cell) in chosen
+                for seed in spec.confirm_seeds
+                if trial_key(M.PHASE_CONFIRM, cell_key(cell), seed=seed) not in done.done
+            ]
+            if todo:
+                ran, lost = confirm(todo)
+                n_trials, n_failed = n_trials + ran, n_failed + lost
         missing = len(cells) - len(chosen)
-        status = "FINISHED" if n_failed == 0 and missing == 0 else "FAILED"
+        status = "FINISHED" if n_failed == 0 and missing == 0 and not stalled else "FAILED"
         tracker.set_tags(study_run, {"segstudy.n_trials": str(n_trials), "segstudy.n_failed": str(n_failed)})
     except process_state.Interrupted:
         status = "KILLED"
@@ -345,6 +350,27 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         not_learned=() if pending else not_learned(tracker, tracker.real_id(study_run)),
         log_file=display.library_log.path if display.library_log is not None else None,
     )
+
+
+def _confirm_fit(
+    spec: StudySpec, trainable: Any, todo: list[dict[str, Any]], *, tracker: StudyTracker, study: StudyDir,
+    display: Display, before: Sequence[tune.Callback] = (), stage: str = "", open_comparisons: Sequence[str] = (),
+) -> tuple[int, int]:
+    """Run confirm trials `todo` (the whole phase, or one round of it) as one grid; returns (trials
+    ended, trials failed). `before`: callbacks that see each trial ahead of its MLflow run closing."""
+    callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs)
+    totals = Counter(cell_key(trial["cell"]) for trial in todo)
+    watch = display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs, stage=stage, open_comparisons=open_comparisons)
+    _fit(
+        spec,
+        trainable,
+        display=display,
+        path=study.path,
+        name=study.next_attempt("confirm"),
+        callbacks=[*before, callback, watch],
+        param_space={"trial": tune.grid_search(todo)},
+    )
+    return callback.completed, callback.failed
 
 
 def _close_study_run(tracker: StudyTracker, study_run: str, *, status: str, study: StudyDir) -> int:
@@ -388,7 +414,7 @@ def _study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cells: l
             params={
                 "spec_name": spec.name,
                 "n_cells": len(cells),
-                "seeds": spec.confirm_seeds,
+                "seeds": spec.confirm.budget.model_dump() if spec.confirm.budget else spec.confirm_seeds,
                 "factors": {k: list(v) for k, v in spec.factors.items()},
                 "dataset": spec.data.dataset,
                 # Every random choice of the study, so a run can be repeated exactly.

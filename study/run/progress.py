@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,7 +57,8 @@ class TrialEnd:
 
 @dataclass
 class StudyProgress:
-    """Counts of one study's trials; `begin` starts a phase (tune, confirm) with its totals."""
+    """Counts of one study's trials; `begin` starts a phase (tune, confirm) or a round of the
+    confirm phase with its totals."""
 
     name: str
     clock: Callable[[], float] = time.monotonic
@@ -65,12 +66,14 @@ class StudyProgress:
     cells: dict[str, CellCount] = field(default_factory=dict)
     durations: list[float] = field(default_factory=list)
     most_running: int = 1
+    stage: str = ""  # where in the phase, e.g. a sequential confirm phase's "round 2 of up to 8, 4 seeds per cell"
+    open_comparisons: tuple[str, ...] = ()  # the comparisons a round runs for (sequential confirm)
 
     def __post_init__(self) -> None:
         self.started = self.phase_started = self.clock()
 
-    def begin(self, phase: str, totals: Mapping[str, int]) -> None:
-        self.phase = phase
+    def begin(self, phase: str, totals: Mapping[str, int], *, stage: str = "", open_comparisons: Sequence[str] = ()) -> None:
+        self.phase, self.stage, self.open_comparisons = phase, stage, tuple(open_comparisons)
         self.cells = {cell: CellCount(total=n) for cell, n in sorted(totals.items())}
         self.durations = []
         self.phase_started = self.clock()

@@ -27,15 +27,19 @@ class TrialCount:
     tune: int
     confirm: int
     seeds: int
+    min_seeds: int | None = None  # a seed budget (sequential confirm): seeds every cell gets; `seeds` is its max
 
     @property
     def total(self) -> int:
         return self.tune + self.confirm
 
     def describe(self) -> str:
-        """'130 trials (10 cells x 10 tune trials + 10 cells x 3 seeds)'."""
+        """'130 trials (10 cells x 10 tune trials + 10 cells x 3 seeds)'; with a seed budget
+        'up to 100 trials (10 cells x 3-10 seeds, sequential)'."""
         tune = f"{self.cells} cells x {self.tune // max(self.cells, 1)} tune trials + " if self.tune else ""
-        return f"{self.total} trials ({tune}{self.cells} cells x {self.seeds} seeds)"
+        if self.min_seeds is None:
+            return f"{self.total} trials ({tune}{self.cells} cells x {self.seeds} seeds)"
+        return f"up to {self.total} trials ({tune}{self.cells} cells x {self.min_seeds}-{self.seeds} seeds, sequential)"
 
 
 def count_trials(spec: StudySpec) -> TrialCount:
@@ -48,7 +52,9 @@ def count_trials(spec: StudySpec) -> TrialCount:
     cells = math.prod(len(values) for values in spec.factors.values())
     seeds = len(spec.confirm_seeds)
     tune = cells * spec.tuning.trials_per_cell if spec.tuning is not None else 0
-    return TrialCount(cells=cells, tune=tune, confirm=cells * seeds, seeds=seeds)
+    budget = spec.confirm.budget
+    return TrialCount(cells=cells, tune=tune, confirm=cells * seeds, seeds=seeds,
+                      min_seeds=budget.min if budget is not None else None)
 
 
 def check_grid_size(spec: StudySpec, *, allow_large: bool) -> TrialCount:

@@ -11,7 +11,8 @@ import inspect
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
-from typing import Annotated, Any, Literal, Union
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from optuna.distributions import FloatDistribution
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -25,7 +26,7 @@ from study.strict import StrictModel
 from study.models import check_input_size, mismatched_arm, resolve_architecture
 from study.perturbations import get_perturbation
 from study.spec.samplers import get_sampler
-from study.spec.tuning import Confirm, Tuning
+from study.spec.tuning import SEED_FORM_TAGS, Confirm, Tuning
 from study.spec.space import distribution_values, grid_size, is_distribution, parse_distribution
 
 ARCHITECTURE = "architecture"
@@ -247,7 +248,8 @@ class StudySpec(_Strict):
     def _seeds_once(self) -> StudySpec:
         if self.seeds is not None and self.confirm.seeds is not None:
             raise ValueError("give the seeds once: top-level seeds (shorthand) or confirm.seeds")
-        _check_seeds(self.confirm.seeds)
+        if self.confirm.budget is None:
+            _check_seeds(self.confirm.seeds)  # type: ignore[arg-type]
         return self
 
     @property
@@ -266,8 +268,12 @@ class StudySpec(_Strict):
 
     @property
     def confirm_seeds(self) -> list[int]:
-        """Seeds every cell's chosen configuration is trained and tested under."""
-        return list(self.confirm.seeds or self.seeds or DEFAULT_SEEDS)
+        """Seeds every cell's chosen configuration is trained and tested under; for a seed budget
+        the most any cell can get (0..max-1, in the order rounds add them)."""
+        budget = self.confirm.budget
+        if budget is not None:
+            return list(range(budget.max))
+        return list(self.confirm.seeds or self.seeds or DEFAULT_SEEDS)  # type: ignore[arg-type]
 
     @property
     def fixed_hyperparameters(self) -> Hyperparameters:
@@ -508,7 +514,7 @@ def _spatial_dims(spec: StudySpec) -> int:
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     """One line for the first validation error: where, what was given, what is accepted."""
     err = exc.errors()[0]
-    parts = [p for p in err["loc"] if not str(p).startswith("function-after")]
+    parts = [p for p in err["loc"] if not str(p).startswith("function-after") and p not in SEED_FORM_TAGS]
     if len(parts) > 1 and parts[0] == "data" and parts[1] in DATASETS:
         del parts[1]  # the discriminated union's tag is noise to the user
     loc = ".".join(str(p) for p in parts)
@@ -526,6 +532,16 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 
 
+def _members(ann: Any) -> list[Any]:
+    """The types an annotation can hold: itself, or the members of its unions (Annotated unwrapped)."""
+    args = get_args(ann)
+    if get_origin(ann) is Annotated:
+        return _members(args[0])
+    if get_origin(ann) in (Union, UnionType):
+        return [m for a in args for m in _members(a)]
+    return [ann]
+
+
 def _model_at(loc: tuple[Any, ...], raw: dict[str, Any]) -> type[BaseModel] | None:
     model: type[BaseModel] = StudySpec
     for part in loc:
@@ -537,7 +553,8 @@ def _model_at(loc: tuple[Any, ...], raw: dict[str, Any]) -> type[BaseModel] | No
             dataset = raw.get("data", {}).get("dataset", "synthetic2d") if isinstance(raw.get("data"), dict) else None
             entry = DATASETS.get(str(dataset))
             ann = entry.config if entry else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        models = [a for a in _members(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) != 1:
             return None
-        model = ann
+        model = models[0]
     return model

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from study.spec.samplers import get_sampler
 from study.strict import StrictModel
@@ -44,7 +44,69 @@ class Tuning(_Strict):
         return name
 
 
-class Confirm(_Strict):
-    """Retrain each cell's chosen hyperparameters under these seeds and test them."""
+class SeedBudget(_Strict):
+    """Confirm seeds as a budget (docs/ARCHITECTURE.md 5, "Sequential confirm"): every cell gets
+    seeds 0..min-1; the cells of comparisons still unresolved then get `step` more seeds a round,
+    in order, up to `max`."""
 
-    seeds: list[int] | None = None
+    min: int = Field(ge=2, le=1000, description="seeds every cell gets in round 1 (an interval needs 2)")
+    max: int = Field(ge=2, le=1000, description="most seeds a cell gets; seeds are 0..max-1 in order")
+    step: int = Field(1, ge=1, le=1000, description="seeds added per round to each cell of an open comparison")
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> SeedBudget:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+    @property
+    def looks(self) -> tuple[int, ...]:
+        """The seed counts the findings are computed at: min, min+step, ..., max (fixed before
+        any result, so the error spending over them is too)."""
+        return (*range(self.min, self.max, self.step), self.max)
+
+
+# The union's tags name the two forms in pydantic's error locations; the spec loader drops them
+# (a space never appears in a key, so no key is mistaken for one).
+SEED_FORM_TAGS = ("seed list", "seed budget")
+SeedForms = Annotated[
+    Union[Annotated[list[int], Tag(SEED_FORM_TAGS[0])], Annotated[SeedBudget, Tag(SEED_FORM_TAGS[1])]],
+    Discriminator(lambda v: SEED_FORM_TAGS[1] if isinstance(v, dict | SeedBudget) else SEED_FORM_TAGS[0]),
+]
+
+
+class Resolve(_Strict):
+    """When a comparison of a sequential confirm phase is resolved (analysis/stats/sequential.py)."""
+
+    margin: float = Field(0.01, ge=0, lt=1, description="|difference| in Dice that does not matter")
+    alpha: float = Field(0.05, gt=0, le=0.5, description="error rate per comparison, spent over all looks")
+
+
+class Confirm(_Strict):
+    """Retrain each cell's chosen hyperparameters under these seeds and test them: a fixed list,
+    or a budget `{min, max, step}` spent where the comparisons are not yet resolved (`resolve`)."""
+
+    seeds: SeedForms | None = None
+    resolve: Resolve | None = None
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _list_or_budget(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, list | dict | SeedBudget):
+            raise ValueError("takes a list of seeds, e.g. [0, 1, 2], or a budget, e.g. {min: 3, max: 12}")
+        return v
+
+    @model_validator(mode="after")
+    def _resolve_needs_budget(self) -> Confirm:
+        if self.resolve is not None and not isinstance(self.seeds, SeedBudget):
+            raise ValueError("resolve: only with a seed budget (seeds: {min: 3, max: 12}); a seed list is run as given")
+        return self
+
+    @property
+    def budget(self) -> SeedBudget | None:
+        """The seed budget of a sequential confirm phase; None for a fixed list."""
+        return self.seeds if isinstance(self.seeds, SeedBudget) else None
+
+    @property
+    def resolution(self) -> Resolve:
+        return self.resolve or Resolve()

@@ -85,6 +85,14 @@ def trial_key(phase: str, cell: str, *, seed: int, optuna_trial: int | None = No
     return f"{phase}|{cell}|{which}"
 
 
+def confirm_trial_of(key: str) -> tuple[str, int] | None:
+    """(cell, seed) of a confirm-phase key from `trial_key`; None for other keys."""
+    phase, cell, which = key.split("|")
+    if phase != M.PHASE_CONFIRM or not which.startswith("seed="):
+        return None
+    return cell, int(which.removeprefix("seed="))
+
+
 def optuna_trial_of(key: str) -> tuple[str, int] | None:
     """(cell, Optuna trial number) of a tune-phase key from `trial_key`; None for other keys."""
     phase, cell, which = key.split("|")

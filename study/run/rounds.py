@@ -1,0 +1,257 @@
+"""The confirm phase as rounds, for a spec whose confirm seeds are a budget (`analysis.stats.sequential`).
+
+Round 1 trains every cell under seeds 0..min-1. After each round the driver replays the sequential
+procedure over every confirm trial that ended and runs the seeds it asks for next, one `Tuner.fit`
+per round (`study.run.engine._fit`, so a stop ends the round and no later one starts), until every
+comparison is resolved or the open ones' cells have `max` seeds.
+
+What a decision reads is kept in the study folder (`confirm_scores.jsonl`: one line per ended
+confirm trial, its clean per-image Dice and the learning gate's verdict), written by the driver
+before the trial's MLflow run is closed. So rounds are decided without reading MLflow (a tracking
+server that is away only fills the outbox), and a resumed driver re-derives its round from the
+trials that are done: lines of trials `reconcile` did not count as done are dropped (those trials
+run again), and a done trial without a line is read back from its MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from analysis.stats.sequential import NOT_LEARNED, Observed, SequentialState, comparisons, design_of, replay
+from study import metrics_names as M
+from study.run.reconcile import Reconciled, study_trial_runs
+from study.run.tune_report import checkpoint_dir, failure_of
+from study.spec import StudySpec
+from study.spec.cells import Cell, cell_key
+from study.tracking import StudyTracker
+from study.training import TrialPlan
+from study.training.plan import confirm_trial_of
+
+SCORES_FILE = "confirm_scores.jsonl"
+TAG_LIMIT = 5000  # characters of the round-state tag (MLflow's limit is larger; the tag is a summary)
+
+# fit(trials, stage, open comparisons) runs one round and returns (trials ended, trials failed).
+FitRound = Callable[[list[dict[str, Any]], str, Sequence[str]], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Ended:
+    """One ended confirm trial: clean Dice per test image (None: failed, nothing scored) and the
+    learning gate's verdict (None: no verdict)."""
+
+    key: str
+    cell: str
+    seed: int
+    scores: dict[str, float] | None
+    learned: bool | None
+
+
+class ConfirmScores:
+    """`confirm_scores.jsonl` in a study folder: appended one line per ended trial, flushed to
+    disk at once; a line cut by a kill is skipped when read."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / SCORES_FILE
+
+    def record(self, ended: Ended) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(asdict(ended)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self) -> dict[str, Ended]:
+        """Trial key -> its line (the last, if a trial that ran again wrote two)."""
+        if not self.path.is_file():
+            return {}
+        out = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                ended = Ended(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue  # the tail of a line a kill cut
+            out[ended.key] = ended
+        return out
+
+    def keep(self, ended: Iterable[Ended]) -> None:
+        """Rewrite the file with these lines only (atomically: a kill leaves the old file)."""
+        tmp = self.path.with_name(f".{SCORES_FILE}.tmp")
+        tmp.write_text("".join(json.dumps(asdict(e)) + "\n" for e in ended))
+        os.replace(tmp, self.path)
+
+
+class ScoresCallback(tune.Callback):
+    """Tune driver callback: records each ended confirm trial in `ConfirmScores`. Put it before
+    the tracking callback, so a trial whose run is closed always has its line."""
+
+    def __init__(self, store: ConfirmScores, spec: StudySpec) -> None:
+        self.store, self.spec = store, spec
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        final = trial.last_result or {}
+        scores, learned = None, None
+        if not failure_of(final):
+            directory = checkpoint_dir(trial)
+            if directory is not None and (directory / M.PER_IMAGE_FILE).is_file():
+                scores = clean_scores(pd.read_csv(directory / M.PER_IMAGE_FILE))
+            learned = bool(final[M.LEARNED]) if M.LEARNED in final else None
+        self._record(trial, scores, learned)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._record(trial, None, None)
+
+    def _record(self, trial: Any, scores: dict[str, float] | None, learned: bool | None) -> None:
+        plan = TrialPlan.from_config(self.spec, trial.config)
+        self.store.record(Ended(plan.key, plan.cell_key, plan.seed, scores, learned))
+
+
+def clean_scores(per_image: pd.DataFrame) -> dict[str, float]:
+    """Clean Dice per test image of one trial's per_image.csv."""
+    clean = per_image[per_image["condition"] == M.CLEAN]
+    return {str(image): float(dice) for image, dice in zip(clean["image_id"], clean["dice"], strict=True)}
+
+
+def observed(ended: Iterable[Ended]) -> Observed:
+    """The ended trials as the sequential procedure reads them."""
+    ended = list(ended)
+    rows = [(e.cell, e.seed, image, dice) for e in ended if e.scores for image, dice in e.scores.items()]
+    frame = pd.DataFrame(rows, columns=["cell", "seed", "image_id", "dice"]).assign(condition=M.CLEAN)
+    return Observed.from_rows(frame, ended=[(e.cell, e.seed) for e in ended],
+                              not_learned=[(e.cell, e.seed) for e in ended if e.learned is False])
+
+
+def restore(store: ConfirmScores, done: Reconciled, *, tracker: StudyTracker, study_run: str) -> dict[str, Ended]:
+    """The ended confirm trials a (resumed) study starts from: its lines of trials that are done,
+    done trials without a line read back from MLflow, and the file rewritten to just these."""
+    lines = store.read()
+    keys = {key for key in done.done if confirm_trial_of(key) is not None}
+    kept = {key: lines[key] for key in keys if key in lines}
+    if keys - kept.keys():
+        kept.update(_from_mlflow(tracker, study_run, keys - kept.keys()))
+    store.keep(kept.values())
+    return kept
+
+
+def _from_mlflow(tracker: StudyTracker, study_run: str, keys: set[str]) -> dict[str, Ended]:
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="segstudy-rounds-") as tmp:
+        for run in study_trial_runs(tracker, study_run):
+            key = run.data.tags.get(M.TRIAL_KEY_TAG)
+            if key not in keys:
+                continue
+            cell, seed = confirm_trial_of(key)  # type: ignore[misc]
+            scores, learned = None, None
+            if run.info.status == "FINISHED":
+                local = tracker.client.download_artifacts(run.info.run_id, M.PER_IMAGE_FILE, str(Path(tmp) / run.info.run_id))
+                scores = clean_scores(pd.read_csv(local))
+                verdict = run.data.tags.get(M.LEARNED_TAG)
+                learned = None if verdict is None else verdict == "true"
+            out[key] = Ended(key, cell, seed, scores, learned)
+    return out
+
+
+@dataclass(frozen=True)
+class RoundsOutcome:
+    """What the rounds of this driver did, and where the procedure stands."""
+
+    completed: int
+    failed: int
+    state: SequentialState
+    stalled: bool = False  # a round ended with trials it needed neither finished nor failed
+
+
+def confirm_rounds(
+    spec: StudySpec,
+    cells: Sequence[Cell],
+    chosen: Mapping[str, dict[str, Any]],
+    ended: dict[str, Ended],
+    *,
+    store: ConfirmScores,
+    slots: int,
+    fit: FitRound,
+    announce: Callable[[SequentialState], None],
+) -> RoundsOutcome:
+    """Run rounds until the procedure is finished (every comparison decided, or max seeds).
+
+    Args:
+        cells: the study's cells; those without a chosen configuration (`chosen`) are left out.
+        ended: the confirm trials that ended before (`restore`).
+        store: where the rounds' trials record themselves (`ScoresCallback`).
+        slots: trials the cluster runs at once (a short round is filled with later looks' seeds).
+        fit: runs one round's trials (raises `process_state.Interrupted` after a stop).
+        announce: told the state after every decision (console, study run tag).
+    """
+    design = design_of(spec.confirm)
+    assert design is not None, "confirm_rounds needs a seed budget"
+    by_key = {cell_key(c): c for c in cells if cell_key(c) in chosen}
+    comps = comparisons(by_key, reference=spec.evaluation.reference_arm)
+    completed = failed = 0
+    before: SequentialState | None = None
+    while True:
+        state = replay(design, comps, observed(ended.values()), cells=sorted(by_key))
+        announce(state)
+        if state.finished:
+            return RoundsOutcome(completed, failed, state)
+        if before is not None and (before.round, before.missing) == (state.round, state.missing):
+            cut = ", ".join(f"{cell} seed={seed}" for cell, seeds in sorted(state.missing.items()) for seed in seeds)
+            warnings.warn(f"sequential confirm, round {state.round}: {cut} ended neither finished nor failed; "
+                          "no further round was started (segstudy resume runs them again)", stacklevel=2)
+            return RoundsOutcome(completed, failed, state, stalled=True)
+        todo = [
+            TrialPlan.config(by_key[cell], seed=seed, phase=M.PHASE_CONFIRM, hparams=chosen[cell])["trial"]
+            for cell, seed in state.next_trials(slots=slots)
+        ]
+        ran, lost = fit(todo, stage_text(state), [d.comparison.label for d in state.open] if state.round > 1 else [])
+        completed, failed = completed + ran, failed + lost
+        ended.update(store.read())
+        before = state
+
+
+def announce(state: SequentialState, *, tracker: StudyTracker, study_run: str, console: Any) -> None:
+    """A state after a decision: the study run's tag (`round_tag`) and the console: the design
+    before round 1, then what each round resolved, and every decision at the end."""
+    tracker.set_tags(study_run, round_tag(state))
+    if state.round == 1 and not state.finished:
+        console.note(f"sequential confirm: {state.design.describe()}")
+        return
+    console.note(f"sequential confirm, {state.summary()}")
+    if state.finished:
+        for decision in state.decisions:
+            console.note(f"  {decision.line(state.design)}")
+
+
+def stage_text(state: SequentialState) -> str:
+    """'round 2 of up to 8, 4 seeds per cell'."""
+    looks = state.design.looks
+    return f"round {state.round} of up to {len(looks)}, {looks[state.round - 1]} seeds per cell"
+
+
+def round_tag(state: SequentialState) -> dict[str, str]:
+    """The study run's tag with the round state (`segstudy status` shows it), within TAG_LIMIT:
+    the seeds asked per cell and the open comparisons are left out first when it would not fit."""
+    value: dict[str, Any] = {
+        "round": state.round, "rounds": len(state.design.looks), "seeds": state.design.looks[state.round - 1],
+        "finished": state.finished, "comparisons": len(state.decisions), "resolved": len(state.resolved),
+        "not_learned": sum(d.outcome == NOT_LEARNED for d in state.decisions),
+        "open": [d.comparison.label for d in state.open], "due": state.due,
+    }
+    text = json.dumps(value, sort_keys=True)
+    if len(text) > TAG_LIMIT:
+        del value["due"]
+    while len(text := json.dumps(value, sort_keys=True)) > TAG_LIMIT and value["open"]:
+        value["open"] = value["open"][:-1]
+        value["more_open"] = len(state.open) - len(value["open"])
+    return {M.ROUNDS_TAG: text}
+
+
+__all__ = ["ConfirmScores", "Ended", "RoundsOutcome", "ScoresCallback", "announce", "confirm_rounds", "observed",
+           "restore", "round_tag", "stage_text"]
