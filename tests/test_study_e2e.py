@@ -257,7 +257,7 @@ def check_predict_2d(uri: str, tmp_path) -> None:
     two = tmp_path / "two_channels.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((32, 32, 1, 2), np.float32), np.eye(4)), two)
     for bad, expected in ((odd, "image of spatial size [33, 31]: this U-Net needs every patch/image dimension to be "
-                                "divisible by 4"), (two, "does not suit a 2D model with 1 input channel(s)")):
+                                "a multiple of 4"), (two, "does not suit a 2D model with 1 input channel(s)")):
         out_path = tmp_path / ("bad.png" if bad.suffix == ".png" else "bad.nii.gz")
         proc = run_app("predict", "--model", run.info.run_id, "--input", str(bad), "--output", str(out_path),
                        "--tracking-uri", uri, cwd=tmp_path)
