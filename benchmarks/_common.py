@@ -49,7 +49,7 @@ def timed_study(
     from mlflow.tracking import MlflowClient
 
     from study import metrics_names as M
-    from study.run.engine import run_study
+    from study.run.driver.engine import run_study
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{store or Path(tmp) / 'mlflow.db'}"

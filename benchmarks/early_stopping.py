@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import record  # noqa: E402
 from study import metrics_names as M  # noqa: E402
-from study.run.engine import run_study  # noqa: E402
+from study.run.driver.engine import run_study  # noqa: E402
 
 SPEC = ROOT / "benchmarks" / "specs" / "early_stopping.yaml"
 

@@ -91,8 +91,8 @@ def validate(spec: SpecArg, allow_large_grid: LargeGridOpt = False) -> None:
     parsed = load_spec(spec)
     n_cells = check_grid_size(parsed, allow_large=allow_large_grid).cells  # before any data is built
     check_data(parsed)
-    from study.run.engine import local_trials_at_once, prepared_data  # torch and MONAI: only once the spec itself is sound
-    from study.run.preflight import plan_line
+    from study.run.driver.engine import local_trials_at_once, prepared_data  # torch and MONAI: only once the spec itself is sound
+    from study.run.driver.preflight import plan_line
 
     data, checked = prepared_data(parsed)  # what run checks, validate checks: data built, one step per network input
     seeds = parsed.confirm_seeds
@@ -127,7 +127,7 @@ def run(
     allow_large_grid: LargeGridOpt = False,
 ) -> None:
     """Run every cell x seed of the study and track it in MLflow."""
-    from study.run.engine import run_study
+    from study.run.driver.engine import run_study
 
     _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose,
                         allow_large_grid=allow_large_grid))
@@ -152,7 +152,7 @@ def resume(
     verbose: VerboseOpt = False,
 ) -> None:
     """Continue a study whose driver was killed or stopped: finished trials are kept, the rest run."""
-    from study.run.engine import resume_study
+    from study.run.driver.engine import resume_study
 
     _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose))
 
@@ -165,7 +165,7 @@ def sync(
     storage: StorageOpt = None,
 ) -> None:
     """Deliver tracking writes kept while the MLflow server was unreachable."""
-    from study.run.engine import sync_study
+    from study.run.driver.engine import sync_study
 
     sent, left = sync_study(study, storage=storage, tracking_uri=tracking_uri)
     say(f"delivered {sent} kept tracking write(s); {left} still waiting")
@@ -238,7 +238,7 @@ def submit(
     allow_large_grid: LargeGridOpt = False,
 ) -> None:
     """Submit the study as a Ray job, stream its logs, exit with its status."""
-    from study.run.submit import submit_study
+    from study.run.cluster.submit import submit_study
 
     job_id, status = submit_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, follow=not no_follow,
                                   allow_large_grid=allow_large_grid)

@@ -189,7 +189,7 @@ RECOVERED_TAG = "segstudy.recovered"  # closed by resume from the Optuna record 
 LEARNED_TAG = "segstudy.learned"  # "true"/"false": the learning gate's verdict on a confirm trial
 LEARNING_ISSUE_TAG = "segstudy.learning_issue"  # why the gate said "false" (study.training.learning)
 RETRIED_TAG = "segstudy.retried"  # a failed attempt that Tune retried (max_failures); not a result
-ROUNDS_TAG = "segstudy.rounds"  # JSON on the study run: a sequential confirm phase's round state (study/run/rounds.py)
+ROUNDS_TAG = "segstudy.rounds"  # JSON on the study run: a sequential confirm phase's round state (study/run/driver/rounds.py)
 # On the study run: running | finished | failed | interrupted (stopped by SIGINT/SIGTERM; MLflow
 # status KILLED; `segstudy resume` continues it). STOP_SIGNAL_TAG names the signal.
 STATE_TAG = "segstudy.state"

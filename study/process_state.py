@@ -46,7 +46,7 @@ def quiet_tune_loggers() -> None:
 
 def let_tune_use_prestarted_workers() -> None:
     """Drop Tune's fixed PL_DISABLE_FORK actor variable so trainable actors can take Ray's
-    prestarted workers (see study/run/warm_workers.py for why that matters).
+    prestarted workers (see study/run/cluster/warm_workers.py for why that matters).
 
     Ray hands a prestarted worker only to an actor whose runtime_env is empty; PL_DISABLE_FORK is a
     PyTorch Lightning switch segstudy never needs. Variables Tune propagates from the driver's

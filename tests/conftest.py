@@ -327,7 +327,7 @@ class BackgroundStudy:
     def __init__(self, spec: Path, *, address: str, tracking_uri: str, storage: Path) -> None:
         import threading
 
-        from study.run.engine import run_study
+        from study.run.driver.engine import run_study
 
         self.tracking_uri, self.storage = tracking_uri, storage
         self.outcome: dict = {}

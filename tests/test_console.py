@@ -12,9 +12,9 @@ import pytest
 
 from analysis.commands.study_summary import StudySummary, cell_table, summary_lines
 from study.process_state import route_library_output
-from study.run.console import LiveConsole, PlainConsole, duration, make_console, status_line, trial_line
-from study.run.library_log import LOG_FILE, LibraryLog
-from study.run.progress import DONE, FAILED, STOPPED, StudyProgress, TrialEnd
+from study.run.display.console import LiveConsole, PlainConsole, duration, make_console, status_line, trial_line
+from study.run.display.library_log import LOG_FILE, LibraryLog
+from study.run.display.progress import DONE, FAILED, STOPPED, StudyProgress, TrialEnd
 
 
 class Clock:
@@ -148,7 +148,7 @@ def test_library_output_goes_to_the_log_and_our_warnings_stay(monkeypatch, capsy
             warnings.warn_explicit("Add type hints to the `predict` method", UserWarning,
                                    "/x/site-packages/mlflow/pyfunc/utils/data_validation.py", 187)
             # One raised in segstudy's own code is the user's to act on: it stays on the console.
-            warnings.warn_explicit("smoke: 1 confirmation seed(s)", UserWarning, __import__("study.run.engine").run.engine.__file__, 1)
+            warnings.warn_explicit("smoke: 1 confirmation seed(s)", UserWarning, __import__("study.run.driver.engine").run.driver.engine.__file__, 1)
     finally:
         undo()
     logged = sink.getvalue()

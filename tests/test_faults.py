@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from study import metrics_names as M
-from study.run.engine import run_study
+from study.run.driver.engine import run_study
 from study.spec import load_spec
 from study.training.study_data import build_study_data
 from study.spec.cells import expand_cells

@@ -200,7 +200,7 @@ def test_gpu_spec_validates_on_cpu(tmp_path):
 
 
 def test_study_gpu_figures_weigh_trials_and_skip_cpu_ones():
-    from study.run.gpu_summary import study_gpu_figures
+    from study.run.record.gpu_summary import study_gpu_figures
 
     trials = [
         {M.GPU_UTIL_MEAN: 80.0, M.GPU_UTIL_SAMPLES: 30.0, M.GPU_PEAK_MEMORY: 500.0},
@@ -249,7 +249,7 @@ def test_status_of_a_cpu_study_has_no_gpu_column(tmp_path):
 
 
 def test_warm_cuda_is_a_no_op_without_exactly_one_gpu(monkeypatch):
-    import study.run.warm_cuda as warm
+    import study.run.cluster.warm_cuda as warm
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert warm.one_gpu_visible() is False and warm.warm_cuda() is False

@@ -136,7 +136,7 @@ def test_predict_input_refusals_name_the_input(tmp_path, make, expected):
 def test_run_refused_by_the_preflight_leaves_no_store(ray_head, write_spec, tmp_path, monkeypatch):
     """The tracking store is made by the first write, after every check: a study the preflight
     refuses (after Ray is up) leaves no SQLite store and no study folder."""
-    import study.run.preflight as preflight
+    import study.run.driver.preflight as preflight
 
     real = preflight.build_network
 

@@ -54,7 +54,7 @@ def test_a_run_created_offline_gets_its_later_writes_once_the_server_is_back(tmp
 def test_resume_deletes_the_registry_versions_of_the_runs_it_discards(tmp_path):
     """A driver killed after registering a model but before closing its run: resume deletes the run
     and its version, so the registry never serves a model whose run is gone."""
-    from study.run.reconcile import reconcile
+    from study.run.record.reconcile import reconcile
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = StudyTracker(uri, "killed")

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import BIN, ROOT, BackgroundStudy, TrackingServer, run_app, two_cell_spec
 from study import metrics_names as M
-from study.run.engine import run_study
+from study.run.driver.engine import run_study
 from study.serving.mlflow_model import registered_model_name
 from study.tracking import StudyTracker
 from study.tracking.outbox import Outbox

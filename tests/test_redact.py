@@ -172,7 +172,7 @@ def test_tags_params_log_and_warnings_are_masked(tmp_path):
     texts = [*stored.data.params.values(), *stored.data.tags.values()]
     assert all(SECRET not in t for t in texts) and any("token=***" in t for t in texts)
 
-    from study.run.library_log import LibraryLog
+    from study.run.display.library_log import LibraryLog
 
     log = LibraryLog()
     log.write(f"INFO ray: connecting to ray://u:{SECRET}@head:10001\n")

@@ -15,9 +15,9 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution
 
 from study import metrics_names as M
-from study.run.engine import run_study
+from study.run.driver.engine import run_study
 from study.errors import SegstudyError
-from study.run.searcher import CellSearcher
+from study.run.tune.searcher import CellSearcher
 from conftest import BIN, ROOT, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")

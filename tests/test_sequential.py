@@ -1,4 +1,4 @@
-"""The sequential confirm phase (analysis/stats/sequential.py, study/run/rounds.py): which cells get
+"""The sequential confirm phase (analysis/stats/sequential.py, study/run/driver/rounds.py): which cells get
 the next seed on known numbers, the error rate under optional stopping by simulation with the same
 inference, and a real study stopped and killed in the middle of its rounds, then resumed."""
 
@@ -23,7 +23,7 @@ from analysis.stats.sequential import (
 )
 from conftest import BIN, ROOT
 from study import metrics_names as M
-from study.run.rounds import ConfirmScores, Ended, confirm_rounds, observed
+from study.run.driver.rounds import ConfirmScores, Ended, confirm_rounds, observed
 from study.spec import load_spec
 from study.spec.cells import cell_key, expand_cells
 

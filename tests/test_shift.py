@@ -182,7 +182,7 @@ def test_shift_study_end_to_end(ray_head, write_spec, tmp_path):
     (train, test) pair, the shifted metrics in MLflow, the analyze table and the report section."""
     from analysis.commands.analyze import analyze
     from analysis.commands.report import build_report
-    from study.run.engine import run_study
+    from study.run.driver.engine import run_study
 
     spec = write_spec(
         name="shiftsmoke", training__epochs=2, evaluation__perturbations=["gaussian_noise"],

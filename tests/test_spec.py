@@ -227,7 +227,7 @@ def test_bad_3d_spec(write_spec, overrides, expected):
 
 def test_validate_trains_one_step_per_network_input_and_names_the_failing_cell(write_spec, monkeypatch):
     """A network that cannot take the study's data fails every trial; validate (and run) say so first."""
-    import study.run.preflight as preflight
+    import study.run.driver.preflight as preflight
 
     real = preflight.build_network
 

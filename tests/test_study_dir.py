@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SMOKE, run_app
 from study.errors import SegstudyError
-from study.run.study_dir import LOCK, MANIFEST, OPTUNA_DB, StudyDir
+from study.run.record.study_dir import LOCK, MANIFEST, OPTUNA_DB, StudyDir
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_live_driver_holds_the_lock_and_a_dead_one_does_not(study):
     """A real second process holds the lock; once it is SIGKILLed, the kernel releases it."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from study.run.study_dir import StudyDir\n"
+         "import sys, time; from pathlib import Path; from study.run.record.study_dir import StudyDir\n"
          f"with StudyDir(Path({str(study.path)!r})).driving():\n    print('held', flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True,
     )

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, SMOKE, run_app, run_cli
 from study import metrics_names as M
-from study.run.engine import run_study
+from study.run.driver.engine import run_study
 from study.conformal.calibrate import BOUND, BOUND_COLUMNS, COVERED
 from study.errors import SegstudyError
 from study.serving.mlflow_model import registered_model_name

@@ -99,7 +99,7 @@ def test_cosine_schedule_decays_to_zero_and_constant_keeps_the_rate():
 
 def test_an_error_of_the_trials_own_code_ends_it_failed_without_a_retry(monkeypatch):
     """Raised, Tune would retry it max_failures times; reported as the last result, it is FAILED once."""
-    import study.run.trainable as trainable
+    import study.run.tune.trainable as trainable
 
     failed: list[str] = []
     monkeypatch.setattr(trainable.EpochReporter, "failed", lambda self, reason, metrics: failed.append(reason))

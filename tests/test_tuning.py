@@ -11,8 +11,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from study.spec.cells import cell_key
-from study.run.scheduler import PerCellScheduler
-from study.run.searcher import CellSearcher
+from study.run.tune.scheduler import PerCellScheduler
+from study.run.tune.searcher import CellSearcher
 from study.spec.space import parse_distribution
 
 CELLS = [{"architecture": "unet", "alpha": 0.2}, {"architecture": "noskip_unet", "alpha": 0.9}]

@@ -1,4 +1,4 @@
-"""Trials must be able to start in Ray's prestarted, preloaded workers (study.run.warm_workers)."""
+"""Trials must be able to start in Ray's prestarted, preloaded workers (study.run.cluster.warm_workers)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import importlib.util
 import pytest
 from ray.tune.execution import class_cache
 
-from study.run.engine import local_trials_at_once
+from study.run.driver.engine import local_trials_at_once
 from study.spec import StudySpec, load_spec
 from study.process_state import let_tune_use_prestarted_workers
-from study.run.warm_workers import PRELOAD, local_ray_config
+from study.run.cluster.warm_workers import PRELOAD, local_ray_config
 from conftest import SMOKE, SMOKE_TUNING
 
 

@@ -1,7 +1,7 @@
 """One trial's work, without Ray or MLflow: build the cell's network, train, validate, test.
 
 `run_plan` is what a confirm trial does and `train_plan` what a tune trial does; the Ray trainable
-(`study.run.trainable`) and the benchmarks call them with data built once. The errors below are the
+(`study.run.tune.trainable`) and the benchmarks call them with data built once. The errors below are the
 ones a trial ends FAILED with instead of being retried.
 """
 

@@ -22,8 +22,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from study.run.library_log import LibraryLog
-from study.run.progress import FAILED, ProgressCallback, StudyProgress, TrialEnd
+from study.run.display.library_log import LibraryLog
+from study.run.display.progress import FAILED, ProgressCallback, StudyProgress, TrialEnd
 from study.spec import StudySpec
 
 PROGRESS_EVERY_S = 30.0

@@ -2,7 +2,7 @@
 
 Round 1 trains every cell under seeds 0..min-1. After each round the driver replays the sequential
 procedure over every confirm trial that ended and runs the seeds it asks for next, one `Tuner.fit`
-per round (`study.run.engine._fit`, so a stop ends the round and no later one starts), until every
+per round (`study.run.driver.engine._fit`, so a stop ends the round and no later one starts), until every
 comparison is resolved or the open ones' cells have `max` seeds.
 
 What a decision reads is kept in the study folder (`confirm_scores.jsonl`: one line per ended
@@ -29,8 +29,8 @@ from ray import tune
 
 from analysis.stats.sequential import NOT_LEARNED, Observed, SequentialState, comparisons, design_of, replay
 from study import metrics_names as M
-from study.run.reconcile import Reconciled, study_trial_runs
-from study.run.tune_report import checkpoint_dir, failure_of
+from study.run.record.reconcile import Reconciled, study_trial_runs
+from study.run.tune.tune_report import checkpoint_dir, failure_of
 from study.spec import StudySpec
 from study.spec.cells import Cell, cell_key
 from study.tracking import StudyTracker

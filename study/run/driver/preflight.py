@@ -27,7 +27,7 @@ from study import process_state
 from study.data import LevelData, Split
 from study.errors import SegstudyError, first_line
 from study.models import build_network
-from study.run.console import duration
+from study.run.display.console import duration
 from study.spec import ARCHITECTURE, StudySpec, count_trials
 from study.spec.cells import cell_key, expand_cells
 from study.training import TrialPlan, build_loss

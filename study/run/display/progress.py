@@ -1,7 +1,7 @@
 """Where a running study stands: trials per phase and cell, elapsed time and an ETA.
 
 `StudyProgress` is plain state, fed by `ProgressCallback` (Tune's driver callbacks) and drawn by
-`study.run.console`; it never touches Ray itself, so a test can drive it by hand.
+`study.run.display.console`; it never touches Ray itself, so a test can drive it by hand.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from ray import tune
 
 from study import metrics_names as M
-from study.run.tune_callback import error_reason
-from study.run.tune_report import failure_of, stopped_early
+from study.run.tune.tune_callback import error_reason
+from study.run.tune.tune_report import failure_of, stopped_early
 from study.spec import StudySpec
 from study.training import TrialPlan
 
@@ -127,7 +127,7 @@ class StudyProgress:
 
 
 class ProgressSink(Protocol):
-    """What the console offers the callback (see study.run.console)."""
+    """What the console offers the callback (see study.run.display.console)."""
 
     def phase_started(self, progress: StudyProgress) -> None: ...
     def trial_ended(self, progress: StudyProgress, end: TrialEnd) -> None: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from study import metrics_names as M
-from study.run.reconcile import study_trial_runs
+from study.run.record.reconcile import study_trial_runs
 from study.tracking import StudyTracker
 from study.training.gpu_monitor import weighted_mean
 

@@ -2,7 +2,7 @@
 
 Issue 17 measured the first trial of each worker on an H200 about 18 s slower than the rest: worker
 start, imports, then the CUDA context, cuDNN/cuBLAS loading and the first kernels. Ray imports this
-module in its idle workers (study/run/warm_workers.py PRELOAD) while the driver builds the data, so
+module in its idle workers (study/run/cluster/warm_workers.py PRELOAD) while the driver builds the data, so
 a trial placed there finds CUDA ready.
 
 Only where that is safe: CUDA fixes the devices a process can see when it initialises, and Ray

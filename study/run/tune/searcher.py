@@ -26,7 +26,7 @@ from study import process_state
 from study.errors import SegstudyError
 from study.spec.cells import Cell, cell_key
 from study.spec.samplers import get_sampler, make_sampler
-from study.run.tune_report import FAILURE
+from study.run.tune.tune_report import FAILURE
 from study.training.plan import TrialPlan
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class CellSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if process_state.stop_requested():
-            return None  # the phase is ending (study.run.stopping): no trial is asked that would only be cut
+            return None  # the phase is ending (study.run.tune.stopping): no trial is asked that would only be cut
         remaining = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
         if not remaining:
             return Searcher.FINISHED

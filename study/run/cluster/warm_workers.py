@@ -1,6 +1,6 @@
 """Let trials start in Ray workers that have already imported torch, MONAI and the trainable.
 
-A fresh Python worker spends 5-7 s importing `study.run.trainable` (MONAI imports all its
+A fresh Python worker spends 5-7 s importing `study.run.tune.trainable` (MONAI imports all its
 submodules, mlflow and matplotlib among them) before its first epoch; Tune then waits for it.
 Ray starts one idle worker per trial slot when a node starts, and can import modules in them
 right away (`preload_python_modules`), while the driver builds the data and sets up MLflow.
@@ -20,7 +20,7 @@ from typing import Any
 
 # warm_cuda: on a node with one GPU, the CUDA context and cuDNN are ready before the first trial
 # is placed (issue 17: ~18 s per worker on an H200); a no-op elsewhere.
-PRELOAD = ("study.run.trainable", "study.run.warm_cuda")
+PRELOAD = ("study.run.tune.trainable", "study.run.cluster.warm_cuda")
 
 
 def local_ray_config(trials_at_once: int) -> dict[str, Any]:

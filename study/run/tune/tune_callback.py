@@ -18,7 +18,7 @@ from study.serving.package import ARCHITECTURE_FILE, CALIBRATION_FILE
 from study.spec import StudySpec
 from study.tracking import StudyTracker
 from study.training import TrialPlan
-from study.run.tune_report import HISTORY, checkpoint_dir, failure_of, stopped_early
+from study.run.tune.tune_report import HISTORY, checkpoint_dir, failure_of, stopped_early
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class TrackingCallback(tune.Callback):
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         # A run still open here belongs to a trial that never ended: the phase was stopped
-        # (study.run.stopping). KILLED, not a result; resume deletes it and runs the trial again.
+        # (study.run.tune.stopping). KILLED, not a result; resume deletes it and runs the trial again.
         for run_id in self.runs.values():
             self.tracker.finish(run_id, failed_reason="interrupted: the study was stopped; resume runs the trial again",
                                 status="KILLED")

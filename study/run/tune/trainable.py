@@ -17,7 +17,7 @@ import pandas as pd
 
 from study import metrics_names as M
 from study.errors import first_line
-from study.run.tune_report import EpochReporter
+from study.run.tune.tune_report import EpochReporter
 from study.data import DATASETS, LevelData
 from study.serving import Preprocessing, write_package
 from study.spec import StudySpec

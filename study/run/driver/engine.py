@@ -31,26 +31,26 @@ from study.spec.cells import cell_key, expand_cells
 from study.errors import SegstudyError, first_line
 from study.paths import output_folder
 from study.redact import mask_uri
-from study.run.preflight import Preflight, plan_line, preflight
-from study.run.ray_reaper import reap_on_exit
-from study.run.reconcile import reconcile, study_trial_runs
+from study.run.driver.preflight import Preflight, plan_line, preflight
+from study.run.cluster.ray_reaper import reap_on_exit
+from study.run.record.reconcile import reconcile, study_trial_runs
 from study.spec import StudySpec, check_data, check_grid_size, load_spec
 from study.training.study_data import build_study_data, summarise_data
-from study.run.study_dir import OPTUNA_DB, StudyDir
+from study.run.record.study_dir import OPTUNA_DB, StudyDir
 from study.tracking import StudyTracker, resolve_tracking_uri
-from study.run.trainable import train_trial
+from study.run.tune.trainable import train_trial
 from study.training import TrialPlan
 from study.training.plan import optuna_trial_of, trial_key
-from study.run.tune_callback import TrackingCallback
-from study.run.tune_report import LastResultFile
-from study.run.scheduler import PerCellScheduler
-from study.run.searcher import CellSearcher
-from study.run.gpu_summary import log_study_gpu
-from study.run.warm_workers import local_ray_config
-from study.run.console import Display, StudyConsole, stopping_line
-from study.run.stopping import PhaseStopper
-from study.run.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
-from study.run.library_log import library_output
+from study.run.tune.tune_callback import TrackingCallback
+from study.run.tune.tune_report import LastResultFile
+from study.run.tune.scheduler import PerCellScheduler
+from study.run.tune.searcher import CellSearcher
+from study.run.record.gpu_summary import log_study_gpu
+from study.run.cluster.warm_workers import local_ray_config
+from study.run.display.console import Display, StudyConsole, stopping_line
+from study.run.tune.stopping import PhaseStopper
+from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
+from study.run.display.library_log import library_output
 from study.process_state import route_ray_worker_output
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def run_study(
 
 def prepared_data(spec: StudySpec) -> tuple[Any, Preflight]:
     """The study's data, built once, after one training step per network input passed on it
-    (`study.run.preflight`): a deterministic failure is a one-line error before Ray starts.
+    (`study.run.driver.preflight`): a deterministic failure is a one-line error before Ray starts.
     Returns the data and the preflight's record (its step times give the study's estimate)."""
     t0 = time.perf_counter()
     data = build_study_data(spec)
@@ -226,7 +226,7 @@ def _storage(storage: str | Path | None) -> Path:
 
 def connect_ray(address: str | None, *, trials_at_once: int = 1) -> bool:
     """Join `address` or start a local Ray whose idle workers preload the trainable (see
-    study.run.warm_workers); returns True when this call started it.
+    study.run.cluster.warm_workers); returns True when this call started it.
 
     Without an address Ray is always started here (`address="local"`): a bare `ray.init()` joins
     whatever cluster a `ray start` left on this machine (/tmp/ray/ray_current_cluster) or
@@ -310,7 +310,7 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
                 study.update(chosen=chosen)
         confirm = functools.partial(_confirm_fit, spec, trainable, tracker=tracker, study=study, display=display)
         stalled = False
-        if spec.confirm.budget is not None:  # rounds until every comparison is resolved (study/run/rounds.py)
+        if spec.confirm.budget is not None:  # rounds until every comparison is resolved (study/run/driver/rounds.py)
             store = ConfirmScores(study.path)
             outcome = confirm_rounds(
                 spec, cells, chosen, restore(store, done, tracker=tracker, study_run=study_run), store=store,
