@@ -91,7 +91,8 @@ def validate(spec: SpecArg, allow_large_grid: LargeGridOpt = False) -> None:
     parsed = load_spec(spec)
     n_cells = check_grid_size(parsed, allow_large=allow_large_grid).cells  # before any data is built
     check_data(parsed)
-    from study.run.driver.engine import local_trials_at_once, prepared_data  # torch and MONAI: only once the spec itself is sound
+    from study.run.driver.engine import prepared_data  # torch and MONAI: only once the spec itself is sound
+    from study.run.cluster.capacity import local_trials_at_once
     from study.run.driver.preflight import plan_line
 
     data, checked = prepared_data(parsed)  # what run checks, validate checks: data built, one step per network input

@@ -275,7 +275,7 @@ def test_a_study_without_address_starts_its_own_ray_even_beside_a_ray_start(ray_
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     (temp / "ray").mkdir()
     (temp / "ray" / "ray_current_cluster").write_text(ray_head.gcs_address)
-    code = ("import ray; from study.run.driver.engine import connect_ray; started = connect_ray(None); "
+    code = ("import ray; from study.run.cluster.connect import connect_ray; started = connect_ray(None); "
             "print(started, ray.get_runtime_context().gcs_address); ray.shutdown()")
     env = {**ray_head.env, "RAY_TMPDIR": str(temp)}
     env.pop("RAY_ADDRESS", None)

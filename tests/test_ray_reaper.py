@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 DRIVER = """
 import json, time, psutil
-from study.run.driver.engine import connect_ray
+from study.run.cluster.connect import connect_ray
 connect_ray(None)
 print(json.dumps([[p.pid, p.name()] for p in psutil.Process().children(recursive=True)]), flush=True)
 time.sleep(600)

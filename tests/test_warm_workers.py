@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 from ray.tune.execution import class_cache
 
-from study.run.driver.engine import local_trials_at_once
+from study.run.cluster.capacity import local_trials_at_once
 from study.spec import StudySpec, load_spec
 from study.process_state import let_tune_use_prestarted_workers
 from study.run.cluster.warm_workers import PRELOAD, local_ray_config

@@ -1,57 +1,48 @@
 """Run a whole study: validate, connect to Ray, build data once, run every cell x seed, track.
 
 The order matters for the "nothing started on bad input" promise: the spec is validated and the
-cluster's resources are checked before MLflow sees a run or Tune sees a trial.
+cluster's resources are checked before MLflow sees a run or Tune sees a trial. The phases
+themselves are `study.run.driver.phases` (and `rounds` for a seed budget); the study's MLflow run
+is `study.run.record.study_run`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
-import sqlite3
-import os
-import tempfile
 import time
 import warnings
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
-from sqlalchemy.exc import SQLAlchemyError
 
 from study import metrics_names as M
 from study import process_state
-from study.spec.cells import cell_key, expand_cells
-from study.errors import SegstudyError, first_line
+from study.errors import SegstudyError
 from study.paths import output_folder
-from study.redact import mask_uri
-from study.run.driver.preflight import Preflight, plan_line, preflight
-from study.run.cluster.ray_reaper import reap_on_exit
-from study.run.record.reconcile import reconcile, study_trial_runs
-from study.spec import StudySpec, check_data, check_grid_size, load_spec
-from study.training.study_data import build_study_data, summarise_data
-from study.run.record.study_dir import OPTUNA_DB, StudyDir
-from study.tracking import StudyTracker, resolve_tracking_uri
-from study.run.tune.trainable import train_trial
-from study.training import TrialPlan
-from study.training.plan import optuna_trial_of, trial_key
-from study.run.tune.tune_callback import TrackingCallback
-from study.run.tune.tune_report import LastResultFile
-from study.run.tune.scheduler import PerCellScheduler
-from study.run.tune.searcher import CellSearcher
-from study.run.record.gpu_summary import log_study_gpu
-from study.run.cluster.warm_workers import local_ray_config
-from study.run.display.console import Display, StudyConsole, stopping_line
-from study.run.tune.stopping import PhaseStopper
-from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
-from study.run.display.library_log import library_output
 from study.process_state import route_ray_worker_output
+from study.run.cluster.capacity import check_resources, cluster_capacity, local_trials_at_once
+from study.run.cluster.connect import connect_ray
+from study.run.display.console import Display, StudyConsole
+from study.run.display.library_log import library_output
+from study.run.driver.phases import confirm_fit, open_searcher, optuna_outcome, tune_phase
+from study.run.driver.preflight import Preflight, plan_line, preflight
+from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
+from study.run.record.reconcile import reconcile
+from study.run.record.study_dir import StudyDir
+from study.run.record.study_run import close_study_run, log_chosen, not_learned, open_study_run
+from study.run.tune.trainable import train_trial
+from study.spec import StudySpec, check_data, check_grid_size, load_spec
+from study.spec.cells import cell_key, expand_cells
+from study.tracking import StudyTracker, resolve_tracking_uri
+from study.training import TrialPlan
+from study.training.plan import trial_key
+from study.training.study_data import build_study_data
 
 log = logging.getLogger(__name__)
 
@@ -224,59 +215,6 @@ def _storage(storage: str | Path | None) -> Path:
     return Path(storage or "ray_results").resolve()
 
 
-def connect_ray(address: str | None, *, trials_at_once: int = 1) -> bool:
-    """Join `address` or start a local Ray whose idle workers preload the trainable (see
-    study.run.cluster.warm_workers); returns True when this call started it.
-
-    Without an address Ray is always started here (`address="local"`): a bare `ray.init()` joins
-    whatever cluster a `ray start` left on this machine (/tmp/ray/ray_current_cluster) or
-    RAY_ADDRESS names, and the study would run there with that cluster's code and resources.
-    """
-    process_state.let_tune_use_prestarted_workers()
-    if ray.is_initialized():
-        return False
-    kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
-    with process_state.defer_stop():  # a Ray cut half-way through its start would outlive the driver
-        if address:
-            try:
-                ray.init(address=address, **kwargs)
-            except (ConnectionError, ValueError, RuntimeError) as exc:  # nothing there, or not a Ray address
-                raise SegstudyError(f"--address {mask_uri(address)}: cannot join a Ray cluster ({first_line(exc)})") from None
-        else:
-            ray.init(
-                address="local",
-                num_cpus=os.cpu_count() or 1,
-                include_dashboard=False,
-                _system_config=local_ray_config(trials_at_once),
-                **kwargs,
-            )
-            reap_on_exit()  # a SIGKILLed driver must not leave Ray's agents running
-    return True
-
-
-def local_trials_at_once(spec: StudySpec) -> int:
-    """How many trials a Ray started on this machine runs at once (CPU-bound; before Ray knows its GPUs)."""
-    fits = trials_that_fit(spec, cpus=os.cpu_count() or 1, gpus=None)
-    if spec.tuning is not None and spec.tuning.max_concurrent:
-        fits = min(fits, spec.tuning.max_concurrent)
-    return max(1, fits)
-
-
-def check_resources(spec: StudySpec) -> None:
-    """A trial that asks for more than any node has would wait forever: refuse it up front."""
-    want = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    for kind, amount in want.items():
-        if amount <= 0:
-            continue
-        best = max((res.get(kind, 0.0) for res in nodes), default=0.0)
-        if best < amount:
-            raise SegstudyError(
-                f"resources.{kind.lower()}: {amount:g} per trial requested, but the largest node of this "
-                f"Ray cluster has {best:g} {kind}; lower resources.{kind.lower()} or use a bigger cluster"
-            )
-
-
 def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, display: Display) -> StudyResult:
     """Run what is left of the study in `study` (everything, for a new one)."""
     tracker.use_outbox(study.outbox)
@@ -289,12 +227,12 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
             stacklevel=3,
         )
     with process_state.defer_stop():  # the study run is made and recorded whole
-        study_run = _study_run(spec, study, tracker, cells, data)
+        study_run = open_study_run(spec, study, tracker, cells, data)
     n_trials = n_failed = 0
     status = "FAILED"
     try:
-        searcher = _searcher(spec, cells, study) if spec.tuning is not None else None
-        done = reconcile(tracker, study_run, outcome_of=lambda key: _optuna_outcome(searcher, key))
+        searcher = open_searcher(spec, cells, study) if spec.tuning is not None else None
+        done = reconcile(tracker, study_run, outcome_of=lambda key: optuna_outcome(searcher, key))
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, spec=spec, data=data),
             {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
@@ -304,11 +242,11 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         if searcher is not None:
             chosen = study.manifest.get("chosen")
             if chosen is None:
-                chosen, tuned, failed = _tune_phase(spec, searcher, trainable, tracker, study, display)
+                chosen, tuned, failed = tune_phase(spec, searcher, trainable, tracker, study, display)
                 n_trials, n_failed = n_trials + tuned, n_failed + failed
-                _log_chosen(tracker, study_run, chosen)
+                log_chosen(tracker, study_run, chosen)
                 study.update(chosen=chosen)
-        confirm = functools.partial(_confirm_fit, spec, trainable, tracker=tracker, study=study, display=display)
+        confirm = functools.partial(confirm_fit, spec, trainable, tracker=tracker, study=study, display=display)
         stalled = False
         if spec.confirm.budget is not None:  # rounds until every comparison is resolved (study/run/driver/rounds.py)
             store = ConfirmScores(study.path)
@@ -338,7 +276,7 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         raise
     finally:
         with process_state.defer_stop():  # closed whole, even when a stop comes now
-            pending = _close_study_run(tracker, study_run, status=status, study=study)
+            pending = close_study_run(tracker, study_run, status=status, study=study)
     return StudyResult(
         experiment=spec.name,
         study_run_id=tracker.real_id(study_run),
@@ -352,251 +290,4 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
     )
 
 
-def _confirm_fit(
-    spec: StudySpec, trainable: Any, todo: list[dict[str, Any]], *, tracker: StudyTracker, study: StudyDir,
-    display: Display, before: Sequence[tune.Callback] = (), stage: str = "", open_comparisons: Sequence[str] = (),
-) -> tuple[int, int]:
-    """Run confirm trials `todo` (the whole phase, or one round of it) as one grid; returns (trials
-    ended, trials failed). `before`: callbacks that see each trial ahead of its MLflow run closing."""
-    callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs)
-    totals = Counter(cell_key(trial["cell"]) for trial in todo)
-    watch = display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs, stage=stage, open_comparisons=open_comparisons)
-    _fit(
-        spec,
-        trainable,
-        display=display,
-        path=study.path,
-        name=study.next_attempt("confirm"),
-        callbacks=[*before, callback, watch],
-        param_space={"trial": tune.grid_search(todo)},
-    )
-    return callback.completed, callback.failed
-
-
-def _close_study_run(tracker: StudyTracker, study_run: str, *, status: str, study: StudyDir) -> int:
-    """End the study run as FINISHED, FAILED or KILLED (stopped: tagged interrupted, never
-    FINISHED; docs/ARCHITECTURE.md 3, "Stopping") and deliver the outbox; returns the writes
-    still waiting for the server."""
-    log_study_gpu(tracker, tracker.real_id(study_run))  # CUDA trials only: the study-wide utilisation
-    if status == "KILLED":
-        tracker.set_tags(study_run, {M.STATE_TAG: M.STATE_INTERRUPTED,
-                                     M.STOP_SIGNAL_TAG: process_state.stop_signal_name() or "?"})
-        tracker.finish(study_run, status="KILLED")
-    else:
-        tracker.set_tags(study_run, {M.STATE_TAG: status.lower()})
-        tracker.finish(study_run, failed_reason=None if status == "FINISHED" else "some trials or cells failed")
-    pending = tracker.deliver()
-    if pending:
-        warnings.warn(
-            f"{pending} tracking write(s) could not reach {tracker.uri} and are kept in {study.outbox}; "
-            f"run `segstudy sync {study.path}` when the server is back",
-            stacklevel=3,
-        )
-    return pending
-
-
-def not_learned(tracker: StudyTracker, study_run_id: str) -> tuple[str, ...]:
-    """'cell seed=S: reason' of every finished confirm trial of the study that did not learn."""
-    out = []
-    for run in study_trial_runs(tracker, study_run_id):
-        tags = run.data.tags
-        if run.info.status == "FINISHED" and tags.get(M.LEARNED_TAG) == "false":
-            out.append(f"{tags.get(M.CELL_TAG)} seed={tags.get(M.SEED_TAG)}: {tags.get(M.LEARNING_ISSUE_TAG, '?')}")
-    return tuple(sorted(out))
-
-
-def _study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cells: list[dict[str, Any]], data: Any) -> str:
-    """The study's MLflow parent run: the one this folder already has, or a new one."""
-    manifest = study.manifest
-    run_id = manifest.get("study_run_id") or _find_study_run(tracker, study)
-    if run_id is None:
-        run_id = tracker.start_study(
-            params={
-                "spec_name": spec.name,
-                "n_cells": len(cells),
-                "seeds": spec.confirm.budget.model_dump() if spec.confirm.budget else spec.confirm_seeds,
-                "factors": {k: list(v) for k, v in spec.factors.items()},
-                "dataset": spec.data.dataset,
-                # Every random choice of the study, so a run can be repeated exactly.
-                "data_seed": spec.data.seed,
-                "perturbation_seed": spec.evaluation.perturbation_seed,
-                "tuning_seed": spec.tuning.seed if spec.tuning else None,
-            },
-            tags={
-                M.FACTORS_TAG: json.dumps(sorted(spec.factors)),
-                "segstudy.cells": ";".join(map(cell_key, cells)),
-                M.STUDY_DIR_TAG: str(study.path),
-            },
-            spec_file=study.spec_file,
-            run_name=study.run_name,
-        )
-        study.update(study_run_id=run_id)
-    else:
-        run_id = tracker.real_id(run_id)
-        tracker.reopen(run_id)  # a resumed study is running again
-        tracker.set_tags(run_id, {M.STATE_TAG: "running"})
-    tracker.study_run_id = run_id
-    if not manifest.get("data_summary_logged"):
-        with tempfile.TemporaryDirectory(prefix="segstudy-") as tmp:
-            summary = Path(tmp) / "data_summary.csv"
-            summarise_data(spec, data).to_csv(summary, index=False)
-            tracker.log_file(run_id, summary)
-        study.update(data_summary_logged=True)
-    return run_id
-
-
-def _find_study_run(tracker: StudyTracker, study: StudyDir) -> str | None:
-    # The driver may have died between creating the run and recording it in study.json.
-    runs = tracker.search_runs(f"tags.`{M.STUDY_DIR_TAG}` = '{study.path}'", max_results=1)
-    return runs[0].info.run_id if runs else None
-
-
-def _searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir) -> CellSearcher:
-    tuning = spec.tuning
-    assert tuning is not None
-    study.update(tune_started=True)  # from now on optuna.db is part of the study (checked on resume)
-    try:
-        return _cell_searcher(spec, cells, study, tuning)
-    except (SQLAlchemyError, sqlite3.DatabaseError) as exc:
-        raise SegstudyError(f"{study.path / OPTUNA_DB}: not a readable Optuna storage ({type(exc).__name__}); "
-                            "restore it, or start the study anew with segstudy run") from None
-
-
-def _cell_searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir, tuning: Any) -> CellSearcher:
-    return CellSearcher(
-        cells=cells,
-        space=spec.search_space,
-        trials_per_cell=tuning.trials_per_cell,
-        storage=f"sqlite:///{study.path / OPTUNA_DB}",
-        prefix=spec.name,
-        sampler=tuning.sampler,
-        seed=tuning.seed,
-        trial_seed=tuning.seed,
-        metric=spec.objective,
-        max_t=tuning.early_stopping.max_t or spec.training.epochs,
-        epoch_key=M.EPOCH,
-    )
-
-
-def _optuna_outcome(searcher: CellSearcher | None, key: str) -> str | None:
-    trial = optuna_trial_of(key)
-    return None if searcher is None or trial is None else searcher.state_of(*trial)
-
-
-def _tune_phase(
-    spec: StudySpec, searcher: CellSearcher, trainable: Any, tracker: StudyTracker, study: StudyDir, display: Display
-) -> tuple[dict[str, dict[str, Any]], int, int]:
-    """Per-cell Optuna search with per-cell early stopping; returns (chosen per cell, trials
-    ended, trials failed) for the trials this driver ran.
-
-    On resume, trials the dead driver left running are re-queued with their parameters and only
-    the budget not yet spent is run.
-    """
-    tuning = spec.tuning
-    assert tuning is not None
-    stopping = tuning.early_stopping
-    max_t = stopping.max_t or spec.training.epochs
-    searcher.requeue_interrupted()
-    remaining = searcher.remaining()
-    if not remaining:
-        return searcher.best(), 0, 0
-    scheduler = None
-    if stopping.kind == "asha":
-        scheduler = PerCellScheduler(
-            cell_of=lambda config: cell_key(config["trial"]["cell"]),
-            metric=spec.objective,
-            time_attr=M.EPOCH,
-            max_t=max_t,
-            grace_period=stopping.grace_period,
-            reduction_factor=stopping.reduction_factor,
-        )
-    callback = TrackingCallback(tracker, spec, full_epochs=max_t)
-    _fit(
-        spec,
-        trainable,
-        display=display,
-        path=study.path,
-        name=study.next_attempt("tune"),
-        callbacks=[callback, display.watch(spec, M.PHASE_TUNE, searcher.remaining_per_cell(), full_epochs=max_t)],
-        search_alg=searcher,
-        scheduler=scheduler,
-        num_samples=remaining,
-        max_concurrent=tuning.max_concurrent,
-        max_epochs=max_t,
-    )
-    return searcher.best(), callback.completed, callback.failed
-
-
-def _fit(
-    spec: StudySpec,
-    trainable: Any,
-    *,
-    display: Display,
-    path: Path,
-    name: str,
-    callbacks: list[tune.Callback],
-    param_space: dict[str, Any] | None = None,
-    search_alg: Any = None,
-    scheduler: Any = None,
-    num_samples: int = 1,
-    max_concurrent: int | None = None,
-    max_epochs: int | None = None,
-) -> None:
-    """One phase as one `Tuner.fit`; what Tune prints goes to the study log unless --verbose.
-
-    A stop signal during the phase ends it at Tune's next step (`PhaseStopper`) and is raised as
-    `process_state.Interrupted` when the fit returns, so no later phase starts and nothing the
-    caller writes after a finished phase (the chosen hyperparameters) is written.
-    """
-    process_state.quiet_tune_loggers()
-    console = display.console
-    stopper = PhaseStopper(epoch_key=M.EPOCH, max_epochs=max_epochs, note=lambda signal: console.note(stopping_line(signal)))
-    with process_state.defer_stop():  # the phase ends through `stopper`; Ray's calls take a signal's exception badly
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space or {},
-            tune_config=tune.TuneConfig(
-                search_alg=search_alg,
-                scheduler=scheduler,
-                num_samples=num_samples,
-                max_concurrent_trials=max_concurrent or cluster_capacity(spec),
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(path),
-                callbacks=[*callbacks, LastResultFile()],
-                stop=stopper,
-                verbose=1 if display.verbose else 0,  # segstudy's console shows progress; --verbose brings Tune's back
-                # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).
-                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-            ),
-        )
-        # Created above with the real stdout: the Tuner pickles its callbacks, and a redirected stream would not pickle.
-        with process_state.tune_prints_to(display.library_log):
-            tuner.fit()
-
-
-def cluster_capacity(spec: StudySpec) -> int:
-    """How many trials of this size fit on the cluster at once (keeps every CPU/GPU busy)."""
-    total = ray.cluster_resources()
-    return trials_that_fit(spec, cpus=total.get("CPU", 0), gpus=total.get("GPU", 0))
-
-
-def trials_that_fit(spec: StudySpec, *, cpus: float, gpus: float | None) -> int:
-    """How many trials of the spec's size fit in `cpus` and `gpus` (None: not known yet; at least one)."""
-    fits = [int(cpus // spec.resources.cpu)]
-    if spec.resources.gpu > 0 and gpus is not None:
-        fits.append(int(gpus // spec.resources.gpu))
-    return max(1, min(fits))
-
-
-def _log_chosen(tracker: StudyTracker, run_id: str, chosen: dict[str, dict[str, Any]]) -> None:
-    with tempfile.TemporaryDirectory(prefix="segstudy-") as tmp:
-        path = Path(tmp) / "chosen_hyperparameters.json"
-        path.write_text(json.dumps(chosen, indent=2, sort_keys=True))
-        tracker.log_file(run_id, path)
-    tracker.set_tags(run_id, {M.CHOSEN_TAG: json.dumps(chosen, sort_keys=True)[:5000]})
-
-
-__all__ = ["StudyResult", "check_resources", "cluster_capacity", "connect_ray", "resume_study", "run_study", "sync_study"]
+__all__ = ["StudyResult", "prepared_data", "resume_name", "resume_study", "run_study", "sync_study"]

@@ -2,7 +2,7 @@
 
 Round 1 trains every cell under seeds 0..min-1. After each round the driver replays the sequential
 procedure over every confirm trial that ended and runs the seeds it asks for next, one `Tuner.fit`
-per round (`study.run.driver.engine._fit`, so a stop ends the round and no later one starts), until every
+per round (`study.run.driver.fit`, so a stop ends the round and no later one starts), until every
 comparison is resolved or the open ones' cells have `max` seeds.
 
 What a decision reads is kept in the study folder (`confirm_scores.jsonl`: one line per ended

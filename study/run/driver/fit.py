@@ -1,0 +1,69 @@
+"""One phase (or one confirm round) as one `Tuner.fit`, stopped whole by a stop signal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from study import metrics_names as M
+from study import process_state
+from study.run.cluster.capacity import cluster_capacity
+from study.run.display.console import Display, stopping_line
+from study.run.tune.stopping import PhaseStopper
+from study.run.tune.tune_report import LastResultFile
+from study.spec import StudySpec
+
+
+def fit(
+    spec: StudySpec,
+    trainable: Any,
+    *,
+    display: Display,
+    path: Path,
+    name: str,
+    callbacks: list[tune.Callback],
+    param_space: dict[str, Any] | None = None,
+    search_alg: Any = None,
+    scheduler: Any = None,
+    num_samples: int = 1,
+    max_concurrent: int | None = None,
+    max_epochs: int | None = None,
+) -> None:
+    """One phase as one `Tuner.fit`; what Tune prints goes to the study log unless --verbose.
+
+    A stop signal during the phase ends it at Tune's next step (`PhaseStopper`) and is raised as
+    `process_state.Interrupted` when the fit returns, so no later phase starts and nothing the
+    caller writes after a finished phase (the chosen hyperparameters) is written.
+    """
+    process_state.quiet_tune_loggers()
+    console = display.console
+    stopper = PhaseStopper(epoch_key=M.EPOCH, max_epochs=max_epochs, note=lambda signal: console.note(stopping_line(signal)))
+    with process_state.defer_stop():  # the phase ends through `stopper`; Ray's calls take a signal's exception badly
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space or {},
+            tune_config=tune.TuneConfig(
+                search_alg=search_alg,
+                scheduler=scheduler,
+                num_samples=num_samples,
+                max_concurrent_trials=max_concurrent or cluster_capacity(spec),
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(path),
+                callbacks=[*callbacks, LastResultFile()],
+                stop=stopper,
+                verbose=1 if display.verbose else 0,  # segstudy's console shows progress; --verbose brings Tune's back
+                # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).
+                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            ),
+        )
+        # Created above with the real stdout: the Tuner pickles its callbacks, and a redirected stream would not pickle.
+        with process_state.tune_prints_to(display.library_log):
+            tuner.fit()
+
+
+__all__ = ["fit"]

@@ -1,0 +1,125 @@
+"""The study's two phases on Tune: the per-cell search of the tune phase, and confirm trials run as one grid."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from ray import tune
+from sqlalchemy.exc import SQLAlchemyError
+
+from study import metrics_names as M
+from study.errors import SegstudyError
+from study.run.display.console import Display
+from study.run.driver.fit import fit
+from study.run.record.study_dir import OPTUNA_DB, StudyDir
+from study.run.tune.scheduler import PerCellScheduler
+from study.run.tune.searcher import CellSearcher
+from study.run.tune.tune_callback import TrackingCallback
+from study.spec import StudySpec
+from study.spec.cells import cell_key
+from study.tracking import StudyTracker
+from study.training.plan import optuna_trial_of
+
+
+def open_searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir) -> CellSearcher:
+    """The tune phase's per-cell searcher on the study folder's Optuna storage (new or resumed)."""
+    tuning = spec.tuning
+    assert tuning is not None
+    study.update(tune_started=True)  # from now on optuna.db is part of the study (checked on resume)
+    try:
+        return _cell_searcher(spec, cells, study, tuning)
+    except (SQLAlchemyError, sqlite3.DatabaseError) as exc:
+        raise SegstudyError(f"{study.path / OPTUNA_DB}: not a readable Optuna storage ({type(exc).__name__}); "
+                            "restore it, or start the study anew with segstudy run") from None
+
+
+def _cell_searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir, tuning: Any) -> CellSearcher:
+    return CellSearcher(
+        cells=cells,
+        space=spec.search_space,
+        trials_per_cell=tuning.trials_per_cell,
+        storage=f"sqlite:///{study.path / OPTUNA_DB}",
+        prefix=spec.name,
+        sampler=tuning.sampler,
+        seed=tuning.seed,
+        trial_seed=tuning.seed,
+        metric=spec.objective,
+        max_t=tuning.early_stopping.max_t or spec.training.epochs,
+        epoch_key=M.EPOCH,
+    )
+
+
+def optuna_outcome(searcher: CellSearcher | None, key: str) -> str | None:
+    trial = optuna_trial_of(key)
+    return None if searcher is None or trial is None else searcher.state_of(*trial)
+
+
+def tune_phase(
+    spec: StudySpec, searcher: CellSearcher, trainable: Any, tracker: StudyTracker, study: StudyDir, display: Display
+) -> tuple[dict[str, dict[str, Any]], int, int]:
+    """Per-cell Optuna search with per-cell early stopping; returns (chosen per cell, trials
+    ended, trials failed) for the trials this driver ran.
+
+    On resume, trials the dead driver left running are re-queued with their parameters and only
+    the budget not yet spent is run.
+    """
+    tuning = spec.tuning
+    assert tuning is not None
+    stopping = tuning.early_stopping
+    max_t = stopping.max_t or spec.training.epochs
+    searcher.requeue_interrupted()
+    remaining = searcher.remaining()
+    if not remaining:
+        return searcher.best(), 0, 0
+    scheduler = None
+    if stopping.kind == "asha":
+        scheduler = PerCellScheduler(
+            cell_of=lambda config: cell_key(config["trial"]["cell"]),
+            metric=spec.objective,
+            time_attr=M.EPOCH,
+            max_t=max_t,
+            grace_period=stopping.grace_period,
+            reduction_factor=stopping.reduction_factor,
+        )
+    callback = TrackingCallback(tracker, spec, full_epochs=max_t)
+    fit(
+        spec,
+        trainable,
+        display=display,
+        path=study.path,
+        name=study.next_attempt("tune"),
+        callbacks=[callback, display.watch(spec, M.PHASE_TUNE, searcher.remaining_per_cell(), full_epochs=max_t)],
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=remaining,
+        max_concurrent=tuning.max_concurrent,
+        max_epochs=max_t,
+    )
+    return searcher.best(), callback.completed, callback.failed
+
+
+def confirm_fit(
+    spec: StudySpec, trainable: Any, todo: list[dict[str, Any]], *, tracker: StudyTracker, study: StudyDir,
+    display: Display, before: Sequence[tune.Callback] = (), stage: str = "", open_comparisons: Sequence[str] = (),
+) -> tuple[int, int]:
+    """Run confirm trials `todo` (the whole phase, or one round of it) as one grid; returns (trials
+    ended, trials failed). `before`: callbacks that see each trial ahead of its MLflow run closing."""
+    callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs)
+    totals = Counter(cell_key(trial["cell"]) for trial in todo)
+    watch = display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs, stage=stage, open_comparisons=open_comparisons)
+    fit(
+        spec,
+        trainable,
+        display=display,
+        path=study.path,
+        name=study.next_attempt("confirm"),
+        callbacks=[*before, callback, watch],
+        param_space={"trial": tune.grid_search(todo)},
+    )
+    return callback.completed, callback.failed
+
+
+__all__ = ["confirm_fit", "open_searcher", "optuna_outcome", "tune_phase"]
