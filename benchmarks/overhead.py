@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import record, timed_study  # noqa: E402
 from study.spec.cells import expand_cells  # noqa: E402
 from study.spec import load_spec  # noqa: E402
-from study.training.study_data import build_study_data  # noqa: E402
+from study.training.inputs.study_data import build_study_data  # noqa: E402
 from study.training.trial import run_plan  # noqa: E402
 from study.training import TrialPlan  # noqa: E402
 

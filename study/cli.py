@@ -391,7 +391,7 @@ def data_synth(
     from study.spec.cells import cell_key
     from study.data.export import export_level
     from study.spec import load_spec
-    from study.training.study_data import build_study_data
+    from study.training.inputs.study_data import build_study_data
 
     parsed = load_spec(spec)
     if fmt not in {"png", "nifti"}:

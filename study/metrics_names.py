@@ -158,7 +158,7 @@ PATCH_FG_FILE = "patch_foreground.csv"  # one row per training patch
 PATCH_FG_HIST_FILE = "patch_foreground_hist.csv"  # 20 bins over [0, 1]: bin_low, bin_high, count
 PEAK_MEMORY = "peak_memory_mb"
 
-# Trials on CUDA only (study/training/gpu_monitor.py), each epoch (running) and at the end; the
+# Trials on CUDA only (study/training/device/gpu_monitor.py), each epoch (running) and at the end; the
 # study run gets the sample-weighted mean over its trials. Absent on CPU.
 GPU_UTIL_MEAN = "gpu_util_mean"  # NVML utilisation of the whole device, percent, sampled while the trial ran
 GPU_UTIL_SAMPLES = "gpu_util_samples"  # how many samples gpu_util_mean is over (its weight)
@@ -187,7 +187,7 @@ TRIAL_KEY_TAG = "segstudy.trial_key"  # phase|cell|seed (confirm) or phase|cell|
 STUDY_DIR_TAG = "segstudy.study_dir"  # the study directory (spec copy, Optuna storage, outbox)
 RECOVERED_TAG = "segstudy.recovered"  # closed by resume from the Optuna record after the driver died
 LEARNED_TAG = "segstudy.learned"  # "true"/"false": the learning gate's verdict on a confirm trial
-LEARNING_ISSUE_TAG = "segstudy.learning_issue"  # why the gate said "false" (study.training.learning)
+LEARNING_ISSUE_TAG = "segstudy.learning_issue"  # why the gate said "false" (study.training.evaluation.learning)
 RETRIED_TAG = "segstudy.retried"  # a failed attempt that Tune retried (max_failures); not a result
 ROUNDS_TAG = "segstudy.rounds"  # JSON on the study run: a sequential confirm phase's round state (study/run/driver/rounds.py)
 # On the study run: running | finished | failed | interrupted (stopped by SIGINT/SIGTERM; MLflow

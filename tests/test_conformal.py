@@ -22,7 +22,7 @@ from study.conformal.risk import LAMBDAS
 from study.data import Split
 from study.errors import SegstudyError
 from study.spec import StudySpec
-from study.training.calibrated import evaluate_with_bounds
+from study.training.evaluation.calibrated import evaluate_with_bounds
 from study.data.base import LevelData
 
 ALPHA = 0.1

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from study import metrics_names as M
 from study.run.driver.engine import run_study
 from study.spec import load_spec
-from study.training.study_data import build_study_data
+from study.training.inputs.study_data import build_study_data
 from study.spec.cells import expand_cells
 from study.training.trial import TrialOutOfMemoryError, train_plan
 from study.training import TrialPlan

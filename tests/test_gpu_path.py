@@ -24,10 +24,10 @@ from study import metrics_names as M
 from study.errors import SegstudyError
 from study.spec import load_spec, parse_spec
 from study.training import TrialPlan
-from study.training.accelerator import ResidentSplit, autocast, resolve_precision
-from study.training.gpu_monitor import GpuSampler, Utilisation, sampler_for, weighted_mean
-from study.training.inputs import WholeImages
-from study.training.study_data import build_study_data
+from study.training.device.accelerator import ResidentSplit, autocast, resolve_precision
+from study.training.device.gpu_monitor import GpuSampler, Utilisation, sampler_for, weighted_mean
+from study.training.inputs.strategies import WholeImages
+from study.training.inputs.study_data import build_study_data
 from study.training.trial import run_plan, train_plan
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from torch import nn
 from study.data import Synthetic3DConfig, build_synthetic3d
 from study.spec import LearningGate
 from study.training import Patches, dice_of
-from study.training.learning import collapsed_share, judge, trivial_dice
+from study.training.evaluation.learning import collapsed_share, judge, trivial_dice
 
 CFG = Synthetic3DConfig(volume_size=32, n_train=2, n_val=3, n_calib=1, n_test=6, train_radius=(5, 7), test_radius=(3, 9))
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from study.cli import app
 from study.spec import load_spec
-from study.training.study_data import build_study_data
+from study.training.inputs.study_data import build_study_data
 from study.training.trial import run_plan
 from study.training import TrialPlan
 from test_msd import write_msd

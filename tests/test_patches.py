@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.networks.nets import UNet
 
-from study.training.patches import fbr, foreground_fraction, sample_patches, sliding_window_probabilities
+from study.training.inputs.patches import fbr, foreground_fraction, sample_patches, sliding_window_probabilities
 
 
 def known_volume() -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +76,7 @@ def test_a_patch_covering_the_volume_is_taken_once():
 READ_ONLY = """
 import warnings
 import numpy as np
-from study.training.patches import sample_patches
+from study.training.inputs.patches import sample_patches
 image = np.random.default_rng(0).random((1, 32, 32, 32)).astype(np.float32)
 mask = (image > 0.5).astype(np.uint8)
 expected = sample_patches(image, mask, patch_size=16, pos_fraction=0.5, num_samples=3, seed=1)

@@ -9,11 +9,11 @@ import pytest
 
 from conftest import SMOKE
 from study.spec import StudySpec, load_spec
-from study.training.study_data import build_study_data
+from study.training.inputs.study_data import build_study_data
 from study.training.trial import train_plan
 from study.training import TrialPlan
-from study.training.conditions import evaluate_conditions, perturbed
-from study.training.evaluate import evaluate_split
+from study.training.evaluation.conditions import evaluate_conditions, perturbed
+from study.training.evaluation.evaluate import evaluate_split
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from study.cli import app
 from study.conformal.calibrate import COVERED
 from study.data import build_synthetic2d
 from study.spec import load_spec
-from study.training.study_data import build_study_data, summarise_data
+from study.training.inputs.study_data import build_study_data, summarise_data
 
 runner = CliRunner()
 

@@ -394,7 +394,7 @@ def check_predict_3d(uri: str, run, table: pd.DataFrame, tmp_path) -> None:
     from conftest import SMOKE_3D
 
     from study.spec import load_spec
-    from study.training.study_data import build_study_data
+    from study.training.inputs.study_data import build_study_data
 
     test = build_study_data(load_spec(SMOKE_3D))[()].test
     i = 3  # test0000 in the 48^3 volume

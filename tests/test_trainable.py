@@ -9,7 +9,7 @@ import yaml
 
 from conftest import SMOKE
 from study.spec import parse_spec
-from study.training.study_data import build_study_data
+from study.training.inputs.study_data import build_study_data
 from study.training.trial import run_plan
 from study.training import TrialPlan
 

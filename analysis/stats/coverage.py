@@ -1,6 +1,6 @@
 """Coverage of the conformal Dice bounds across a study: measured per arm and stratum, not assumed.
 
-Each confirm trial bounded its own test images (study.training.calibrated); here the `covered`
+Each confirm trial bounded its own test images (study.training.evaluation.calibrated); here the `covered`
 flags of per_image.csv are pooled over seeds per arm, stratum of the other factors and condition,
 and compared with the target 1 - alpha by an exact one-sided binomial test.
 """

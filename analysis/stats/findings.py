@@ -5,7 +5,7 @@ test images: the mean Dice difference arm - reference with a 95% bootstrap inter
 resamples training seeds (per arm) and test images, the paired Wilcoxon signed-rank p-value over
 seed-averaged images, Holm-corrected over the arm pairs of that level (`analysis.stats.pairwise`), and
 the seeds and images behind it. A comparison that involves a cell whose model did not learn
-(the learning gate, `study.training.learning`) is printed, but marked as meaningless.
+(the learning gate, `study.training.evaluation.learning`) is printed, but marked as meaningless.
 
 Example line:
     at alpha 0.9, attention_unet - unet = +0.081 Dice [+0.030, +0.130], p = 0.004, 3 seeds x 20 images

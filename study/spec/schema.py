@@ -58,14 +58,14 @@ class Training(_Strict):
     schedule: Literal["constant", "cosine"] = "constant"
     # Which weights the test split sees: the reference study mixed these up between arms.
     test_weights: Literal["best", "last"] = "best"
-    # Mixed precision of the forward pass (study.training.accelerator): auto = bf16 autocast on a
+    # Mixed precision of the forward pass (study.training.device.accelerator): auto = bf16 autocast on a
     # CUDA device that supports it and fp32 everywhere else, so CPU numbers never change; bf16 =
     # bf16 autocast on CUDA and CPU alike; fp32 = never. bf16 needs no loss scaling.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 class LearningGate(_Strict):
-    """When a confirm trial's model counts as having learned (study.training.learning)."""
+    """When a confirm trial's model counts as having learned (study.training.evaluation.learning)."""
 
     min_dice: float = Field(0.5, ge=0, le=1, description="floor for test and best validation Dice")
     min_gain: float = Field(0.05, ge=0, le=1, description="best validation Dice over the all-foreground Dice")

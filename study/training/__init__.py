@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from study.training.inputs import Patches, WholeImages
+from study.training.inputs.strategies import Patches, WholeImages
 from study.training.loop import build_loss, build_optimizer, build_schedule, train_one_epoch
-from study.training.evaluate import dice_of, evaluate_split
+from study.training.evaluation.evaluate import dice_of, evaluate_split
 from study.training.plan import TrialPlan
 
 __all__ = [

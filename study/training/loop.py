@@ -10,7 +10,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from study.spec import Hyperparameters, Training
-from study.training.accelerator import autocast
+from study.training.device.accelerator import autocast
 
 
 def build_loss(training: Training) -> nn.Module:
@@ -48,7 +48,7 @@ def train_one_epoch(
     """Step through every batch once; return the mean loss per sample.
 
     Batches are numpy arrays copied to `device` per step, or tensors already there (a split kept
-    on the GPU, study.training.accelerator). `amp`: autocast dtype of the forward pass (None: fp32,
+    on the GPU, study.training.device.accelerator). `amp`: autocast dtype of the forward pass (None: fp32,
     the CPU path); the loss is computed in fp32 either way.
     """
     model.train()

@@ -9,7 +9,7 @@ from study import metrics_names as M
 from study.spec.cells import Cell, cell_key
 from study.models import resolve_architecture
 from study.spec import ARCHITECTURE, HYPERPARAMETER_NAMES, Hyperparameters, StudySpec
-from study.training.study_data import DataKey, data_key
+from study.training.inputs.study_data import DataKey, data_key
 
 
 @dataclass(frozen=True)

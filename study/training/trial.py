@@ -27,16 +27,16 @@ from study.errors import first_line
 from study.metrics import METRICS
 from study.models import build_network
 from study.spec import StudySpec
-from study.training.accelerator import prepare_device, resident, resolve_precision
-from study.training.calibrated import coverage_metrics, evaluate_with_bounds
-from study.training.conditions import condition_metrics, with_test_levels
-from study.training.inputs import Patches, WholeImages
-from study.training.learning import Verdict, judge, trivial_dice
+from study.training.device.accelerator import prepare_device, resident, resolve_precision
+from study.training.evaluation.calibrated import coverage_metrics, evaluate_with_bounds
+from study.training.evaluation.conditions import condition_metrics, with_test_levels
+from study.training.inputs.strategies import Patches, WholeImages
+from study.training.evaluation.learning import Verdict, judge, trivial_dice
 from study.training.loop import build_loss, build_optimizer, build_schedule, train_one_epoch
-from study.training.evaluate import dice_of
-from study.training.gpu_monitor import sampler_for
+from study.training.evaluation.evaluate import dice_of
+from study.training.device.gpu_monitor import sampler_for
 from study.training.plan import TrialPlan
-from study.training.study_data import StudyData
+from study.training.inputs.study_data import StudyData
 
 
 # Errors raised by the trial's own code: they would repeat on every retry (torch reports shape and
@@ -63,7 +63,7 @@ class Trained:
     inputs: WholeImages | Patches
     peak_memory_mb: float
     val_curve: list[float]
-    gpu: dict[str, float]  # study.training.gpu_monitor figures; empty on CPU
+    gpu: dict[str, float]  # study.training.device.gpu_monitor figures; empty on CPU
 
 
 @dataclass
@@ -152,7 +152,7 @@ def train_plan(
 
 def _sources(inputs: WholeImages | Patches, level: LevelData, device: torch.device, spec: StudySpec) -> tuple[Any, Any]:
     """Train and validation splits as the trial reads them: kept on the GPU when whole images fit
-    (no per-step host copies, study.training.accelerator), else the host arrays (always on CPU)."""
+    (no per-step host copies, study.training.device.accelerator), else the host arrays (always on CPU)."""
     if not isinstance(inputs, WholeImages):
         return level.train, level.val  # patches are cropped on the host from volumes of any size
     share = spec.resources.gpu

@@ -42,7 +42,7 @@ from study.spec.cells import cell_key, expand_cells
 from study.tracking import StudyTracker, resolve_tracking_uri
 from study.training import TrialPlan
 from study.training.plan import trial_key
-from study.training.study_data import build_study_data
+from study.training.inputs.study_data import build_study_data
 
 log = logging.getLogger(__name__)
 

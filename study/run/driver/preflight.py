@@ -31,8 +31,8 @@ from study.run.display.console import duration
 from study.spec import ARCHITECTURE, StudySpec, count_trials
 from study.spec.cells import cell_key, expand_cells
 from study.training import TrialPlan, build_loss
-from study.training.evaluate import evaluate_split
-from study.training.study_data import StudyData, data_key
+from study.training.evaluation.evaluate import evaluate_split
+from study.training.inputs.study_data import StudyData, data_key
 from study.training.trial import input_strategy, network_input
 
 _ERRORS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AssertionError, NotImplementedError)

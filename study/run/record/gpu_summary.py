@@ -1,7 +1,7 @@
 """The study-wide GPU figure: how busy the GPU was over all of a study's trials.
 
 Each CUDA trial logs the mean NVML utilisation it saw and over how many samples
-(study/training/gpu_monitor.py); the study run gets the sample-weighted mean, so a long trial
+(study/training/device/gpu_monitor.py); the study run gets the sample-weighted mean, so a long trial
 counts more than a short one. Trials packed on one GPU sample the same device at the same time,
 so this is the utilisation seen while trials ran, not a sum of shares. A CPU study logs nothing.
 """
@@ -13,7 +13,7 @@ import logging
 from study import metrics_names as M
 from study.run.record.reconcile import study_trial_runs
 from study.tracking import StudyTracker
-from study.training.gpu_monitor import weighted_mean
+from study.training.device.gpu_monitor import weighted_mean
 
 log = logging.getLogger(__name__)
 

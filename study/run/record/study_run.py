@@ -17,7 +17,7 @@ from study.run.record.study_dir import StudyDir
 from study.spec import StudySpec
 from study.spec.cells import cell_key
 from study.tracking import StudyTracker
-from study.training.study_data import summarise_data
+from study.training.inputs.study_data import summarise_data
 
 
 def open_study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cells: list[dict[str, Any]], data: Any) -> str:

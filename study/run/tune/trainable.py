@@ -22,7 +22,7 @@ from study.data import DATASETS, LevelData
 from study.serving import Preprocessing, write_package
 from study.spec import StudySpec
 from study.training.plan import TrialPlan
-from study.training.study_data import StudyData
+from study.training.inputs.study_data import StudyData
 from study.training.trial import DETERMINISTIC, TrialFailure, network_input, run_plan, train_plan
 
 

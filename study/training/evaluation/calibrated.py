@@ -20,8 +20,8 @@ from study.conformal import Calibration, coverage_table, false_negative_rate, fi
 from study.conformal.calibrate import BOUND, COVERED, FNR_AT_LAMBDA, QUALITY
 from study.data import LevelData
 from study.spec import StudySpec
-from study.training.conditions import Predict, shifted_variants, variants
-from study.training.evaluate import dice_per_image, evaluate_split
+from study.training.evaluation.conditions import Predict, shifted_variants, variants
+from study.training.evaluation.evaluate import dice_per_image, evaluate_split
 
 
 @dataclass

@@ -4,7 +4,7 @@ Every architecture sees exactly the same corrupted pixels: each image's corrupti
 (evaluation.perturbation_seed, image id, perturbation, severity), never by the trial. The realised
 parameters go into per_image.csv next to the scores. The shifted test splits (the test split
 rendered at other levels of a dataset factor, `evaluation.shift`) are built once per study
-(study.training.study_data), so every arm sees the same shifted pixels too.
+(study.training.inputs.study_data), so every arm sees the same shifted pixels too.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from study.data import LevelData, Split, texture_disparity
 from study.metrics import METRICS
 from study.perturbations import condition_seed, get_perturbation
 from study.spec import StudySpec
-from study.training.evaluate import evaluate_split
+from study.training.evaluation.evaluate import evaluate_split
 
 Predict = Callable[[Split], Sequence[np.ndarray]]
 

@@ -4,7 +4,7 @@ Both strategies share one interface so the training loop and the evaluation neve
 they have: `batches` yields training batches for one epoch, `predict` gives per-image foreground
 probabilities at the input's own shape.
 
-On a GPU both take an autocast dtype (`amp`, study.training.accelerator) and whole images may come
+On a GPU both take an autocast dtype (`amp`, study.training.device.accelerator) and whole images may come
 from a split kept on the device (`ResidentSplit`); on CPU `amp` is None and nothing changes.
 """
 
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from study.data import Split
-from study.training.accelerator import ResidentSplit, autocast
-from study.training.patches import foreground_fraction, sample_patches, sliding_window_probabilities
+from study.training.device.accelerator import ResidentSplit, autocast
+from study.training.inputs.patches import foreground_fraction, sample_patches, sliding_window_probabilities
 
 Batch = tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]  # tensors: a ResidentSplit
 
