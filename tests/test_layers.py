@@ -41,6 +41,25 @@ OWNERS = {
 ANALYSIS_MAY_NOT = ("study.run", "study.training", "study.serving", "study.cli", "ray")
 # analysis/ by job, bottom up: reading MLflow into frames, statistics on frames, figures, commands.
 ANALYSIS_RANK = {"analysis": 0, "analysis.read": 0, "analysis.stats": 1, "analysis.plots": 2, "analysis.commands": 3}
+# Inside a layer that has grown sub-packages by job, bottom up: imports between them run one way down too.
+# A module of the layer outside every sub-package (study.training.trial) has the layer's own entry.
+JOB_RANK = {
+    "study.run": {
+        "study.run": 0,  # the package itself: its docstring
+        "study.run.record": 0,  # the study folder, its MLflow study run, reconcile
+        "study.run.cluster": 0,  # Ray itself: connect, capacity, warm workers, reaper, submit
+        "study.run.tune": 1,  # the Tune glue: trainable, searcher, scheduler, stopper, reports
+        "study.run.display": 2,  # what the user watches
+        "study.run.driver": 3,  # the study as a whole: engine, phases, rounds, preflight
+    },
+    "study.training": {
+        "study.training.device": 0,  # GPU specifics: autocast, resident splits, utilisation
+        "study.training.evaluation": 0,  # scores, conditions, conformal bounds, the learning gate
+        "study.training.inputs": 1,  # the study's data, whole images or patches
+        "study.training": 2,  # the trial itself: trial, plan, loop, checkpoints
+    },
+}
+MAX_MODULES = 12  # "When a package grows past a dozen modules, give it sub-packages by job"
 
 
 def imports(path: Path) -> set[str]:
@@ -56,8 +75,19 @@ def imports(path: Path) -> set[str]:
 
 
 def package_of(module: str) -> str:
+    """The layer (or analysis job) of a module: its package directly under study/ or analysis/;
+    sub-packages (study.run.driver) share their parent's layer."""
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] in ("study", "analysis") and len(parts) > 1 else parts[0]
+
+
+def job_of(module: str) -> str:
+    """The job package of a module inside a layer of JOB_RANK (study.run.driver.engine -> study.run.driver);
+    the layer itself for a module outside its sub-packages."""
+    layer = package_of(module)
+    parts = module.split(".")
+    sub = ".".join(parts[:3])
+    return sub if len(parts) > 3 or (len(parts) == 3 and (ROOT / Path(*parts)).is_dir()) else layer
 
 
 def module_name(path: Path) -> str:
@@ -105,3 +135,36 @@ def test_analysis_imports_run_one_way_down_its_jobs():
         if package_of(t) in ANALYSIS_RANK and ANALYSIS_RANK[package_of(t)] > ANALYSIS_RANK[package_of(module_name(p))]
     ]
     assert upward == []
+
+
+def test_every_job_package_has_a_rank():
+    jobs = {job_of(module_name(p)) for layer in JOB_RANK for p in (ROOT / Path(*layer.split("."))).rglob("*.py")}
+    ranked = {job for ranks in JOB_RANK.values() for job in ranks}
+    assert jobs <= ranked, f"give these a rank in JOB_RANK and docs/ARCHITECTURE.md 2: {jobs - ranked}"
+
+
+def test_imports_run_one_way_down_the_jobs_of_a_layer():
+    upward = []
+    for layer, ranks in JOB_RANK.items():
+        for path in sorted((ROOT / Path(*layer.split("."))).rglob("*.py")):
+            me = job_of(module_name(path))
+            for target in imports(path):
+                there = job_of(target)
+                if there in ranks and ranks[there] > ranks[me]:
+                    upward.append(f"{module_name(path)} imports {target}")
+    assert upward == []
+
+
+def test_no_package_holds_more_than_a_dozen_modules():
+    crowded = {
+        module_name(init.parent): n
+        for top in ("study", "analysis")
+        for init in (ROOT / top).rglob("__init__.py")
+        if (n := len([p for p in init.parent.glob("*.py") if p.name != "__init__.py"])) > MAX_MODULES
+    }
+    assert crowded == {}, "give these sub-packages by job (docs/ARCHITECTURE.md 2)"
+
+
+def test_every_module_of_study_run_sits_in_a_job_package():
+    loose = [module_name(p) for p in (ROOT / "study" / "run").glob("*.py") if p.name != "__init__.py"]
+    assert loose == [], "put these in a sub-package of study/run (docs/ARCHITECTURE.md 2)"

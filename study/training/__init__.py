@@ -1,4 +1,9 @@
-"""Plain training and evaluation functions: no Ray, no MLflow, callable from a loop or a trial."""
+"""Plain training and evaluation functions: no Ray, no MLflow, callable from a loop or a trial.
+
+The trial itself is at the top (`trial`, `plan`, `loop`, `checkpoints`); below it, by job: what
+the network is fed (`inputs`), how the trained model is judged (`evaluation`), and what a GPU
+changes (`device`).
+"""
 
 from __future__ import annotations
 
