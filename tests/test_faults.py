@@ -23,6 +23,7 @@ from study.training.trial import TrialOutOfMemoryError, train_plan
 from study.training import TrialPlan
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
+EPOCHS = 100  # long enough that the kill lands before the trial ends on a fast CPU
 
 
 def trial_workers(head_pid: int) -> list[int]:
@@ -52,7 +53,7 @@ def test_killed_worker_is_retried_and_the_attempt_stays_failed(ray_head, write_s
     spec = write_spec(
         name="faults",
         factors={"architecture": ["unet"], "alpha": [0.5]},
-        training__epochs=60,
+        training__epochs=EPOCHS,
         evaluation__perturbations=[],
         resources__max_failures=1,
     )
@@ -70,12 +71,14 @@ def test_killed_worker_is_retried_and_the_attempt_stays_failed(ray_head, write_s
     deadline = time.monotonic() + 120
     victim = None
     while victim is None and time.monotonic() < deadline and thread.is_alive():
-        # Kill only once the trial's MLflow run exists and it has trained a moment: mid-epoch.
-        if runs_of(uri, "faults") and trial_workers(ray_head.pid):
-            time.sleep(2.0)
-            victim = trial_workers(ray_head.pid)[0]
+        # Kill as soon as the trial's MLflow run exists and its actor runs: the trial is then in
+        # set-up or training. Waiting for a sign of progress races the end on a fast CPU (a confirm
+        # trial reports its epochs every 5 s, and this one may train for less).
+        workers = trial_workers(ray_head.pid)
+        if workers and runs_of(uri, "faults"):
+            victim = workers[0]
         else:
-            time.sleep(0.3)
+            time.sleep(0.05)
     assert victim is not None, "no trial worker process found to kill"
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=300)
@@ -94,7 +97,7 @@ def test_killed_worker_is_retried_and_the_attempt_stays_failed(ray_head, write_s
     assert finished.data.tags[M.TRIAL_KEY_TAG] == failed.data.tags[M.TRIAL_KEY_TAG]
     client = MlflowClient(tracking_uri=uri)
     steps = [m.step for m in client.get_metric_history(finished.info.run_id, M.VAL_DICE)]
-    assert sorted(steps) == list(range(1, 61))  # the retry trained from the start, every epoch logged
+    assert sorted(steps) == list(range(1, EPOCHS + 1))  # the retry trained from the start, every epoch logged
     assert M.TEST_DICE in finished.data.metrics
 
 
