@@ -34,6 +34,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Files whose tests start a local Ray instance (no --address): they share one pytest worker, so two
+# local instances never start at once.
+LOCAL_RAY_FILES = {"test_interrupt.py", "test_ray_reaper.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest workers (`-n 2 --dist loadgroup`): a file's tests stay on one
+    worker, so its module fixtures (a reference study, a built dataset) are made once."""
+    for item in items:
+        group = "local_ray" if item.path.name in LOCAL_RAY_FILES else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @dataclass(frozen=True)
 class RayHead:
     gcs_address: str
@@ -63,12 +76,15 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
     env = head_env()
     os.environ["RAY_AUTH_MODE"] = "disabled"
     port, dash = free_port(), free_port()
+    # Not under pytest's temp folder: under xdist (popen-gwN/) Ray's socket paths pass the 107-byte limit.
+    ray_temp = tempfile.mkdtemp(prefix="segray-")
     cmd = [
         str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
         f"--dashboard-agent-listen-port={free_port()}",  # the job agent's; Ray's fixed default clashes with other heads
+        f"--ray-client-server-port={free_port()}",  # likewise (10001): `make test` runs two heads, one per pytest worker
         "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats",
-        f"--temp-dir={tmp_path_factory.mktemp('ray')}",
+        f"--temp-dir={ray_temp}",
     ]
     log = (tmp_path_factory.getbasetemp() / "ray_head.log").open("w")
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -79,8 +95,10 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory):
         yield head
     finally:
         ray.shutdown()
-        stop_process_group(proc)
+        # `ray start --block` stops its node's processes on SIGTERM but does not exit itself.
+        stop_process_group(proc, grace_s=3)
         log.close()
+        shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def wait_for_dashboard(url: str, proc: subprocess.Popen, *, timeout: float) -> None:
