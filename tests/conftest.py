@@ -39,12 +39,23 @@ def free_port() -> int:
 LOCAL_RAY_FILES = {"test_interrupt.py", "test_ray_reaper.py"}
 
 
+# Fixtures that mean real processes (a Ray head, a database): their files take most of the time.
+HEAVY_FIXTURES = {"ray_head", "postgres_server", "postgres"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs two pytest workers (`-n 2 --dist loadgroup`): a file's tests stay on one
-    worker, so its module fixtures (a reference study, a built dataset) are made once."""
+    worker, so its module fixtures (a reference study, a built dataset) are made once. The files
+    with the most real-process tests go first, so the short ones fill the end instead of one long
+    file running alone on one worker."""
+    weight: dict[str, int] = {}
     for item in items:
         group = "local_ray" if item.path.name in LOCAL_RAY_FILES else item.path.name
         item.add_marker(pytest.mark.xdist_group(group))
+        heavy = bool(HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))) or item.get_closest_marker("slow") is not None
+        weight[group] = weight.get(group, 0) + heavy
+    # Stable: the tests of a file keep their order and stay together (module fixtures are made once).
+    items.sort(key=lambda item: -weight["local_ray" if item.path.name in LOCAL_RAY_FILES else item.path.name])
 
 
 @dataclass(frozen=True)
