@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from study.errors import SegstudyError, embeds_credentials
 from study.redact import mask_uri
+from study.tracking.sqlite_seed import seed_sqlite_store
 from study.tracking.stores import check_database, is_database, require_driver
 from study.watchdog import start_watchdog
 
@@ -101,7 +102,10 @@ def serve(*, backend: str, artifacts: Path, host: str = LOOPBACK, port: int = 50
     check_port_free(host, port)
     check_database(backend, what="--backend-store-uri")  # else the server retries it for ~100 s, then dies
     if backend.startswith("sqlite:///"):
-        Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(backend.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        # The server then starts on a current schema instead of migrating one (it serves artifacts).
+        seed_sqlite_store(db, artifact_root="mlflow-artifacts:/")
     artifacts.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(command, env=server_env(), start_new_session=True)
     write_end = start_watchdog(_WATCHDOG, str(server.pid))  # ends the server group if this process dies

@@ -29,6 +29,7 @@ from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, fir
 from study.paths import output_file
 from study.redact import mask_text, mask_uri
 from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, is_unavailable, map_ids
+from study.tracking.sqlite_seed import seed_sqlite_store
 from study.tracking.stores import check_database, is_accepted, require_driver
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,9 @@ class StudyTracker:
         studies started at once do not both migrate it), and a study refused by a check after the
         tracker was made must leave no store behind."""
         with store_lock(self.uri):
+            db = _sqlite_path(self.uri)
+            if db is not None:
+                seed_sqlite_store(db)  # a copy of a migrated store: seconds faster than MLflow's migrations
             return MlflowClient(tracking_uri=self.uri)
 
     def check_reachable(self) -> None:
