@@ -92,3 +92,17 @@ def test_without_a_writable_cache_mlflow_makes_the_store(tmp_path, monkeypatch):
     tracker = StudyTracker(f"sqlite:///{tmp_path / 'b.db'}", "z")
     assert tracker.experiment_id()  # MLflow made it
     assert schema_and_rows(tmp_path / "b.db")[1]
+
+
+def test_a_damaged_template_is_dropped_and_mlflow_makes_the_store(tmp_path, monkeypatch):
+    from study.tracking import StudyTracker
+    from study.tracking.sqlite_seed import seed_sqlite_store, template_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = template_path()
+    template.parent.mkdir(parents=True)
+    template.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)  # cut short
+    assert seed_sqlite_store(tmp_path / "a.db") is False
+    assert not template.exists() and not (tmp_path / "a.db").exists() and not list(tmp_path.glob(".*.seeding"))
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'b.db'}", "z")  # a fresh template, then a copy
+    assert tracker.experiment_id() and template.is_file()

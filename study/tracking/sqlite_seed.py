@@ -74,14 +74,19 @@ def seed_sqlite_store(db: Path, *, artifact_root: str | None = None) -> bool:
         with contextlib.closing(sqlite3.connect(partial)) as conn, conn:
             # What MLflow writes for the Default experiment of a store made in this folder.
             now = int(time.time() * 1000)
-            conn.execute(
+            updated = conn.execute(
                 "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
                 "WHERE experiment_id = 0",
                 (default_experiment_location(artifact_root), now, now),
-            )
+            ).rowcount
+            if updated != 1 or not conn.execute("SELECT version_num FROM alembic_version").fetchone():
+                raise sqlite3.DatabaseError("not a migrated MLflow store")
         os.replace(partial, db)
-    except (OSError, sqlite3.Error):
+    except (OSError, sqlite3.Error) as exc:
         with contextlib.suppress(OSError):
             partial.unlink()
+        if isinstance(exc, sqlite3.DatabaseError):  # a damaged template: made again next time
+            with contextlib.suppress(OSError):
+                template.unlink()
         return False  # MLflow makes the store itself
     return True
