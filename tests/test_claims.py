@@ -96,7 +96,20 @@ def test_context_and_fbr_claims_on_paired_objects() -> None:
     assert c.loc["unet", "line"].startswith("(c) context: unet Dice at patch 32 minus at patch 16 = +0.060")
     d = table[table["claim"] == "d"].iloc[0]
     assert d["arm"] == "attention_unet" and d["estimate"] == pytest.approx(0.15)
-    assert "attention_unet loses 0.200 Dice, unet 0.050" in d["line"] and "3 seeds x 4 objects" in d["line"]
+    assert "attention_unet loses 0.200 Dice, unet 0.050" in d["line"] and "3 seeds x 8 objects" in d["line"]
+    assert "pooled over 2 levels of patch_size" in d["line"]
+
+
+def test_fbr_claim_holds_when_levels_have_different_objects_outside_the_range() -> None:
+    """The training range moves with the level, so each level has its own objects on both sides;
+    pooled (level, object) pairs keep an interval where a per-level average would keep no object."""
+    frame = _three_d()
+    inside_at = {16: ("test0002_s64", "test0003_s64"), 32: ("test0000_s64", "test0001_s64")}
+    for patch, ids in inside_at.items():
+        frame.loc[(frame["patch_size"] == patch) & frame["image_id"].isin(ids), "fbr_position"] = "inside"
+    d = claims(frame, reference="unet", fbr_positions=frame).query("claim == 'd'").iloc[0]
+    assert d["estimate"] == pytest.approx(0.15) and d["n_images"] == 4 and np.isfinite(d["ci_low"])
+    assert d["ci_low"] < 0.15 < d["ci_high"] and d["p"] < 0.05
 
 
 def test_fbr_position_is_agreed_per_level_so_arms_share_the_volumes() -> None:

@@ -175,18 +175,35 @@ def _context(frame: pd.DataFrame, arms: list[str], factors: list[str], metric: s
 
 
 def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
-    """(d): per object, Dice inside the training FBR range minus outside it; arm minus reference."""
+    """(d): per object, Dice inside the training FBR range minus outside it; arm minus reference.
+
+    Which objects have volumes on both sides of the range depends on the level (the training
+    patches' FBR range moves with patch size and foreground share), so levels do not share their
+    objects and a contrast per level, averaged, would keep no image that every term scored. The
+    levels are pooled instead: each (level, object) pair is one repeated measure, scored by every
+    arm and seed (the split is agreed per level), and seed s of an arm stands for its training runs
+    with seed s at every level, which are independent of its other seeds' runs. Each pair counts
+    once, so a level weighs by its number of such objects.
+    """
     losses = fbr_losses(positions, factors=factors, metric=metric)
     if losses.empty:
         return []
+    levels = [f for f in factors if f in losses.columns]
+    pooled = losses.copy()
+    if levels:
+        level_key = pooled[levels].astype(str).agg("|".join, axis=1)
+        pooled["image_id"] = level_key + "|" + pooled["image_id"].astype(str)
+    n_levels = len(_levels(losses, factors))
+    named = [f for f in levels if losses[f].nunique() > 1]
+    over = f", pooled over {n_levels} levels of {', '.join(named)} (an object once per level)" if n_levels > 1 else ""
     rows = []
     for arm in arms:
-        est = _averaged(losses, factors, lambda w, arm=arm: [({ARM: arm, **w}, 1.0), ({ARM: ref, **w}, -1.0)])
-        own = _averaged(losses, factors, lambda w, arm=arm: [({ARM: arm, **w}, 1.0)])
-        base = _averaged(losses, factors, lambda w: [({ARM: ref, **w}, 1.0)])
+        est = frame_contrast(pooled, [({ARM: arm}, 1.0), ({ARM: ref}, -1.0)], metric=metric)
+        own = frame_contrast(pooled, [({ARM: arm}, 1.0)], metric=metric)
+        base = frame_contrast(pooled, [({ARM: ref}, 1.0)], metric=metric)
         text = (f"(d) FBR outside the training range: on the same objects {arm} loses {own.estimate:.3f} Dice, "
                 f"{ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
-        rows.append(_row("d", arm, ref, "fbr outside vs inside", est, text, _over(losses, factors), losses, unit="objects"))
+        rows.append(_row("d", arm, ref, "fbr outside vs inside", est, text, over, losses, unit="objects"))
     return rows
 
 
