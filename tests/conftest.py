@@ -48,14 +48,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     worker, so its module fixtures (a reference study, a built dataset) are made once. The files
     with the most real-process tests go first, so the short ones fill the end instead of one long
     file running alone on one worker."""
+    def group(item: pytest.Item) -> str:
+        return "local_ray" if item.path.name in LOCAL_RAY_FILES else item.path.name
+
     weight: dict[str, int] = {}
     for item in items:
-        group = "local_ray" if item.path.name in LOCAL_RAY_FILES else item.path.name
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(group(item)))
         heavy = bool(HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))) or item.get_closest_marker("slow") is not None
-        weight[group] = weight.get(group, 0) + heavy
+        weight[group(item)] = weight.get(group(item), 0) + heavy
     # Stable: the tests of a file keep their order and stay together (module fixtures are made once).
-    items.sort(key=lambda item: -weight["local_ray" if item.path.name in LOCAL_RAY_FILES else item.path.name])
+    items.sort(key=lambda item: -weight[group(item)])
 
 
 @dataclass(frozen=True)

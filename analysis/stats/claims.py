@@ -193,9 +193,7 @@ def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: list[str],
     if levels:
         level_key = pooled[levels].astype(str).agg("|".join, axis=1)
         pooled["image_id"] = level_key + "|" + pooled["image_id"].astype(str)
-    n_levels = len(_levels(losses, factors))
-    named = [f for f in levels if losses[f].nunique() > 1]
-    over = f", pooled over {n_levels} levels of {', '.join(named)} (an object once per level)" if n_levels > 1 else ""
+    over = _over(losses, factors, how="pooled", note=" (an object once per level)")
     rows = []
     for arm in arms:
         est = frame_contrast(pooled, [({ARM: arm}, 1.0), ({ARM: ref}, -1.0)], metric=metric)
@@ -264,10 +262,10 @@ def _levels(frame: pd.DataFrame, factors: Sequence[str]) -> list[dict[str, Hasha
     return [dict(zip(present, row, strict=True)) for row in combos.itertuples(index=False)]
 
 
-def _over(frame: pd.DataFrame, factors: Sequence[str]) -> str:
+def _over(frame: pd.DataFrame, factors: Sequence[str], *, how: str = "averaged", note: str = "") -> str:
     n = len(_levels(frame, factors))
     named = [f for f in factors if f in frame.columns and frame[f].nunique() > 1]
-    return f", averaged over {n} levels of {', '.join(named)}" if n > 1 else ""
+    return f", {how} over {n} levels of {', '.join(named)}{note}" if n > 1 else ""
 
 
 def _row(
