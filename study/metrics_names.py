@@ -194,4 +194,7 @@ ROUNDS_TAG = "segstudy.rounds"  # JSON on the study run: a sequential confirm ph
 # status KILLED; `segstudy resume` continues it). STOP_SIGNAL_TAG names the signal.
 STATE_TAG = "segstudy.state"
 STATE_INTERRUPTED = "interrupted"
+STATE_FINISHED = "finished"
+# On a replicate's study run (`segstudy replicate`): the study run id of the study it replicates.
+REPLICATE_OF_TAG = "segstudy.replicate_of"
 STOP_SIGNAL_TAG = "segstudy.stopped_by"

@@ -1,4 +1,4 @@
-"""analysis/stats/claims.py: the four robustness claims on per-image tables with known numbers."""
+"""analysis/stats/statements/claims.py: the four robustness claims on per-image tables with known numbers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.stats.claims import claims, fbr_losses
-from analysis.stats.contrasts import frame_contrast
+from analysis.stats.statements.claims import claims, fbr_losses
+from analysis.stats.core.contrasts import frame_contrast
 
 SEEDS, IMAGES = 3, 10
 OFFSETS = np.linspace(-0.05, 0.05, IMAGES)

@@ -52,6 +52,12 @@ JOB_RANK = {
         "study.run.display": 2,  # what the user watches
         "study.run.driver": 3,  # the study as a whole: engine, phases, rounds, preflight
     },
+    "analysis.stats": {
+        "analysis.stats": 0,  # the package itself: its docstring
+        "analysis.stats.core": 0,  # the one inference, multiple testing, the sentence, frame checks
+        "analysis.stats.describe": 1,  # summaries, robustness, coverage, FBR placement, shift tables
+        "analysis.stats.statements": 2,  # findings, claims, breakdown, pairwise, sequential, replication
+    },
     "study.training": {
         "study.training.device": 0,  # GPU specifics: autocast, resident splits, utilisation
         "study.training.evaluation": 0,  # scores, conditions, conformal bounds, the learning gate

@@ -2,7 +2,7 @@
 
 Same conventions as `analysis.plots.trade_offs`: object-oriented `Figure` on the Agg canvas (no
 pyplot, no process-wide backend switch), 95% Student-t bands over seeds cut to Dice's [0, 1].
-Both figures read `analysis.stats.shift.shift_table`.
+Both figures read `analysis.stats.describe.shift.shift_table`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from analysis.plots.trade_offs import MARKERS
-from analysis.stats.shift import SEEDS
+from analysis.stats.describe.shift import SEEDS
 from study import metrics_names as M
 
 

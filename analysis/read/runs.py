@@ -51,8 +51,9 @@ def load_trials(
         phase: "confirm" (the seeded repeats of each cell's best config), "tune", or None for all.
         include_failed: keep runs whose status is not FINISHED (failed, killed, still running);
             their reason is in the `error` column.
-        study: which study run's trials: "latest" (the newest study run that has trials, so a
-            re-run of the same spec does not double its seeds), "all", or a study run id.
+        study: which study run's trials: "latest" (the newest study run that has trials and is not
+            a replicate, so a re-run of the same spec does not double its seeds), "all", or a study
+            run id.
 
     Returns:
         Columns run_id, status, phase, cell, seed (int), one column per factor (numeric factors as
@@ -92,16 +93,26 @@ def trial_runs(experiment: str, *, tracking_uri: str, study: str = LATEST) -> li
     runs = list(
         _all_pages(lambda token: client.search_runs([found.experiment_id], filter_string=role, page_token=token))
     )
-    return _of_study(runs, study)
+    return _of_study(runs, study, replicates=replicate_runs(client, found.experiment_id) if study == LATEST else {})
 
 
-def _of_study(runs: list[Run], study: str) -> list[Run]:
-    """Keep the trials of one study run (see `load_trials`)."""
+def replicate_runs(client: MlflowClient, experiment_id: str) -> dict[str, str]:
+    """The replicates among an experiment's study runs (`segstudy replicate`): run id -> the study run
+    it replicates."""
+    tagged = f"tags.`{M.REPLICATE_OF_TAG}` LIKE '%'"
+    runs = _all_pages(lambda token: client.search_runs([experiment_id], filter_string=tagged, page_token=token))
+    return {r.info.run_id: r.data.tags[M.REPLICATE_OF_TAG] for r in runs}
+
+
+def _of_study(runs: list[Run], study: str, *, replicates: dict[str, str] | None = None) -> list[Run]:
+    """Keep the trials of one study run (see `load_trials`); "latest" is the newest study that is not
+    a replicate of another (a replicate is read by its own study run id)."""
     if study == ALL:
         return runs
     if study == LATEST:
         newest: dict[str, int] = {}
-        for r in runs:
+        originals = [r for r in runs if r.data.tags.get(M.PARENT_TAG, "") not in (replicates or {})]
+        for r in originals or runs:
             parent = r.data.tags.get(M.PARENT_TAG, "")
             newest[parent] = max(newest.get(parent, 0), r.info.start_time or 0)
         if not newest:

@@ -26,6 +26,7 @@ from study.strict import StrictModel
 from study.models import check_input_size, mismatched_arm, resolve_architecture
 from study.perturbations import get_perturbation
 from study.spec.samplers import get_sampler
+from study.spec.statistics import EXACT_CLAIM, Declared, Statistics, allowed_kinds, declared
 from study.spec.tuning import SEED_FORM_TAGS, Confirm, Tuning
 from study.spec.space import distribution_values, grid_size, is_distribution, parse_distribution
 
@@ -83,6 +84,9 @@ class Evaluation(_Strict):
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
     perturbation_seed: int = Field(0, ge=0)
     failure_threshold: float = Field(0.5, gt=0, lt=1, description="Dice below this counts as a failure")
+    breakdown: float = Field(
+        0.5, gt=0, lt=1, description="a confirm model whose mean clean test Dice is below this broke down"
+    )
     reference_arm: str | None = Field(None, description="architecture that corruption errors are relative to")
     learning: LearningGate = LearningGate()
     # Train/test shift (docs/ARCHITECTURE.md 5): dataset factor -> levels. Every confirm model is
@@ -192,6 +196,7 @@ class StudySpec(_Strict):
     conformal: Conformal = Conformal()
     tuning: Tuning | None = None
     confirm: Confirm = Confirm()
+    statistics: Statistics = Statistics()
     seeds: list[int] | None = None
     resources: Resources = Resources()
     tracking: Tracking = Tracking()
@@ -285,6 +290,15 @@ class StudySpec(_Strict):
         """Hyperparameter name -> Optuna distribution, for those given as distributions."""
         return {k: parse_distribution(k, v) for k, v in self.hyperparameters.items() if is_distribution(v)}
 
+    def declared_claims(self) -> Declared:
+        """The claims the study is for (`statistics.claims`, default every claim (a)-(d) its factors
+        allow), checked against its factors (a SegstudyError names a claim it cannot make)."""
+        allowed = allowed_kinds(
+            factors=self.factors, perturbations=bool(self.evaluation.perturbations), shift=bool(self.evaluation.shift),
+            patch_mode=self.patch_mode,
+        )
+        return declared(self.statistics, allowed, arms=[str(a) for a in self.factors[ARCHITECTURE]])
+
     @property
     def dataset_factors(self) -> tuple[str, ...]:
         """The factors the dataset consumes (e.g. alpha): data is built once per combination."""
@@ -368,6 +382,13 @@ def _check_cross_references(spec: StudySpec) -> None:
                 _check_value(f"factors.{key}[{i}]", key, value)
     _check_input_sizes(spec)
     _check_evaluation(spec)
+    claims = spec.declared_claims()
+    if spec.confirm.budget is not None and not any(kind != EXACT_CLAIM for kind in claims.kinds):
+        raise SegstudyError(
+            "confirm.seeds: a seed budget is spent on the declared claims (statistics.claims), and this study declares "
+            "none its rounds can decide (claims (a)-(d) need an alpha or patch_size factor with two levels, "
+            "evaluation.perturbations or evaluation.shift, and two arms); give a seed list, e.g. seeds: [0, 1, 2]"
+        )
 
 
 def _check_distinct(key: str, values: list[Any]) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.commands.report_sections.blocks import ARM, ReportFigure, table_of, write_csv
 from analysis.plots.shift import plot_shift_degradation, plot_shift_heatmaps
-from analysis.stats.shift import shift_factors, shift_matrix, shift_table
+from analysis.stats.describe.shift import shift_factors, shift_matrix, shift_table
 from study.spec import Conformal
 
 

@@ -1,6 +1,6 @@
 """The robustness claims of the two reference studies, as sentences with their evidence.
 
-Each claim is one contrast of cell means (`analysis.stats.contrasts`), so each comes with its
+Each claim is one contrast of cell means (`analysis.stats.core.contrasts`), so each comes with its
 interval and p-value from the study's one inference (seeds the replicates, images repeated
 measures), and each is made only when the study has the factors for it:
 
@@ -24,25 +24,31 @@ speaks for the whole study; the sentence says over how many levels.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.read.runs import factor_names, not_learned_trials
-from analysis.stats.context import INSIDE
-from analysis.stats.contrasts import Term, frame_contrast
-from analysis.stats.findings import p_text
-from analysis.stats.inference import Estimate
+from analysis.stats.describe.context import INSIDE
+from analysis.stats.core.contrasts import Term, frame_contrast
+from analysis.stats.core.inference import Estimate
+from analysis.stats.core.statement import statement_line
 from study import metrics_names as M
+from study.spec.statistics import CLAIM_KINDS
 
 ARM = "architecture"
 COMPLEXITY = "alpha"  # larger = foreground texture more like the background = harder
 PATCH = "patch_size"
 CLAIM_COLUMNS = (
-    "claim", "arm", "reference", "about", "estimate", "ci_low", "ci_high", "p", "n_seeds", "n_images", "not_learned", "line",
+    "claim", "kind", "arm", "reference", "about", "estimate", "ci_low", "ci_high", "p", "se", "df", "n_seeds", "n_images",
+    "seed_variance", "image_variance", "not_learned", "cells", "text", "tail", "line",
 )
+KIND = {kind.letter: name for name, kind in CLAIM_KINDS.items()}  # "a" -> "complexity"
 _OBJECT = re.compile(r"^(?P<object>.+)_s\d+$")  # synthetic3d test ids: one object, several volume sizes
 
 
@@ -54,22 +60,27 @@ def claims(
     shift_rows: pd.DataFrame | None = None,
     trials: pd.DataFrame | None = None,
     metric: str = "dice",
+    design: Mapping[str, Sequence[Any]] | None = None,
 ) -> pd.DataFrame:
     """Every claim the study's factors allow, one row (and sentence) each; see the module docstring.
 
     Args:
         per_image: confirm per-image rows (`analysis.read.runs.load_per_image`), every condition.
         reference: the reference arm.
-        fbr_positions: `analysis.stats.context.fbr_shift(per_image, trials)` for claim (d) (None: no (d)).
+        fbr_positions: `analysis.stats.describe.context.fbr_shift(per_image, trials)` for claim (d) (None: no (d)).
         shift_rows: `analysis.read.runs.read_per_image(...).shift` for the train/test shift part of (b).
         trials: the trials frame, for the learning gate's verdicts: a claim resting on a model that
             did not learn says so, as a finding does.
         metric: the score (Dice).
+        design: the study's factor levels (the spec's `factors`). A claim is about the levels the
+            study was designed with, so a level whose trials all failed leaves the claim without an
+            estimate rather than quietly averaged over the levels that are left (None: the levels
+            the rows hold).
 
     Returns:
         Columns CLAIM_COLUMNS; empty when the study has one arm and no patch-size factor.
     """
-    factors = [c for c in factor_names(per_image) if c != ARM]
+    factors = Grid(tuple(c for c in factor_names(per_image) if c != ARM), dict(design or {}))
     arms = sorted(per_image[ARM].dropna().unique()) if ARM in per_image.columns else []
     others = [a for a in arms if a != reference] if reference in arms else []
     rows = [
@@ -83,18 +94,17 @@ def claims(
     bad = {r.run_id: f"{r.cell} seed={r.seed}" for r in not_learned_trials(trials).itertuples()} if trials is not None else {}
     for row in rows:
         row["not_learned"] = "; ".join(sorted(bad[r] for r in row.pop("_runs") if r in bad))
-        if row["not_learned"]:
-            row["line"] += f"  [NOT LEARNED: {row['not_learned']}; this claim means nothing]"
+        row["line"] = statement_line(row, noun="claim")
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
 
 
-def _complexity(frame: pd.DataFrame, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
+def _complexity(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metric: str) -> list[dict]:
     """(a): (arm - ref at the hardest level) - (arm - ref at the easiest)."""
     if COMPLEXITY not in factors or frame[COMPLEXITY].nunique() < 2:
         return []
     clean = frame[frame["condition"] == M.CLEAN]
-    easy, hard = float(clean[COMPLEXITY].min()), float(clean[COMPLEXITY].max())
-    rest = [f for f in factors if f != COMPLEXITY]
+    easy, hard = (float(v) for v in factors.extremes(clean, COMPLEXITY))
+    rest = factors.without(COMPLEXITY)
     rows = []
     for arm in arms:
         at = {level: _averaged(clean, rest, lambda w, level=level: [({ARM: arm, COMPLEXITY: level, **w}, 1.0),
@@ -108,7 +118,7 @@ def _complexity(frame: pd.DataFrame, arms: list[str], ref: str, factors: list[st
     return rows
 
 
-def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
+def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metric: str) -> list[dict]:
     """(b): each arm's loss under a perturbation at its highest severity, minus the reference's."""
     rows = []
     for condition in _worst_conditions(frame):
@@ -128,7 +138,7 @@ def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: list
     return rows
 
 
-def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
+def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: Grid, metric: str) -> list[dict]:
     """(b) under train/test shift: models trained at the easiest level, tested at every other level
     (the reference study's out-of-domain experiment), their loss averaged over those levels; each
     arm's loss minus the reference's."""
@@ -138,11 +148,11 @@ def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: list
     for factor in sorted({M.parse_shift(c)[0] for c in rows["condition"] if M.is_shift(c)}):
         column = M.test_level_column(factor)
         shifted = rows[rows["condition"].str.startswith(f"{M.SHIFT}:{factor}=")]
-        trained = float(shifted[factor].min())
+        trained = float(factors.extremes(shifted, factor)[0])
         tested = shifted[shifted[factor] == trained].drop_duplicates("condition").sort_values(column)
         conditions = tested["condition"].tolist()
         used = rows[(rows[factor] == trained) & rows["condition"].isin([M.CLEAN, *conditions])]
-        rest = [f for f in factors if f != factor]
+        rest = factors.without(factor)
 
         def loss(arm: str, sign: float, w: dict) -> list[Term]:
             return [({ARM: arm, "condition": M.CLEAN, **w}, sign)] + [
@@ -159,13 +169,13 @@ def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: list
     return out
 
 
-def _context(frame: pd.DataFrame, arms: list[str], factors: list[str], metric: str) -> list[dict]:
+def _context(frame: pd.DataFrame, arms: list[str], factors: Grid, metric: str) -> list[dict]:
     """(c): each arm's Dice at the largest patch minus at the smallest."""
     if PATCH not in factors or frame[PATCH].nunique() < 2:
         return []
     clean = frame[frame["condition"] == M.CLEAN]
-    small, large = clean[PATCH].min(), clean[PATCH].max()
-    rest = [f for f in factors if f != PATCH]
+    small, large = factors.extremes(clean, PATCH)
+    rest = factors.without(PATCH)
     rows = []
     for arm in arms:
         est = _averaged(clean, rest, lambda w, arm=arm: [({ARM: arm, PATCH: large, **w}, 1.0), ({ARM: arm, PATCH: small, **w}, -1.0)])
@@ -174,7 +184,7 @@ def _context(frame: pd.DataFrame, arms: list[str], factors: list[str], metric: s
     return rows
 
 
-def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: list[str], metric: str) -> list[dict]:
+def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metric: str) -> list[dict]:
     """(d): per object, Dice inside the training FBR range minus outside it; arm minus reference.
 
     Which objects have volumes on both sides of the range depends on the level (the training
@@ -185,7 +195,7 @@ def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: list[str],
     with seed s at every level, which are independent of its other seeds' runs. Each pair counts
     once, so a level weighs by its number of such objects.
     """
-    losses = fbr_losses(positions, factors=factors, metric=metric)
+    losses = fbr_losses(positions, factors=list(factors), metric=metric)
     if losses.empty:
         return []
     levels = [f for f in factors if f in losses.columns]
@@ -193,7 +203,7 @@ def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: list[str],
     if levels:
         level_key = pooled[levels].astype(str).agg("|".join, axis=1)
         pooled["image_id"] = level_key + "|" + pooled["image_id"].astype(str)
-    over = _over(losses, factors, how="pooled", note=" (an object once per level)")
+    over = _over(losses, Grid(factors.names), how="pooled", note=" (an object once per level)")  # the levels with pairs
     rows = []
     for arm in arms:
         est = frame_contrast(pooled, [({ARM: arm}, 1.0), ({ARM: ref}, -1.0)], metric=metric)
@@ -232,10 +242,6 @@ def fbr_losses(positions: pd.DataFrame, *, factors: Sequence[str], metric: str =
     return loss.rename(columns={"object": "image_id"})
 
 
-def claim_lines(table: pd.DataFrame) -> list[str]:
-    return table["line"].tolist() if not table.empty else []
-
-
 def _worst_conditions(frame: pd.DataFrame) -> list[str]:
     """Each perturbation at the highest severity the study evaluated."""
     worst: dict[str, int] = {}
@@ -246,40 +252,65 @@ def _worst_conditions(frame: pd.DataFrame) -> list[str]:
     return [M.condition_name(name, severity) for name, severity in sorted(worst.items())]
 
 
-def _averaged(frame: pd.DataFrame, factors: Sequence[str], terms_at) -> Estimate:
+@dataclass(frozen=True)
+class Grid:
+    """The factors a claim may average over (every factor but the architecture), with the study's
+    designed levels when known."""
+
+    names: tuple[str, ...]
+    design: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def without(self, factor: str) -> Grid:
+        return Grid(tuple(f for f in self.names if f != factor), self.design)
+
+    def extremes(self, frame: pd.DataFrame, factor: str) -> tuple[Any, Any]:
+        """The smallest and largest level of `factor`: the design's, else the rows'."""
+        values = list(self.design.get(factor) or frame[factor].dropna().tolist())
+        return min(values), max(values)
+
+    def levels(self, frame: pd.DataFrame) -> list[dict[str, Hashable]]:
+        """Every combination of the factors' levels: the design's (so a level without rows is still
+        one), else the ones the frame holds."""
+        present = [f for f in self.names if f in frame.columns]
+        if not present:
+            return [{}]
+        if all(self.design.get(f) for f in present):
+            return [dict(zip(present, combo, strict=True)) for combo in itertools.product(*(self.design[f] for f in present))]
+        combos = frame[present].dropna().drop_duplicates().sort_values(present)
+        return [dict(zip(present, row, strict=True)) for row in combos.itertuples(index=False)]
+
+
+def _averaged(frame: pd.DataFrame, factors: Grid, terms_at) -> Estimate:
     """The contrast `terms_at(level values)` averaged with equal weights over every level of `factors`."""
-    levels = _levels(frame, factors)
+    levels = factors.levels(frame)
     terms = [(where, weight / len(levels)) for level in levels for where, weight in terms_at(level)]
     return frame_contrast(frame, terms)
 
 
-def _levels(frame: pd.DataFrame, factors: Sequence[str]) -> list[dict[str, Hashable]]:
-    """Every combination of the factors' values that the frame holds."""
-    present = [f for f in factors if f in frame.columns]
-    if not present:
-        return [{}]
-    combos = frame[present].dropna().drop_duplicates().sort_values(present)
-    return [dict(zip(present, row, strict=True)) for row in combos.itertuples(index=False)]
-
-
-def _over(frame: pd.DataFrame, factors: Sequence[str], *, how: str = "averaged", note: str = "") -> str:
-    n = len(_levels(frame, factors))
-    named = [f for f in factors if f in frame.columns and frame[f].nunique() > 1]
-    return f", {how} over {n} levels of {', '.join(named)}{note}" if n > 1 else ""
+def _over(frame: pd.DataFrame, factors: Grid, *, how: str = "averaged", note: str = "") -> str:
+    levels = factors.levels(frame)
+    named = [f for f in factors if f in frame.columns and len({str(level[f]) for level in levels}) > 1]
+    return f", {how} over {len(levels)} levels of {', '.join(named)}{note}" if len(levels) > 1 else ""
 
 
 def _row(
     claim: str, arm: str, ref: str, about: str, est: Estimate, text: str, over: str, used: pd.DataFrame, *, unit: str = "images"
 ) -> dict:
-    if np.isfinite(est.ci_low):
-        inference = f"[{est.ci_low:+.3f}, {est.ci_high:+.3f}], p {p_text(est.p)}"
-    else:
-        inference = "(no interval or p-value: needs >= 2 seeds per cell)"
-    line = f"{text} {est.estimate:+.3f} {inference}, {est.n_seeds} seeds x {est.n_images} {unit}{over}"
-    runs = set(used.loc[used[ARM].isin([arm, ref]), "run_id"]) if "run_id" in used.columns else set()
-    return {"claim": claim, "arm": arm, "reference": ref, "about": about, "estimate": est.estimate, "ci_low": est.ci_low,
-            "ci_high": est.ci_high, "p": est.p, "n_seeds": est.n_seeds, "n_images": est.n_images, "line": line,
-            "_runs": runs}
+    """One claim's numbers, the words around them, and the cells and runs it rests on."""
+    compared = used[used[ARM].isin([arm, ref])]
+    runs = set(compared["run_id"]) if "run_id" in used.columns else set()
+    cells = sorted(set(compared["cell"].astype(str))) if "cell" in used.columns else []
+    return {"claim": claim, "kind": KIND[claim], "arm": arm, "reference": ref, "about": about, "estimate": est.estimate,
+            "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p, "se": est.se, "df": est.df, "n_seeds": est.n_seeds,
+            "n_images": est.n_images, "seed_variance": est.seed_variance, "image_variance": est.image_variance,
+            "cells": ";".join(cells), "text": text,
+            "tail": f"{est.n_seeds} seeds x {est.n_images} {unit}{over}", "_runs": runs}
 
 
-__all__ = ["CLAIM_COLUMNS", "COMPLEXITY", "PATCH", "claim_lines", "claims", "fbr_losses"]
+__all__ = ["CLAIM_COLUMNS", "COMPLEXITY", "KIND", "PATCH", "claims", "fbr_losses"]

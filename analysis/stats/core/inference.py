@@ -30,7 +30,7 @@ answer (more seeds narrow them; treating images as replicates would not).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -49,6 +49,8 @@ class Estimate:
         p: two-sided p-value of "the contrast is 0" (NaN likewise).
         se: standard error; df: Welch-Satterthwaite degrees of freedom.
         n_seeds: the fewest seeds of any cell in the contrast; n_images: images used.
+        seed_variance, image_variance: the two parts of se**2 (what more seeds would shrink, and
+            what they would not), for projecting the interval to more seeds.
     """
 
     estimate: float
@@ -59,9 +61,20 @@ class Estimate:
     df: float
     n_seeds: int
     n_images: int
+    seed_variance: float = float("nan")  # the between-seed part of se**2 (sum over cells of w^2 var / n)
+    image_variance: float = float("nan")  # the between-image part of se**2
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+    def at(self, confidence: float) -> Estimate:
+        """The same statement with its interval at another level (p unchanged); a multiple-testing
+        procedure gives each statement the level that matches its decision
+        (`analysis.stats.core.multiplicity`)."""
+        if not (np.isfinite(self.se) and np.isfinite(confidence)):
+            return self
+        half = float(stats.t.ppf(0.5 + confidence / 2, self.df)) * self.se
+        return replace(self, ci_low=self.estimate - half, ci_high=self.estimate + half)
 
     @property
     def significant(self) -> bool:
@@ -115,14 +128,15 @@ def contrast(cells: Sequence[np.ndarray], weights: Sequence[float], *, confidenc
     variance = float(seed_parts.sum() + image_part)
     if variance <= 0:  # identical scores everywhere: no evidence of any difference beyond the estimate itself
         exact = 1.0 if estimate == 0 else 0.0
-        return Estimate(estimate, estimate, estimate, exact, 0.0, np.inf, int(n_seeds.min()), n_images)
+        return Estimate(estimate, estimate, estimate, exact, 0.0, np.inf, int(n_seeds.min()), n_images, 0.0, 0.0)
     # Welch-Satterthwaite: df of a sum of independent scaled chi-squares.
     denominator = float((seed_parts**2 / (n_seeds - 1)).sum() + image_part**2 / (n_images - 1))
     df = variance**2 / denominator if denominator > 0 else np.inf
     se = float(np.sqrt(variance))
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
     p = float(2 * stats.t.sf(abs(estimate) / se, df))
-    return Estimate(estimate, estimate - half, estimate + half, min(p, 1.0), se, float(df), int(n_seeds.min()), n_images)
+    return Estimate(estimate, estimate - half, estimate + half, min(p, 1.0), se, float(df), int(n_seeds.min()), n_images,
+                    float(seed_parts.sum()), image_part)
 
 
 def _undefined(arrays: Sequence[np.ndarray], *, n_images: int, estimate: float = float("nan")) -> Estimate:

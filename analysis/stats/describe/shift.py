@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from analysis.stats.pairwise import check_frame
-from analysis.stats.summary import summarise
+from analysis.stats.core.frames import check_frame
+from analysis.stats.describe.summary import summarise
 from study import metrics_names as M
 from study.conformal.calibrate import COVERED
 from study.errors import SegstudyError
@@ -46,7 +46,7 @@ def shift_table(
     """Mean score per (within..., arm, training level, test level), over seeds, with what is behind it.
 
     Each seed's score is its mean over the test images, and the mean and its 95% t-interval are over
-    seeds (`analysis.stats.summary.summarise`): seeds are the replicates, images are shared by
+    seeds (`analysis.stats.describe.summary.summarise`): seeds are the replicates, images are shared by
     every arm (paired), as in the rest of the analysis.
 
     Args:
