@@ -38,12 +38,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
+from scipy import stats
 
 HOLM, BH, BY = "holm", "bh", "by"
 FDR_METHODS = (BH, BY)
 METHOD_NAMES = {HOLM: "Holm", BH: "Benjamini-Hochberg", BY: "Benjamini-Yekutieli"}
-_STATSMODELS = {HOLM: "holm", BH: "fdr_bh", BY: "fdr_by"}
 
 
 @dataclass(frozen=True)
@@ -89,11 +88,24 @@ def _decide(method: str, p_values: Sequence[float], *, level: float, looks: Sequ
     confidence = np.full_like(p, np.nan)
     if m == 0:
         return Decided(method, level, adjusted.tolist(), resolved.tolist(), confidence.tolist())
-    reject, adj, _, _ = multipletests(p[known], alpha=level, method=_STATSMODELS[method])
+    adj = _holm_adjusted(p[known]) if method == HOLM else stats.false_discovery_control(p[known], method=method)
+    reject = adj < level
     adjusted[known], resolved[known] = adj, reject
     spent = _holm_levels(p[known], reject, level) if method == HOLM else _fcr_levels(m, int(reject.sum()), level, method)
     confidence[known] = 1.0 - spent / k[known]
     return Decided(method, level, adjusted.tolist(), resolved.tolist(), confidence.tolist())
+
+
+def _holm_adjusted(p: np.ndarray) -> np.ndarray:
+    """Holm's adjusted p-values: sorted ascending, p_(j) (m - j + 1), running maximum, at most 1.
+    (statsmodels' multipletests does the same but collects garbage on every call: 1.6 s in a study's
+    summary on a busy machine.)"""
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(np.maximum.accumulate(p[order] * (m - np.arange(m))), 1.0)
+    out = np.empty(m)
+    out[order] = stepped
+    return out
 
 
 def _holm_levels(p: np.ndarray, reject: np.ndarray, alpha: float) -> np.ndarray:

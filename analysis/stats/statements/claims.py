@@ -35,7 +35,7 @@ import pandas as pd
 
 from analysis.read.runs import factor_names, not_learned_trials
 from analysis.stats.describe.context import INSIDE
-from analysis.stats.core.contrasts import Term, frame_contrast
+from analysis.stats.core.contrasts import Tables, Term, frame_contrast
 from analysis.stats.core.inference import Estimate
 from analysis.stats.core.statement import statement_line
 from study import metrics_names as M
@@ -105,12 +105,13 @@ def _complexity(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid, m
     clean = frame[frame["condition"] == M.CLEAN]
     easy, hard = (float(v) for v in factors.extremes(clean, COMPLEXITY))
     rest = factors.without(COMPLEXITY)
+    tables = Tables(clean)
     rows = []
     for arm in arms:
-        at = {level: _averaged(clean, rest, lambda w, level=level: [({ARM: arm, COMPLEXITY: level, **w}, 1.0),
+        at = {level: _averaged(tables, rest, lambda w, level=level: [({ARM: arm, COMPLEXITY: level, **w}, 1.0),
                                                                     ({ARM: ref, COMPLEXITY: level, **w}, -1.0)])
               for level in (easy, hard)}
-        est = _averaged(clean, rest, lambda w: [({ARM: arm, COMPLEXITY: hard, **w}, 1.0), ({ARM: ref, COMPLEXITY: hard, **w}, -1.0),
+        est = _averaged(tables, rest, lambda w: [({ARM: arm, COMPLEXITY: hard, **w}, 1.0), ({ARM: ref, COMPLEXITY: hard, **w}, -1.0),
                                                 ({ARM: arm, COMPLEXITY: easy, **w}, -1.0), ({ARM: ref, COMPLEXITY: easy, **w}, 1.0)])
         text = (f"(a) complexity: {arm} - {ref} went from {at[easy].estimate:+.3f} Dice at {COMPLEXITY} {easy:g} to "
                 f"{at[hard].estimate:+.3f} at {COMPLEXITY} {hard:g}, a change of")
@@ -123,14 +124,15 @@ def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid
     rows = []
     for condition in _worst_conditions(frame):
         used = frame[frame["condition"].isin([M.CLEAN, condition])]
+        tables = Tables(used)
         for arm in arms:
             def terms(w: dict, arm: str = arm) -> list[Term]:
                 return [({ARM: arm, "condition": M.CLEAN, **w}, 1.0), ({ARM: arm, "condition": condition, **w}, -1.0),
                         ({ARM: ref, "condition": M.CLEAN, **w}, -1.0), ({ARM: ref, "condition": condition, **w}, 1.0)]
-            est = _averaged(used, factors, terms)
-            own = _averaged(used, factors, lambda w, arm=arm: [({ARM: arm, "condition": M.CLEAN, **w}, 1.0),
+            est = _averaged(tables, factors, terms)
+            own = _averaged(tables, factors, lambda w, arm=arm: [({ARM: arm, "condition": M.CLEAN, **w}, 1.0),
                                                                ({ARM: arm, "condition": condition, **w}, -1.0)])
-            base = _averaged(used, factors, lambda w: [({ARM: ref, "condition": M.CLEAN, **w}, 1.0),
+            base = _averaged(tables, factors, lambda w: [({ARM: ref, "condition": M.CLEAN, **w}, 1.0),
                                                        ({ARM: ref, "condition": condition, **w}, -1.0)])
             text = (f"(b) out of domain, {condition}: {arm} loses {own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; "
                     f"{arm}'s loss minus {ref}'s =")
@@ -158,11 +160,12 @@ def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: Grid
             return [({ARM: arm, "condition": M.CLEAN, **w}, sign)] + [
                 ({ARM: arm, "condition": c, **w}, -sign / len(conditions)) for c in conditions]
 
-        base = _averaged(used, rest, lambda w: loss(ref, 1.0, w))
+        tables = Tables(used)
+        base = _averaged(tables, rest, lambda w: loss(ref, 1.0, w))
         levels = ", ".join(f"{v:g}" for v in tested[column])
         for arm in arms:
-            est = _averaged(used, rest, lambda w, arm=arm: loss(arm, 1.0, w) + loss(ref, -1.0, w))
-            own = _averaged(used, rest, lambda w, arm=arm: loss(arm, 1.0, w))
+            est = _averaged(tables, rest, lambda w, arm=arm: loss(arm, 1.0, w) + loss(ref, -1.0, w))
+            own = _averaged(tables, rest, lambda w, arm=arm: loss(arm, 1.0, w))
             text = (f"(b) out of domain, trained at {factor} {trained:g}, tested at {levels} (mean): {arm} loses "
                     f"{own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
             out.append(_row("b", arm, ref, f"{factor} {trained:g} -> {levels}", est, text, _over(used, rest), used))
@@ -286,9 +289,9 @@ class Grid:
         return [dict(zip(present, row, strict=True)) for row in combos.itertuples(index=False)]
 
 
-def _averaged(frame: pd.DataFrame, factors: Grid, terms_at) -> Estimate:
+def _averaged(frame: pd.DataFrame | Tables, factors: Grid, terms_at) -> Estimate:
     """The contrast `terms_at(level values)` averaged with equal weights over every level of `factors`."""
-    levels = factors.levels(frame)
+    levels = factors.levels(frame.frame if isinstance(frame, Tables) else frame)
     terms = [(where, weight / len(levels)) for level in levels for where, weight in terms_at(level)]
     return frame_contrast(frame, terms)
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from analysis.read.runs import not_learned_trials
-from analysis.stats.core.contrasts import frame_contrast
+from analysis.stats.core.contrasts import Tables, frame_contrast
 from analysis.stats.core.decisions import DECISION_COLUMNS, decide_exploratory
 from analysis.stats.core.statement import p_text, statement_line
 from study import metrics_names as M
@@ -75,10 +75,11 @@ def findings(
     for key, block in clean.groupby(list(levels), sort=True) if levels else [((), clean)]:
         key = key if isinstance(key, tuple) else (key,)
         where = dict(zip(levels, key))
+        tables = Tables(block)
         for arm in arms:
             if arm == ref:
                 continue
-            est = frame_contrast(block, [({ARM: arm}, 1.0), ({ARM: ref}, -1.0)])
+            est = frame_contrast(tables, [({ARM: arm}, 1.0), ({ARM: ref}, -1.0)])
             if est.n_images == 0:
                 continue
             bad = sorted({label for values, label in unlearned if _cell_matches(values, where, (arm, ref))})
