@@ -171,20 +171,20 @@ def replicate_study(
         name_or_dir: the finished study's folder, or its name (newest folder of that name in storage).
         seeds: the new confirm seeds (none the study trained already).
         address, tracking_uri, storage, console, verbose: as for `run_study`; the tracking URI
-            defaults to the one the study ran with.
+            defaults to the one the study ran with, the storage to the folder the study lies in.
 
     Raises:
         SegstudyError: as `plan_replicate` says, before anything is built or started.
         process_state.Interrupted: SIGINT or SIGTERM stopped it; `resume_study` on its folder continues it.
     """
-    root = _storage(storage)
-    found = StudyDir.find(name_or_dir, storage=root)
+    found = StudyDir.find(name_or_dir, storage=_storage(storage))
     with process_state.stop_on_signals(), library_output(verbose) as library_log:
         uri = resolve_tracking_uri(tracking_uri or found.manifest["tracking_uri"], None)
         tracker = StudyTracker(uri, found.manifest["name"])
         tracker.check_reachable()
         plan = plan_replicate(found, seeds, tracker=tracker)
         check_data(plan.spec)
+        root = _storage(storage) if storage is not None else plan.original.path.parent  # beside the original
         return _on_ray(
             address, plan.spec, tracker, lambda: plan.create(root, tracking_uri=uri),
             display=Display.of(console, verbose=verbose, library_log=library_log),
