@@ -58,7 +58,8 @@ from study.models.configs import (
 from study.models.dynunet import build_dynunet, dynunet_size_problem
 from study.models.segresnet import build_segresnet, segresnet_size_problem
 from study.models.swinunetr import build_swinunetr, swinunetr_size_problem
-from study.models.unet_family import build_unet, unet_size_problem
+from study.models.unet_builder import build_unet
+from study.models.unet_family import unet_size_problem
 from study.models.unetpp import build_unetpp, unet_width_problem, unetpp_size_problem
 from study.models.unetr import build_unetr, unetr_size_problem
 from study.strict import StrictModel
