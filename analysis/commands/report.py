@@ -85,7 +85,8 @@ def build_report(
     evaluation = spec.get("evaluation") or {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = result_sections(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir)
+        results = result_sections(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir,
+                                  own=spec.get("perturbations") or {})
         results["confidence"] = confidence_section(per_image, spec.get("conformal") or {}, out_dir)
         results["shift"] = shift_section(rows.shift, factor_names(trials), spec.get("conformal") or {}, out_dir)
         results["findings"] = findings_section(per_image, trials, evaluation, tracking_uri=tracking_uri, out_dir=out_dir)
