@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.stats.inference import Estimate, contrast
+from analysis.stats.inference import Estimate, combine, contrast
 
 Term = tuple[Mapping[str, Any], float]
 
@@ -57,4 +57,14 @@ def frame_contrast(per_image: pd.DataFrame, terms: Sequence[Term], *, metric: st
     return contrast([t.reindex(columns=images).to_numpy() for t in tables], [w for _, w in terms])
 
 
-__all__ = ["Term", "frame_contrast", "seeds_by_images", "select"]
+def blocks_contrast(per_image: pd.DataFrame, blocks: Sequence[Sequence[Term]], *, metric: str = "dice") -> Estimate:
+    """A contrast whose terms fall into blocks of different images (the levels of a factor whose
+    levels are other images, e.g. sites): paired within a block, each block its own images.
+
+    Each block is `frame_contrast` over the images its terms share; the blocks are summed by
+    `analysis.stats.inference.combine`.
+    """
+    return combine([frame_contrast(per_image, block, metric=metric) for block in blocks])
+
+
+__all__ = ["Term", "blocks_contrast", "frame_contrast", "seeds_by_images", "select"]

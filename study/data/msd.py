@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import Field, PositiveFloat
@@ -33,6 +33,21 @@ _SPLIT_STREAM = 1
 _SLICE_STREAM = 2
 _SPACING_RTOL = 1e-3
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # explicit: MONAI warns about a changing default
+
+
+class VolumeSettings(Protocol):
+    """What reading a volume takes from a config: the MSD one, or the folders one (study/data/folders.py)."""
+
+    @property
+    def spacing(self) -> tuple[float, float, float] | None: ...
+    @property
+    def as_2d(self) -> bool: ...
+    @property
+    def slice_size(self) -> int: ...
+    @property
+    def empty_slices(self) -> float: ...
+    @property
+    def seed(self) -> int: ...
 
 
 class MSDConfig(DatasetConfig):
@@ -77,7 +92,7 @@ def check_msd(cfg: MSDConfig) -> None:
     channels: tuple[Path, int] | None = None
     for case in index.cases:
         image, _ = _read_case(case, value, index.labels[value], index.labels)
-        reference = _check_spacing(cfg, image, reference)
+        reference = check_spacing(cfg, image, reference)
         channels = _check_channels(index, image, channels)
 
 
@@ -111,11 +126,11 @@ def build_msd(cfg: MSDConfig) -> LevelData:
         for position in part:
             case = index.cases[position]
             image_vol, label_vol = _read_case(case, value, name, index.labels)
-            reference = _check_spacing(cfg, image_vol, reference)
+            reference = check_spacing(cfg, image_vol, reference)
             channels = _check_channels(index, image_vol, channels)
-            image, mask = _prepare(cfg, image_vol, label_vol, value, name)
+            image, mask = prepare_volume(cfg, image_vol, label_vol, value, name)
             if cfg.as_2d:
-                for z, (im, ma) in _slices(cfg, image, mask, position, label_vol.path):
+                for z, (im, ma) in axial_slices(cfg, image, mask, position, label_vol.path):
                     images.append(im)
                     masks.append(ma)
                     ids.append(f"{case.case_id}_z{z:03d}")
@@ -284,8 +299,8 @@ def _read_case(
     return image, label
 
 
-def _check_spacing(
-    cfg: MSDConfig, image: NiftiVolume, reference: tuple[Path, tuple[float, ...]] | None
+def check_spacing(
+    cfg: VolumeSettings, image: NiftiVolume, reference: tuple[Path, tuple[float, ...]] | None
 ) -> tuple[Path, tuple[float, ...]]:
     """The (first file, spacing) every split reports; native spacings must agree without `spacing`."""
     if cfg.spacing is not None:
@@ -302,8 +317,8 @@ def _check_spacing(
     return reference
 
 
-def _prepare(
-    cfg: MSDConfig, image: NiftiVolume, label: NiftiVolume, value: int, name: str
+def prepare_volume(
+    cfg: VolumeSettings, image: NiftiVolume, label: NiftiVolume, value: int, name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Channel-first float32 image in [0, 1] and uint8 mask, in RAS and at cfg.spacing if set."""
     # MONAI and torch load lazily: importing the dataset registry must stay fast for the CLI.
@@ -329,8 +344,8 @@ def _prepare(
     return scale_percentiles(np.asarray(img.array, dtype=np.float32)), out_mask
 
 
-def _slices(
-    cfg: MSDConfig, image: np.ndarray, mask: np.ndarray, position: int, label_path: Path
+def axial_slices(
+    cfg: VolumeSettings, image: np.ndarray, mask: np.ndarray, position: int, label_path: Path
 ) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
     """Axial slices (index, (image, mask)): all with foreground, a seeded share of the empty ones."""
     from monai.transforms import ResizeWithPadOrCrop
