@@ -217,11 +217,14 @@ def _signature(fn: Callable[..., Any], *, skip_first: bool) -> tuple[set[str] | 
     return {p.name for p in named}, [p.name for p in named if p.default is p.empty], open_
 
 
-def instantiate(config: Mapping[str, Any], *, where: str, references: Mapping[str, Any] | None = None) -> Any:
+def instantiate(
+    config: Mapping[str, Any], *, where: str, references: Mapping[str, Any] | None = None, defer_functions: bool = False
+) -> Any:
     """Instantiate a component with `monai.bundle.ConfigParser`, the references as its other entries.
 
-    A function target is returned as a partial of its arguments (MONAI's ``_mode_: callable``) so
-    that segstudy calls it later; a class target is instantiated.
+    A class target is instantiated and a function target called with the arguments (a factory), as
+    MONAI does; with `defer_functions` a function target is returned as a partial of its arguments
+    instead (MONAI's ``_mode_: callable``), for segstudy to call on each image.
 
     Raises:
         SegstudyError: the target's constructor (or a nested one) failed; one line naming `where`
@@ -230,7 +233,7 @@ def instantiate(config: Mapping[str, Any], *, where: str, references: Mapping[st
     from monai.bundle import ConfigParser
 
     entry = dict(config)
-    if not inspect.isclass(locate(entry[TARGET], where=where)):
+    if defer_functions and not inspect.isclass(locate(entry[TARGET], where=where)):
         entry["_mode_"] = "callable"
     name = "_segstudy_component"
     content = {**(references or {}), name: entry}

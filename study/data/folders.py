@@ -146,23 +146,39 @@ def check_folders(cfg: FoldersConfig) -> None:
     """Read every file of every level and compare the levels (for `segstudy validate`).
 
     Raises:
-        SegstudyError: one line for the first problem: a file (as the MSD or pairs reader says),
-            or ``data.levels.<factor>.<level>: ...`` for a level whose channels, dimensionality or
-            label set differs from the first level's.
+        SegstudyError: one line for the first problem: ``data.levels.<factor>.<level>: ...`` for a
+            level whose channels, dimensionality or label set differs from the first level's, then
+            a file (as the MSD or pairs reader says) or a label that does not select one structure.
     """
-    first: tuple[str, tuple[int, str, tuple[int, ...], dict[int, str] | None]] | None = None
-    for value, folder in cfg.levels[cfg.factor].items():
-        where = f"data.levels.{cfg.factor}.{value}"
-        summary = _msd_summary(cfg, folder, where) if _is_msd(folder) else _pairs_summary(cfg, folder, where)
-        if first is None:
-            first = (value, summary)
-            continue
-        problem = _difference(summary, first[1])
+    levels = cfg.levels[cfg.factor]
+    read = {value: _pairs_or_index(cfg, folder, f"data.levels.{cfg.factor}.{value}") for value, folder in levels.items()}
+    first = next(iter(read))
+    for value, (summary, _) in read.items():
+        problem = _difference(summary, read[first][0])
         if problem:
             raise SegstudyError(
-                f"{where} ({folder}): {problem} level {first[0]} ({cfg.levels[cfg.factor][first[0]]}); every level of "
-                f"data.levels.{cfg.factor} needs the same channels, dimensionality and labels"
+                f"data.levels.{cfg.factor}.{value} ({levels[value]}): {problem} level {first} ({levels[first]}); every "
+                f"level of data.levels.{cfg.factor} needs the same channels, dimensionality and labels"
             )
+    for value, (_, level) in read.items():
+        where = f"data.levels.{cfg.factor}.{value}"
+        if level is None:
+            check_msd(_msd_config(cfg, levels[value], where))  # every case, as `segstudy validate` does for msd
+        else:
+            _value(cfg, level, where)
+
+
+def _pairs_or_index(cfg: FoldersConfig, folder: Path, where: str) -> tuple[tuple, _Level | None]:
+    """(channels, dimensionality, foreground values, label names) of a level, and its pairs as read
+    (None for an MSD folder, whose cases `check_msd` reads)."""
+    if _is_msd(folder):
+        index = read_index(Path(folder), max_cases=cfg.max_cases)
+        image = read_nifti(index.cases[0].image, kind="image")
+        channels = 1 if image.data.ndim == 3 else int(image.data.shape[3])
+        foreground = {v: n for v, n in index.labels.items() if v != 0}
+        return (channels, "3D", tuple(sorted(foreground)), foreground), None
+    level = _read_pairs(cfg, folder, where)
+    return (level.channels, level.dims, level.labels, None), level
 
 
 def _difference(a: tuple, b: tuple) -> str | None:
@@ -202,22 +218,6 @@ def _msd_config(cfg: FoldersConfig, folder: Path, where: str) -> MSDConfig:
         root=Path(folder), label=label, spacing=cfg.spacing, as_2d=cfg.as_2d, slice_size=cfg.slice_size,
         empty_slices=cfg.empty_slices, split=cfg.split, seed=cfg.seed, max_cases=cfg.max_cases,
     )
-
-
-def _msd_summary(cfg: FoldersConfig, folder: Path, where: str) -> tuple:
-    msd = _msd_config(cfg, folder, where)
-    check_msd(msd)
-    index = read_index(Path(folder), max_cases=cfg.max_cases)
-    image = read_nifti(index.cases[0].image, kind="image")
-    channels = 1 if image.data.ndim == 3 else int(image.data.shape[3])
-    foreground = {v: n for v, n in index.labels.items() if v != 0}
-    return channels, "3D", tuple(sorted(foreground)), foreground
-
-
-def _pairs_summary(cfg: FoldersConfig, folder: Path, where: str) -> tuple:
-    level = _read_pairs(cfg, folder, where)
-    _value(cfg, level, where)  # the label is one the masks hold
-    return level.channels, level.dims, level.labels, None
 
 
 def _read_pairs(cfg: FoldersConfig, folder: Path, where: str) -> _Level:

@@ -115,7 +115,8 @@ class TargetPerturbation(Perturbation):
             config = dict(self._configs[severity - 1])
             if _monai_random(self._target) and _takes(self._target, "prob") and "prob" not in config:
                 config["prob"] = 1.0  # MONAI's random transforms default to prob 0.1
-            self._transforms[severity] = instantiate(config, where=f"{self.where}.{SEVERITIES}.{severity}")
+            where = f"{self.where}.{SEVERITIES}.{severity}"
+            self._transforms[severity] = instantiate(config, where=where, defer_functions=True)
         return self._transforms[severity]
 
     def _perturb(self, image: np.ndarray, *, value: Any, seed: int, mask: np.ndarray | None) -> Result:
