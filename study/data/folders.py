@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, PositiveFloat, field_validator
+from pydantic import Field, field_validator
 
-from study.data.base import DatasetConfig, LevelData, Split, SplitConfig, pack_volumes, split_sizes
+from study.data.base import LevelData, Split, pack_volumes, split_sizes
 from study.data.image_pairs import PairCase, find_pairs, read_nifti_pair, read_png_pair
 from study.data.intensity import scale_percentiles
-from study.data.msd import MSDConfig, axial_slices, build_msd, check_msd, check_spacing, prepare_volume, read_index
+from study.data.msd import (
+    MSDConfig, VolumeReading, axial_slices, build_msd, check_msd, check_spacing, prepare_volume, read_index,
+)
 from study.data.nifti_io import NiftiVolume, read_nifti
 from study.errors import SegstudyError
 
@@ -41,24 +43,15 @@ _SPLIT_STREAM = 3
 LEVEL_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")  # as a shift condition writes it (study/metrics_names.py)
 
 
-class FoldersConfig(DatasetConfig):
-    """The `data:` section for levels that are folders of real images (see the module docstring).
-
-    The reading settings are MSD's (`study.data.msd.MSDConfig`), applied to every level.
-    """
+class FoldersConfig(VolumeReading):
+    """The `data:` section for levels that are folders of real images (see the module docstring);
+    the reading settings are MSD's, applied to every level."""
 
     dataset: Literal["folders"] = "folders"
     levels: dict[str, dict[str, Path]] = Field(description="{factor: {level: folder}}, one factor")
     label: int | str | None = Field(
         None, description="foreground label: a value (or an MSD label name); None: the only one the masks hold"
     )
-    spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
-    as_2d: bool = False
-    slice_size: int = Field(128, ge=16, le=2048, description="2D side after padding/cropping")
-    empty_slices: float = Field(0.1, ge=0, le=1, description="share of slices without foreground kept in 2D")
-    split: SplitConfig = SplitConfig()
-    seed: int = Field(0, ge=0)
-    max_cases: int | None = Field(None, ge=4, description="first N cases of each level only")
 
     @field_validator("levels", mode="before")
     @classmethod
@@ -86,14 +79,6 @@ class FoldersConfig(DatasetConfig):
         """The factor the levels are of, e.g. "site"."""
         return next(iter(self.levels))
 
-    @property
-    def spatial_dims(self) -> int:
-        return 2 if self.as_2d else 3
-
-    @property
-    def image_size(self) -> int | None:
-        """Network input side for 2D training; None in 3D (patches set the size)."""
-        return self.slice_size if self.as_2d else None
 
 
 def level_factor(cfg: FoldersConfig) -> dict[str, Callable[[Any], str | None]]:
@@ -214,10 +199,8 @@ def _msd_config(cfg: FoldersConfig, folder: Path, where: str) -> MSDConfig:
             listed = ", ".join(f"{v} ({n})" for v, n in sorted(foreground.items()))
             raise SegstudyError(f"data.label: {index.path} declares several foreground labels ({listed}); set data.label")
         label = next(iter(foreground))
-    return MSDConfig(
-        root=Path(folder), label=label, spacing=cfg.spacing, as_2d=cfg.as_2d, slice_size=cfg.slice_size,
-        empty_slices=cfg.empty_slices, split=cfg.split, seed=cfg.seed, max_cases=cfg.max_cases,
-    )
+    reading = {name: getattr(cfg, name) for name in VolumeReading.model_fields if name != "dataset"}
+    return MSDConfig(root=Path(folder), label=label, **reading)
 
 
 def _read_pairs(cfg: FoldersConfig, folder: Path, where: str) -> _Level:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, PositiveFloat
@@ -35,38 +35,19 @@ _SPACING_RTOL = 1e-3
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # explicit: MONAI warns about a changing default
 
 
-class VolumeSettings(Protocol):
-    """What reading a volume takes from a config: the MSD one, or the folders one (study/data/folders.py)."""
+class VolumeReading(DatasetConfig):
+    """How volumes are read, for the MSD config and the folders one (study/data/folders.py): one
+    voxel spacing (resampled with MONAI when `spacing` is set; without it every case must already
+    share one, as metrics in mm need one per split), 2D slicing, the split and its seed."""
 
-    @property
-    def spacing(self) -> tuple[float, float, float] | None: ...
-    @property
-    def as_2d(self) -> bool: ...
-    @property
-    def slice_size(self) -> int: ...
-    @property
-    def empty_slices(self) -> float: ...
-    @property
-    def seed(self) -> int: ...
-
-
-class MSDConfig(DatasetConfig):
-    """The `data:` section of a spec for an MSD-layout folder.
-
-    `root` is read as given (relative paths from the working directory). Without `spacing`,
-    every case must already share one voxel spacing (metrics in mm need one per split).
-    """
-
-    dataset: Literal["msd"] = "msd"
-    root: Path
-    label: int | str = Field(1, description="foreground label value or name from dataset.json")
+    dataset: str  # each config's Literal; declared here so it stays the first key
     spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
     as_2d: bool = False
     slice_size: int = Field(128, ge=16, le=2048, description="2D in-plane size after padding/cropping")
     empty_slices: float = Field(0.1, ge=0, le=1, description="share of slices without foreground kept in 2D")
     split: SplitConfig = SplitConfig()
     seed: int = Field(0, ge=0)
-    max_cases: int | None = Field(None, ge=3, description="first N cases of dataset.json only")
+    max_cases: int | None = Field(None, ge=3, description="the first N cases only")
 
     @property
     def spatial_dims(self) -> int:
@@ -76,6 +57,17 @@ class MSDConfig(DatasetConfig):
     def image_size(self) -> int | None:
         """Network input side for whole-slice 2D training; None in 3D (patches set the size)."""
         return self.slice_size if self.as_2d else None
+
+
+class MSDConfig(VolumeReading):
+    """The `data:` section of a spec for an MSD-layout folder.
+
+    `root` is read as given (relative paths from the working directory).
+    """
+
+    dataset: Literal["msd"] = "msd"
+    root: Path
+    label: int | str = Field(1, description="foreground label value or name from dataset.json")
 
 
 def check_msd(cfg: MSDConfig) -> None:
@@ -300,7 +292,7 @@ def _read_case(
 
 
 def check_spacing(
-    cfg: VolumeSettings, image: NiftiVolume, reference: tuple[Path, tuple[float, ...]] | None
+    cfg: VolumeReading, image: NiftiVolume, reference: tuple[Path, tuple[float, ...]] | None
 ) -> tuple[Path, tuple[float, ...]]:
     """The (first file, spacing) every split reports; native spacings must agree without `spacing`."""
     if cfg.spacing is not None:
@@ -318,7 +310,7 @@ def check_spacing(
 
 
 def prepare_volume(
-    cfg: VolumeSettings, image: NiftiVolume, label: NiftiVolume, value: int, name: str
+    cfg: VolumeReading, image: NiftiVolume, label: NiftiVolume, value: int, name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Channel-first float32 image in [0, 1] and uint8 mask, in RAS and at cfg.spacing if set."""
     # MONAI and torch load lazily: importing the dataset registry must stay fast for the CLI.
@@ -345,7 +337,7 @@ def prepare_volume(
 
 
 def axial_slices(
-    cfg: VolumeSettings, image: np.ndarray, mask: np.ndarray, position: int, label_path: Path
+    cfg: VolumeReading, image: np.ndarray, mask: np.ndarray, position: int, label_path: Path
 ) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
     """Axial slices (index, (image, mask)): all with foreground, a seeded share of the empty ones."""
     from monai.transforms import ResizeWithPadOrCrop
