@@ -23,6 +23,7 @@ from study.cli import app
 from study.data import FoldersConfig, build_folders
 from study.errors import SegstudyError
 from study.run.cluster.submit import job_runtime_env
+from study.run.driver.engine import prepared_data
 from study.spec import load_spec
 from study.training.inputs.study_data import build_study_data, summarise_data
 from test_msd import write_msd
@@ -131,6 +132,14 @@ def test_validate_refuses_levels_that_differ(tmp_path, write_spec, make_b, expec
     spec = folders_spec(write_spec, {"A": png_site(tmp_path / "a"), "B": b}, data__label=None)
     line = _one_line(spec)
     assert expected.format(b=b) in line and "needs the same channels, dimensionality and labels" in line, line
+
+
+def test_run_refuses_a_shift_level_the_network_cannot_take_before_any_trial(tmp_path, write_spec):
+    """Without validate's comparison, a site of colour images is caught by the preflight's
+    prediction on the shifted test split, not by every trial after training."""
+    spec = load_spec(folders_spec(write_spec, {"A": png_site(tmp_path / "a"), "B": png_site(tmp_path / "b", colour=True)}))
+    with pytest.raises(SegstudyError, match=r"on shift site=B test image B:p\d \(3 channel\(s\), shape \[24, 24\]\)"):
+        prepared_data(spec)
 
 
 @pytest.mark.parametrize(

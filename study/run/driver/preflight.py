@@ -168,7 +168,10 @@ def _steps_on(plan: TrialPlan, spec: StudySpec, level: LevelData, *, where: str)
     if len(train_reps) > 1 and plan.hparams.batch_size > 1:  # cases of several layouts batched together, as a trial would
         for batch in inputs.batches(_subset(level.train, train_reps), rng):
             step(batch)
-    for name, split in level.named_splits():
+    # The test splits of other levels (evaluation.shift) too: a site whose images differ in
+    # channels or size would fail every trial after training.
+    shifted = [(f"shift {s.factor}={s.level} test", s.split) for s in level.shifted]
+    for name, split in [*level.named_splits(), *shifted]:
         for i in _first_of_each(split, layout):
             image = split.volume(i)[0]
             if layout(image) in done:
