@@ -106,9 +106,6 @@ class TargetPerturbation(Perturbation):
             raise SegstudyError(f"{where}: every severity has the same arguments; give each its own strength")
         return tuple(levels)
 
-    def _check_levels(self, levels: Any) -> tuple[float, ...]:  # the severities are checked above
-        return tuple(levels)
-
     def transform(self, severity: int) -> Any:
         """The instantiated transform (or partial of a callable) of a severity 1-5, made once."""
         if severity not in self._transforms:
