@@ -94,7 +94,7 @@ def build_report(
         said = study_statements(per_image, trials, settings=record.settings, shift_rows=rows.shift,
                                 ended=record.ended_confirm())
         results = result_sections(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir,
-                                  q=statistics.fdr, method=statistics.fdr_method)
+                                  q=statistics.fdr, method=statistics.fdr_method, own=spec.get("perturbations") or {})
         results["confidence"] = confidence_section(per_image, spec.get("conformal") or {}, out_dir)
         results["shift"] = shift_section(rows.shift, factor_names(trials), spec.get("conformal") or {}, out_dir)
         results["findings"] = findings_section(said, trials, record, tracking_uri=tracking_uri, out_dir=out_dir)

@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 
 from analysis.plots.trade_offs import MARKERS
 from analysis.stats.describe.robustness import parse_condition
+from analysis.stats.describe.summary import level_text
 from study import metrics_names as M
 from study.errors import SegstudyError
 
@@ -75,7 +76,7 @@ def plot_dice_vs_severity(
         ax.set_xticks(severities)
         parameter, levels = (parameters or {}).get(name, ("", ()))
         if levels:
-            ax.set_xticklabels([f"{s}\n{'clean' if s == 0 else f'{levels[s - 1]:g}'}" for s in severities])
+            ax.set_xticklabels([f"{s}\n{'clean' if s == 0 else level_text(levels[s - 1])}" for s in severities])
         ax.set_xlabel("severity   (harder \u2192)" + (f"\n{parameter}" if parameter else ""), fontsize="small")
         ax.set_title(name)
         ax.grid(alpha=0.3)

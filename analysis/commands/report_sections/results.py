@@ -17,7 +17,7 @@ from analysis.stats.core.multiplicity import METHOD_NAMES
 from analysis.stats.statements.pairwise import mean_ranks, pairwise_tests
 from study.metrics_names import MIN_SEEDS
 from analysis.stats.describe.robustness import condition_summary, parse_condition, robustness_summary
-from analysis.stats.describe.summary import summarise
+from analysis.stats.describe.summary import level_text, summarise
 from study import metrics_names as M
 from study.errors import SegstudyError
 from study.perturbations import describe
@@ -29,10 +29,12 @@ DEFAULT_TAU = float(Evaluation.model_fields["failure_threshold"].default)  # whe
 
 def result_sections(
     per_image: pd.DataFrame, trials: pd.DataFrame, *, evaluation: dict, n_boot: int, out_dir: Path, q: float = 0.05,
-    method: str = "bh",
+    method: str = "bh", own: dict | None = None,
 ) -> dict[str, Any]:
     """Sections 3-6: perturbations, per-condition tables, statistics and plots; the pairwise tables
-    decided at false-discovery rate q (`method`: bh, by)."""
+    decided at false-discovery rate q (`method`: bh, by); `own` is the spec's ``perturbations:``
+    section (perturbations by import path)."""
+    registry = {row["name"]: row for row in describe(own or {})}
     figures = [_complexity_figure(trials, out_dir)]
     if per_image.empty or per_image["dice"].isna().all():
         why = "no confirm trial logged per-image Dice (per_image.csv)"
@@ -71,18 +73,18 @@ def result_sections(
     }
     win = winners(cond, pairwise, arm=ARM, within=within)
     write_csv(out_dir, winners=win)
-    figures += _robustness_figures(per_image, within, perturbed, tau=tau, n_boot=n_boot, win=win, q=q, out_dir=out_dir)
+    figures += _robustness_figures(per_image, within, perturbed, tau=tau, n_boot=n_boot, win=win, q=q, out_dir=out_dir,
+                                   registry=registry)
     return {
-        "perturbations": _perturbation_table(per_image, perturbed), "tau": tau, "reference": reference,
+        "perturbations": _perturbation_table(per_image, perturbed, registry), "tau": tau, "reference": reference,
         "why_empty": "", "conditions": conditions, "statistics": statistics, "figures": figures,
     }
 
 
-def _perturbation_table(per_image: pd.DataFrame, names: list[str]) -> Table | None:
+def _perturbation_table(per_image: pd.DataFrame, names: list[str], registry: dict[str, dict]) -> Table | None:
     """Each perturbation used: its physical parameter, levels, severities run and one realised example."""
     if not names:
         return None
-    registry = {row["name"]: row for row in describe()}
     rows = []
     for name in names:
         info = registry.get(name, {"parameter": "not in this segstudy's registry", "levels": []})
@@ -92,7 +94,7 @@ def _perturbation_table(per_image: pd.DataFrame, names: list[str]) -> Table | No
         if M.PERTURBATION_PARAMS in mine.columns and mine[M.PERTURBATION_PARAMS].notna().any():
             row = mine.dropna(subset=[M.PERTURBATION_PARAMS]).iloc[-1]
             example = f"{row['condition']}, image {row['image_id']}: {row[M.PERTURBATION_PARAMS]}"
-        rows.append([name, info["parameter"], ", ".join(f"{v:g}" for v in info["levels"]),
+        rows.append([name, info["parameter"], "; ".join(map(level_text, info["levels"])),
                      ", ".join(map(str, severities)), example or "not recorded"])
     return Table(["perturbation", "physical parameter", "levels (severity 1-5)", "severities evaluated",
                   "example of realised parameters"], rows)
@@ -147,7 +149,7 @@ def _complexity_figure(trials: pd.DataFrame, out_dir: Path) -> ReportFigure:
 
 def _robustness_figures(
     per_image: pd.DataFrame, within: list[str], perturbed: list[str], *, tau: float, n_boot: int,
-    win: pd.DataFrame, q: float, out_dir: Path,
+    win: pd.DataFrame, q: float, out_dir: Path, registry: dict[str, dict],
 ) -> list[ReportFigure]:
     """Plots (b)-(d); (b) and (c) pool the strata so each arm is one line or point."""
     over = f"{', '.join(within)} levels" if within else ""
@@ -157,7 +159,7 @@ def _robustness_figures(
         pooled = _pooled(per_image, within)
         cond = condition_summary(pooled, arm=ARM, within=[], tau=tau, n_boot=n_boot)
         robust = robustness_summary(pooled, arm=ARM, within=[], n_boot=n_boot)
-        parameters = {p["name"]: (p["parameter"], p["levels"]) for p in describe()}
+        parameters = {p["name"]: (p["parameter"], p["levels"]) for p in registry.values()}
         clean = cond[(cond["condition"] == M.CLEAN) & (cond["statistic"] == "mean")]
         figures = [
             ReportFigure(titles[0], "One panel per perturbation; severity 0 is the clean image.",

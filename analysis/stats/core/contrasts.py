@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.stats.core.inference import Estimate, contrast
+from analysis.stats.core.inference import Estimate, combine, contrast
 
 Term = tuple[Mapping[str, Any], float]
 CONDITION = "condition"
@@ -105,6 +105,16 @@ def frame_contrast(per_image: pd.DataFrame | Tables, terms: Sequence[Term], *, m
     return contrast([t.to_numpy() for t in combined], [1.0] * len(combined))
 
 
+def blocks_contrast(per_image: pd.DataFrame | Tables, blocks: Sequence[Sequence[Term]], *, metric: str = "dice") -> Estimate:
+    """A contrast whose terms fall into blocks of different images (the levels of a factor whose
+    levels are other images, e.g. sites): paired within a block, each block its own images.
+
+    Each block is `frame_contrast` over the images its terms share; the blocks are summed by
+    `analysis.stats.core.inference.combine`.
+    """
+    return combine([frame_contrast(per_image, block, metric=metric) for block in blocks])
+
+
 def _combined(parts: list[tuple[float, pd.DataFrame]]) -> pd.DataFrame:
     """sum_k w_k table_k of one cell's conditions, seed by seed and image by image (NaN where one lacks it)."""
     seeds = parts[0][1].index
@@ -114,4 +124,4 @@ def _combined(parts: list[tuple[float, pd.DataFrame]]) -> pd.DataFrame:
     return total
 
 
-__all__ = ["Tables", "Term", "frame_contrast", "seeds_by_images", "select"]
+__all__ = ["Tables", "Term", "blocks_contrast", "frame_contrast", "seeds_by_images", "select"]

@@ -35,7 +35,9 @@ import pandas as pd
 
 from analysis.read.runs import factor_names, not_learned_trials
 from analysis.stats.describe.context import INSIDE
-from analysis.stats.core.contrasts import Tables, Term, frame_contrast
+from analysis.stats.describe.shift import paired_across_levels
+from analysis.stats.describe.summary import level_text
+from analysis.stats.core.contrasts import Tables, Term, blocks_contrast, frame_contrast
 from analysis.stats.core.inference import Estimate
 from analysis.stats.core.statement import statement_line
 from study import metrics_names as M
@@ -141,34 +143,62 @@ def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid
 
 
 def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: Grid, metric: str) -> list[dict]:
-    """(b) under train/test shift: models trained at the easiest level, tested at every other level
-    (the reference study's out-of-domain experiment), their loss averaged over those levels; each
-    arm's loss minus the reference's."""
+    """(b) under train/test shift: models trained at the easiest level (each level, for a factor
+    whose levels are names: sites), tested at every other level (the reference study's
+    out-of-domain experiment), their loss averaged over those levels; each arm's loss minus the
+    reference's.
+
+    Where the levels are other images (`paired_across_levels` is False: a folder per site), the
+    arms are paired within each level's test images but not across levels: the loss is a
+    difference of means over different images (`blocks_contrast`), and the sentence says so."""
     if rows is None or rows.empty:
         return []
     out = []
     for factor in sorted({M.parse_shift(c)[0] for c in rows["condition"] if M.is_shift(c)}):
-        column = M.test_level_column(factor)
         shifted = rows[rows["condition"].str.startswith(f"{M.SHIFT}:{factor}=")]
-        trained = float(factors.extremes(shifted, factor)[0])
-        tested = shifted[shifted[factor] == trained].drop_duplicates("condition").sort_values(column)
-        conditions = tested["condition"].tolist()
-        used = rows[(rows[factor] == trained) & rows["condition"].isin([M.CLEAN, *conditions])]
-        rest = factors.without(factor)
+        numeric = pd.api.types.is_numeric_dtype(shifted[factor])
+        trained_at = [factors.extremes(shifted, factor)[0]] if numeric else sorted(shifted[factor].unique(), key=str)
+        paired = paired_across_levels(rows, factor=factor)
+        for trained in trained_at:
+            out += _shifted_from(rows, factor, trained, arms, ref, factors.without(factor), paired=paired)
+    return out
 
-        def loss(arm: str, sign: float, w: dict) -> list[Term]:
-            return [({ARM: arm, "condition": M.CLEAN, **w}, sign)] + [
-                ({ARM: arm, "condition": c, **w}, -sign / len(conditions)) for c in conditions]
 
-        tables = Tables(used)
-        base = _averaged(tables, rest, lambda w: loss(ref, 1.0, w))
-        levels = ", ".join(f"{v:g}" for v in tested[column])
-        for arm in arms:
-            est = _averaged(tables, rest, lambda w, arm=arm: loss(arm, 1.0, w) + loss(ref, -1.0, w))
-            own = _averaged(tables, rest, lambda w, arm=arm: loss(arm, 1.0, w))
-            text = (f"(b) out of domain, trained at {factor} {trained:g}, tested at {levels} (mean): {arm} loses "
-                    f"{own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
-            out.append(_row("b", arm, ref, f"{factor} {trained:g} -> {levels}", est, text, _over(used, rest), used))
+def _shifted_from(
+    rows: pd.DataFrame, factor: str, trained: Hashable, arms: list[str], ref: str, rest: Grid, *, paired: bool
+) -> list[dict]:
+    """(b) for the models trained at one level of a shifted factor."""
+    column = M.test_level_column(factor)
+    shifted = rows[rows["condition"].str.startswith(f"{M.SHIFT}:{factor}=")]
+    match = (shifted[factor] - trained).abs() < 1e-9 if isinstance(trained, float) else shifted[factor] == trained
+    tested = shifted[match].drop_duplicates("condition").sort_values(column)
+    conditions = tested["condition"].tolist()
+    at = (rows[factor] - trained).abs() < 1e-9 if isinstance(trained, float) else rows[factor] == trained
+    used = rows[at & rows["condition"].isin([M.CLEAN, *conditions])]
+    tables = Tables(used)
+
+    def blocks(arm: str, sign: float, w: dict) -> list[list[Term]]:
+        """The loss as one block per test level: the clean (training-level) images, each shifted level's."""
+        return [[({ARM: arm, "condition": M.CLEAN, **w}, sign)]] + [
+            [({ARM: arm, "condition": c, **w}, -sign / len(conditions))] for c in conditions]
+
+    def loss(*parts: tuple[str, float]) -> Estimate:
+        if paired:
+            return _averaged(tables, rest, lambda w: [t for a, s in parts for block in blocks(a, s, w) for t in block])
+        levels = rest.levels(used)
+        merged = [[(where, weight / len(levels)) for level in levels for where, weight in
+                   [t for a, s in parts for t in blocks(a, s, level)[k]]] for k in range(1 + len(conditions))]
+        return blocks_contrast(tables, merged)
+
+    base = loss((ref, 1.0))
+    levels = ", ".join(level_text(v) for v in tested[column])
+    pairing = "" if paired else " (other images: paired within a level, not across)"
+    out = []
+    for arm in arms:
+        est, own = loss((arm, 1.0), (ref, -1.0)), loss((arm, 1.0))
+        text = (f"(b) out of domain, trained at {factor} {level_text(trained)}, tested at {levels} (mean){pairing}: "
+                f"{arm} loses {own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
+        out.append(_row("b", arm, ref, f"{factor} {level_text(trained)} -> {levels}", est, text, _over(used, rest), used))
     return out
 
 
