@@ -64,6 +64,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="default: the spec's")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--loss", choices=["dice", "dice_ce"], default=None, help="default: the spec's")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None, help="default: the spec's")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--flips", action="store_true", help="random flips of image and mask (the same per pair)")
+    p.add_argument("--shifts", type=int, default=0, help="random translation of image and mask by up to this many pixels")
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs")
     p.add_argument("--clip", type=float, default=0.0, help="gradient-norm clip (0: none)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay per step (0: none)")
@@ -96,7 +100,8 @@ def train_one(args: argparse.Namespace, spec, level, arm: str, seed: int) -> dic
     image = level.train.volume(0)[0]
     model = build_network(arch, spatial_dims=image.ndim - 1, in_channels=image.shape[0], out_channels=1,
                           img_size=list(image.shape[1:]))
-    hp = Hyperparameters.model_validate({**spec.fixed_hyperparameters.model_dump(), "lr": args.lr, "batch_size": args.batch})
+    extra = {k: v for k, v in {"optimizer": args.optimizer, "weight_decay": args.weight_decay}.items() if v is not None}
+    hp = Hyperparameters.model_validate({**spec.fixed_hyperparameters.model_dump(), "lr": args.lr, "batch_size": args.batch, **extra})
     optimizer = build_optimizer(model, hp)
     epochs = args.epochs or spec.training.epochs
     steps_per_epoch = math.ceil(len(level.train) / args.batch)
@@ -113,6 +118,7 @@ def train_one(args: argparse.Namespace, spec, level, arm: str, seed: int) -> dic
     for epoch in range(1, epochs + 1):
         model.train()
         for x, y in inputs.batches(level.train, rng):
+            x, y = augment(np.asarray(x), np.asarray(y), rng, args)
             x, y = torch.tensor(x), torch.tensor(y, dtype=torch.float32)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
@@ -138,6 +144,22 @@ def train_one(args: argparse.Namespace, spec, level, arm: str, seed: int) -> dic
             for name, split in (("avg_val", level.val), ("avg_test", level.test)):
                 rows[name].append(float(np.mean(dice_per_image(inputs.predict(net, split, device=device), split, threshold=thr))))
     return {"arm": arm, "seed": seed, "seconds": round(time.perf_counter() - t0, 1), **rows}
+
+
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips and translations, the same for an image and its mask (none unless asked)."""
+    if not (args.flips or args.shifts):
+        return x, y
+    x, y = x.copy(), y.copy()
+    for i in range(len(x)):
+        if args.flips:
+            for axis in (-1, -2):
+                if rng.random() < 0.5:
+                    x[i], y[i] = np.flip(x[i], axis), np.flip(y[i], axis)
+        if args.shifts:
+            dy, dx = rng.integers(-args.shifts, args.shifts + 1, size=2)
+            x[i], y[i] = np.roll(x[i], (dy, dx), axis=(-2, -1)), np.roll(y[i], (dy, dx), axis=(-2, -1))
+    return x, y
 
 
 def lr_schedule(optimizer, args, total_steps: int, steps_per_epoch: int):
