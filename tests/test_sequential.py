@@ -386,7 +386,8 @@ def test_futility_saves_seeds_and_never_declares_anything():
 # alpha is the data; lr is a factor so the one declared claim, (b) under speckle averaged over lr,
 # always stays open: at lr 1e38 SGD overflows in the first step (a real NaN loss), every trial there
 # fails, the claim has no interval and asks its cells for the next seed each round up to max. At lr
-# 0.01 the models train (whatever they decide).
+# 0.01 the models train (whatever they decide; 3 epochs, so the learning gate is opened: the rounds
+# are the point here, and a closed claim would end them).
 SPEC = """
 name: {name}
 data: {{dataset: synthetic2d, image_size: 32, n_images: 30, seed: 0, split: {{train: 0.6, val: 0.1, calib: 0.1, test: 0.2}}}}
@@ -394,7 +395,7 @@ model: {{unet: {{channels: [8, 16, 32], strides: [2, 2], num_res_units: 0}}}}
 factors: {{architecture: [unet, noskip_unet], alpha: [0.5], lr: [0.01, 1.0e+38]}}
 hyperparameters: {{batch_size: 6, optimizer: sgd}}
 training: {{epochs: 3, loss: dice_ce}}
-evaluation: {{perturbations: [speckle], severities: [5]}}
+evaluation: {{perturbations: [speckle], severities: [5], learning: {{min_dice: 0.0, min_gain: 0.0, max_collapsed: 0.99}}}}
 confirm: {{seeds: {{min: 2, max: 4}}, resolve: {{margin: 0.02}}}}
 resources: {{cpu: 1, gpu: 0}}
 """
