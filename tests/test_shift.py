@@ -81,8 +81,8 @@ def test_shift_factor_must_be_in_the_grid(write_spec):
 
 def test_shifted_test_splits_are_built_once_and_are_the_same_images(write_spec):
     spec = load_spec(write_spec(data__n_images=20, evaluation__shift={"alpha": [0.2, 0.5, 0.0]}))
-    data = build_study_data(spec)  # grid alpha: 0.2, 0.8
-    low, high = data[(0.2,)], data[(0.8,)]
+    data = build_study_data(spec)  # grid alpha: 0.2, 0.6
+    low, high = data[(0.2,)], data[(0.6,)]
     assert [(s.factor, s.level) for s in low.shifted] == [("alpha", 0.5), ("alpha", 0.0)]  # its own 0.2 not twice
     assert [(s.factor, s.level) for s in high.shifted] == [("alpha", 0.2), ("alpha", 0.5), ("alpha", 0.0)]
     assert high.shifted[0].split is low.test  # a grid level's test split is shared, not rebuilt
@@ -92,7 +92,7 @@ def test_shifted_test_splits_are_built_once_and_are_the_same_images(write_spec):
     assert extra.ids == low.test.ids and np.array_equal(extra.masks, low.test.masks)  # same images and masks
     assert np.array_equal(extra.images, direct.images) and not np.array_equal(extra.images, low.test.images)
     summary = summarise_data(spec, data)  # the test-only levels get their test row
-    assert sorted(summary[summary["split"] == "test"]["alpha"]) == [0.0, 0.2, 0.5, 0.8]
+    assert sorted(summary[summary["split"] == "test"]["alpha"]) == [0.0, 0.2, 0.5, 0.6]
     assert len(summary) == 2 * 4 + 2
 
     plain = build_study_data(load_spec(write_spec(data__n_images=20)))
@@ -178,7 +178,7 @@ def test_shift_table_names_a_factor_nothing_was_shifted_along():
 
 @pytest.mark.slow
 def test_shift_study_end_to_end(ray_head, write_spec, tmp_path):
-    """Train at alpha 0.2 and 0.8, test also at 0.5 (not a grid level): per-image rows for every
+    """Train at alpha 0.2 and 0.6, test also at 0.5 (not a grid level): per-image rows for every
     (train, test) pair, the shifted metrics in MLflow, the analyze table and the report section."""
     from analysis.commands.analyze import analyze
     from analysis.commands.report import build_report
@@ -186,7 +186,7 @@ def test_shift_study_end_to_end(ray_head, write_spec, tmp_path):
 
     spec = write_spec(
         name="shiftsmoke", training__epochs=2, evaluation__perturbations=["gaussian_noise"],
-        evaluation__severities=[1], evaluation__shift={"alpha": [0.2, 0.5, 0.8]},
+        evaluation__severities=[1], evaluation__shift={"alpha": [0.2, 0.5, 0.6]},
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_study(spec, address=ray_head.gcs_address, tracking_uri=uri, storage=tmp_path / "results")
@@ -198,7 +198,7 @@ def test_shift_study_end_to_end(ray_head, write_spec, tmp_path):
     for run in runs:
         own = float(run.data.params["alpha"])
         rows = pd.read_csv(client.download_artifacts(run.info.run_id, M.PER_IMAGE_FILE, str(tmp_path / run.info.run_id)))
-        shifted = [level for level in (0.2, 0.5, 0.8) if level != own]
+        shifted = [level for level in (0.2, 0.5, 0.6) if level != own]
         assert set(rows["condition"]) == {M.CLEAN, "gaussian_noise:1", *(M.shift_condition("alpha", v) for v in shifted)}
         assert (rows.groupby("condition").size() == 8).all()  # every test image at every test level
         in_domain = ~rows["condition"].map(M.is_shift)
@@ -211,21 +211,21 @@ def test_shift_study_end_to_end(ray_head, write_spec, tmp_path):
             assert run.data.metrics[f"coverage/shift_alpha/{level}"] == pytest.approx(mine[COVERED].mean())
         assert run.data.metrics[M.TEST_DICE] == pytest.approx(rows[rows["condition"] == M.CLEAN]["dice"].mean(), abs=1e-6)
         frames[(run.data.params["architecture"], own)] = rows
-    # Every arm met the very same shifted pixels; the shifted test set at 0.8 is the 0.8 models' own.
-    shifted_08 = [frames[(a, 0.2)].query("condition == 'shift:alpha=0.8'") for a in ("unet", "noskip_unet")]
-    own_08 = frames[("unet", 0.8)].query("condition == 'clean'")
-    assert list(shifted_08[0]["td"]) == list(shifted_08[1]["td"]) == list(own_08["td"])
-    assert list(shifted_08[0]["image_id"]) == list(own_08["image_id"])
+    # Every arm met the very same shifted pixels; the shifted test set at 0.6 is the 0.6 models' own.
+    shifted_hi = [frames[(a, 0.2)].query("condition == 'shift:alpha=0.6'") for a in ("unet", "noskip_unet")]
+    own_hi = frames[("unet", 0.6)].query("condition == 'clean'")
+    assert list(shifted_hi[0]["td"]) == list(shifted_hi[1]["td"]) == list(own_hi["td"])
+    assert list(shifted_hi[0]["image_id"]) == list(own_hi["image_id"])
 
     with pytest.warns(UserWarning):  # one seed per cell: the few-seeds warning
         paths = analyze("shiftsmoke", out_dir=tmp_path / "analysis", tracking_uri=uri)
     assert not pd.read_csv(paths["per_image"])["condition"].map(M.is_shift).any()
     matrix = pd.read_csv(paths["shift_alpha"])
-    assert list(matrix.columns) == ["architecture", "alpha", "test_alpha=0.2", "test_alpha=0.5", "test_alpha=0.8", "seeds", "images"]
+    assert list(matrix.columns) == ["architecture", "alpha", "test_alpha=0.2", "test_alpha=0.5", "test_alpha=0.6", "seeds", "images"]
     assert len(matrix) == 4 and (matrix["seeds"] == 1).all() and (matrix["images"] == 8).all()
     for row in matrix.itertuples(index=False):
         rows = frames[(row.architecture, row.alpha)]
-        for level, value in zip((0.2, 0.5, 0.8), row[2:5], strict=True):
+        for level, value in zip((0.2, 0.5, 0.6), row[2:5], strict=True):
             assert value == pytest.approx(rows[(rows["test_alpha"] == level) & ~rows["condition"].str.contains("noise")]["dice"].mean())
 
     with warnings.catch_warnings():

@@ -23,7 +23,7 @@ def test_smoke_spec_loads_and_expands():
     assert [cell_key(c) for c in cells] == [
         "alpha=0.2,architecture=unet",
         "alpha=0.2,architecture=noskip_unet",
-        "alpha=0.8,architecture=unet",
+        "alpha=0.6,architecture=unet",
         "alpha=0.8,architecture=noskip_unet",
     ]
     assert spec.dataset_factors == ("alpha",)
@@ -31,7 +31,7 @@ def test_smoke_spec_loads_and_expands():
 
 def test_skip_vs_complexity_spec_is_valid():
     spec = load_spec(Path(SMOKE).with_name("skip_vs_complexity.yaml"))
-    assert len(expand_cells(spec)) == 20 and spec.confirm_seeds == [0, 1, 2] and spec.tuning.trials_per_cell == 6
+    assert len(expand_cells(spec)) == 20 and spec.confirm_seeds == [0, 1, 2, 3, 4] and spec.tuning.trials_per_cell == 6
     assert spec.factors["architecture"] == ["unet", "noskip_unet", "attention_unet", "nested_unet"]
     assert spec.evaluation.perturbations == ["speckle", "background_blur"] and spec.evaluation.severities == [1, 3, 5]
     assert spec.evaluation.shift == {"alpha": spec.factors["alpha"]}  # the full train x test matrix
@@ -216,7 +216,7 @@ def test_tuning_spec_space_and_seeds():
     spec = load_spec(SMOKE_TUNING)
     assert set(spec.search_space) == {"lr", "batch_size"}
     assert spec.fixed_hyperparameters.optimizer == "adam"
-    assert spec.confirm_seeds == [0, 1, 2] and spec.objective == "best_val_dice"
+    assert spec.confirm_seeds == [0, 1, 2, 3, 4] and spec.objective == "best_val_dice"
     assert load_spec(SMOKE).confirm_seeds == [0]
 
 
