@@ -141,6 +141,11 @@ class StudyTracker:
         self.retry_interval_s = retry_interval_s
         self._last_retry = 0.0
 
+    @property
+    def local_store(self) -> Path | None:
+        """The file of a SQLite store (its artifacts lie beside it); None for a server or database."""
+        return _sqlite_path(self.uri)
+
     def use_outbox(self, directory: Path) -> None:
         """Keep writes the server cannot take in `directory` (see `study.tracking.outbox`)."""
         self.outbox = Outbox(directory)
