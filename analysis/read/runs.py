@@ -81,6 +81,16 @@ def load_trials(
 
 def trial_runs(experiment: str, *, tracking_uri: str, study: str = LATEST) -> list[Run]:
     """Every trial run (any phase or status) of one study run of `experiment` (see `load_trials`)."""
+    return _of_study(_runs_of_role(experiment, M.ROLE_TRIAL, tracking_uri=tracking_uri), study)
+
+
+def study_runs(experiment: str, *, tracking_uri: str) -> list[Run]:
+    """Every study run of `experiment` (one per `segstudy run`), newest first."""
+    runs = _runs_of_role(experiment, M.ROLE_STUDY, tracking_uri=tracking_uri)
+    return sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
+
+
+def _runs_of_role(experiment: str, role: str, *, tracking_uri: str) -> list[Run]:
     client = _client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -88,11 +98,8 @@ def trial_runs(experiment: str, *, tracking_uri: str, study: str = LATEST) -> li
         raise SegstudyError(
             f"experiment '{experiment}' not found in {tracking_uri}; available: {', '.join(names) or '(none)'}"
         )
-    role = f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'"
-    runs = list(
-        _all_pages(lambda token: client.search_runs([found.experiment_id], filter_string=role, page_token=token))
-    )
-    return _of_study(runs, study)
+    where = f"tags.`{M.ROLE_TAG}` = '{role}'"
+    return list(_all_pages(lambda token: client.search_runs([found.experiment_id], filter_string=where, page_token=token)))
 
 
 def _of_study(runs: list[Run], study: str) -> list[Run]:
@@ -311,4 +318,4 @@ def _download(run_id: str, *, tracking_uri: str, dst: Path) -> Path:
     return Path(local)
 
 
-__all__ = ["PerImage", "factor_names", "load_per_image", "load_trials", "read_per_image", "split_shift"]
+__all__ = ["PerImage", "factor_names", "load_per_image", "load_trials", "read_per_image", "split_shift", "study_runs", "trial_runs"]
