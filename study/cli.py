@@ -207,12 +207,14 @@ def tracking_serve(
 
     from study.tracking.server import check_port_free, serve, server_command
     from study.tracking import resolve_tracking_uri
-    from study.tracking.stores import check_database
+    from study.tracking.stores import check_database, check_sqlite_store
 
     server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
-        paths.output_file(Path(backend_store_uri.removeprefix("sqlite:///")), option="--backend-store-uri", what="SQLite store")
+        db = Path(backend_store_uri.removeprefix("sqlite:///"))
+        paths.output_file(db, option="--backend-store-uri", what="SQLite store")
+        check_sqlite_store(db, uri=mask_uri(backend_store_uri), what="--backend-store-uri")
     paths.output_folder(artifacts, option="--artifacts")
     check_port_free(host, port)  # before the banner: a taken port is exit 2, not a server that never comes up
     check_database(backend_store_uri, what="--backend-store-uri")  # likewise a database that does not answer

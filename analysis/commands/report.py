@@ -37,6 +37,7 @@ from analysis.stats.pairwise import MIN_SEEDS
 from study import library_versions
 from study import metrics_names as M
 from study import process_state
+from study.paths import output_folder
 from study.redact import mask_uri
 from study.tracking import StudyTracker, reading_client
 from study.tracking.ui_links import browse as ui_browse
@@ -74,13 +75,14 @@ def build_report(
         >>> build_report("skip_vs_complexity", out_dir=Path("report"),
         ...              tracking_uri="sqlite:////data/mlflow.db")  # doctest: +SKIP
     """
-    out_dir = output_dir(out_dir)
+    output_folder(out_dir, option="--out")  # a file in the way is refused before MLflow is read; nothing made yet
     trials = load_trials(experiment, tracking_uri=tracking_uri, study=study)
     runs = trial_runs(experiment, tracking_uri=tracking_uri, study=study)
     client = reading_client(tracking_uri)
     study_run = _study_run(client, runs)
     spec_text, spec = _spec(client, study_run)
     rows = read_per_image(trials, tracking_uri=tracking_uri)
+    out_dir = output_dir(out_dir)  # made only now that every check has passed
     per_image = rows.in_domain
     evaluation = spec.get("evaluation") or {}
     with warnings.catch_warnings(record=True) as caught:

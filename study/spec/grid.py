@@ -45,7 +45,7 @@ class TrialCount:
         """'130 trials (10 cells x 10 tune trials + 10 cells x 3 seeds)'; with a seed budget
         'up to 100 trials (10 cells x 3-10 seeds, sequential)'."""
         tune = f"{self.cells} cells x {self.tune // max(self.cells, 1)} tune trials + " if self.tune else ""
-        shift = f", and {self.shift_tests} shifted test sets (evaluation.shift)" if self.shift_tests else ""
+        shift = f" and {self.shift_tests} shifted test sets (evaluation.shift)" if self.shift_tests else ""
         if self.min_seeds is None:
             return f"{self.total} trials ({tune}{self.cells} cells x {self.seeds} seeds){shift}"
         return f"up to {self.total} trials ({tune}{self.cells} cells x {self.min_seeds}-{self.seeds} seeds, sequential){shift}"
@@ -93,8 +93,9 @@ def check_grid_size(spec: StudySpec, *, allow_large: bool) -> TrialCount:
     limit = spec.max_trials or DEFAULT_MAX_TRIALS
     if count.weight > limit and not allow_large:
         source = "max_trials of the spec" if spec.max_trials else "the default limit; raise it with max_trials in the spec"
+        what = f"{count.describe()}, {count.weight} in all, are" if count.shift_tests else f"{count.describe()} is"
         raise SegstudyError(
-            f"study '{spec.name}': {count.describe()} is more than {limit} ({source}); pass {LARGE_GRID_FLAG} to run them "
+            f"study '{spec.name}': {what} more than {limit} ({source}); pass {LARGE_GRID_FLAG} to run them "
             "all, or shrink the factors, seeds, tuning.trials_per_cell or evaluation.shift"
         )
     return count
