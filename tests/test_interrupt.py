@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, ROOT, free_port, run_cli
+from conftest import BIN, ROOT, free_port, held, run_app, run_cli, trial_workers
 from study import metrics_names as M
 from study.run.driver.engine import run_study
 from study.run.tune.searcher import CellSearcher
@@ -55,10 +57,15 @@ def write_spec(folder: Path, name: str) -> Path:
 
 
 class Driver:
-    """One real `segstudy` process in its own session, its output in files."""
+    """One real `segstudy` process in its own session, its output in files.
 
-    def __init__(self, args: list[str], *, env: dict[str, str], out: Path) -> None:
+    `workers`: the pids of the trial workers of the test's Ray head (`conftest.trial_workers`),
+    paused while a moment of the study is checked and acted on (`conftest.held`).
+    """
+
+    def __init__(self, args: list[str], *, env: dict[str, str], out: Path, workers: Callable[[], list[int]] = list) -> None:
         self.stdout, self.stderr = out.with_suffix(".out"), out.with_suffix(".err")
+        self.workers = workers
         self.proc = subprocess.Popen(
             [str(BIN / "segstudy"), *args], cwd=ROOT, env=env, start_new_session=True,
             stdout=self.stdout.open("w"), stderr=self.stderr.open("w"),
@@ -74,12 +81,36 @@ class Driver:
         assert self.proc.poll() is None, "the driver ended before it could be interrupted"
 
     def signal_when(self, ready: Callable[[], bool], sig: int, *, again_after: float | None = None) -> None:
-        """Send `sig` once `ready()` holds (and again `again_after` seconds later)."""
-        self.wait_for(ready)
-        os.kill(self.proc.pid, sig)
-        if again_after is not None:
-            time.sleep(again_after)
-            os.kill(self.proc.pid, sig)
+        """Send `sig` at the moment `ready()` says, with the moment held until the driver took the
+        stop: the trial workers are paused, the moment checked again once the driver took in what
+        they had sent, and only then the signal sent; the workers go on once the driver has said it
+        is stopping (or ended). A moment that passed meanwhile is waited for again."""
+        while True:
+            self.wait_for(ready)
+            with held(self.workers()):
+                if not ready() or self.proc.poll() is not None:
+                    continue  # the moment passed before the workers stopped: wait for the next one
+                os.kill(self.proc.pid, sig)
+                if again_after is not None:
+                    time.sleep(again_after)
+                    os.kill(self.proc.pid, sig)
+                self._stop_taken()
+                return
+
+    def signal_while_paused(self, ready: Callable[[], bool], sig: int) -> None:
+        """Send `sig` at a moment of the driver alone (its own output or state), with the driver
+        paused while the moment is checked and the signal sent: it takes the signal as it goes on."""
+        while True:
+            self.wait_for(ready)
+            with held([self.proc.pid], settle_s=0):
+                if ready():
+                    os.kill(self.proc.pid, sig)
+                    return
+
+    def _stop_taken(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while "stopping (" not in self.stdout.read_text() and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def wait(self, timeout: float = 300) -> int:
         try:
@@ -100,7 +131,7 @@ class Store:
 
     def __init__(self, uri: str, name: str, storage: Path) -> None:
         self.client = MlflowClient(tracking_uri=uri)
-        self.name, self.storage = name, storage
+        self.uri, self.name, self.storage = uri, name, storage
 
     def runs(self, role: str, view: int = ViewType.ACTIVE_ONLY) -> list:
         exp = self.client.get_experiment_by_name(self.name)
@@ -139,17 +170,19 @@ class Store:
         return out
 
 
-def start_study(ray_head, tmp_path: Path, name: str) -> tuple[Store, dict[str, str], Driver]:
-    """`segstudy run` of the test spec named `name` on the test head, with a store of its own."""
+def start_study(ray_head, tmp_path: Path, name: str, *, storage: Path | None = None) -> tuple[Store, dict[str, str], Driver]:
+    """`segstudy run` of the test spec named `name` on the test head, with a store of its own
+    (study folders under `storage`, default tmp_path/r)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store, env = Store(uri, name, tmp_path / "r"), {**ray_head.env, "MLFLOW_TRACKING_URI": uri}
+    store, env = Store(uri, name, storage or tmp_path / "r"), {**ray_head.env, "MLFLOW_TRACKING_URI": uri}
     args = ["run", str(write_spec(tmp_path, name)), "--address", ray_head.gcs_address, "--storage", str(store.storage)]
-    return store, env, Driver(args, env=env, out=tmp_path / "run")
+    return store, env, Driver(args, env=env, out=tmp_path / "run", workers=lambda: trial_workers(ray_head.pid))
 
 
 def resume_driver(store: Store, ray_head, env: dict[str, str], out: Path) -> Driver:
     """`segstudy resume` of the study's folder, as the stop message names it."""
-    return Driver(["resume", str(store.folder()), "--address", ray_head.gcs_address], env=env, out=out)
+    return Driver(["resume", str(store.folder()), "--address", ray_head.gcs_address], env=env, out=out,
+                  workers=lambda: trial_workers(ray_head.pid))
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +210,29 @@ def interrupted_as(store: Store, driver: Driver, sig: int) -> None:
     assert [r.info.status for r in store.runs(M.ROLE_TRIAL) if r.info.status == "RUNNING"] == []
     if "chosen" in store.manifest():  # the tune phase had ended: every cell's budget spent
         assert len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL
+    stands(store, rf"interrupted by {signal.Signals(sig).name} at {WHEN}; `segstudy resume {store.folder()}` continues")
+
+
+WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+
+
+def stands(store: Store, where: str) -> pd.DataFrame:
+    """`segstudy status` says where the study stands in its first line (`where`, a pattern), and,
+    with no live driver, no trial is counted running: a cut one is interrupted, never failed."""
+    from analysis.commands.status import study_status
+
+    status = run_app("status", store.name, "--tracking-uri", store.uri, cwd=ROOT)
+    assert status.returncode == 0, status.stderr
+    first = status.stdout.splitlines()[0]
+    assert re.fullmatch(rf"study run {re.escape(store.folder().name)}: {where}", first), first
+    table = study_status(store.name, tracking_uri=store.uri)
+    if not where.startswith("running"):
+        assert table["running"].sum() == 0, table
+        cut = [r for r in store.runs(M.ROLE_TRIAL) if r.info.status in {"KILLED", "RUNNING"}
+               or r.data.tags.get(M.FAULT_TAG) == M.FAULT_MACHINE]  # a trial whose own writes met a full disk
+        assert table["interrupted"].sum() == len(cut), table
+    assert table["failed"].sum() == 0, table
+    return table
 
 
 def resumed_to_the_end(store: Store, ray_head, tmp: Path, reference: dict[str, pd.DataFrame], env: dict) -> None:
@@ -205,6 +261,9 @@ def resumed_to_the_end(store: Store, ray_head, tmp: Path, reference: dict[str, p
 def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(ray_head, reference, tmp_path):
     # 1. Ctrl-C in the tune phase: one tune trial ended, another running.
     store, env, run = start_study(ray_head, tmp_path, "stopa")
+    run.wait_for(lambda: store.trials(M.PHASE_TUNE, "RUNNING"))
+    with held(run.workers()):  # a live driver, which cannot end meanwhile: `status` names it
+        stands(store, rf"running: pid {run.proc.pid} on {re.escape(socket.gethostname())} since {WHEN} \(run\)")
     run.signal_when(lambda: store.trials(M.PHASE_TUNE, "FINISHED") and store.trials(M.PHASE_TUNE, "RUNNING"), signal.SIGINT)
     interrupted_as(store, run, signal.SIGINT)
     assert "chosen" not in store.manifest() and store.trials(M.PHASE_CONFIRM) == []  # no confirm phase started
@@ -227,10 +286,11 @@ def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(
 
 @pytest.mark.slow
 def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_path):
-    # 1. SIGTERM as the tune phase ends: every tune trial finished, the confirm phase not begun.
+    # 1. SIGHUP (its terminal closed) as the tune phase ends: every tune trial finished, the confirm
+    # phase not begun. A stop like SIGTERM's, not a kill without clean-up.
     store, env, run = start_study(ray_head, tmp_path, "stopb")
-    run.signal_when(lambda: len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL, signal.SIGTERM)
-    interrupted_as(store, run, signal.SIGTERM)
+    run.signal_when(lambda: len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL, signal.SIGHUP)
+    interrupted_as(store, run, signal.SIGHUP)
     assert store.trials(M.PHASE_CONFIRM, "FINISHED") == []
 
     # 2. Ctrl-C twice in the confirm phase: the second ends the driver at once, skipping the clean-up.
@@ -239,10 +299,12 @@ def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_p
     assert twice.wait() == 130
     assert twice.last_line() == f"interrupted again: ending at once; `segstudy resume {store.folder()}` continues"
     assert store.study_run().info.status != "FINISHED"
+    stands(store, rf"driver gone without clean-up \(killed, or its machine lost\); resumable: `segstudy resume {store.folder()}` continues")
 
     # 3. Ctrl-C while the finished study writes its summary: the study stays finished.
     summary = resume_driver(store, ray_head, env, tmp_path / "summary")
-    summary.signal_when(lambda: "trials finished;" in summary.stdout.read_text(), signal.SIGINT)
+    summary.signal_while_paused(lambda: "trials finished;" in summary.stdout.read_text()
+                                and "report:" not in summary.stdout.read_text(), signal.SIGINT)
     assert summary.wait() == 130, summary.output()
     assert summary.last_line() == f"interrupted; `segstudy resume {store.folder()}` continues"
     assert "report:" not in summary.stdout.read_text()  # the summary was cut ...
@@ -254,7 +316,8 @@ def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_p
 @pytest.mark.slow
 def test_stop_before_the_study_folder_exists_leaves_nothing(ray_head, tmp_path):
     store, _, run = start_study(ray_head, tmp_path, "stopc")
-    run.signal_when(lambda: catches(run.proc.pid, signal.SIGTERM), signal.SIGTERM)  # segstudy owns the signal now
+    # segstudy owns the signal now, and the folder is not made yet (checked with the driver paused)
+    run.signal_while_paused(lambda: catches(run.proc.pid, signal.SIGTERM) and not store.storage.exists(), signal.SIGTERM)
     assert run.wait() == 143, run.output()
     assert run.last_line() == "interrupted before the study folder was made; nothing to resume"
     assert not store.storage.exists() and store.runs(M.ROLE_STUDY) == []
@@ -333,6 +396,13 @@ except ps.Interrupted as exc:
 STOP_CASES = {
     # outside a deferred block the first signal raises at once, like KeyboardInterrupt
     "immediate": ("        kill(signal.SIGINT)", 130, "raised 130: interrupted; `segstudy resume results/x-1` continues", ""),
+    # a full disk met by a hook (a Tune callback, the study log) is a stop too: raised where a signal's would be
+    "full disk": ("        with ps.defer_stop():\n            ps.stop_on_full_disk('no space left on device: /x (0 B free)')\n"
+                  "            print('block ended', ps.stop_requested())", 75,
+                  "block ended True\nraised 75: interrupted: no space left on device: /x (0 B free); free space, then "
+                  "`segstudy resume results/x-1` continues", ""),
+    # a closed terminal (SIGHUP) stops the study as SIGTERM does
+    "hangup": ("        kill(signal.SIGHUP)", 129, "raised 129: interrupted; `segstudy resume results/x-1` continues", ""),
     # inside one it is raised when the block ends, and the block runs to its end
     "deferred": ("        with ps.defer_stop():\n            kill(signal.SIGTERM)\n            print('block ended', ps.stop_requested())",
                  143, "block ended True\nraised 143: interrupted; `segstudy resume results/x-1` continues", ""),

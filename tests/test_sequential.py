@@ -347,6 +347,7 @@ def printed(driver, text: str):
 
 @pytest.mark.slow
 def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ray_head, tmp_path):
+    from conftest import trial_workers
     from test_interrupt import Driver, Store
 
     name = "seqresume"
@@ -357,7 +358,8 @@ def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ra
     address = ["--address", ray_head.gcs_address]
 
     # 1. Ctrl-C as round 2 starts: the round's fit stops, no round 3 begins.
-    first = Driver(["run", str(spec), *address, "--storage", str(store.storage)], env=env, out=tmp_path / "run")
+    first = Driver(["run", str(spec), *address, "--storage", str(store.storage)], env=env, out=tmp_path / "run",
+                   workers=lambda: trial_workers(ray_head.pid))
     first.signal_when(printed(first, "confirm phase, round 2 of up to 3"), signal.SIGINT)
     assert first.wait() == 130, first.output()
     assert "confirm phase, round 3" not in first.stdout.read_text()
