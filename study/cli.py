@@ -66,7 +66,8 @@ def user_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
-            cause = disk.no_space_cause(exc, where=Path.cwd())
+            written = [v for v in kwargs.values() if isinstance(v, Path)]  # --out, --storage, ...: the fullest is named
+            cause = disk.no_space_cause(exc, where=[*written, Path.cwd()])
             if cause is None:
                 raise
             say(f"error: {cause}", err=True)

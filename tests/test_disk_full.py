@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, held, run_app, run_cli
 from study import metrics_names as M
-from test_interrupt import CELLS, TRIALS_PER_CELL, WHEN, Store, resume_driver, start_study, stands
+from study_drivers import CELLS, TRIALS_PER_CELL, WHEN, Store, resume_driver, stands, start_study
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
 

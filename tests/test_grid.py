@@ -67,7 +67,7 @@ def test_shift_levels_count_towards_the_limit_and_the_estimate(write_spec):
     proc = run_app("validate", str(path), cwd=path.parent)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip() == (
-        f"error: study 'smoke': 4 trials (4 cells x 1 seeds) and 3996 shifted test sets (evaluation.shift), 4000 in all, "
+        "error: study 'smoke': 4 trials (4 cells x 1 seeds) and 3996 shifted test sets (evaluation.shift), 4000 in all, "
         "are more than 1000 (the default limit; raise it with max_trials in the spec); pass --allow-large-grid to run "
         "them all, or shrink the factors, seeds, tuning.trials_per_cell or evaluation.shift")
 

@@ -348,7 +348,7 @@ def printed(driver, text: str):
 @pytest.mark.slow
 def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ray_head, tmp_path):
     from conftest import trial_workers
-    from test_interrupt import Driver, Store
+    from study_drivers import Driver, Store
 
     name = "seqresume"
     spec = tmp_path / f"{name}.yaml"
