@@ -44,6 +44,26 @@ def kill_the_running_trial(head_pid: int, uri: str, experiment: str, *, alive) -
     raise AssertionError("no running trial's worker was found to kill")
 
 
+def run_killing_its_trial(ray_head, spec, uri: str, storage, experiment: str):
+    """`run_study` of a one-trial study in a thread, its trial's worker killed mid-training
+    (`kill_the_running_trial`); returns the study's result."""
+    outcome: dict = {}
+
+    def drive() -> None:
+        try:
+            outcome["result"] = run_study(spec, address=ray_head.gcs_address, tracking_uri=uri, storage=storage)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    kill_the_running_trial(ray_head.pid, uri, experiment, alive=thread.is_alive)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    return outcome["result"]
+
+
 def runs_of(uri: str, experiment: str) -> list:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
@@ -61,21 +81,7 @@ def test_killed_worker_is_retried_and_the_attempt_stays_failed(ray_head, write_s
         resources__max_failures=1,
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    outcome: dict = {}
-
-    def drive() -> None:
-        try:
-            outcome["result"] = run_study(spec, address=ray_head.gcs_address, tracking_uri=uri, storage=tmp_path / "r")
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=drive)
-    thread.start()
-    kill_the_running_trial(ray_head.pid, uri, "faults", alive=thread.is_alive)
-    thread.join(timeout=300)
-    assert not thread.is_alive()
-    assert "error" not in outcome, outcome.get("error")
-    result = outcome["result"]
+    result = run_killing_its_trial(ray_head, spec, uri, tmp_path / "r", "faults")
     assert result.ok and result.n_trials == 1 and result.n_failed == 0
 
     runs = runs_of(uri, "faults")
@@ -102,20 +108,7 @@ def test_a_trial_the_machine_failed_for_good_runs_again_on_resume(ray_head, writ
     spec = write_spec(name="lost", factors={"architecture": ["unet"], "alpha": [0.5]}, seeds=[0], training__epochs=EPOCHS,
                       evaluation__perturbations=[], resources__max_failures=0)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    outcome: dict = {}
-
-    def drive() -> None:
-        try:
-            outcome["result"] = run_study(spec, address=ray_head.gcs_address, tracking_uri=uri, storage=tmp_path / "r")
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=drive)
-    thread.start()
-    kill_the_running_trial(ray_head.pid, uri, "lost", alive=thread.is_alive)
-    thread.join(timeout=300)
-    assert "error" not in outcome, outcome.get("error")
-    first = outcome["result"]
+    first = run_killing_its_trial(ray_head, spec, uri, tmp_path / "r", "lost")
     assert not first.ok and (first.n_failed, first.lost) == (1, 1)
     (failed,) = runs_of(uri, "lost")
     assert failed.info.status == "FAILED" and failed.data.tags[M.FAULT_TAG] == M.FAULT_MACHINE
