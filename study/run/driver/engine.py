@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from study.run.display.library_log import library_output
 from study.run.driver.phases import confirm_fit, open_searcher, optuna_outcome, retry_trial, tune_phase
 from study.run.driver.preflight import Preflight, plan_line, preflight
 from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
-from study.run.driver.space import check_space, estimate_writes
+from study.run.driver.space import SpaceCheck, full_disk_stops, space_check
 from study.run.record.reconcile import lost_to_faults, reconcile
 from study.run.record.study_dir import StudyDir
 from study.run.record.study_run import close_study_run, log_chosen, not_learned, open_study_run
@@ -111,12 +111,12 @@ def run_study(
     with process_state.stop_on_signals(), library_output(verbose) as library_log:  # docs/ARCHITECTURE.md 3, "Stopping"
         tracker = StudyTracker(uri, spec.name)
         tracker.check_reachable()
-        with _full_disk_stops([storage_path, tracker.local_store]):
+        with full_disk_stops([storage_path, tracker.local_store]):
             return _on_ray(
                 address, spec, tracker,
                 lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
                 display=Display.of(console, verbose=verbose, library_log=library_log),
-                space=_space_check(storage_path, tracker, whole=True),
+                space=space_check(storage_path, tracker, whole=True),
             )
 
 
@@ -158,7 +158,7 @@ def resume_study(
     if study.free_bytes() < RESUME_FLOOR_BYTES:
         raise disk.NoSpaceError(f"{study.path}: its disk is still full ({disk.size_text(study.free_bytes())} free); "
                                 "free space, then run segstudy resume again")
-    with process_state.stop_on_signals(), _full_disk_stops([study.path]):  # docs/ARCHITECTURE.md 3, "Stopping"
+    with process_state.stop_on_signals(), full_disk_stops([study.path]):  # docs/ARCHITECTURE.md 3, "Stopping"
         process_state.name_stopped_study(resume_name(study.path))
         with study.driving("resume"), library_output(verbose) as library_log:  # before anything is delivered or started
             spec = load_spec(study.spec_file)
@@ -170,41 +170,10 @@ def resume_study(
                 raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
             display = Display.of(console, verbose=verbose, library_log=library_log)
             return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True,
-                           space=_space_check(study.path, tracker, whole=False), retry_failed=retry_failed)
+                           space=space_check(study.path, tracker, whole=False), retry_failed=retry_failed)
 
 
 RESUME_FLOOR_BYTES = 1024**2  # below this a study folder's disk is still full: resume says so before anything
-
-
-SpaceCheck = Callable[[StudySpec, Any, Preflight], None]
-
-
-def _space_check(folder: Path, tracker: StudyTracker, *, whole: bool) -> SpaceCheck:
-    """The free-space check of `run` (the whole study must fit) or `resume` (the trials it runs at
-    once must: the rest may be done), from the data and the preflight (`study.run.driver.space`)."""
-
-    def check(spec: StudySpec, data: Any, checked: Preflight) -> None:
-        at_once = cluster_capacity(spec)
-        writes = estimate_writes(spec, data, checked, at_once=at_once)
-        what = "the study" if whole else f"resuming ({at_once} trial(s) at once)"
-        check_space(folder, tracker.local_store, writes.whole if whole else writes.at_once, what=what)
-
-    return check
-
-
-@contextlib.contextmanager
-def _full_disk_stops(where: list[Path | None]) -> Iterator[None]:
-    """A full disk met outside a Tune phase (making the study folder, moving its log, opening the
-    study run) stops the study as one met inside does: `Interrupted` with its cause, no traceback."""
-    try:
-        yield
-    except SegstudyError:
-        raise
-    except Exception as exc:
-        cause = disk.no_space_cause(exc, where=where)
-        if cause is None:
-            raise
-        raise process_state.interrupted_by_full_disk(cause) from None
 
 
 def _on_ray(

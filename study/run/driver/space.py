@@ -1,5 +1,6 @@
 """What a study writes to disk, estimated before it starts, and the check of that against the free
-space of the disks it writes to (`segstudy run` and `segstudy resume`).
+space of the disks it writes to (`segstudy run` and `segstudy resume`); and a full disk met by the
+driver outside a Tune phase, turned into the same stop as one met inside (`full_disk_stops`).
 
 A study that fills its disk stops as interrupted and resumable (docs/ARCHITECTURE.md 3,
 "Stopping"), but one that cannot finish on the space it has is better refused before it starts.
@@ -12,12 +13,19 @@ metric value. Tune trials keep no checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from study import disk
+from typing import Any
+
+from study import disk, process_state
+from study.errors import SegstudyError
+from study.run.cluster.capacity import cluster_capacity
 from study.run.driver.preflight import Preflight, input_key
 from study.spec import StudySpec
 from study.spec.cells import expand_cells
+from study.tracking import StudyTracker
 from study.training.inputs.study_data import StudyData, data_key
 
 ROW_BYTES = 200  # one per_image.csv row: image, condition and every score
@@ -97,4 +105,36 @@ def check_space(folder: Path, store: Path | None, need: Writes, *, what: str) ->
         disk.require_free(store.parent, need.store, what=f"{what} writes about {disk.size_text(need.store)} to its MLflow store")
 
 
-__all__ = ["StudyWrites", "Writes", "check_space", "estimate_writes"]
+SpaceCheck = Callable[[StudySpec, Any, Preflight], None]
+
+
+def space_check(folder: Path, tracker: StudyTracker, *, whole: bool) -> SpaceCheck:
+    """The free-space check of `run` (the whole study must fit) or `resume` (the trials it runs at
+    once must: the rest may be done), called with the data and the preflight once Ray is up."""
+
+    def check(spec: StudySpec, data: Any, checked: Preflight) -> None:
+        at_once = cluster_capacity(spec)
+        writes = estimate_writes(spec, data, checked, at_once=at_once)
+        what = "the study" if whole else f"resuming ({at_once} trial(s) at once)"
+        check_space(folder, tracker.local_store, writes.whole if whole else writes.at_once, what=what)
+
+    return check
+
+
+@contextlib.contextmanager
+def full_disk_stops(where: list[Path | None]) -> Iterator[None]:
+    """A full disk met outside a Tune phase (making the study folder, moving its log, opening the
+    study run) stops the study as one met inside does: `Interrupted` with its cause, no traceback.
+    `where`: the paths the driver writes to (the one on the fullest disk is named)."""
+    try:
+        yield
+    except SegstudyError:
+        raise
+    except Exception as exc:
+        cause = disk.no_space_cause(exc, where=where)
+        if cause is None:
+            raise
+        raise process_state.interrupted_by_full_disk(cause) from None
+
+
+__all__ = ["SpaceCheck", "StudyWrites", "Writes", "check_space", "estimate_writes", "full_disk_stops", "space_check"]
