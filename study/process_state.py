@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -250,7 +251,6 @@ class _Stop:
     cause: str | None = None  # a full disk met before any signal came (see `stop_on_full_disk`)
     at: float = 0.0  # when (monotonic)
     deferred: int = 0  # depth of `defer_stop` blocks the main thread is in
-    raised: bool = False  # Interrupted was raised once; never twice
     study: str | None = None  # what resume needs to continue (see `name_stopped_study`)
 
 
@@ -265,7 +265,6 @@ def _on_stop_signal(signum: int, frame: Any) -> None:
     if _STOP.signum is None:
         _STOP.signum, _STOP.at = signum, now
         if _STOP.deferred == 0:
-            _STOP.raised = True
             raise Interrupted(signum, _STOP.study)
         return
     if signum == _STOP.signum and now - _STOP.at < ECHO_S:
@@ -283,6 +282,8 @@ def stop_on_signals() -> Iterator[None]:
     process without clean-up. Tune's own SIGINT handler is switched off meanwhile
     (TUNE_DISABLE_SIGINT_HANDLER): it would take the signal as "end this phase" and the driver
     would go on to the next. Only the main thread can own signals; elsewhere this does nothing.
+    An `Interrupted` Python could only report as "Exception ignored" (a signal landing in code a C
+    extension runs) is not printed: the stop holds and is raised again (`_raise_if_stopped`).
     """
     global _STOP
     if threading.current_thread() is not threading.main_thread() or _STOP.active:
@@ -291,12 +292,15 @@ def stop_on_signals() -> Iterator[None]:
     saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = lambda info: None if isinstance(info.exc_value, Interrupted) else unraisable(info)
     _STOP = _Stop(active=True)
     _own_stop_signals()
     try:
         yield
     finally:
         _STOP.active = False
+        sys.unraisablehook = unraisable
         for s, handler in saved.items():
             signal.signal(s, handler)
         if saved_env is None:
@@ -336,7 +340,6 @@ def defer_stop() -> Iterator[None]:
         if exc.code != signal.SIGTERM:
             raise
         _STOP.signum = _STOP.signum or signal.SIGTERM
-        _STOP.raised = True
         raise Interrupted(_STOP.signum, _STOP.study) from None
     finally:
         _STOP.deferred -= 1
@@ -345,9 +348,13 @@ def defer_stop() -> Iterator[None]:
 
 
 def _raise_if_stopped() -> None:
-    """Raise `Interrupted` if a stop was asked for and not raised yet (outside `defer_stop`)."""
-    if stop_requested() and not _STOP.raised and _STOP.deferred == 0:
-        _STOP.raised = True
+    """Raise `Interrupted` at the end of the outermost `defer_stop` block when a stop was asked for
+    and its `Interrupted` is not on its way out already. Raised at once by the signal handler, it
+    can be lost: a signal that lands while a C extension runs Python code (an import's callback)
+    is reported as "Exception ignored" and the program goes on. The stop holds all the same; the
+    next block that ends raises it again (one that ends during the clean-up of a propagating
+    `Interrupted` leaves that one be)."""
+    if stop_requested() and _STOP.deferred == 0 and not isinstance(sys.exc_info()[1], Interrupted):
         raise Interrupted(_STOP.signum, _STOP.study, None if _STOP.signum is not None else _STOP.cause)
 
 
@@ -368,7 +375,6 @@ def interrupted_by_full_disk(cause: str) -> Interrupted:
     already recorded wins: it came first)."""
     if _STOP.active:
         _STOP.cause = _STOP.cause or cause
-        _STOP.raised = True
     if _STOP.signum is not None:
         return Interrupted(_STOP.signum, _STOP.study)
     return Interrupted(None, _STOP.study, _STOP.cause or cause)

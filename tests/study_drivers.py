@@ -112,6 +112,10 @@ class Driver:
     def wait(self, timeout: float = 300) -> int:
         try:
             return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack to its stderr
+            time.sleep(3)
+            raise AssertionError(f"the driver did not end within {timeout} s:\n{self.stderr.read_text()[-12000:]}") from None
         finally:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -171,7 +175,8 @@ def start_study(ray_head, tmp_path: Path, name: str, *, storage: Path | None = N
     """`segstudy run` of the test spec named `name` on the test head, with a store of its own
     (study folders under `storage`, default tmp_path/r)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store, env = Store(uri, name, storage or tmp_path / "r"), {**ray_head.env, "MLFLOW_TRACKING_URI": uri}
+    store = Store(uri, name, storage or tmp_path / "r")
+    env = {**ray_head.env, "MLFLOW_TRACKING_URI": uri, "PYTHONFAULTHANDLER": "1"}
     args = ["run", str(write_spec(tmp_path, name)), "--address", ray_head.gcs_address, "--storage", str(store.storage)]
     return store, env, Driver(args, env=env, out=tmp_path / "run", workers=lambda: trial_workers(ray_head.pid))
 

@@ -142,7 +142,9 @@ class CellSearcher(Searcher):
     @full_disk_stops(lambda self: self.storage.removeprefix("sqlite:///"))
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if process_state.stop_requested():
-            return None  # the phase is ending (study.run.tune.stopping): no trial is asked that would only be cut
+            # The phase is ending (study.run.tune.stopping): no trial is asked that would only be cut.
+            # FINISHED, not None: with no trial live, Tune waits up to 600 s for a searcher that says None.
+            return Searcher.FINISHED
         remaining = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
         if not remaining:
             return Searcher.FINISHED
