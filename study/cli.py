@@ -85,7 +85,9 @@ def stops_on_signals(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with process_state.stop_on_signals():
             try:
-                return fn(*args, **kwargs)
+                done = fn(*args, **kwargs)
+                process_state.raise_if_stopped()  # a stop whose exception was lost on the way, or met after the study
+                return done
             except process_state.Interrupted as exc:
                 say(str(exc), err=True)
                 process_state.end_at_once_on_signals()

@@ -283,7 +283,7 @@ def stop_on_signals() -> Iterator[None]:
     (TUNE_DISABLE_SIGINT_HANDLER): it would take the signal as "end this phase" and the driver
     would go on to the next. Only the main thread can own signals; elsewhere this does nothing.
     An `Interrupted` Python could only report as "Exception ignored" (a signal landing in code a C
-    extension runs) is not printed: the stop holds and is raised again (`_raise_if_stopped`).
+    extension runs) is not printed: the stop holds and is raised again (`raise_if_stopped`).
     """
     global _STOP
     if threading.current_thread() is not threading.main_thread() or _STOP.active:
@@ -344,16 +344,18 @@ def defer_stop() -> Iterator[None]:
     finally:
         _STOP.deferred -= 1
         _own_stop_signals()
-    _raise_if_stopped()
+    raise_if_stopped()
 
 
-def _raise_if_stopped() -> None:
-    """Raise `Interrupted` at the end of the outermost `defer_stop` block when a stop was asked for
-    and its `Interrupted` is not on its way out already. Raised at once by the signal handler, it
-    can be lost: a signal that lands while a C extension runs Python code (an import's callback)
-    is reported as "Exception ignored" and the program goes on. The stop holds all the same; the
-    next block that ends raises it again (one that ends during the clean-up of a propagating
-    `Interrupted` leaves that one be)."""
+def raise_if_stopped() -> None:
+    """Raise `Interrupted` when a stop was asked for and its `Interrupted` is not on its way out
+    already, outside `defer_stop` blocks (their ends call this, and the CLI once a command is
+    done, so a full disk met after the last block still stops it).
+
+    Raised at once by the signal handler, an `Interrupted` can be lost: a signal that lands while
+    a C extension runs Python code (an import's callback) is reported as "Exception ignored" and
+    the program goes on. The stop holds all the same, and the next check raises it again; one
+    made during the clean-up of a propagating `Interrupted` leaves that one be."""
     if stop_requested() and _STOP.deferred == 0 and not isinstance(sys.exc_info()[1], Interrupted):
         raise Interrupted(_STOP.signum, _STOP.study, None if _STOP.signum is not None else _STOP.cause)
 
@@ -413,6 +415,7 @@ __all__ = [
     "let_tune_use_prestarted_workers",
     "name_stopped_study",
     "quiet_artifact_downloads",
+    "raise_if_stopped",
     "quiet_optuna",
     "quiet_tune_loggers",
     "route_library_output",
