@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from mlflow.entities import ViewType
 
-from conftest import ROOT, free_port, held, run_cli
+from conftest import ROOT, free_port, held, run_cli, trial_workers
 from study import metrics_names as M
 from study.run.driver.engine import run_study
 from study.run.tune.searcher import CellSearcher
@@ -109,10 +109,12 @@ def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(
 
 @pytest.mark.slow
 def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_path):
-    # 1. SIGHUP (its terminal closed) as the tune phase ends: every tune trial finished, the confirm
-    # phase not begun. A stop like SIGTERM's, not a kill without clean-up.
+    # 1. SIGHUP (its terminal closed) as the tune phase ends: every tune trial finished, no confirm
+    # trial begun (the driver, which starts them, paused while that is checked and the signal sent).
+    # A stop like SIGTERM's, not a kill without clean-up.
     store, env, run = start_study(ray_head, tmp_path, "stopb")
-    run.signal_when(lambda: len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL, signal.SIGHUP)
+    run.signal_while_paused(lambda: len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL
+                            and not store.trials(M.PHASE_CONFIRM), signal.SIGHUP)
     interrupted_as(store, run, signal.SIGHUP)
     assert store.trials(M.PHASE_CONFIRM, "FINISHED") == []
 
@@ -176,7 +178,7 @@ def test_a_study_without_address_starts_its_own_ray_even_beside_a_ray_start(ray_
 
 @pytest.mark.slow
 def test_submitted_study_stopped_with_ray_job_stop_is_reported_stopped(ray_head, tmp_path):
-    from ray.job_submission import JobSubmissionClient
+    from ray.job_submission import JobStatus, JobSubmissionClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = Store(uri, "stopd", tmp_path / "r")
@@ -188,7 +190,9 @@ def test_submitted_study_stopped_with_ray_job_stop_is_reported_stopped(ray_head,
         client = JobSubmissionClient(ray_head.dashboard_url)
         submit.wait_for(lambda: bool(store.trials(M.PHASE_TUNE, "RUNNING")))
         (job,) = [j for j in client.list_jobs() if (j.submission_id or "").startswith("segstudy-stopd-")]
-        client.stop_job(job.submission_id)
+        with held(trial_workers(ray_head.pid)):  # the job still running a trial when it is stopped
+            assert store.trials(M.PHASE_TUNE, "RUNNING") and client.get_job_status(job.submission_id) == JobStatus.RUNNING
+            client.stop_job(job.submission_id)
         assert submit.wait() == 1, submit.output()
         assert submit.stdout.read_text().strip().splitlines()[-1] == f"job {job.submission_id}: STOPPED"
     finally:
