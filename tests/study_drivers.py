@@ -94,13 +94,15 @@ class Driver:
                 self._stop_taken()
                 return
 
-    def signal_while_paused(self, ready: Callable[[], bool], sig: int, *, group: bool = False) -> None:
-        """Send `sig` at a moment of the driver alone (its own output or state), with the driver
-        paused while the moment is checked and the signal sent: it takes the signal as it goes on.
-        `group`: to the driver's whole process group (a SIGKILL that leaves no child behind)."""
+    def signal_while_paused(self, ready: Callable[[], bool], sig: int, *, group: bool = False,
+                            workers: bool = False) -> None:
+        """Send `sig` at a moment of the driver (its own output or state), with the driver paused
+        while the moment is checked and the signal sent: it takes the signal as it goes on.
+        `group`: to the driver's whole process group (a SIGKILL that leaves no child behind);
+        `workers`: the trial workers paused too, for a moment that names what trials have done."""
         while True:
             self.wait_for(ready)
-            with held([self.proc.pid], settle_s=0):
+            with held([self.proc.pid, *(self.workers() if workers else [])], settle_s=0):
                 if ready() and self.proc.poll() is None:
                     (os.killpg if group else os.kill)(self.proc.pid, sig)
                     return

@@ -127,6 +127,15 @@ def test_a_full_disk_at_mid_tune_and_mid_confirm_stops_the_study_and_resume_comp
             M.FAULT_MACHINE, "true"), run.data.tags
     stands(store, rf"finished at {WHEN}")
 
+    # 5. The report of the finished study written to a full disk: one line naming the path, exit 75.
+    fill(small_disk)
+    report = run_app("report", "--experiment", store.name, "--tracking-uri", store.uri, "--out", str(small_disk / "report"),
+                     cwd=ROOT)
+    assert report.returncode == 75, report.stdout + report.stderr
+    assert re.fullmatch(rf"error: no space left on device: {re.escape(str(small_disk))}/\S+ \(0 B free\)",
+                        report.stderr.strip()), report.stderr
+    assert store.study_run().info.status == "FINISHED"
+
 
 def test_run_refuses_a_disk_without_room_for_the_study(ray_head, small_disk, write_spec, tmp_path):
     """Checked after the preflight (it knows the networks' sizes), before any folder or store."""

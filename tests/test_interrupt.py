@@ -109,13 +109,14 @@ def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(
 
 @pytest.mark.slow
 def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_path):
-    # 1. SIGHUP (its terminal closed) as the tune phase ends: every tune trial finished, no confirm
-    # trial begun (the driver, which starts them, paused while that is checked and the signal sent).
-    # A stop like SIGTERM's, not a kill without clean-up.
+    # 1. SIGHUP (its terminal closed) as the confirm phase begins: every tune trial finished, no
+    # confirm trial (the driver and the trial workers paused while that is checked and the signal
+    # sent). A stop like SIGTERM's, not a kill without clean-up.
     store, env, run = start_study(ray_head, tmp_path, "stopb")
-    run.signal_while_paused(lambda: len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL
-                            and not store.trials(M.PHASE_CONFIRM), signal.SIGHUP)
+    run.signal_while_paused(lambda: "confirm phase" in run.stdout.read_text() and not store.trials(M.PHASE_CONFIRM, "FINISHED"),
+                            signal.SIGHUP, workers=True)
     interrupted_as(store, run, signal.SIGHUP)
+    assert len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL
     assert store.trials(M.PHASE_CONFIRM, "FINISHED") == []
 
     # 2. Ctrl-C twice in the confirm phase: the second ends the driver at once, skipping the clean-up.
