@@ -6,7 +6,7 @@ STAMP := $(VENV)/.segstudy-installed
 SPEC ?= search_spaces/demo.yaml
 PORT ?= 5000
 
-.PHONY: demo test install mlflow-ui mlflow-server clean
+.PHONY: demo test install wheel mlflow-ui mlflow-server clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: $(STAMP)
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# segstudy as a wheel (dist/), to install into your own project's venv (README: "Your own network, ...").
+wheel: $(STAMP)
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	rm -rf build
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)

@@ -125,10 +125,22 @@ def validate(spec: SpecArg, allow_large_grid: LargeGridOpt = False) -> None:
         confirm = (f"confirm {n_cells} cells x {budget.min}-{budget.max} seeds, sequential (margin "
                    f"{parsed.confirm.resolution.margin:g}) = up to {n_cells * budget.max} trials")
     say(f"{spec}: ok: study '{parsed.name}', factors {', '.join(sorted(parsed.factors))}; {tune}{confirm}")
+    say(f"claims: {_claims_line(parsed)}")
     say(f"plan: {plan_line(parsed, data, checked, at_once=local_trials_at_once(parsed), where='on this machine')}")
     first = budget.min if budget is not None else len(seeds)
     if first < MIN_SEEDS:
         say(f"warning: only {first} confirmation seed(s); comparisons need >= {MIN_SEEDS}", err=True)
+
+
+def _claims_line(spec: Any) -> str:
+    """'(a) complexity, (b) out_of_domain declared (Holm, alpha 0.05); findings and the rest exploratory (bh, fdr 0.05)'."""
+    from study.spec.statistics import CLAIM_KINDS
+
+    stats = spec.statistics
+    kinds = spec.declared_claims().kinds
+    named = ", ".join(f"({CLAIM_KINDS[k].letter}) {k}" + (f" for {', '.join(sorted(a))}" if a else "") for k, a in kinds.items())
+    declared = f"{named} declared (Holm, alpha {stats.alpha:g})" if kinds else "none declared"
+    return f"{declared}; findings and the rest exploratory ({stats.fdr_method}, fdr {stats.fdr:g})"
 
 
 @app.command()
@@ -176,6 +188,32 @@ def resume(
 
     _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose,
                            retry_failed=retry_failed))
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SegstudyError(f"--seeds {text!r}: a comma-separated list of whole numbers, e.g. --seeds 3,4,5") from None
+
+
+@app.command()
+@user_errors
+@stops_on_signals
+def replicate(
+    study: StudyDirArg,
+    seeds: Annotated[str, typer.Option(help="The new confirm seeds, comma-separated, e.g. 3,4,5")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
+    tracking_uri: StudyTrackingOpt = None,
+    storage: StorageOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run a finished study's confirm phase again under new seeds (its chosen hyperparameters, the same
+    MLflow experiment, tagged as a replicate) and say which of its statements hold."""
+    from study.run.driver.engine import replicate_study
+
+    _finished(replicate_study(study, seeds=_seed_list(seeds), address=address, tracking_uri=tracking_uri,
+                              storage=storage, verbose=verbose))
 
 
 @app.command()
@@ -310,23 +348,10 @@ def analyze(
     )
     for name, path in written.items():
         say(f"{name}: {path}")
-    from analysis.commands.study_summary import CLAIMS_HEADING, FINDINGS_HEADING
+    from analysis.commands.study_summary import statement_lines
 
-    _print_lines(CLAIMS_HEADING, written.get("claims"))
-    _print_lines(FINDINGS_HEADING, written.get("findings"))
-
-
-def _print_lines(heading: str, path: Path | None) -> None:
-    """The sentences of a claims or findings table, one per line, under a heading."""
-    if path is None:
-        return
-    import pandas as pd
-
-    lines = pd.read_csv(path)["line"].tolist()
-    if lines:
-        say(heading)
-        for line in lines:
-            say(f"  {line}")
+    for line in statement_lines(written):
+        say(line)
 
 
 @app.command()

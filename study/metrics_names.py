@@ -199,4 +199,7 @@ ROUNDS_TAG = "segstudy.rounds"  # JSON on the study run: a sequential confirm ph
 # or the full disk ('no space left on device: PATH (N free)').
 STATE_TAG = "segstudy.state"
 STATE_INTERRUPTED = "interrupted"
+STATE_FINISHED = "finished"
+# On a replicate's study run (`segstudy replicate`): the study run id of the study it replicates.
+REPLICATE_OF_TAG = "segstudy.replicate_of"
 STOP_SIGNAL_TAG = "segstudy.stopped_by"

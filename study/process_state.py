@@ -86,6 +86,25 @@ def format_warnings() -> None:
     warnings.formatwarning = _warning_line
 
 
+def project_folder() -> Path:
+    """The user's project folder: the current folder, where `segstudy` is run and a submitted job's
+    entrypoint runs (inside the unpacked working_dir)."""
+    return Path.cwd()
+
+
+def import_from_project_folder() -> None:
+    """Let `import my_nets` find modules in the project folder, as `python -m` does: a spec's
+    ``_target_`` names the user's own modules (study/targets.py). The console script's sys.path
+    starts at the venv's bin folder instead. Appended, so a file of the project never shadows an
+    installed package; Ray gives local workers the driver's current folder on their path, and a
+    submitted job's workers the working_dir."""
+    import sys
+
+    folder = str(project_folder())
+    if folder not in sys.path and "" not in sys.path:
+        sys.path.append(folder)
+
+
 # Loggers of the libraries segstudy drives; what they say goes to the study's log file.
 LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic", "urllib3", "filelock", "numba")
 # Our own packages: warnings raised from them are the user's to act on and stay on the console.

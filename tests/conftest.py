@@ -81,7 +81,7 @@ def free_port() -> int:
 
 # Files whose tests start a local Ray instance (no --address): they share one pytest worker, so two
 # local instances never start at once.
-LOCAL_RAY_FILES = {"test_interrupt.py", "test_ray_reaper.py"}
+LOCAL_RAY_FILES = {"test_interrupt.py", "test_ray_reaper.py", "test_own_study.py"}
 
 
 # Fixtures that mean real processes (a Ray head, a database): their files take most of the time.

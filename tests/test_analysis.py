@@ -179,9 +179,15 @@ def test_load_per_image_skips_runs_without_the_artifact(store: str) -> None:
 def test_analyze_writes_tables_and_a_real_png(store: str, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="4 of 4 cells have fewer than 3 seeds"):
         paths = analyze("demo", out_dir=tmp_path / "out", tracking_uri=store)
-    assert set(paths) == {"trials", "per_image", "summary", "findings", "dice_vs_complexity", "claims"}
+    assert set(paths) == {"trials", "per_image", "summary", "findings", "dice_vs_complexity", "claims", "breakdown"}
     assert all(p.is_file() and p.parent == tmp_path / "out" for p in paths.values())
-    assert pd.read_csv(paths["claims"])["claim"].tolist() == ["a"]  # complexity only: no perturbation, no patch
+    claimed = pd.read_csv(paths["claims"]).set_index("claim")  # complexity, and breakdown: no perturbation, no patch
+    assert claimed.index.tolist() == ["a", "e"]
+    # No spec logged with these runs: the default declares (a)-(d), so (a) is declared and (e) exploratory.
+    assert claimed.loc["a", "family"] == "declared" and claimed.loc["a", "method"] == "holm"
+    assert claimed.loc["e", "family"] == "exploratory" and "exact stratified test" in claimed.loc["e", "line"]
+    broke = pd.read_csv(paths["breakdown"]).set_index("cell")
+    assert broke["models"].sum() == 8 and set(broke.columns) >= {"broke_down", "share", "worst_dice"}
     found = pd.read_csv(paths["findings"])  # one sentence per alpha: noskip against unet
     assert list(found["level"]) == ["alpha 0.1", "alpha 0.5"] and set(found["arm"]) == {"noskip"}
     assert len(pd.read_csv(paths["trials"])) == 8
@@ -198,8 +204,8 @@ def test_analyze_writes_tables_and_a_real_png(store: str, tmp_path: Path) -> Non
 def test_analyze_study_without_alpha_or_patch_size_writes_tables_only(store: str, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="1 of 1 cells have fewer than 3 seeds"):
         paths = analyze("flat", out_dir=tmp_path / "flat", tracking_uri=store)
-    assert set(paths) == {"trials", "per_image", "summary"}
-    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["per_image.csv", "summary.csv", "trials.csv"]
+    assert set(paths) == {"trials", "per_image", "summary", "breakdown"}
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["breakdown.csv", "per_image.csv", "summary.csv", "trials.csv"]
     summary = pd.read_csv(paths["summary"])
     assert summary.loc[summary["metric"] == "test_dice", "mean"].item() == pytest.approx(0.7)
 

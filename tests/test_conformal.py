@@ -208,7 +208,7 @@ def test_calibration_json_round_trip_and_errors():
 
 
 def test_study_coverage_summary_pools_seeds_and_names_short_strata():
-    from analysis.stats.coverage import coverage_summary, shortfalls
+    from analysis.stats.describe.coverage import coverage_summary, shortfalls
 
     rows = []
     for arm, hit_rate in (("unet", 0.95), ("noskip_unet", 0.5)):

@@ -10,7 +10,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from analysis.commands.study_summary import StudySummary, cell_table, summary_lines
+from analysis.commands.study_summary import StudySummary, cell_table, statement_lines, summary_lines
 from study.process_state import route_library_output
 from study.run.display.console import LiveConsole, PlainConsole, duration, make_console, status_line, trial_line
 from study.run.display.library_log import LOG_FILE, LibraryLog
@@ -77,16 +77,16 @@ def test_plain_console_prints_a_line_per_trial_and_progress_in_time():
     ]
 
 
-def test_a_round_of_a_sequential_confirm_phase_names_itself_and_its_open_comparisons():
+def test_a_round_of_a_sequential_confirm_phase_names_itself_and_its_open_claims():
     out = io.StringIO()
     console = PlainConsole(out, every_s=0.0)
     p = StudyProgress("demo", clock=lambda: 100.0)
     p.begin("confirm", {"alpha=0.9,architecture=noskip_unet": 1, "alpha=0.9,architecture=unet": 1},
-            stage="round 2 of up to 8, 4 seeds per cell", open_comparisons=["alpha 0.9: noskip_unet - unet"])
+            stage="round 2 of up to 8, 4 seeds per cell", open_claims=["(a) noskip_unet - unet, alpha 0.1 -> 0.9"])
     console.phase_started(p)
     console.tick(p)
     assert out.getvalue().splitlines() == [
-        "demo: confirm phase, round 2 of up to 8, 4 seeds per cell: 2 trials in 2 cells, for alpha 0.9: noskip_unet - unet",
+        "demo: confirm phase, round 2 of up to 8, 4 seeds per cell: 2 trials in 2 cells, for (a) noskip_unet - unet, alpha 0.1 -> 0.9",
         "confirm (round 2 of up to 8, 4 seeds per cell): 0/2 ended (0 done, 0 stopped early, 0 failed), 0 running; "
         "elapsed 0s, ETA ?",
     ]
@@ -97,7 +97,7 @@ def test_a_round_of_a_sequential_confirm_phase_names_itself_and_its_open_compari
 
     Console(file=rendered, width=160).print(live._render())
     assert "demo confirm (round 2 of up to 8, 4 seeds per cell) 0/2 ended" in rendered.getvalue()
-    assert "open comparisons: alpha 0.9: noskip_unet - unet" in rendered.getvalue()
+    assert "open claims: (a) noskip_unet - unet, alpha 0.1 -> 0.9" in rendered.getvalue()
     live.close()
 
 
@@ -188,10 +188,19 @@ def test_summary_table_is_per_arm_and_level_with_the_chosen_hyperparameters(tmp_
     assert list(table["arm"]) == ["noskip_unet", "unet"] and set(table["level"]) == {"alpha=0.2"}
     assert table.loc[1, "test_dice"] == pytest.approx(0.92) and table.loc[1, "ci_low"] < 0.92 < table.loc[1, "ci_high"]
     assert table.loc[1, "chosen"] == "batch_size=8, lr=0.0123" and table.loc[0, "chosen"] == ""
-    summary = StudySummary("demo", "RUNID", "http://127.0.0.1:5999", tmp_path, experiment_id="7", table=table,
-                           findings=["at alpha 0.2, noskip_unet - unet = -0.100 Dice"])
+    assert table.loc[1, "worst_dice"] == pytest.approx(0.90)  # the worst seed, without a breakdown table
+    broke = pd.DataFrame({"cell": ["alpha=0.2,architecture=noskip_unet"], "broke_down": [2], "models": [3], "worst_dice": [0.8]})
+    with_breakdown = cell_table(trials, chosen, breakdown=broke)
+    assert with_breakdown.loc[0, "broke_down"] == "2/3" and with_breakdown.loc[1, "broke_down"] == ""
+    findings = pd.DataFrame({"line": ["at alpha 0.2, noskip_unet - unet = -0.100 Dice"], "method": ["bh"], "family_level": [0.05],
+                             "p": [0.01]})
+    findings.to_csv(tmp_path / "findings.csv", index=False)
+    summary = StudySummary("demo", "RUNID", "http://127.0.0.1:5999", tmp_path, experiment_id="7", table=with_breakdown,
+                           said=statement_lines({"findings": tmp_path / "findings.csv"}))
     lines = summary_lines(summary)
-    assert any("unet 0.920 [" in line for line in lines)
+    assert any("unet 0.920 [" in line for line in lines) and any(" 2/3 " in line for line in lines)
+    assert ("findings per level, exploratory (Benjamini-Hochberg over 1 statement, expected share of false ones among "
+            "the resolved <= 5%; clean test Dice):") in lines
     assert "  at alpha 0.2, noskip_unet - unet = -0.100 Dice" in lines
     assert "browse:       http://127.0.0.1:5999/#/experiments/7/runs/RUNID?workflowType=machine_learning" in lines
     assert not any(line.startswith("GPU:") for line in lines)  # a CPU study has no GPU figure

@@ -1,4 +1,4 @@
-"""analysis.stats.context and its plots: a real MLflow SQLite store of a patch-based study with known
+"""analysis.stats.describe.context and its plots: a real MLflow SQLite store of a patch-based study with known
 per-volume Dice, test FBRs and training-patch foreground quantiles -> hand-computed shifts and bins."""
 
 from __future__ import annotations
@@ -197,11 +197,13 @@ def test_analyze_writes_every_context_file(store: str, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="8 of 8 cells have fewer than 3 seeds"):
         paths = analyze("context", out_dir=tmp_path, tracking_uri=store)
     assert set(paths) == {"trials", "per_image", "summary", "findings", "fbr_shift", "dice_by_fbr", "dice_vs_patch_size",
-                          "patch_pos_heatmap", "dice_vs_fbr", "claims"}
-    # Claims: only (c), patch size per arm (no complexity factor, no perturbation, and test ids that
-    # do not pair one object across volume sizes); averaged over both pos_fraction levels.
-    claimed = pd.read_csv(paths["claims"]).set_index("arm")
-    assert set(claimed["claim"]) == {"c"}
+                          "patch_pos_heatmap", "dice_vs_fbr", "claims", "breakdown"}
+    # Claims: (c), patch size per arm (no complexity factor, no perturbation, and test ids that
+    # do not pair one object across volume sizes), averaged over both pos_fraction levels; and (e),
+    # each arm's models that broke down against the reference arm's.
+    every = pd.read_csv(paths["claims"])
+    assert set(every["claim"]) == {"c", "e"}
+    claimed = every[every["claim"] == "c"].set_index("arm")
     assert claimed.loc["unet", "estimate"] == pytest.approx(0.80 - 0.70)
     assert claimed.loc["unetr", "estimate"] == pytest.approx(0.70 - 0.50)
     assert "averaged over 2 levels of pos_fraction" in claimed.loc["unet", "line"]

@@ -34,6 +34,10 @@ SMALL = {
     "swinunetr": {"feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "norm_name": "batch"},
     "dynunet": {"filters": [4, 8, 16, 32, 64]},
     "unetpp": {"channels": [4, 8, 16, 32, 64]},
+    # A network from outside segstudy, by import path (here one of MONAI's): study/models/target.py.
+    "target": {"name": "basic", "network": {
+        "_target_": "monai.networks.nets.BasicUNet", "spatial_dims": "@spatial_dims", "in_channels": "@in_channels",
+        "out_channels": "@out_channels", "features": [4, 4, 8, 16, 32, 4]}},
 }
 NEW = ("segresnet", "swinunetr", "dynunet", "unetpp")
 
@@ -43,6 +47,8 @@ def small(kind: str, **fields: object):
 
 
 def smallest_size(cfg, spatial_dims: int) -> int:
+    if cfg.kind == "target":  # no size rule: validate runs the network at the study's sizes instead
+        return 32
     return next(s for s in range(1, 257) if check_input_size(cfg, [s] * spatial_dims) is None)
 
 

@@ -1,4 +1,4 @@
-"""analysis.stats.inference: one interval and one p-value per comparison, seeds the replicates.
+"""analysis.stats.core.inference: one interval and one p-value per comparison, seeds the replicates.
 
 The simulations draw whole studies from the model the inference assumes (a seed effect per
 training run, an image effect shared by the arms, an arm x image interaction and noise) and count
@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.stats.contrasts import frame_contrast
-from analysis.stats.findings import findings
-from analysis.stats.inference import contrast
+from analysis.stats.core.contrasts import frame_contrast
+from analysis.stats.statements.findings import findings
+from analysis.stats.core.inference import contrast
 
 N_STUDIES = 400
 
@@ -118,7 +118,12 @@ def test_findings_lines_come_from_the_same_contrast() -> None:
     table = findings(per_image, trials, levels=["alpha"]).set_index("level")
     hard = table.loc["alpha 0.9"]
     est = frame_contrast(per_image[per_image["alpha"] == 0.9], [({"architecture": "noskip_unet"}, 1.0), ({"architecture": "unet"}, -1.0)])
-    assert (hard["diff"], hard["ci_low"], hard["ci_high"], hard["p"]) == pytest.approx((est.estimate, est.ci_low, est.ci_high, est.p))
-    assert f"[{est.ci_low:+.3f}, {est.ci_high:+.3f}]" in hard["line"] and "3 seeds x 20 images" in hard["line"]
+    # The findings are one exploratory family: the interval is the same t statement at the level
+    # that matches its false-discovery-rate decision (here 2 findings: 1 - R * 0.05 / 2).
+    at = est.at(hard["confidence"])
+    assert (hard["diff"], hard["ci_low"], hard["ci_high"], hard["p"]) == pytest.approx((est.estimate, at.ci_low, at.ci_high, est.p))
+    assert hard["confidence"] in (pytest.approx(1 - 0.05 / 2), pytest.approx(1 - 0.05))
+    assert f"[{at.ci_low:+.3f}, {at.ci_high:+.3f}]" in hard["line"] and "3 seeds x 20 images" in hard["line"]
+    assert "Benjamini-Hochberg p" in hard["line"] and hard["line"].count("resolved") == 1
     for row in table.itertuples():
-        assert (row.ci_low <= 0 <= row.ci_high) == (row.p >= 0.05)
+        assert (row.ci_low <= 0 <= row.ci_high) == (not row.resolved) == (row.p_adjusted >= 0.05)

@@ -20,6 +20,7 @@ RANK = {
     "study.paths": 0,
     "study.disk": 0,
     "study.driver_lock": 0,
+    "study.targets": 0,
     "study.data": 1,
     "study.models": 1,
     "study.perturbations": 1,
@@ -53,6 +54,12 @@ JOB_RANK = {
         "study.run.tune": 1,  # the Tune glue: trainable, searcher, scheduler, stopper, reports
         "study.run.display": 2,  # what the user watches
         "study.run.driver": 3,  # the study as a whole: engine, phases, rounds, preflight
+    },
+    "analysis.stats": {
+        "analysis.stats": 0,  # the package itself: its docstring
+        "analysis.stats.core": 0,  # the one inference, multiple testing, the sentence, frame checks
+        "analysis.stats.describe": 1,  # summaries, robustness, coverage, FBR placement, shift tables
+        "analysis.stats.statements": 2,  # findings, claims, breakdown, pairwise, sequential, replication
     },
     "study.training": {
         "study.training.device": 0,  # GPU specifics: autocast, resident splits, utilisation
@@ -170,3 +177,33 @@ def test_no_package_holds_more_than_a_dozen_modules():
 def test_every_module_of_study_run_sits_in_a_job_package():
     loose = [module_name(p) for p in (ROOT / "study" / "run").glob("*.py") if p.name != "__init__.py"]
     assert loose == [], "put these in a sub-package of study/run (docs/ARCHITECTURE.md 2)"
+
+
+def test_modules_import_each_other_one_way():
+    """No two modules import each other, directly or round a longer loop, counting the imports
+    inside functions too: a cycle hidden in a function still means neither module stands alone
+    (study/models/unet_builder.py is why the U-Net family's two networks no longer do)."""
+    paths = [p for top in ("study", "analysis") for p in (ROOT / top).rglob("*.py")]
+    known = {module_name(p) for p in paths}
+    edges: dict[str, set[str]] = {}
+    for path in paths:
+        me = module_name(path)
+        # `from study.models import x` names a package: it is an edge to the package's __init__,
+        # which re-exports; a module's own package __init__ is not its dependency.
+        edges[me] = {t for t in imports(path) if t in known and t != me and not me.startswith(f"{t}.")}
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join([*trail[trail.index(target):], target]))
+            elif target not in state:
+                visit(target, [*trail, target])
+        state[node] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []

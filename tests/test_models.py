@@ -26,7 +26,9 @@ from study.models import (
 )
 from study.models.nested_unet import NestedUNet
 from study.models.unet_family import GatedSkipConnection
-from test_families import SMALL  # small settings for every family
+from test_families import SMALL as EVERY  # small settings for every family
+
+SMALL = {kind: fields for kind, fields in EVERY.items() if kind != "target"}  # a _target_ arm is not a model: override
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -199,7 +201,7 @@ def test_config_round_trips_through_json():
     [
         ("unte", {}, "unknown architecture 'unte'; did you mean 'unet'?"),
         ("top", {"custom": {"top": {"base": "unett"}}}, "architectures.top.base: unknown base architecture 'unett'"),
-        ("top", {"custom": {"top": {"skips": [True]}}}, "architectures.top: 'base' is required"),
+        ("top", {"custom": {"top": {"skips": [True]}}}, "architectures.top: 'base' (one of unet, noskip_unet"),
         (
             "top",
             {"custom": {"top": {"base": "unet", "skips": [True, False]}}},
@@ -243,12 +245,14 @@ def test_every_family_is_one_registry_entry():
     """Presets, the config union and look-ups by kind all come from FAMILIES."""
     from study.models import CONFIG_CLASSES, FAMILIES, get_family
 
-    assert list(CONFIG_CLASSES) == list(FAMILIES) == ["unet", "unetr", "segresnet", "swinunetr", "dynunet", "unetpp"]
+    assert list(CONFIG_CLASSES) == list(FAMILIES) == [
+        "unet", "unetr", "segresnet", "swinunetr", "dynunet", "unetpp", "target"
+    ]
     assert list(PRESETS) == [
         "unet", "noskip_unet", "attention_unet", "nested_unet", "unetr", "segresnet", "swinunetr", "dynunet", "unetpp"
     ]
     for kind, family in FAMILIES.items():
-        assert family.config().kind == kind
+        assert family.config.model_fields["kind"].default == kind
         assert all(type(cfg) is family.config for cfg in family.presets.values())
     with pytest.raises(SegstudyError, match=r"^model: unknown model family 'unte'; did you mean 'unet'\?"):
         get_family("unte")

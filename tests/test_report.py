@@ -140,6 +140,11 @@ def _rows(html: str, table_id: str) -> list[tuple[bool, list[str]]]:
             if "<td>" in cells]
 
 
+def _columns(html: str, table_id: str) -> list[str]:
+    body = re.search(rf'<table id="{table_id}">(.*?)</table>', html, flags=re.S).group(1)
+    return re.findall(r"<th>(.*?)</th>", body)
+
+
 @pytest.fixture(scope="module")
 def report(store: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     uri, _ = store
@@ -158,7 +163,7 @@ def test_report_has_every_section_and_embedded_figures(report: tuple[Path, str])
                  "cd_gaussian_noise", "cd_speckle"):
         image = matplotlib.image.imread(path.parent / f"{name}.png")
         assert image.shape[0] > 150 and image[..., :3].std() > 0.05, name
-    for name in ("condition_summary", "robustness_summary", "pairwise_tests", "friedman", "winners"):
+    for name in ("condition_summary", "robustness_summary", "pairwise_tests", "mean_ranks", "winners", "breakdown"):
         assert (path.parent / f"{name}.csv").is_file()
 
 
@@ -219,7 +224,10 @@ def test_pairwise_marks_the_known_winner_only(report: tuple[Path, str]) -> None:
             severity = int(condition.split(":")[1])
             assert float(cells[4]) == pytest.approx(-0.1 * severity)
             se, df = _known_se(np.zeros(IMAGES))
-            assert float(cells[7]) == pytest.approx(2 * stats.t.sf(0.1 * severity / se, df), rel=1e-2)
+            columns = _columns(html, "pairwise")
+            assert float(cells[columns.index("p")]) == pytest.approx(2 * stats.t.sf(0.1 * severity / se, df), rel=1e-2)
+            low, high = float(cells[columns.index("ci_low")]), float(cells[columns.index("ci_high")])
+            assert high < 0 and float(cells[columns.index("p_adjusted")]) < 0.05  # resolved: the interval agrees
     assert "fewer" not in _section(html, "statistics")
     assert html.count('class="warning"') == 1 and 'class="warning"' in _section(html, "findings")  # the unlearned trial
     win = pd.read_csv(path.parent / "winners.csv")
@@ -236,8 +244,12 @@ def test_findings_open_the_report_with_known_numbers(report: tuple[Path, str]) -
     se, df = _known_se(WOBBLE)
     p = 2 * stats.t.sf(0.005 / se, df)
     assert lines[0].startswith(f"at alpha 0.1, noskip - unet = -0.005 Dice [")
-    assert lines[0].endswith(f"], p = {p:.3f}, 3 seeds x 8 images")
-    assert lines[1].startswith("at alpha 0.5, noskip - unet = -0.005 Dice [")
+    # Two findings, one exploratory family: neither resolved, so both intervals at 1 - 0.05/2.
+    assert f"] (97.5% interval), p = {p:.3f}, Benjamini-Hochberg p = " in lines[0]
+    assert lines[0].endswith(": unresolved, 3 seeds x 8 images")
+    # A comparison resting on a model that did not learn: no interval, never resolved, and said why.
+    assert lines[1].startswith("at alpha 0.5, noskip - unet = -0.005 Dice (no interval: a model it rests on did not learn)")
+    assert ": unresolved (a model it rests on did not learn)" in lines[1]
     assert "[NOT LEARNED: alpha=0.5,architecture=noskip seed=2; this comparison means nothing]" in lines[1]
     assert "1 confirm trial(s) did not learn" in findings
     # The claims open the section: (a) noskip - unet is -0.005 at both alphas (no change); (b) noise costs
@@ -245,13 +257,16 @@ def test_findings_open_the_report_with_known_numbers(report: tuple[Path, str]) -
     # wobble's mean), so 0.295 more; speckle costs both arms the same.
     claims = [html_lib.unescape(c) for c in re.findall(r"<li>(\(\w\) .*?)</li>", findings)]
     assert findings.index('id="claims-lines"') < findings.index('id="findings-lines"')
+    assert "Holm over" in findings and all(", Holm p " in c for c in claims if not c.startswith("(e)"))
     assert claims[0].startswith("(a) complexity: noskip - unet went from -0.005 Dice at alpha 0.1 to -0.005 at alpha 0.5")
+    # (b) averages over both alphas, so it rests on the model that did not learn: estimate, no interval.
     noise = next(c for c in claims if c.startswith("(b) out of domain, gaussian_noise:3"))
-    assert "noskip loses 0.445 Dice, unet 0.150; noskip's loss minus unet's = +0.295 [" in noise
+    assert "noskip loses 0.445 Dice, unet 0.150; noskip's loss minus unet's = +0.295 (no interval: a model" in noise
     speckle = next(c for c in claims if c.startswith("(b) out of domain, speckle:3"))
-    assert "noskip's loss minus unet's = +0.000 [" in speckle or "= -0.000 [" in speckle
+    assert "noskip's loss minus unet's = +0.000 (no interval" in speckle or "= -0.000 (no interval" in speckle
     assert "alpha=0.5,architecture=noskip seed=2: collapsed: 8 of 8 test predictions are empty" in findings
-    table = pd.read_csv(path.parent / "findings.csv")
+    table = pd.read_csv(path.parent / "findings.csv").dropna(subset=["ci_low"])
+    assert len(table) == 1  # alpha 0.1; alpha 0.5 rests on the model that did not learn
     assert (table["ci_low"] >= WOBBLE.min()).all() and (table["ci_high"] <= WOBBLE.max()).all()
     assert (table["ci_low"] < -0.005).all() and (table["ci_high"] > -0.005).all()
 
@@ -289,7 +304,7 @@ def test_pareto_front_and_winners_on_hand_made_numbers(tmp_path: Path) -> None:
     })
     pairwise = pd.DataFrame({
         "alpha": 0.1, "condition": ["clean", "noise:2"], "a": ["x", "x"], "b": ["y", "z"],
-        "p_holm": [0.01, 0.01], "diff": [-0.05, 0.05],
+        "p_adjusted": [0.01, 0.01], "significant": [True, True], "diff": [-0.05, 0.05],
     })
     table = winners(conditions, pairwise, within=["alpha"]).set_index("condition")
     assert table.loc["clean", "winner"] == "y" and table.loc["clean", "runner_up"] == "x"

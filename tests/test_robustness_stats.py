@@ -1,4 +1,4 @@
-"""analysis.stats.robustness, analysis.stats.pairwise, analysis.plots.critical_difference: synthetic per-image tables with known answers."""
+"""analysis.stats.describe.robustness, analysis.stats.statements.pairwise, analysis.plots.critical_difference: synthetic per-image tables with known answers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.stats.robustness import condition_summary, parse_condition, robustness_summary
-from analysis.stats.pairwise import friedman, holm, pairwise_p_matrix, pairwise_tests, resolve_within
+from analysis.stats.describe.robustness import condition_summary, parse_condition, robustness_summary
+from analysis.stats.core.frames import resolve_within
+from analysis.stats.core.multiplicity import fdr_decisions, holm_decisions
+from analysis.stats.statements.pairwise import mean_ranks, pairwise_p_matrix, pairwise_tests
 from analysis.plots.critical_difference import plot_critical_difference
 from study.errors import SegstudyError
 
@@ -187,33 +189,56 @@ def test_pairwise_constant_advantage_and_identical_arms() -> None:
     se = math.sqrt(2 * seed_means.var(ddof=1) / 3)
     assert ab["se"] == pytest.approx(se) and ab["df"] == pytest.approx(4.0)
     assert ab["p"] == pytest.approx(2 * stats.t.sf(0.05 / se, 4))
-    assert ab["ci_low"] == pytest.approx(0.05 - stats.t.ppf(0.975, 4) * se)
-    assert ab["p_holm"] >= ab["p"]
-    # Holm over (p, p, 1): the smallest p is multiplied by 3, the next by 2 then raised to it.
-    assert ab["p_holm"] == pytest.approx(min(1.0, 3 * ab["p"])) and ac["p_holm"] == pytest.approx(ab["p_holm"])
+    # The table is one exploratory family: Benjamini-Hochberg over (p, p, 1) gives p * 3/2 to both
+    # (the second-smallest of three times 3/2 caps the first), and each interval sits at the level
+    # that matches: 1 - R * 0.05 / 3 with R resolved.
+    assert ab["p_adjusted"] == pytest.approx(min(1.0, 1.5 * ab["p"])) and ac["p_adjusted"] == pytest.approx(ab["p_adjusted"])
+    resolved = int(tests["significant"].sum())
+    assert ab["confidence"] == pytest.approx(1 - max(resolved, 1) * 0.05 / 3)
+    assert ab["ci_low"] == pytest.approx(0.05 - stats.t.ppf(0.5 + ab["confidence"] / 2, 4) * se)
     assert bc["diff"] == 0.0 and bc["p"] == pytest.approx(1.0) and not bc["significant"]
+    for row in tests.itertuples():
+        assert (row.ci_low > 0 or row.ci_high < 0) == row.significant == (row.p_adjusted < 0.05)
     flipped = pairwise_tests(_three_arms().replace({"architecture": {"a": "z"}}))
     assert _pick(flipped, a="b", b="z")["diff"] == pytest.approx(-0.05)  # sign follows a - b
 
 
-def test_holm_textbook_values() -> None:
+def test_holm_textbook_values_and_intervals_that_agree_with_each_decision() -> None:
     # Sorted 0.01, 0.03, 0.04 -> 3*0.01, 2*0.03, max(0.06, 1*0.04): back in input order.
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([0.01, 0.02, 0.03]) == pytest.approx([0.03, 0.04, 0.04])
-    adjusted = holm([0.2, float("nan"), 0.01])
+    decided = holm_decisions([0.01, 0.04, 0.03], alpha=0.05)
+    assert decided.adjusted == pytest.approx([0.03, 0.06, 0.06]) and decided.resolved == [True, False, False]
+    # The rejected one at its step's level (alpha/3); the rest at the level Holm stopped at (alpha/2).
+    assert decided.confidence == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 1 - 0.05 / 2])
+    assert holm_decisions([0.01, 0.02, 0.03], alpha=0.05).adjusted == pytest.approx([0.03, 0.04, 0.04])
+    adjusted = holm_decisions([0.2, float("nan"), 0.01], alpha=0.05).adjusted
     assert adjusted[0] == pytest.approx(0.2) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
+    # Looks: a statement looked at 4 times enters as 4p, its interval at 1 - spent/4.
+    looked = holm_decisions([0.01, 0.2], alpha=0.05, looks=[4, 1])
+    assert looked.adjusted[0] == pytest.approx(0.08) and not looked.resolved[0]
+    assert looked.confidence[0] == pytest.approx(1 - 0.05 / 2 / 4)
 
 
-def test_friedman_ranks_on_a_fixed_ordering() -> None:
+def test_fdr_textbook_values_and_levels() -> None:
+    # BH on 0.01, 0.02, 0.03, 0.5 (m = 4): k q/m = 0.0125, 0.025, 0.0375 -> the first three resolved.
+    decided = fdr_decisions([0.01, 0.02, 0.03, 0.5], q=0.05)
+    assert decided.resolved == [True, True, True, False]
+    assert decided.adjusted == pytest.approx([0.04, 0.04, 0.04, 0.5])
+    assert decided.confidence == pytest.approx([1 - 3 * 0.05 / 4] * 4)  # FCR level 1 - R q / m
+    # BY: q' = q / (1 + 1/2 + 1/3 + 1/4) = 0.024; k q'/m = 0.006, 0.012, 0.018 -> only 0.001 resolved.
+    by = fdr_decisions([0.001, 0.02, 0.03, 0.5], q=0.05, method="by")
+    assert by.resolved == [True, False, False, False]
+    assert by.confidence == pytest.approx([1 - 0.05 / (25 / 12) / 4] * 4)
+    assert fdr_decisions([0.3, 0.6], q=0.05).confidence == pytest.approx([1 - 0.05 / 2] * 2)  # none resolved: R = 1
+
+
+def test_mean_ranks_on_a_fixed_ordering_are_a_description_without_a_test() -> None:
     per_image = _three_arms(10)
     per_image.loc[per_image["architecture"] == "c", "dice"] -= 0.05  # now a > b > c on every image
-    table = friedman(per_image)
+    table = mean_ranks(per_image)
     assert dict(zip(table["architecture"], table["mean_rank"], strict=True)) == {"a": 1.0, "b": 2.0, "c": 3.0}
-    # No ties: chi2 = 12/(n k (k+1)) sum R_j^2 - 3 n (k+1) = 14n - 12n = 2n, with R = n, 2n, 3n.
-    assert table["statistic"].iloc[0] == pytest.approx(20.0)
-    assert table["p"].iloc[0] == pytest.approx(math.exp(-10.0))  # chi2 with 2 df: sf(x) = exp(-x/2)
-    assert (table["n_blocks"] == 10).all() and (table["k"] == 3).all()
-    lower = friedman(per_image.rename(columns={"dice": "hd95"}), metric="hd95")
+    assert (table["n_images"] == 10).all() and (table["k"] == 3).all()
+    assert not {"statistic", "p"} & set(table.columns)  # images are not replicates: no test over them
+    lower = mean_ranks(per_image.rename(columns={"dice": "hd95"}), metric="hd95")
     assert dict(zip(lower["architecture"], lower["mean_rank"], strict=True)) == {"a": 3.0, "b": 2.0, "c": 1.0}
 
 
@@ -221,7 +246,7 @@ def test_fewer_than_three_seeds_warns() -> None:
     with pytest.warns(UserWarning, match="only 2 seed"):
         pairwise_tests(_three_arms(seeds=2))
     with pytest.warns(UserWarning, match="at least 3"):
-        friedman(_three_arms(seeds=2))
+        mean_ranks(_three_arms(seeds=2))
     with pytest.warns(UserWarning, match="only 1 seed"):
         robustness_summary(_frame({"unet": UNET}, seeds=1), n_boot=0)
     with warnings.catch_warnings():
@@ -232,11 +257,11 @@ def test_fewer_than_three_seeds_warns() -> None:
 def test_critical_difference_png(tmp_path: Path) -> None:
     per_image = _three_arms(10)
     per_image.loc[per_image["architecture"] == "c", "dice"] -= 0.05
-    ranks = friedman(per_image).set_index("architecture")["mean_rank"]
+    ranks = mean_ranks(per_image).set_index("architecture")["mean_rank"]
     tests = pairwise_tests(per_image)
     matrix = pairwise_p_matrix(tests)
     assert matrix.loc["a", "a"] == 1.0
-    assert matrix.loc["b", "a"] == matrix.loc["a", "b"] == _pick(tests, a="a", b="b")["p_holm"]
+    assert matrix.loc["b", "a"] == matrix.loc["a", "b"] == _pick(tests, a="a", b="b")["p_adjusted"]
     out = plot_critical_difference(ranks, tests, tmp_path / "plots" / "cd.png")
     image = matplotlib.image.imread(out)
     assert out.is_file() and image.shape[0] > 100 and image.shape[1] > 500
@@ -245,13 +270,11 @@ def test_critical_difference_png(tmp_path: Path) -> None:
         plot_critical_difference(ranks.drop("c"), matrix, tmp_path / "bad.png")
 
 
-def test_friedman_ranks_both_surface_distances_lower_is_better():
+def test_mean_ranks_both_surface_distances_lower_is_better():
     """ASSD, like HD95, is a distance: the arm with the smaller one must rank first."""
-    from analysis.stats.pairwise import friedman
-
     rows = []
     for image in range(6):
         for arch, assd in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
             rows.append({"image_id": image, "seed": 0, "condition": "clean", "architecture": arch, "assd": assd + 0.01 * image})
-    ranks = friedman(pd.DataFrame(rows), by="architecture", metric="assd", condition="clean")
+    ranks = mean_ranks(pd.DataFrame(rows), by="architecture", metric="assd", condition="clean")
     assert ranks.set_index("architecture")["mean_rank"].to_dict() == {"a": 1.0, "b": 2.0, "c": 3.0}

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from analysis.plots.shift import plot_shift_degradation, plot_shift_heatmaps
 from analysis.read.runs import split_shift
-from analysis.stats.shift import shift_factors, shift_matrix, shift_table
+from analysis.stats.describe.shift import shift_factors, shift_matrix, shift_table
 from conftest import DELETE, SMOKE_3D
 from study import metrics_names as M
 from study.cli import app

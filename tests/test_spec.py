@@ -186,6 +186,18 @@ def test_real_console_script_exit_code(write_spec, tmp_path):
         ({"confirm__seeds": {"min": 3, "max": 5}, "confirm__resolve": {"margin": -0.1}}, "confirm.resolve.margin"),
         ({"confirm__seeds": {"min": 3, "max": 5}, "confirm__resolve": {"alpha": 0}}, "confirm.resolve.alpha"),
         ({"confirm__seeds": {"min": 3, "max": 5}, "confirm__resolve": {"margn": 0.1}}, "confirm.resolve.margn: unknown key; accepted keys here: margin, alpha"),
+        ({"confirm__seeds": {"min": 3, "max": 5}, "factors__alpha": [0.2]},
+         "confirm.seeds: a seed budget is spent on the declared claims (statistics.claims), and this study declares none"),
+        # The declared claims (statistics.claims).
+        ({"statistics__claims": ["complexiti"]},
+         "statistics.claims[0]: unknown claim 'complexiti'; did you mean 'complexity'? Accepted: breakdown, complexity"),
+        ({"statistics__claims": ["context"]}, "statistics.claims[0]: claim 'context' needs a patch_size factor with two or more"),
+        ({"statistics__claims": [{"claim": "complexity", "arms": ["unte"]}]},
+         "statistics.claims[0].arms: 'unte' is not one of factors.architecture: unet, noskip_unet"),
+        ({"statistics__claims": "complexity"}, "statistics.claims: takes a non-empty list of claim names"),
+        ({"statistics__alpha": 0.7}, "statistics.alpha: Input should be less than or equal to 0.5"),
+        ({"statistics__fdr_method": "holm"}, "statistics.fdr_method: Input should be 'bh' or 'by'"),
+        ({"evaluation__breakdown": 1.5}, "evaluation.breakdown: Input should be less than 1"),
     ],
 )
 def test_bad_tuning_spec(write_spec, overrides, expected):
@@ -199,10 +211,15 @@ def test_bad_tuning_spec(write_spec, overrides, expected):
 def test_a_seed_budget_runs_seeds_in_order_and_counts_its_most(write_spec):
     spec = load_spec(write_spec(seeds=DELETE, confirm={"seeds": {"min": 3, "max": 10, "step": 3}}))
     assert spec.confirm_seeds == list(range(10)) and spec.confirm.budget.looks == (3, 6, 9, 10)
-    assert spec.confirm.resolution.margin == 0.01 and spec.confirm.resolution.alpha == 0.05
+    assert spec.confirm.resolution.margin == 0.01 and spec.confirm.resolution.alpha is None  # statistics.alpha then
+    assert spec.statistics.alpha == 0.05 and set(spec.declared_claims().kinds) == {"complexity", "out_of_domain"}
     assert count_trials(spec).describe() == "up to 40 trials (4 cells x 3-10 seeds, sequential)"
     result = runner.invoke(app, ["validate", str(write_spec(seeds=DELETE, confirm={"seeds": {"min": 2, "max": 2}}))])
     assert "confirm 4 cells x 2-2 seeds, sequential (margin 0.01) = up to 8 trials" in result.output
+    assert ("claims: (a) complexity, (b) out_of_domain declared (Holm, alpha 0.05); findings and the rest "
+            "exploratory (bh, fdr 0.05)") in result.output
+    named = write_spec(seeds=DELETE, statistics={"claims": [{"claim": "out_of_domain", "arms": ["noskip_unet"]}], "alpha": 0.1})
+    assert "claims: (b) out_of_domain for noskip_unet declared (Holm, alpha 0.1)" in runner.invoke(app, ["validate", str(named)]).output
     assert "only 2 confirmation seed(s)" in result.stderr
 
 

@@ -309,7 +309,7 @@ def test_submit_smoke_study_as_ray_job(ray_head, tmp_path):
     assert "report/report.html" in {f.path for f in client.list_artifacts(study_run.info.run_id, "report")}
 
 
-def test_smoke_tuning_study_tunes_each_cell_then_confirms(ray_head, tmp_path):
+def test_smoke_tuning_study_tunes_each_cell_then_confirms_and_replicates(ray_head, tmp_path):
     import optuna
 
     from analysis.read.runs import load_trials
@@ -349,6 +349,36 @@ def test_smoke_tuning_study_tunes_each_cell_then_confirms(ray_head, tmp_path):
     assert list(tune_rows["done"] + tune_rows["stopped_early"]) == [4, 4, 4, 4]
     assert (status[status["phase"] == "confirm"]["done"] == 3).all()
     assert len(load_trials("smoke_tuning", tracking_uri=uri)) == 12  # analysis reads confirm runs only
+
+    # A replicate: the confirm phase again under new seeds, with the chosen hyperparameters, as a
+    # study of its own in the same experiment; refused (exit 2, one line) with a seed already trained.
+    env = {**ray_head.env, "MLFLOW_TRACKING_URI": uri}
+    folder = str(result.storage_path)
+    refused = run_cli("replicate", folder, "--seeds", "2,5", "--address", ray_head.gcs_address, cwd=tmp_path, env=env)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "--seeds: 2 already trained in smoke_tuning-" in refused.stderr and "e.g. --seeds 3,4" in refused.stderr
+    proc = run_cli("replicate", folder, "--seeds", "3,4", "--address", ray_head.gcs_address, cwd=tmp_path, env=env, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    experiment = client.get_experiment_by_name("smoke_tuning").experiment_id
+    studies = client.search_runs([experiment], filter_string=f"tags.`{M.ROLE_TAG}` = '{M.ROLE_STUDY}'")
+    (replica,) = [r for r in studies if r.info.run_id != result.study_run_id]
+    assert replica.data.tags[M.REPLICATE_OF_TAG] == result.study_run_id and replica.info.status == "FINISHED"
+    assert json.loads(replica.data.tags["segstudy.chosen"]) == chosen
+    again = [r for r in trial_runs(client, "smoke_tuning") if r.data.tags[M.PARENT_TAG] == replica.info.run_id]
+    assert sorted(r.data.tags[M.SEED_TAG] for r in again) == sorted(["3", "4"] * 4)  # no tuning, new seeds
+    for r in again:
+        assert float(r.data.params["lr"]) == pytest.approx(chosen[r.data.tags[M.CELL_TAG]]["lr"])
+    heading = f"replication (study run {replica.info.run_id}, seeds 3, 4) of study run {result.study_run_id}:"
+    assert heading in proc.stdout
+    assert re.search(r"\n  \d+ of \d+ statements the original resolved were resolved again.*, \d+ contradictions?, ", proc.stdout)
+    replica_folder = Path(replica.data.tags[M.STUDY_DIR_TAG])
+    assert replica_folder.parent == result.storage_path.parent and replica_folder != result.storage_path
+    agreement = pd.read_csv(replica_folder / "summary" / "replication.csv")
+    assert set(agreement["agreement"]) <= {"both", "contradiction", "original only", "replicate only", "neither"}
+    assert {"declared claim", "finding"} <= set(agreement["family"])
+    # The original stays "the study": a replicate is read by its own run id, never as the latest.
+    assert sorted(load_trials("smoke_tuning", tracking_uri=uri)["seed"].unique()) == [0, 1, 2]
+    assert 'class="replication"' in (replica_folder / "report" / "report.html").read_text()
 
 
 def test_smoke_3d_study_patches_and_sliding_window(ray_head, tmp_path):

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.stats.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
+from analysis.stats.describe.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
 from analysis.plots.context import plot_dice_vs_fbr, plot_dice_vs_patch_size, plot_patch_pos_heatmap
-from analysis.stats.claims import claims
-from analysis.stats.findings import ARM, findings, reference_arm
+from analysis.read.study_spec import read_study
+from analysis.stats.statements.findings import ARM
+from analysis.stats.statements.study import study_statements
 from analysis.commands.output import output_dir
 from analysis.plots.trade_offs import plot_dice_vs_complexity
 from analysis.read.runs import factor_names, load_trials, not_learned_trials, read_per_image
-from analysis.stats.shift import shift_factors, shift_matrix, shift_table
-from analysis.stats.summary import summarise
+from analysis.stats.describe.shift import shift_factors, shift_matrix, shift_table
+from analysis.stats.describe.summary import summarise
 from study import metrics_names as M
 from study.metrics_names import MIN_SEEDS
 from study.errors import SegstudyError
@@ -48,13 +49,14 @@ def analyze(
     Always trials.csv, per_image.csv and summary.csv: every test metric (and peak_memory_mb when
     logged; long format, one `metric` column) per cell, i.e. per combination of all factors, with
     mean, sd, n and 95% t-interval over seeds. With several arms: findings.csv (each arm against the
-    reference arm per level) and claims.csv (the robustness claims the factors allow,
-    `analysis.stats.claims`). With an `alpha` factor: dice_vs_complexity.png.
+    reference arm per level, exploratory), claims.csv (the claims the factors allow, the declared
+    ones one Holm family; `analysis.stats.statements.study`) and breakdown.csv (per cell, the models
+    that broke down and the worst seed's Dice). With an `alpha` factor: dice_vs_complexity.png.
     With a `patch_size` factor: fbr_shift.csv, dice_by_fbr.csv, dice_vs_patch_size.png,
     dice_vs_fbr.png and, when `pos_fraction` takes several values, patch_pos_heatmap.png (see
-    `analysis.stats.context`). A study with neither factor gets the tables only. With
+    `analysis.stats.describe.context`). A study with neither factor gets the tables only. With
     `evaluation.shift`: shift_per_image.csv (the rows tested at other levels, and the clean ones)
-    and per shifted factor shift_<factor>.csv (`analysis.stats.shift.shift_matrix`); per_image.csv
+    and per shifted factor shift_<factor>.csv (`analysis.stats.describe.shift.shift_matrix`); per_image.csv
     keeps each model's own level.
 
     Args:
@@ -96,25 +98,22 @@ def analyze(
     summary.to_csv(paths["summary"], index=False)
     dice = summary[summary["metric"] == M.TEST_DICE]
 
-    if ARM in factors and trials[ARM].nunique() > 1:
-        paths["findings"] = out_dir / "findings.csv"
-        findings(per_image, trials, levels=[f for f in factors if f != ARM]).to_csv(paths["findings"], index=False)
     _warn_not_learned(trials)
 
     if COMPLEXITY_FACTOR in factors:
         paths["dice_vs_complexity"] = plot_dice_vs_complexity(
             dice, summary[summary["metric"] == M.TEST_TD], out_dir / "dice_vs_complexity.png", x=COMPLEXITY_FACTOR
         )
-    positions = None
     if PATCH_FACTOR in factors:
-        context, positions = _context_outputs(trials, per_image, dice, out_dir=out_dir)
-        paths.update(context)
-    if ARM in factors:
-        table = claims(per_image, reference=reference_arm(sorted(trials[ARM].dropna().unique())),
-                       fbr_positions=positions, shift_rows=rows.shift, trials=trials)
-        if not table.empty:
-            paths["claims"] = out_dir / "claims.csv"
-            table.to_csv(paths["claims"], index=False)
+        paths.update(_context_outputs(trials, per_image, dice, out_dir=out_dir))
+    if ARM in factors and phase == M.PHASE_CONFIRM:  # tune trials are not seed repeats of one configuration
+        record = read_study(experiment, tracking_uri=tracking_uri, study=study)
+        said = study_statements(per_image, trials, settings=record.settings, shift_rows=rows.shift,
+                                ended=record.ended_confirm())
+        for name, table in (("findings", said.findings), ("claims", said.claims), ("breakdown", said.breakdown)):
+            if not table.empty:
+                paths[name] = out_dir / f"{name}.csv"
+                table.to_csv(paths[name], index=False)
     log.info("analysed %d trials of '%s' into %s", len(trials), experiment, out_dir)
     return paths
 
@@ -134,11 +133,8 @@ def _shift_outputs(rows: pd.DataFrame, factors: list[str], *, out_dir: Path) -> 
     return paths
 
 
-def _context_outputs(
-    trials: pd.DataFrame, per_image: pd.DataFrame, dice: pd.DataFrame, *, out_dir: Path
-) -> tuple[dict[str, Path], pd.DataFrame | None]:
-    """The context vs FBR study's tables and plots (docs/ARCHITECTURE.md 4.2), and each test volume's
-    place among the training-patch FBRs (None without per-volume FBRs)."""
+def _context_outputs(trials: pd.DataFrame, per_image: pd.DataFrame, dice: pd.DataFrame, *, out_dir: Path) -> dict[str, Path]:
+    """The context vs FBR study's tables and plots (docs/ARCHITECTURE.md 4.2)."""
     paths = {"dice_vs_patch_size": plot_dice_vs_patch_size(dice, out_dir / "dice_vs_patch_size.png")}
     if POS_FACTOR in dice.columns and dice[POS_FACTOR].nunique() > 1:
         paths["patch_pos_heatmap"] = plot_patch_pos_heatmap(dice, out_dir / "patch_pos_heatmap.png")
@@ -146,14 +142,14 @@ def _context_outputs(
     if "fbr" not in per_image.columns or not per_image["fbr"].notna().any():
         skipped = "fbr_shift.csv, dice_by_fbr.csv, dice_vs_fbr.png"
         warnings.warn(f"no test-volume FBR in per_image.csv: skipping {skipped}", stacklevel=3)
-        return paths, None
+        return paths
     shift = fbr_shift(per_image, trials)
     paths["fbr_shift"] = out_dir / "fbr_shift.csv"
     shift.to_csv(paths["fbr_shift"], index=False)
     paths["dice_by_fbr"] = out_dir / "dice_by_fbr.csv"
     dice_by_fbr_bin(per_image).to_csv(paths["dice_by_fbr"], index=False)
     paths["dice_vs_fbr"] = plot_dice_vs_fbr(per_image, shift, out_dir / "dice_vs_fbr.png")
-    return paths, shift
+    return paths
 
 
 def _warn_not_learned(trials: pd.DataFrame) -> None:

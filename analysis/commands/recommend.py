@@ -5,7 +5,7 @@ The user's labelled images are measured the way the study measured its own: text
 axis). The nearest studied complexity level and severity pick the condition; the arms' paired
 per-image Dice there says who won, by how much and whether the win is significant: the interval
 and p-value of the winner minus the runner-up come from the study's one inference
-(`analysis.stats.inference`: seeds the replicates, images repeated measures).
+(`analysis.stats.core.inference`: seeds the replicates, images repeated measures).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from skimage import io as skio
 from skimage.restoration import estimate_sigma
 
 from analysis.read.runs import load_per_image, load_trials, not_learned_trials
-from analysis.stats.contrasts import frame_contrast
+from analysis.stats.core.contrasts import frame_contrast
 from study import metrics_names as M
 from study.data import texture_disparity
 from study.errors import SegstudyError, first_line

@@ -2,44 +2,47 @@
 
 The page has nine sections with stable ids (findings, design, versions, perturbations,
 conditions, statistics, plots, confidence, shift); each is present even when it has nothing to show, and
-then says why. It opens with the findings as sentences (`analysis.stats.findings`), the trials whose
-models did not learn, and the validation-Dice learning curves of every cell. Figures
+then says why. It opens with what the study states (`analysis.stats.statements.study`): the declared
+claims (one Holm family), the exploratory claims and findings (false-discovery rate), the
+breakdown per cell, the sequential confirm's decisions, the trials whose models did not learn, and
+the validation-Dice learning curves of every cell. Figures
 are embedded as base64 PNG so the file can be mailed or archived alone; the figures and every
 table also land beside it as PNG and CSV for reuse. The report is logged back to the study's MLflow
 run (the trials' `mlflow.parentRunId`): the one MLflow write the analysis package makes.
 
 Numbers come from the analysis modules unchanged: `condition_summary` and `robustness_summary`
-(bootstrap CIs), `pairwise_tests` and `friedman` (docs/ARCHITECTURE.md 5). Each section is built in
+(bootstrap CIs, descriptions of these models), `pairwise_tests` (the one inference, exploratory) and
+`mean_ranks` (a description; docs/ARCHITECTURE.md 5). Each section is built in
 `analysis.commands.report_sections`; this module reads the study, assembles and renders the page.
 """
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 
 from analysis.commands.output import output_dir
 from analysis.commands.report_sections.confidence import confidence_section
 from analysis.commands.report_sections.design import design_section
-from analysis.commands.report_sections.findings import claim_findings, findings_section, sequential_findings
+from analysis.commands.replication import Replication, replications_of
+from analysis.commands.report_sections.findings import findings_section, replication_section
 from analysis.commands.report_sections.results import result_sections
 from analysis.commands.report_sections.shift import shift_section
-from analysis.read.runs import factor_names, load_trials, read_per_image, trial_runs
-from analysis.stats.pairwise import MIN_SEEDS
+from analysis.read.runs import factor_names, load_trials, read_per_image
+from analysis.read.study_spec import read_study
+from analysis.stats.describe.context import with_patch_metrics
+from analysis.stats.statements.claims import PATCH
+from analysis.stats.statements.study import study_statements
 from study import library_versions
-from study import metrics_names as M
-from study import process_state
+from study.metrics_names import MIN_SEEDS
 from study.paths import output_folder
 from study.redact import mask_uri
-from study.tracking import StudyTracker, reading_client
+from study.tracking import StudyTracker
 from study.tracking.ui_links import browse as ui_browse
 
 SECTIONS = ("findings", "design", "versions", "perturbations", "conditions", "statistics", "plots", "confidence", "shift")
@@ -54,6 +57,7 @@ def build_report(
     study: str = "latest",
     n_boot: int = 500,
     log_to_mlflow: bool = True,
+    replications: list[Replication] | None = None,
 ) -> Path:
     """Write out_dir/report.html (plus its figures and CSV tables) for one study run.
 
@@ -64,6 +68,7 @@ def build_report(
         study: "latest" study run (default), "all", or a study run id (see `load_trials`).
         n_boot: bootstrap draws for the confidence intervals (0: none).
         log_to_mlflow: also log report.html and the figures under `report/` of the study run.
+        replications: the study's replications, when the caller has them (None: read from MLflow).
 
     Returns:
         The path of report.html.
@@ -77,24 +82,27 @@ def build_report(
     """
     output_folder(out_dir, option="--out")  # a file in the way is refused before MLflow is read; nothing made yet
     trials = load_trials(experiment, tracking_uri=tracking_uri, study=study)
-    runs = trial_runs(experiment, tracking_uri=tracking_uri, study=study)
-    client = reading_client(tracking_uri)
-    study_run = _study_run(client, runs)
-    spec_text, spec = _spec(client, study_run)
+    record = read_study(experiment, tracking_uri=tracking_uri, study=study)
+    runs, study_run, spec = record.trial_runs, record.run, record.spec
     rows = read_per_image(trials, tracking_uri=tracking_uri)
     out_dir = output_dir(out_dir)  # made only now that every check has passed
     per_image = rows.in_domain
+    if PATCH in factor_names(trials) and "fbr" in per_image.columns and per_image["fbr"].notna().any():
+        trials = with_patch_metrics(trials, experiment=experiment, tracking_uri=tracking_uri, study=study)
     evaluation = spec.get("evaluation") or {}
+    statistics = record.settings.statistics
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = result_sections(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir)
+        said = study_statements(per_image, trials, settings=record.settings, shift_rows=rows.shift,
+                                ended=record.ended_confirm())
+        results = result_sections(per_image, trials, evaluation=evaluation, n_boot=n_boot, out_dir=out_dir,
+                                  q=statistics.fdr, method=statistics.fdr_method, own=spec.get("perturbations") or {})
         results["confidence"] = confidence_section(per_image, spec.get("conformal") or {}, out_dir)
         results["shift"] = shift_section(rows.shift, factor_names(trials), spec.get("conformal") or {}, out_dir)
-        results["findings"] = findings_section(per_image, trials, evaluation, tracking_uri=tracking_uri, out_dir=out_dir)
-        results["findings"]["sequential"] = sequential_findings(per_image, trials, runs, spec, experiment=experiment,
-                                                                tracking_uri=tracking_uri, study=study, out_dir=out_dir)
-        results["findings"]["claims"] = claim_findings(per_image, trials, evaluation, experiment=experiment, shift=rows.shift,
-                                                    tracking_uri=tracking_uri, study=study, out_dir=out_dir)
+        results["findings"] = findings_section(said, trials, record, tracking_uri=tracking_uri, out_dir=out_dir)
+        if replications is None and study_run is not None:
+            replications = replications_of(experiment, tracking_uri=tracking_uri, study_run_id=study_run.info.run_id)
+        results["findings"]["replication"] = replication_section(replications or [], out_dir)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
     for note in notes:  # each once: the analysis functions repeat them per call
         warnings.warn(note, stacklevel=2)
@@ -102,7 +110,7 @@ def build_report(
         "experiment": experiment, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "study_run_id": study_run.info.run_id if study_run else None, "tracking_uri": mask_uri(tracking_uri),
         "browse": ui_browse(tracking_uri, study_run.info.experiment_id, study_run.info.run_id) if study_run else None,
-        "design": design_section(experiment, spec, spec_text, study_run, trials, runs), "versions": versions(),
+        "design": design_section(experiment, spec, record.spec_text, study_run, trials, runs), "versions": versions(),
         "notes": notes, "min_seeds": MIN_SEEDS, **results,
     })
     path = out_dir / "report.html"
@@ -120,32 +128,6 @@ def versions() -> list[tuple[str, str]]:
     """Python, segstudy and the libraries every run is tagged with, as installed where the report
     is built."""
     return list(library_versions().items())
-
-
-def _study_run(client: MlflowClient, runs: list[Run]) -> Run | None:
-    """The parent run of the newest trial (several only with study="all")."""
-    children = [r for r in runs if r.data.tags.get(M.PARENT_TAG)]
-    if not children:
-        return None
-    parent = max(children, key=lambda r: r.info.start_time or 0).data.tags[M.PARENT_TAG]
-    return client.get_run(parent)
-
-
-def _spec(client: MlflowClient, run: Run | None) -> tuple[str, dict[str, Any]]:
-    """The spec YAML logged on the study run: its text, and its mapping ({} if absent or unreadable)."""
-    if run is None:
-        return "", {}
-    names = [f.path for f in client.list_artifacts(run.info.run_id) if f.path.endswith((".yaml", ".yml"))]
-    if not names:
-        return "", {}
-    process_state.quiet_artifact_downloads()
-    with tempfile.TemporaryDirectory(prefix="segstudy-report-") as tmp:
-        text = Path(client.download_artifacts(run.info.run_id, names[0], tmp)).read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raw = None
-    return text, raw if isinstance(raw, dict) else {}
 
 
 def _render(context: dict[str, Any]) -> str:

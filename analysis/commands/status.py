@@ -184,14 +184,17 @@ def _when(ms: int | None) -> str:
 
 def rounds_line(tag: str) -> str:
     """The round state a sequential confirm phase tags on its study run, as one line, e.g.
-    'sequential confirm: round 3 of up to 8 (5 seeds per cell), 4 of 6 comparisons resolved; open: alpha 0.93: noskip_unet - unet'."""
+    'sequential confirm: round 3 of up to 8 (5 seeds per cell), 4 of 6 declared claims resolved; open: (a) noskip_unet - unet, alpha 0.1 -> 0.93'."""
     try:
         state = json.loads(tag)
         where = "finished after round" if state["finished"] else "round"
+        total = state.get("claims", state.get("comparisons"))  # studies before declared claims counted comparisons
         line = (f"sequential confirm: {where} {state['round']} of up to {state['rounds']} ({state['seeds']} seeds per "
-                f"cell), {state['resolved']} of {state['comparisons']} comparisons resolved")
+                f"cell), {state['resolved']} of {total} declared claims resolved")
         if state.get("not_learned"):
             line += f", {state['not_learned']} closed (a model did not learn)"
+        if state.get("futile"):
+            line += f", {state['futile']} closed as futile"
     except (json.JSONDecodeError, KeyError, TypeError):
         return f"sequential confirm: unreadable round state ({tag[:80]})"
     open_ = [*state.get("open", []), *([f"{state['more_open']} more"] if state.get("more_open") else [])]

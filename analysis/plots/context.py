@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from analysis.stats.context import ABOVE, BELOW, INSIDE, dice_by_fbr_bin
+from analysis.stats.describe.context import ABOVE, BELOW, INSIDE, dice_by_fbr_bin
 from analysis.plots.trade_offs import MARKERS
-from analysis.stats.summary import STAT_COLUMNS
+from analysis.stats.describe.summary import STAT_COLUMNS
 from study import metrics_names as M
 from study.errors import SegstudyError
 

@@ -13,7 +13,7 @@ import pandas as pd
 import scikit_posthocs as sp
 from matplotlib.figure import Figure
 
-from analysis.stats.pairwise import pairwise_p_matrix
+from analysis.stats.statements.pairwise import pairwise_p_matrix
 from study.errors import SegstudyError
 
 

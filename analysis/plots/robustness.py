@@ -21,11 +21,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from analysis.plots.trade_offs import MARKERS
-from analysis.stats.robustness import parse_condition
+from analysis.stats.describe.robustness import parse_condition
+from analysis.stats.describe.summary import level_text
 from study import metrics_names as M
 from study.errors import SegstudyError
 
-WINNER_COLUMNS = ("condition", "perturbation", "severity", "winner", "runner_up", "margin", "p_holm", "significant")
+WINNER_COLUMNS = ("condition", "perturbation", "severity", "winner", "runner_up", "margin", "p_adjusted", "significant")
 
 
 def plot_dice_vs_severity(
@@ -75,7 +76,7 @@ def plot_dice_vs_severity(
         ax.set_xticks(severities)
         parameter, levels = (parameters or {}).get(name, ("", ()))
         if levels:
-            ax.set_xticklabels([f"{s}\n{'clean' if s == 0 else f'{levels[s - 1]:g}'}" for s in severities])
+            ax.set_xticklabels([f"{s}\n{'clean' if s == 0 else level_text(levels[s - 1])}" for s in severities])
         ax.set_xlabel("severity   (harder \u2192)" + (f"\n{parameter}" if parameter else ""), fontsize="small")
         ax.set_title(name)
         ax.grid(alpha=0.3)
@@ -163,7 +164,6 @@ def winners(
     *,
     arm: str = "architecture",
     within: Sequence[str] = (),
-    alpha: float = 0.05,
 ) -> pd.DataFrame:
     """Per stratum and condition: the arm with the highest mean Dice, and whether it beats the runner-up.
 
@@ -171,12 +171,11 @@ def winners(
         conditions: `condition_summary` (with the same `within`); its "mean" rows are used.
         pairwise: `pairwise_tests` over the same frame and `within`.
         arm, within: the arm column and the stratifying factors.
-        alpha: significance level for the Holm-corrected p-value.
 
     Returns:
         Columns `within`..., condition, perturbation, severity, winner, runner_up (None with one
-        arm), margin (winner minus runner-up mean), p_holm (their pair), significant (p_holm <
-        alpha and the pair's difference favours the winner).
+        arm), margin (winner minus runner-up mean), p_adjusted (their pair, the table's
+        false-discovery-rate procedure), significant (resolved and the pair's difference favours the winner).
     """
     tests = {
         (*(r[w] for w in within), r["condition"], frozenset((r["a"], r["b"]))): r for r in pairwise.to_dict("records")
@@ -188,26 +187,26 @@ def winners(
         winner, first = ranked[arm].iloc[0], ranked["value"].iloc[0]
         runner = ranked[arm].iloc[1] if len(ranked) > 1 else None
         test = tests.get((*key, frozenset((winner, runner))), {})
-        p = float(test.get("p_holm", np.nan))
+        p = float(test.get("p_adjusted", np.nan))
         favours = test.get("diff", 0.0) * (1 if test.get("a") == winner else -1) > 0
         perturbation, severity = parse_condition(key[-1])
         rows.append({
             **dict(zip(within, key[:-1], strict=True)), "condition": key[-1], "perturbation": perturbation,
             "severity": severity, "winner": winner, "runner_up": runner,
             "margin": first - ranked["value"].iloc[1] if runner is not None else np.nan,
-            "p_holm": p, "significant": bool(p < alpha and favours),
+            "p_adjusted": p, "significant": bool(test.get("significant", False) and favours),
         })
     return pd.DataFrame(rows, columns=[*within, *WINNER_COLUMNS])
 
 
-def plot_winner_map(table: pd.DataFrame, out: Path, *, within: Sequence[str] = (), alpha: float = 0.05) -> Path:
+def plot_winner_map(table: pd.DataFrame, out: Path, *, within: Sequence[str] = (), q: float = 0.05) -> Path:
     """Which arm wins where: one panel per perturbation, stratum (e.g. alpha) x severity, colour = winner.
 
     Args:
         table: `winners(...)` with the same `within`.
         out: the PNG to write.
         within: the stratifying factors; their combinations are the columns (one column if none).
-        alpha: the level `winners` used, for the legend.
+        q: the false-discovery rate the pairwise table was decided at, for the legend.
     """
     arms = sorted(set(table["winner"]) | set(table["runner_up"].dropna()))  # every arm: stable colours
     colours = arm_colours(arms)
@@ -239,8 +238,8 @@ def plot_winner_map(table: pd.DataFrame, out: Path, *, within: Sequence[str] = (
         ax.set_title(name or "clean only (no perturbations)")
     handles = [Patch(color=colours[a], label=str(a)) for a in arms]
     fig.legend(handles=handles, loc="outside right center", title="winning arm", fontsize="small")
-    fig.suptitle(f"Highest mean Dice per cell; * = significantly better than the runner-up "
-                 f"(paired Wilcoxon, Holm p < {alpha:g})", fontsize=10)
+    fig.suptitle(f"Highest mean Dice per cell; * = resolved better than the runner-up (training seeds the "
+                 f"replicates; false-discovery rate {q:g} over the table)", fontsize=10)
     return _save(fig, out)
 
 

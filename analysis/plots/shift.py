@@ -2,7 +2,7 @@
 
 Same conventions as `analysis.plots.trade_offs`: object-oriented `Figure` on the Agg canvas (no
 pyplot, no process-wide backend switch), 95% Student-t bands over seeds cut to Dice's [0, 1].
-Both figures read `analysis.stats.shift.shift_table`.
+Both figures read `analysis.stats.describe.shift.shift_table`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from analysis.plots.trade_offs import MARKERS
-from analysis.stats.shift import SEEDS
+from analysis.stats.describe.shift import SEEDS
+from analysis.stats.describe.summary import level_text
 from study import metrics_names as M
 
 
@@ -51,8 +52,8 @@ def plot_shift_heatmaps(
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="black" if value > 0.6 else "white", fontsize="small")
             if trains[i] == tests[j]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.8))
-        ax.set_xticks(range(len(tests)), [f"{v:g}" for v in tests])
-        ax.set_yticks(range(len(trains)), [f"{v:g}" for v in trains])
+        ax.set_xticks(range(len(tests)), [level_text(v) for v in tests])
+        ax.set_yticks(range(len(trains)), [level_text(v) for v in trains])
         ax.set_xlabel(f"test {factor}")
         ax.set_title(title, fontsize="medium")
     axes[0].set_ylabel(f"training {factor}")
@@ -77,8 +78,12 @@ def plot_shift_degradation(
         `out`.
     """
     test = M.test_level_column(factor)
-    panels = _panels(table, [*within, factor], label=lambda c, v: f"trained at {v:g}" if c == factor else f"{c}={v}")
+    panels = _panels(table, [*within, factor], label=lambda c, v: f"trained at {level_text(v)}" if c == factor else f"{c}={v}")
     arms = list(pd.unique(table[arm]))
+    # Named levels (sites) stand at evenly spaced places in sorted order; numbers where they are.
+    levels = sorted(set(table[test]) | set(table[factor]), key=lambda v: (not _numeric(v), v if _numeric(v) else str(v)))
+    named = not all(_numeric(v) for v in levels)
+    where = {v: (i if named else float(v)) for i, v in enumerate(levels)}
     styles = {a: {"marker": m, "color": f"C{i % 10}"} for i, (a, m) in enumerate(zip(arms, itertools.cycle(MARKERS)))}
     fig = Figure(figsize=(3.8 * len(panels) + 1.6, 4.4), dpi=120, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
@@ -87,10 +92,13 @@ def plot_shift_degradation(
             line = rows[rows[arm] == name].sort_values(test)
             if line.empty:
                 continue
-            ax.plot(line[test], line["mean"], label=str(name), linewidth=1.6, **styles[name])
+            x = [where[v] for v in line[test]]
+            ax.plot(x, line["mean"], label=str(name), linewidth=1.6, **styles[name])
             band = line[["ci_low", "ci_high"]].clip(0.0, 1.0)
-            ax.fill_between(line[test], band["ci_low"], band["ci_high"], color=styles[name]["color"], alpha=0.15, linewidth=0)
-        ax.axvline(float(rows[factor].iloc[0]), color="0.4", linestyle=":", linewidth=1.2)
+            ax.fill_between(x, band["ci_low"], band["ci_high"], color=styles[name]["color"], alpha=0.15, linewidth=0)
+        ax.axvline(where[rows[factor].iloc[0]], color="0.4", linestyle=":", linewidth=1.2)
+        if named:
+            ax.set_xticks(list(where.values()), [level_text(v) for v in where])
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel(f"test {factor}")
         ax.set_ylim(-0.03, 1.03)
@@ -112,6 +120,10 @@ def _panels(table: pd.DataFrame, columns: list[str], label=None) -> list[tuple[s
         (", ".join(name(c, v) for c, v in zip(columns, key, strict=True)), rows)
         for key, rows in table.groupby(columns, sort=True)
     ]
+
+
+def _numeric(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _counts(n: pd.Series) -> str:

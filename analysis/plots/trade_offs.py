@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis.stats.summary import STAT_COLUMNS
+from analysis.stats.describe.summary import STAT_COLUMNS
 from study.errors import SegstudyError
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")

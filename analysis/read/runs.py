@@ -51,8 +51,9 @@ def load_trials(
         phase: "confirm" (the seeded repeats of each cell's best config), "tune", or None for all.
         include_failed: keep runs whose status is not FINISHED (failed, killed, still running);
             their reason is in the `error` column.
-        study: which study run's trials: "latest" (the newest study run that has trials, so a
-            re-run of the same spec does not double its seeds), "all", or a study run id.
+        study: which study run's trials: "latest" (the newest study run that has trials and is not
+            a replicate, so a re-run of the same spec does not double its seeds), "all", or a study
+            run id.
 
     Returns:
         Columns run_id, status, phase, cell, seed (int), one column per factor (numeric factors as
@@ -81,34 +82,51 @@ def load_trials(
 
 def trial_runs(experiment: str, *, tracking_uri: str, study: str = LATEST) -> list[Run]:
     """Every trial run (any phase or status) of one study run of `experiment` (see `load_trials`)."""
-    return _of_study(_runs_of_role(experiment, M.ROLE_TRIAL, tracking_uri=tracking_uri), study)
+    client = _client(tracking_uri)
+    experiment_id = _experiment_id(client, experiment, tracking_uri)
+    runs = _runs_of_role(client, experiment_id, M.ROLE_TRIAL)
+    return _of_study(runs, study, replicates=replicate_runs(client, experiment_id) if study == LATEST else {})
 
 
 def study_runs(experiment: str, *, tracking_uri: str) -> list[Run]:
     """Every study run of `experiment` (one per `segstudy run`), newest first."""
-    runs = _runs_of_role(experiment, M.ROLE_STUDY, tracking_uri=tracking_uri)
+    client = _client(tracking_uri)
+    runs = _runs_of_role(client, _experiment_id(client, experiment, tracking_uri), M.ROLE_STUDY)
     return sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
 
 
-def _runs_of_role(experiment: str, role: str, *, tracking_uri: str) -> list[Run]:
-    client = _client(tracking_uri)
+def _experiment_id(client: MlflowClient, experiment: str, tracking_uri: str) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in _all_pages(lambda token: client.search_experiments(page_token=token)))
         raise SegstudyError(
             f"experiment '{experiment}' not found in {tracking_uri}; available: {', '.join(names) or '(none)'}"
         )
+    return found.experiment_id
+
+
+def _runs_of_role(client: MlflowClient, experiment_id: str, role: str) -> list[Run]:
     where = f"tags.`{M.ROLE_TAG}` = '{role}'"
-    return list(_all_pages(lambda token: client.search_runs([found.experiment_id], filter_string=where, page_token=token)))
+    return list(_all_pages(lambda token: client.search_runs([experiment_id], filter_string=where, page_token=token)))
 
 
-def _of_study(runs: list[Run], study: str) -> list[Run]:
-    """Keep the trials of one study run (see `load_trials`)."""
+def replicate_runs(client: MlflowClient, experiment_id: str) -> dict[str, str]:
+    """The replicates among an experiment's study runs (`segstudy replicate`): run id -> the study run
+    it replicates."""
+    tagged = f"tags.`{M.REPLICATE_OF_TAG}` LIKE '%'"
+    runs = _all_pages(lambda token: client.search_runs([experiment_id], filter_string=tagged, page_token=token))
+    return {r.info.run_id: r.data.tags[M.REPLICATE_OF_TAG] for r in runs}
+
+
+def _of_study(runs: list[Run], study: str, *, replicates: dict[str, str] | None = None) -> list[Run]:
+    """Keep the trials of one study run (see `load_trials`); "latest" is the newest study that is not
+    a replicate of another (a replicate is read by its own study run id)."""
     if study == ALL:
         return runs
     if study == LATEST:
         newest: dict[str, int] = {}
-        for r in runs:
+        originals = [r for r in runs if r.data.tags.get(M.PARENT_TAG, "") not in (replicates or {})]
+        for r in originals or runs:
             parent = r.data.tags.get(M.PARENT_TAG, "")
             newest[parent] = max(newest.get(parent, 0), r.info.start_time or 0)
         if not newest:

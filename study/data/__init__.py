@@ -3,7 +3,9 @@
 Adding a dataset is one module with a pydantic config and a build function, plus one entry in
 `DATASETS`. `factors` lists the study factors the dataset consumes (data is built once per
 combination of their values) with a check that says what values are accepted; `shiftable` those
-of them whose other levels render the same images (a train/test shift, `evaluation.shift`).
+of them a model can be tested at another level of (a train/test shift, `evaluation.shift`). A
+dataset whose config names its own factor (`folders`: ``levels: {site: {A: ..., B: ...}}``) gives
+`config_factors`; use `factors_for` and `shiftable_for` to read an entry with its config.
 
 Example:
     >>> entry = get_dataset("synthetic2d")
@@ -13,11 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from study.data.base import INTERFACE, DatasetConfig, LevelData, ShiftedTest, Split, SplitConfig
+from study.data.folders import FoldersConfig, build_folders, check_folders, level_factor
 from study.data.msd import MSDConfig, build_msd, check_msd
 from study.data.synthetic2d import Synthetic2DConfig, build_synthetic2d, check_alpha
 from study.data.synthetic3d import Synthetic3DConfig, build_synthetic3d
@@ -41,8 +45,11 @@ class DatasetEntry:
             `segstudy predict` can apply it to a new image.
         shiftable: the factors (of `factors`) whose levels change how images look but not which
             images there are: image i at another level has the same id and mask (synthetic2d's
-            alpha changes only the blend). Only these can be a spec's `evaluation.shift` key,
-            testing a model on its test split rendered at other levels.
+            alpha changes only the blend). Only these (and `config_factors`) can be a spec's
+            `evaluation.shift` key, testing a model on its test split rendered at other levels.
+        config_factors: ``config -> {factor: check}`` for a factor the config itself names (the
+            folders dataset's ``levels: {site: ...}``): required in the spec's factors, and
+            shiftable, each level testing on its own test split (other images: unpaired).
     """
 
     config: type[DatasetConfig]
@@ -51,6 +58,24 @@ class DatasetEntry:
     check: Callable[[Any], None] | None = None
     intensity: str = "as_is"
     shiftable: frozenset[str] = frozenset()
+    config_factors: Callable[[Any], Mapping[str, Callable[[Any], str | None]]] | None = None
+
+    def factors_for(self, config: Any) -> dict[str, Callable[[Any], str | None]]:
+        """The factors a spec with this `data:` config may name: the entry's and the config's own."""
+        return {**self.factors, **(self.config_factors(config) if self.config_factors else {})}
+
+    def required_for(self, config: Any) -> list[str]:
+        """The factors a spec must name: the build function's keyword-only arguments without a
+        default, and the config's own factor."""
+        needed = [
+            name for name, p in inspect.signature(self.build).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+        ]
+        return needed + list(self.config_factors(config) if self.config_factors else {})
+
+    def shiftable_for(self, config: Any) -> frozenset[str]:
+        """The factors `evaluation.shift` may name with this config."""
+        return self.shiftable | frozenset(self.config_factors(config) if self.config_factors else ())
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -63,6 +88,11 @@ DATASETS: dict[str, DatasetEntry] = {
     # 3D data for the context-vs-FBR study: built once per study, no dataset factors.
     "synthetic3d": DatasetEntry(config=Synthetic3DConfig, factors={}, build=build_synthetic3d),
     "msd": DatasetEntry(config=MSDConfig, factors={}, build=build_msd, check=check_msd, intensity="percentile"),
+    # Real images, one folder per level of a factor the spec names (site, scanner): built per level.
+    "folders": DatasetEntry(
+        config=FoldersConfig, factors={}, build=build_folders, check=check_folders, intensity="percentile",
+        config_factors=level_factor,
+    ),
 }
 
 
@@ -84,6 +114,7 @@ __all__ = [
     "DATASETS",
     "DatasetConfig",
     "DatasetEntry",
+    "FoldersConfig",
     "LevelData",
     "MSDConfig",
     "ShiftedTest",
@@ -91,6 +122,7 @@ __all__ = [
     "SplitConfig",
     "Synthetic2DConfig",
     "Synthetic3DConfig",
+    "build_folders",
     "build_msd",
     "build_synthetic2d",
     "build_synthetic3d",

@@ -35,23 +35,19 @@ _SPACING_RTOL = 1e-3
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # explicit: MONAI warns about a changing default
 
 
-class MSDConfig(DatasetConfig):
-    """The `data:` section of a spec for an MSD-layout folder.
+class VolumeReading(DatasetConfig):
+    """How volumes are read, for the MSD config and the folders one (study/data/folders.py): one
+    voxel spacing (resampled with MONAI when `spacing` is set; without it every case must already
+    share one, as metrics in mm need one per split), 2D slicing, the split and its seed."""
 
-    `root` is read as given (relative paths from the working directory). Without `spacing`,
-    every case must already share one voxel spacing (metrics in mm need one per split).
-    """
-
-    dataset: Literal["msd"] = "msd"
-    root: Path
-    label: int | str = Field(1, description="foreground label value or name from dataset.json")
+    dataset: str  # each config's Literal; declared here so it stays the first key
     spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
     as_2d: bool = False
     slice_size: int = Field(128, ge=16, le=2048, description="2D in-plane size after padding/cropping")
     empty_slices: float = Field(0.1, ge=0, le=1, description="share of slices without foreground kept in 2D")
     split: SplitConfig = SplitConfig()
     seed: int = Field(0, ge=0)
-    max_cases: int | None = Field(None, ge=3, description="first N cases of dataset.json only")
+    max_cases: int | None = Field(None, ge=3, description="the first N cases only")
 
     @property
     def spatial_dims(self) -> int:
@@ -61,6 +57,17 @@ class MSDConfig(DatasetConfig):
     def image_size(self) -> int | None:
         """Network input side for whole-slice 2D training; None in 3D (patches set the size)."""
         return self.slice_size if self.as_2d else None
+
+
+class MSDConfig(VolumeReading):
+    """The `data:` section of a spec for an MSD-layout folder.
+
+    `root` is read as given (relative paths from the working directory).
+    """
+
+    dataset: Literal["msd"] = "msd"
+    root: Path
+    label: int | str = Field(1, description="foreground label value or name from dataset.json")
 
 
 def check_msd(cfg: MSDConfig) -> None:
@@ -77,7 +84,7 @@ def check_msd(cfg: MSDConfig) -> None:
     channels: tuple[Path, int] | None = None
     for case in index.cases:
         image, _ = _read_case(case, value, index.labels[value], index.labels)
-        reference = _check_spacing(cfg, image, reference)
+        reference = check_spacing(cfg, image, reference)
         channels = _check_channels(index, image, channels)
 
 
@@ -111,11 +118,11 @@ def build_msd(cfg: MSDConfig) -> LevelData:
         for position in part:
             case = index.cases[position]
             image_vol, label_vol = _read_case(case, value, name, index.labels)
-            reference = _check_spacing(cfg, image_vol, reference)
+            reference = check_spacing(cfg, image_vol, reference)
             channels = _check_channels(index, image_vol, channels)
-            image, mask = _prepare(cfg, image_vol, label_vol, value, name)
+            image, mask = prepare_volume(cfg, image_vol, label_vol, value, name)
             if cfg.as_2d:
-                for z, (im, ma) in _slices(cfg, image, mask, position, label_vol.path):
+                for z, (im, ma) in axial_slices(cfg, image, mask, position, label_vol.path):
                     images.append(im)
                     masks.append(ma)
                     ids.append(f"{case.case_id}_z{z:03d}")
@@ -284,8 +291,8 @@ def _read_case(
     return image, label
 
 
-def _check_spacing(
-    cfg: MSDConfig, image: NiftiVolume, reference: tuple[Path, tuple[float, ...]] | None
+def check_spacing(
+    cfg: VolumeReading, image: NiftiVolume, reference: tuple[Path, tuple[float, ...]] | None
 ) -> tuple[Path, tuple[float, ...]]:
     """The (first file, spacing) every split reports; native spacings must agree without `spacing`."""
     if cfg.spacing is not None:
@@ -302,8 +309,8 @@ def _check_spacing(
     return reference
 
 
-def _prepare(
-    cfg: MSDConfig, image: NiftiVolume, label: NiftiVolume, value: int, name: str
+def prepare_volume(
+    cfg: VolumeReading, image: NiftiVolume, label: NiftiVolume, value: int, name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Channel-first float32 image in [0, 1] and uint8 mask, in RAS and at cfg.spacing if set."""
     # MONAI and torch load lazily: importing the dataset registry must stay fast for the CLI.
@@ -329,8 +336,8 @@ def _prepare(
     return scale_percentiles(np.asarray(img.array, dtype=np.float32)), out_mask
 
 
-def _slices(
-    cfg: MSDConfig, image: np.ndarray, mask: np.ndarray, position: int, label_path: Path
+def axial_slices(
+    cfg: VolumeReading, image: np.ndarray, mask: np.ndarray, position: int, label_path: Path
 ) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
     """Axial slices (index, (image, mask)): all with foreground, a seeded share of the empty ones."""
     from monai.transforms import ResizeWithPadOrCrop

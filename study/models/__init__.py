@@ -33,6 +33,7 @@ from study.models.registry import (
     parameter_count,
     resolve_architecture,
 )
+from study.models.target import NETWORK_REFERENCES, TargetConfig, check_target, output_problem, target_factors
 from study.models.unet_family import Level, SkipUNet
 from study.models.unetpp import UNetPlusPlus
 
@@ -47,9 +48,11 @@ __all__ = [
     "ArchConfig",
     "DynUNetConfig",
     "Level",
+    "NETWORK_REFERENCES",
     "SegResNetConfig",
     "SkipUNet",
     "SwinUNETRConfig",
+    "TargetConfig",
     "UNETRConfig",
     "UNetFamilyConfig",
     "UNetPlusPlus",
@@ -57,7 +60,10 @@ __all__ = [
     "architecture_names",
     "build_network",
     "check_input_size",
+    "check_target",
     "mismatched_arm",
+    "output_problem",
     "parameter_count",
     "resolve_architecture",
+    "target_factors",
 ]

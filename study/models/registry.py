@@ -58,7 +58,9 @@ from study.models.configs import (
 from study.models.dynunet import build_dynunet, dynunet_size_problem
 from study.models.segresnet import build_segresnet, segresnet_size_problem
 from study.models.swinunetr import build_swinunetr, swinunetr_size_problem
-from study.models.unet_family import build_unet, unet_size_problem
+from study.models.target import TargetConfig, build_target, custom_target, target_size_problem
+from study.models.unet_builder import build_unet
+from study.models.unet_family import unet_size_problem
 from study.models.unetpp import build_unetpp, unet_width_problem, unetpp_size_problem
 from study.models.unetr import build_unetr, unetr_size_problem
 from study.strict import StrictModel
@@ -149,6 +151,9 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             presets={"unetpp": UNetPlusPlusConfig()},
             matches={"unet": unet_width_problem},
         ),
+        # A network from outside segstudy, by import path (study/models/target.py): no presets, an
+        # arm is a spec's architectures entry with a `_target_`.
+        "target": Family(config=TargetConfig, build=build_target, size_problem=target_size_problem, presets={}),
     }
 )
 for _kind, _family in FAMILIES.items():  # a mismatch would route configs to the wrong builder
@@ -180,17 +185,22 @@ def resolve_architecture(
     family_overrides: Mapping[str, Mapping[str, Any]] = _EMPTY,
     custom: Mapping[str, Mapping[str, Any]] = _EMPTY,
     where: str = "",
+    levels: Mapping[str, Any] = _EMPTY,
 ) -> ArchConfig:
     """Turn an architecture name into its validated config.
 
     The result is the preset (or a custom entry's ``base`` preset), then the ``model:`` overrides
-    for its kind, then the custom entry's own fields, later ones winning.
+    for its kind, then the custom entry's own fields, later ones winning. A custom entry with a
+    ``_target_`` (or whose ``base`` is one) is a network from outside segstudy
+    (`study.models.target.TargetConfig`): its import is checked by `check_target`, not here.
 
     Args:
         name: a preset name or a key of ``custom``.
         family_overrides: the spec's ``model:`` section, ``{kind: {field: value}}``.
-        custom: the spec's ``architectures:`` section, ``{name: {"base": preset, field: value}}``.
+        custom: the spec's ``architectures:`` section, ``{name: {"base": preset, field: value}}``
+            or ``{name: {"_target_": "module.Name", argument: value}}``.
         where: prefix for an unknown-name error (e.g. ``"smoke.yaml: factors.architecture"``).
+        levels: a cell's factor values; a ``_target_`` arm keeps those it refers to (``@width``).
 
     Raises:
         SegstudyError: unknown name, base, family or field, a custom name that shadows a preset,
@@ -198,16 +208,21 @@ def resolve_architecture(
     """
     for kind in family_overrides:
         get_family(kind)
+        if not FAMILIES[kind].presets:  # `target`: each such arm carries its own arguments
+            raise SegstudyError(f"model.{kind}: a _target_ arm takes its arguments in its own architectures entry")
     for custom_name in custom:
         if custom_name in PRESETS:
             raise SegstudyError(
                 f"architectures.{custom_name}: the name is taken by a preset; choose another "
                 f"(presets: {', '.join(PRESETS)})"
             )
+    network = custom_target(name, custom)
+    if network is not None:
+        return TargetConfig(name=name, network=network).at(levels)
     if name in PRESETS:
         base, fields = name, {}
     elif name in custom:
-        base, fields = _split_custom(name, custom[name])
+        base, fields = _split_custom(name, custom[name], custom)
     else:
         raise unknown_name("architecture", name, architecture_names(custom=custom), where=where)
 
@@ -227,17 +242,20 @@ def resolve_architecture(
         raise _field_error(exc, name=name, base=base, sources=sources) from None
 
 
-def _split_custom(name: str, entry: Any) -> tuple[str, dict[str, Any]]:
+def _split_custom(name: str, entry: Any, custom: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """A custom entry -> (base preset name, changed fields)."""
     where = f"architectures.{name}"
     if not isinstance(entry, Mapping):
         raise SegstudyError(f"{where}: expected a mapping with 'base' and fields to change, got {entry!r}")
     fields = dict(entry)
     if "base" not in fields:
-        raise SegstudyError(f"{where}: 'base' is required, one of {', '.join(PRESETS)}")
+        raise SegstudyError(
+            f"{where}: 'base' (one of {', '.join(PRESETS)}) or '_target_' (an import path, e.g. my_nets.TinyUNet) is required"
+        )
     base = fields.pop("base")
     if base not in PRESETS:
-        raise unknown_name("base architecture", str(base), PRESETS, where=f"{where}.base")
+        targets = [n for n in custom if custom_target(n, custom) is not None]
+        raise unknown_name("base architecture", str(base), [*PRESETS, *targets], where=f"{where}.base")
     return base, fields
 
 

@@ -11,7 +11,7 @@ toggles change only what they name:
 * attention on: each kept skip is multiplied by an attention gate (MONAI's AttentionUnet block)
   whose gating signal is the deeper path's output at the same resolution;
 * nested on: UNet++'s dense nested skips on the same encoder and decoder
-  (`study.models.nested_unet.NestedUNet`).
+  (`study.models.nested_unet.NestedUNet`, a subclass; `study.models.unet_builder` builds either).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from monai.networks.nets.attentionunet import AttentionBlock
 from study.models.configs import UNetFamilyConfig
 from study.models.sizes import downsampling_problem
 
-__all__ = ["GatedSkipConnection", "Level", "SkipUNet", "build_unet", "unet_size_problem"]
+__all__ = ["GatedSkipConnection", "Level", "SkipUNet", "unet_size_problem"]
 
 
 @dataclass(frozen=True)
@@ -250,39 +250,6 @@ class SkipUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
-
-
-def build_unet(
-    cfg: UNetFamilyConfig,
-    *,
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    img_size: Sequence[int] | None = None,
-) -> SkipUNet:
-    """Build the :class:`SkipUNet` (or, with ``nested``, its :class:`NestedUNet`) a validated config describes.
-
-    ``img_size`` is accepted so every family's builder has one signature; a U-Net is fully
-    convolutional and is built the same for every size (sizes are checked by :func:`unet_size_problem`).
-    """
-    from study.models.nested_unet import NestedUNet  # it subclasses SkipUNet, defined above
-
-    network = NestedUNet if cfg.nested else SkipUNet
-    return network(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        channels=cfg.channels,
-        strides=cfg.strides,
-        skips=cfg.skip_mask,
-        attention=cfg.attention,
-        kernel_size=cfg.kernel_size,
-        up_kernel_size=cfg.up_kernel_size,
-        num_res_units=cfg.num_res_units,
-        act=cfg.act,
-        norm=cfg.norm,
-        dropout=cfg.dropout,
-    )
 
 
 def unet_size_problem(cfg: UNetFamilyConfig, img_size: Sequence[int]) -> str | None:

@@ -191,6 +191,33 @@ def run_monai(transform: Any, image: np.ndarray, *, seed: int | None = None) -> 
     return np.asarray(out, dtype=np.float32)
 
 
+def run_torchio(transform: Any, image: np.ndarray, *, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run a TorchIO transform on a copy of `image`; return float32 numpy and what it drew.
+
+    TorchIO works on 4D volumes (C, W, H, D): a 2D image is one voxel deep, which TorchIO's
+    transforms recognise (rotation and ghosting stay in plane). It draws from torch's global RNG,
+    so the draw is seeded with `seed` inside `torch.random.fork_rng`: the caller's RNG state (a
+    trial's) is left as it was. The realised parameters are read from the subject's history.
+    """
+    import torchio as tio
+
+    tensor = torch.from_numpy(image.astype(np.float32, copy=True))
+    flat = tensor.ndim == 3
+    if flat:
+        tensor = tensor[..., None]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        subject = transform(tio.Subject(image=tio.ScalarImage(tensor=tensor)))
+    out = subject["image"].data
+    out = out[..., 0] if flat else out
+    realised: dict[str, Any] = {}
+    for applied in subject.get_applied_transforms():
+        for name in getattr(applied, "args_names", ()):
+            value = getattr(applied, name, None)
+            realised[name] = value.get("image") if isinstance(value, dict) else value
+    return np.asarray(out.detach().cpu().numpy(), dtype=np.float32), realised
+
+
 def _is_int(value: object) -> bool:
     # bool is an int subclass, but severity=True is a mistake, not severity 1.
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))

@@ -7,7 +7,6 @@ file, the key and what is accepted.
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from pathlib import Path
@@ -24,9 +23,10 @@ from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, unk
 from study.paths import input_file
 from study.spec.safe_yaml import load_yaml_file
 from study.strict import StrictModel
-from study.models import check_input_size, mismatched_arm, resolve_architecture
-from study.perturbations import get_perturbation
+from study.models import check_input_size, check_target, mismatched_arm, resolve_architecture, target_factors
+from study.perturbations import custom_perturbations, get_perturbation
 from study.spec.samplers import get_sampler
+from study.spec.statistics import EXACT_CLAIM, Declared, Statistics, allowed_kinds, declared
 from study.spec.tuning import SEED_FORM_TAGS, Confirm, Tuning, check_seed_list
 from study.spec.space import distribution_values, grid_size, is_distribution, parse_distribution
 
@@ -87,6 +87,9 @@ class Evaluation(_Strict):
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
     perturbation_seed: int = Field(0, ge=0)
     failure_threshold: float = Field(0.5, gt=0, lt=1, description="Dice below this counts as a failure")
+    breakdown: float = Field(
+        0.5, gt=0, lt=1, description="a confirm model whose mean clean test Dice is below this broke down"
+    )
     reference_arm: str | None = Field(None, description="architecture that corruption errors are relative to")
     learning: LearningGate = LearningGate()
     # Train/test shift (docs/ARCHITECTURE.md 5): dataset factor -> levels. Every confirm model is
@@ -187,6 +190,9 @@ class StudySpec(_Strict):
     data: DataConfig  # type: ignore[valid-type]
     model: dict[str, dict[str, Any]] = Field(default_factory=dict)
     architectures: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # The spec's own perturbations by import path (study/perturbations/target.py), named in
+    # evaluation.perturbations beside the registered ones.
+    perturbations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     factors: dict[str, list[Scalar]]
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     training: Training = Training()
@@ -196,6 +202,7 @@ class StudySpec(_Strict):
     conformal: Conformal = Conformal()
     tuning: Tuning | None = None
     confirm: Confirm = Confirm()
+    statistics: Statistics = Statistics()
     seeds: list[int] | None = None
     resources: Resources = Resources()
     tracking: Tracking = Tracking()
@@ -297,10 +304,26 @@ class StudySpec(_Strict):
         """Hyperparameter name -> Optuna distribution, for those given as distributions."""
         return {k: parse_distribution(k, v) for k, v in self.hyperparameters.items() if is_distribution(v)}
 
+    def declared_claims(self) -> Declared:
+        """The claims the study is for (`statistics.claims`, default every claim (a)-(d) its factors
+        allow), checked against its factors (a SegstudyError names a claim it cannot make)."""
+        allowed = allowed_kinds(
+            factors=self.factors, perturbations=bool(self.evaluation.perturbations), shift=bool(self.evaluation.shift),
+            patch_mode=self.patch_mode,
+        )
+        return declared(self.statistics, allowed, arms=[str(a) for a in self.factors[ARCHITECTURE]])
+
+    @property
+    def network_factors(self) -> tuple[str, ...]:
+        """The factors that are arguments of `_target_` arms (``@width``; checked by `load_spec`):
+        those that are not the architecture, the dataset's, a hyperparameter or a patch factor."""
+        known = {ARCHITECTURE, *DATASETS[self.data.dataset].factors_for(self.data), *HYPERPARAMETER_NAMES, *PATCH_FACTORS}
+        return tuple(k for k in sorted(self.factors) if k not in known)
+
     @property
     def dataset_factors(self) -> tuple[str, ...]:
         """The factors the dataset consumes (e.g. alpha): data is built once per combination."""
-        return tuple(k for k in sorted(self.factors) if k in DATASETS[self.data.dataset].factors)
+        return tuple(k for k in sorted(self.factors) if k in DATASETS[self.data.dataset].factors_for(self.data))
 
 
 def _check_seeds(v: list[int] | None) -> list[int] | None:
@@ -351,20 +374,20 @@ def _check_cross_references(spec: StudySpec) -> None:
     _check_hyperparameters(spec)
     _check_tuning(spec)
     dataset = DATASETS[spec.data.dataset]
-    accepted = {ARCHITECTURE, *dataset.factors, *HYPERPARAMETER_NAMES, *PATCH_FACTORS}
+    factors = dataset.factors_for(spec.data)
+    known = {ARCHITECTURE, *factors, *HYPERPARAMETER_NAMES, *PATCH_FACTORS}
+    network = _check_target_arms(spec, list(spec.network_factors))  # over a _target_ arm's arguments
+    accepted = known | network
     for key in spec.factors:
         if key not in accepted:
             raise unknown_name("factor", key, accepted, where="factors")
-    needed = [
-        name for name, p in inspect.signature(dataset.build).parameters.items()
-        if p.kind is p.KEYWORD_ONLY and p.default is p.empty and name not in spec.factors
-    ]
+    needed = [name for name in dataset.required_for(spec.data) if name not in spec.factors]
     if needed:  # the dataset is built per value of these: without one, there is nothing to build
         raise SegstudyError(f"factors: {spec.data.dataset} data need the factor(s) {', '.join(needed)}, e.g. {needed[0]}: [...]")
     for key, values in spec.factors.items():
-        check = dataset.factors.get(key) or _PATCH_CHECKS.get(key)
+        check = factors.get(key) or _PATCH_CHECKS.get(key)
         for i, value in enumerate(values):
-            if key == ARCHITECTURE:
+            if key == ARCHITECTURE or key in network:  # a network argument: the preflight builds each level
                 continue
             if check is not None:
                 problem = _level_problem(check, value)
@@ -374,6 +397,28 @@ def _check_cross_references(spec: StudySpec) -> None:
                 _check_value(f"factors.{key}[{i}]", key, value)
     _check_input_sizes(spec)
     _check_evaluation(spec)
+    claims = spec.declared_claims()
+    if spec.confirm.budget is not None and not any(kind != EXACT_CLAIM for kind in claims.kinds):
+        raise SegstudyError(
+            "confirm.seeds: a seed budget is spent on the declared claims (statistics.claims), and this study declares "
+            "none its rounds can decide (claims (a)-(d) need an alpha or patch_size factor with two levels, "
+            "evaluation.perturbations or evaluation.shift, and two arms); give a seed list, e.g. seeds: [0, 1, 2]"
+        )
+
+
+def _check_target_arms(spec: StudySpec, unknown: list[str]) -> set[str]:
+    """Import every `_target_` arm and check its arguments (study/models/target.py); return those
+    of the `unknown` factors (none of the dataset's, hyperparameters or patch factors) that are
+    arguments of those arms (every arm must take each)."""
+    arms = []
+    for i, name in enumerate(spec.factors[ARCHITECTURE]):
+        cfg = resolve_architecture(
+            str(name), family_overrides=spec.model, custom=spec.architectures, where=f"factors.architecture[{i}]"
+        )
+        if cfg.kind == "target":
+            check_target(cfg, factors=[f for f in spec.factors if f != ARCHITECTURE])
+        arms.append((str(name), cfg))
+    return target_factors(arms, unknown)
 
 
 def _check_distinct(key: str, values: list[Any]) -> None:
@@ -388,8 +433,9 @@ def _check_distinct(key: str, values: list[Any]) -> None:
 
 
 def _check_evaluation(spec: StudySpec) -> None:
+    custom_perturbations(spec.perturbations)  # imports each target, checks its arguments per severity
     for i, name in enumerate(spec.evaluation.perturbations):
-        get_perturbation(name, where=f"evaluation.perturbations[{i}]")
+        get_perturbation(name, custom=spec.perturbations, where=f"evaluation.perturbations[{i}]")
     _check_shift(spec)
     ref = spec.evaluation.reference_arm
     if ref is not None and ref not in spec.factors[ARCHITECTURE]:
@@ -404,9 +450,10 @@ def _check_shift(spec: StudySpec) -> None:
     dataset can render at another level (its registry entry's `shiftable`), at levels it accepts."""
     name = spec.data.dataset
     dataset = DATASETS[name]
+    shiftable = dataset.shiftable_for(spec.data)
     for key, levels in spec.evaluation.shift.items():
-        if key not in dataset.shiftable:
-            accepted = ", ".join(sorted(dataset.shiftable)) or f"none (dataset '{name}' renders its data at one level only)"
+        if key not in shiftable:
+            accepted = ", ".join(sorted(shiftable)) or f"none (dataset '{name}' renders its data at one level only)"
             raise SegstudyError(
                 f"evaluation.shift: '{key}' is not a factor dataset '{name}' can render at another level; accepted: {accepted}"
             )
@@ -416,7 +463,7 @@ def _check_shift(spec: StudySpec) -> None:
                 f"add factors.{key} (e.g. the level to train at)"
             )
         for i, value in enumerate(levels):
-            problem = _level_problem(dataset.factors[key], value)
+            problem = _level_problem(dataset.factors_for(spec.data)[key], value)
             if problem:
                 raise SegstudyError(f"evaluation.shift.{key}[{i}]: value {value!r} {problem}")
 

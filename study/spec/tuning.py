@@ -96,10 +96,12 @@ SeedForms = Annotated[
 
 
 class Resolve(_Strict):
-    """When a comparison of a sequential confirm phase is resolved (analysis/stats/sequential.py)."""
+    """When a comparison of a sequential confirm phase is resolved (analysis/stats/statements/sequential.py)."""
 
     margin: float = Field(0.01, ge=0, lt=1, description="|difference| in Dice that does not matter")
-    alpha: float = Field(0.05, gt=0, le=0.5, description="error rate per comparison, spent over all looks")
+    alpha: float | None = Field(
+        None, gt=0, le=0.5, description="chance of any false declared claim, spent over all looks; default statistics.alpha"
+    )
 
 
 class Confirm(_Strict):

@@ -61,7 +61,9 @@ class TrialPlan:
             **trial["hparams"],
             **{k: v for k, v in cell.items() if k in HYPERPARAMETER_NAMES},
         }
-        arch = resolve_architecture(str(cell[ARCHITECTURE]), family_overrides=spec.model, custom=spec.architectures)
+        arch = resolve_architecture(
+            str(cell[ARCHITECTURE]), family_overrides=spec.model, custom=spec.architectures, levels=cell
+        )
         return cls(
             cell=cell,
             seed=int(trial["seed"]),

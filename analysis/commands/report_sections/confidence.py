@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 
 from analysis.commands.report_sections.blocks import ARM, Table, table_of, write_csv
-from analysis.stats.coverage import coverage_summary, shortfalls
-from analysis.stats.pairwise import resolve_within
+from analysis.stats.describe.coverage import coverage_summary, shortfalls
+from analysis.stats.core.frames import resolve_within
 from study.spec import Conformal
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
@@ -14,7 +15,7 @@ from analysis.commands.report_sections.blocks import ARM, Table, cell_text
 from analysis.read.runs import factor_names
 from study import metrics_names as M
 from study.errors import SegstudyError
-from study.models import parameter_count, resolve_architecture
+from study.models import TargetConfig, parameter_count, resolve_architecture
 from study.spec import parse_spec
 
 
@@ -61,11 +62,30 @@ def _arms_table(spec: dict[str, Any]) -> Table | None:
         else parsed.data.image_size
     rows = []
     for name in parsed.factors.get(ARM, []):
-        cfg = resolve_architecture(str(name), family_overrides=parsed.model, custom=parsed.architectures)
-        settings = ", ".join(f"{k}={cell_text(v)}" for k, v in cfg.model_dump().items() if k != "kind")
-        count = parameter_count(cfg, spatial_dims=dims, in_channels=1, out_channels=1, img_size=[size] * dims)
-        rows.append([str(name), cfg.kind, f"{count:,}", settings])
+        base = resolve_architecture(str(name), family_overrides=parsed.model, custom=parsed.architectures)
+        # A _target_ arm is one network per level of the factors it takes (@width): a row each.
+        factors = base.factors if isinstance(base, TargetConfig) else []
+        for levels in itertools.product(*(parsed.factors[f] for f in factors)):
+            cfg = base.at(dict(zip(factors, levels))) if isinstance(base, TargetConfig) else base
+            arm = f"{name} ({', '.join(f'{f}={cell_text(v)}' for f, v in cfg.levels.items())})" if factors else str(name)
+            rows.append([arm, cfg.kind, _count(cfg, dims=dims, size=size), _settings(cfg)])
     return Table(["arm", "family", f"parameters (input {size}^{dims})", "settings"], rows) if rows else None
+
+
+def _settings(cfg: Any) -> str:
+    """A registered family's fields, or a _target_ arm's import path and the arguments the spec gives it."""
+    if isinstance(cfg, TargetConfig):
+        args = ", ".join(f"{k}={cell_text(v)}" for k, v in cfg.network.items() if not k.startswith("_"))
+        return f"{cfg.target}({args})"
+    return ", ".join(f"{k}={cell_text(v)}" for k, v in cfg.model_dump().items() if k != "kind")
+
+
+def _count(cfg: Any, *, dims: int, size: int) -> str:
+    """The parameter count, or why there is none: a _target_ module may not import where the report is built."""
+    try:
+        return f"{parameter_count(cfg, spatial_dims=dims, in_channels=1, out_channels=1, img_size=[size] * dims):,}"
+    except SegstudyError as exc:
+        return f"not built here ({exc})"
 
 
 def _dataset(data: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,12 @@ from analysis.plots.critical_difference import plot_critical_difference
 from analysis.plots.robustness import plot_accuracy_robustness, plot_dice_vs_severity, plot_winner_map, winners
 from analysis.plots.trade_offs import plot_dice_vs_complexity
 from analysis.read.runs import factor_names
-from analysis.stats.pairwise import MIN_SEEDS, friedman, pairwise_tests, resolve_within
-from analysis.stats.robustness import condition_summary, parse_condition, robustness_summary
-from analysis.stats.summary import summarise
+from analysis.stats.core.frames import resolve_within
+from analysis.stats.core.multiplicity import METHOD_NAMES
+from analysis.stats.statements.pairwise import mean_ranks, pairwise_tests
+from study.metrics_names import MIN_SEEDS
+from analysis.stats.describe.robustness import condition_summary, parse_condition, robustness_summary
+from analysis.stats.describe.summary import level_text, summarise
 from study import metrics_names as M
 from study.errors import SegstudyError
 from study.perturbations import describe
@@ -26,9 +28,13 @@ DEFAULT_TAU = float(Evaluation.model_fields["failure_threshold"].default)  # whe
 
 
 def result_sections(
-    per_image: pd.DataFrame, trials: pd.DataFrame, *, evaluation: dict, n_boot: int, out_dir: Path
+    per_image: pd.DataFrame, trials: pd.DataFrame, *, evaluation: dict, n_boot: int, out_dir: Path, q: float = 0.05,
+    method: str = "bh", own: dict | None = None,
 ) -> dict[str, Any]:
-    """Sections 3-6: perturbations, per-condition tables, statistics and plots."""
+    """Sections 3-6: perturbations, per-condition tables, statistics and plots; the pairwise tables
+    decided at false-discovery rate q (`method`: bh, by); `own` is the spec's ``perturbations:``
+    section (perturbations by import path)."""
+    registry = {row["name"]: row for row in describe(own or {})}
     figures = [_complexity_figure(trials, out_dir)]
     if per_image.empty or per_image["dice"].isna().all():
         why = "no confirm trial logged per-image Dice (per_image.csv)"
@@ -47,9 +53,9 @@ def result_sections(
             robust = robustness_summary(per_image, arm=ARM, reference=reference, n_boot=n_boot)
         except SegstudyError as exc:  # e.g. a stratum without clean scores: the rest of the report still stands
             robust_note = str(exc)
-    pairwise = pairwise_tests(per_image, by=ARM)
-    ranks = friedman(per_image, by=ARM)
-    write_csv(out_dir, condition_summary=cond, robustness_summary=robust, pairwise_tests=pairwise, friedman=ranks)
+    pairwise = pairwise_tests(per_image, by=ARM, q=q, method=method)
+    ranks = mean_ranks(per_image, by=ARM)
+    write_csv(out_dir, condition_summary=cond, robustness_summary=robust, pairwise_tests=pairwise, mean_ranks=ranks)
     rows = [*within, ARM]
     conditions = {
         "mean": wide_table(cond[cond["statistic"] == "mean"], rows, "condition"),
@@ -60,24 +66,25 @@ def result_sections(
     seeds = per_image.groupby([*within, ARM])["seed"].nunique()
     statistics = {
         "pairwise": table_of(pairwise, mark="significant"),
-        "friedman": _friedman_table(ranks, within),
+        "ranks": _ranks_table(ranks, within),
+        "q": q, "method": METHOD_NAMES[method],
         "few_seeds": int(seeds.min()) if seeds.min() < MIN_SEEDS else None,
-        "cd": _cd_figures(per_image, within, perturbed, out_dir),
+        "cd": _cd_figures(per_image, within, perturbed, out_dir, q=q, method=method),
     }
     win = winners(cond, pairwise, arm=ARM, within=within)
     write_csv(out_dir, winners=win)
-    figures += _robustness_figures(per_image, within, perturbed, tau=tau, n_boot=n_boot, win=win, out_dir=out_dir)
+    figures += _robustness_figures(per_image, within, perturbed, tau=tau, n_boot=n_boot, win=win, q=q, out_dir=out_dir,
+                                   registry=registry)
     return {
-        "perturbations": _perturbation_table(per_image, perturbed), "tau": tau, "reference": reference,
+        "perturbations": _perturbation_table(per_image, perturbed, registry), "tau": tau, "reference": reference,
         "why_empty": "", "conditions": conditions, "statistics": statistics, "figures": figures,
     }
 
 
-def _perturbation_table(per_image: pd.DataFrame, names: list[str]) -> Table | None:
+def _perturbation_table(per_image: pd.DataFrame, names: list[str], registry: dict[str, dict]) -> Table | None:
     """Each perturbation used: its physical parameter, levels, severities run and one realised example."""
     if not names:
         return None
-    registry = {row["name"]: row for row in describe()}
     rows = []
     for name in names:
         info = registry.get(name, {"parameter": "not in this segstudy's registry", "levels": []})
@@ -87,26 +94,26 @@ def _perturbation_table(per_image: pd.DataFrame, names: list[str]) -> Table | No
         if M.PERTURBATION_PARAMS in mine.columns and mine[M.PERTURBATION_PARAMS].notna().any():
             row = mine.dropna(subset=[M.PERTURBATION_PARAMS]).iloc[-1]
             example = f"{row['condition']}, image {row['image_id']}: {row[M.PERTURBATION_PARAMS]}"
-        rows.append([name, info["parameter"], ", ".join(f"{v:g}" for v in info["levels"]),
+        rows.append([name, info["parameter"], "; ".join(map(level_text, info["levels"])),
                      ", ".join(map(str, severities)), example or "not recorded"])
     return Table(["perturbation", "physical parameter", "levels (severity 1-5)", "severities evaluated",
                   "example of realised parameters"], rows)
 
 
-def _friedman_table(ranks: pd.DataFrame, within: list[str]) -> Table:
+def _ranks_table(ranks: pd.DataFrame, within: list[str]) -> Table:
     rows = []
     for key, group in ranks.groupby([*within, "condition"], sort=False, dropna=False):
-        first = group.iloc[0]
         order = "; ".join(f"{a}: {r:.2f}" for a, r in sorted(zip(group[ARM], group["mean_rank"]), key=lambda t: t[1]))
-        test = f"chi2 = {first['statistic']:.3g}, p = {first['p']:.3g}"
-        if math.isnan(first["statistic"]):
-            test = "not computable: needs >= 3 arms and >= 2 images"
-        rows.append([*map(str, key), order, test, str(first["n_blocks"])])
-    return Table([*within, "condition", "mean rank (1 = best)", "Friedman test", "images"], rows)
+        rows.append([*map(str, key), order, str(group["n_images"].iloc[0])])
+    return Table([*within, "condition", "mean rank over images (1 = best)", "images"], rows)
 
 
-def _cd_figures(per_image: pd.DataFrame, within: list[str], perturbed: list[str], out_dir: Path) -> list[ReportFigure]:
-    """One critical-difference diagram per condition group: clean, then each perturbation (severities pooled)."""
+def _cd_figures(
+    per_image: pd.DataFrame, within: list[str], perturbed: list[str], out_dir: Path, *, q: float, method: str,
+) -> list[ReportFigure]:
+    """One critical-difference diagram per condition group: clean, then each perturbation (severities
+    pooled). The arms sit at their mean rank over images (a description of these models); a bar joins
+    arms whose difference the one inference (training seeds the replicates) did not resolve."""
     if per_image[ARM].nunique() < 2:
         return [ReportFigure("Critical difference", note=f"one {ARM} only: nothing to rank")]
     frame = _pooled(per_image, within)
@@ -114,14 +121,19 @@ def _cd_figures(per_image: pd.DataFrame, within: list[str], perturbed: list[str]
     frame["condition"] = [parse_condition(c)[0] or M.CLEAN for c in frame["condition"]]
     figures = []
     for group in [M.CLEAN, *perturbed]:
-        ranks = friedman(frame, by=ARM, within=[], condition=group)
-        tests = pairwise_tests(frame, by=ARM, within=[], condition=group)
-        path = plot_critical_difference(ranks.set_index(ARM)["mean_rank"], tests, out_dir / f"cd_{group}.png",
+        ranks = mean_ranks(frame, by=ARM, within=[], condition=group)
+        tests = pairwise_tests(frame, by=ARM, within=[], condition=group, q=q, method=method)
+        path = plot_critical_difference(ranks.set_index(ARM)["mean_rank"], tests, out_dir / f"cd_{group}.png", alpha=q,
                                         title=f"{group}{'' if group == M.CLEAN else ' (severities pooled)'}: "
-                                              f"mean rank per {ARM} (1 = best); bars join arms with Holm p >= 0.05")
+                                              f"mean rank per {ARM} over images (1 = best); bars join arms not "
+                                              f"resolved apart (seeds the replicates, {METHOD_NAMES[method]} q = {q:g})")
         blocks = "images" if group == M.CLEAN else "image x severity pairs"
-        figures.append(ReportFigure(f"Critical difference: {group}", f"Blocks: {ranks['n_blocks'].iloc[0]} {blocks}"
-                              f"{' over every ' + ', '.join(within) + ' level' if within else ''}.", path))
+        figures.append(ReportFigure(
+            f"Critical difference: {group}",
+            f"Positions: mean rank over {ranks['n_images'].iloc[0]} {blocks}"
+            f"{' over every ' + ', '.join(within) + ' level' if within else ''}, a description of these particular "
+            "models. Bars: the pairwise comparisons of the one inference, training seeds the replicates, at the "
+            "table's false-discovery rate; no test here treats images as replicates.", path))
     return figures
 
 
@@ -137,7 +149,7 @@ def _complexity_figure(trials: pd.DataFrame, out_dir: Path) -> ReportFigure:
 
 def _robustness_figures(
     per_image: pd.DataFrame, within: list[str], perturbed: list[str], *, tau: float, n_boot: int,
-    win: pd.DataFrame, out_dir: Path,
+    win: pd.DataFrame, q: float, out_dir: Path, registry: dict[str, dict],
 ) -> list[ReportFigure]:
     """Plots (b)-(d); (b) and (c) pool the strata so each arm is one line or point."""
     over = f"{', '.join(within)} levels" if within else ""
@@ -147,7 +159,7 @@ def _robustness_figures(
         pooled = _pooled(per_image, within)
         cond = condition_summary(pooled, arm=ARM, within=[], tau=tau, n_boot=n_boot)
         robust = robustness_summary(pooled, arm=ARM, within=[], n_boot=n_boot)
-        parameters = {p["name"]: (p["parameter"], p["levels"]) for p in describe()}
+        parameters = {p["name"]: (p["parameter"], p["levels"]) for p in registry.values()}
         clean = cond[(cond["condition"] == M.CLEAN) & (cond["statistic"] == "mean")]
         figures = [
             ReportFigure(titles[0], "One panel per perturbation; severity 0 is the clean image.",
@@ -158,7 +170,7 @@ def _robustness_figures(
                                             out_dir / "accuracy_vs_robustness.png", arm=ARM, pooled_over=over)),
         ]
     figures.append(ReportFigure("(d) Which arm wins where", "Winner per (stratum, severity); table in winners.csv.",
-                          plot_winner_map(win, out_dir / "winner_map.png", within=within)))
+                          plot_winner_map(win, out_dir / "winner_map.png", within=within, q=q)))
     return figures
 
 

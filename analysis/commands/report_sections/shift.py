@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.commands.report_sections.blocks import ARM, ReportFigure, table_of, write_csv
 from analysis.plots.shift import plot_shift_degradation, plot_shift_heatmaps
-from analysis.stats.shift import shift_factors, shift_matrix, shift_table
+from analysis.stats.describe.shift import paired_across_levels, shift_factors, shift_matrix, shift_table
 from study.spec import Conformal
 
 
@@ -27,6 +27,7 @@ def shift_section(rows: pd.DataFrame, factors: list[str], conformal: dict[str, A
         write_csv(out_dir, **{f"shift_{factor}": dice, f"shift_{factor}_coverage": coverage})
         blocks.append({
             "factor": factor,
+            "paired": paired_across_levels(rows, factor=factor),
             "dice": table_of(dice),
             "coverage": table_of(coverage) if table["coverage"].notna().any() else None,
             "target": target,

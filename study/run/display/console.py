@@ -77,7 +77,7 @@ def phase_line(p: StudyProgress) -> str:
     if not p.stage:
         return f"{p.name}: {p.phase} phase, {p.count('total')} trials in {len(p.cells)} cells"
     line = f"{p.name}: {p.phase} phase, {p.stage}: {p.count('total')} trials in {len(p.cells)} cells"
-    return line + (f", for {'; '.join(p.open_comparisons)}" if p.open_comparisons else "")
+    return line + (f", for {'; '.join(p.open_claims)}" if p.open_claims else "")
 
 
 def stopping_line(signal_name: str) -> str:
@@ -144,9 +144,9 @@ class LiveConsole:
         head = printable(f"{p.name} {p.phase}{stage} {p.ended}/{p.count('total')} ended: {p.count('running')} running, "
                 f"{p.count('stopped')} stopped early, {p.count('failed')} failed; "
                 f"{duration(p.elapsed_s())} elapsed, ETA {duration(p.eta_s())}")
-        if not p.open_comparisons:
+        if not p.open_claims:
             return Group(Text(head, style="bold"), table)
-        return Group(Text(head, style="bold"), Text(printable(f"open comparisons: {'; '.join(p.open_comparisons)}")), table)
+        return Group(Text(head, style="bold"), Text(printable(f"open claims: {'; '.join(p.open_claims)}")), table)
 
     def phase_started(self, progress: StudyProgress) -> None:
         self._progress = progress
@@ -202,13 +202,13 @@ class Display:
 
     def watch(
         self, spec: StudySpec, phase: str, totals: Mapping[str, int], *, full_epochs: int, stage: str = "",
-        open_comparisons: Sequence[str] = (),
+        open_claims: Sequence[str] = (),
     ) -> ProgressCallback:
-        """Start `phase` (or a round of it: `stage`, and the `open_comparisons` it runs for) with
+        """Start `phase` (or a round of it: `stage`, and the `open_claims` it runs for) with
         `totals` trials per cell; the callback feeds the console."""
         if self.progress is None:
             self.progress = StudyProgress(spec.name)
-        self.progress.begin(phase, totals, stage=stage, open_comparisons=open_comparisons)
+        self.progress.begin(phase, totals, stage=stage, open_claims=open_claims)
         self.console.phase_started(self.progress)
         return ProgressCallback(self.progress, self.console, spec, full_epochs=full_epochs)
 

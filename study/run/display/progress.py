@@ -67,13 +67,13 @@ class StudyProgress:
     durations: list[float] = field(default_factory=list)
     most_running: int = 1
     stage: str = ""  # where in the phase, e.g. a sequential confirm phase's "round 2 of up to 8, 4 seeds per cell"
-    open_comparisons: tuple[str, ...] = ()  # the comparisons a round runs for (sequential confirm)
+    open_claims: tuple[str, ...] = ()  # the declared claims a round runs for (sequential confirm)
 
     def __post_init__(self) -> None:
         self.started = self.phase_started = self.clock()
 
-    def begin(self, phase: str, totals: Mapping[str, int], *, stage: str = "", open_comparisons: Sequence[str] = ()) -> None:
-        self.phase, self.stage, self.open_comparisons = phase, stage, tuple(open_comparisons)
+    def begin(self, phase: str, totals: Mapping[str, int], *, stage: str = "", open_claims: Sequence[str] = ()) -> None:
+        self.phase, self.stage, self.open_claims = phase, stage, tuple(open_claims)
         self.cells = {cell: CellCount(total=n) for cell, n in sorted(totals.items())}
         self.durations = []
         self.phase_started = self.clock()

@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from study.run.display.console import Display, StudyConsole
 from study.run.display.library_log import library_output
 from study.run.driver.phases import confirm_fit, open_searcher, optuna_outcome, retry_trial, tune_phase
 from study.run.driver.preflight import Preflight, plan_line, preflight
+from study.run.driver.replicate import plan_replicate
 from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
 from study.run.driver.space import SpaceCheck, full_disk_stops, space_check
 from study.run.record.reconcile import lost_to_faults, reconcile
@@ -176,6 +177,48 @@ def resume_study(
 RESUME_FLOOR_BYTES = 1024**2  # below this a study folder's disk is still full: resume says so before anything
 
 
+def replicate_study(
+    name_or_dir: str | Path,
+    *,
+    seeds: Sequence[int],
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    storage: str | Path | None = None,
+    console: StudyConsole | None = None,
+    verbose: bool = False,
+) -> StudyResult:
+    """Run the confirm phase of a finished study again under new seeds, with the hyperparameters it
+    chose, as a study of its own in the same MLflow experiment tagged `segstudy.replicate_of`
+    (`study.run.driver.replicate`); its summary says which of the original's statements hold.
+
+    Args:
+        name_or_dir: the finished study's folder, or its name (newest folder of that name in storage).
+        seeds: the new confirm seeds (none the study trained already).
+        address, tracking_uri, storage, console, verbose: as for `run_study`; the tracking URI
+            defaults to the one the study ran with, the storage to the folder the study lies in.
+
+    Raises:
+        SegstudyError: as `plan_replicate` says, before anything is built or started.
+        study.disk.NoSpaceError: the disks it writes to have less free space than it is estimated to write.
+        process_state.Interrupted: SIGINT, SIGTERM or SIGHUP stopped it, or a disk filled up; `resume_study`
+            on its folder continues it.
+    """
+    found = StudyDir.find(name_or_dir, storage=_storage(storage))
+    with process_state.stop_on_signals(), library_output(verbose) as library_log:
+        uri = resolve_tracking_uri(tracking_uri or found.manifest["tracking_uri"], None)
+        tracker = StudyTracker(uri, found.manifest["name"])
+        tracker.check_reachable()
+        plan = plan_replicate(found, seeds, tracker=tracker)
+        check_data(plan.spec)
+        root = _storage(storage) if storage is not None else plan.original.path.parent  # beside the original
+        with full_disk_stops([root, tracker.local_store]):
+            return _on_ray(
+                address, plan.spec, tracker, lambda: plan.create(root, tracking_uri=uri),
+                display=Display.of(console, verbose=verbose, library_log=library_log),
+                space=space_check(root, tracker, whole=True),
+            )
+
+
 def _on_ray(
     address: str | None,
     spec: StudySpec,
@@ -295,8 +338,10 @@ def _drive(
                 if lost:  # the phase is not over: resume runs those trials before anything is chosen
                     chosen = {}
                 else:
-                    log_chosen(tracker, study_run, chosen)
                     study.update(chosen=chosen)
+            if chosen and not study.manifest.get("chosen_logged"):  # a replicate starts with its original's choice
+                log_chosen(tracker, study_run, chosen)
+                study.update(chosen_logged=True)
         confirm = functools.partial(confirm_fit, spec, trainable, tracker=tracker, study=study, display=display)
         stalled = False
         if spec.confirm.budget is not None and chosen:  # rounds until every comparison is resolved (study/run/driver/rounds.py)
@@ -304,7 +349,7 @@ def _drive(
             outcome = confirm_rounds(
                 spec, cells, chosen, restore(store, done, tracker=tracker, study_run=study_run), store=store,
                 slots=cluster_capacity(spec),
-                fit=lambda todo, stage, open_: confirm(todo, before=[ScoresCallback(store, spec)], stage=stage, open_comparisons=open_),
+                fit=lambda todo, stage, open_: confirm(todo, before=[ScoresCallback(store, spec)], stage=stage, open_claims=open_),
                 announce=lambda state: announce(state, tracker=tracker, study_run=study_run, console=display.console),
             )
             n_trials, n_failed, stalled = n_trials + outcome.completed, n_failed + outcome.failed, outcome.stalled
@@ -361,4 +406,4 @@ def _drive(
     )
 
 
-__all__ = ["StudyResult", "prepared_data", "resume_name", "resume_study", "run_study", "sync_study"]
+__all__ = ["StudyResult", "prepared_data", "replicate_study", "resume_name", "resume_study", "run_study", "sync_study"]

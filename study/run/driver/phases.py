@@ -116,13 +116,13 @@ def tune_phase(
 
 def confirm_fit(
     spec: StudySpec, trainable: Any, todo: list[dict[str, Any]], *, tracker: StudyTracker, study: StudyDir,
-    display: Display, before: Sequence[tune.Callback] = (), stage: str = "", open_comparisons: Sequence[str] = (),
+    display: Display, before: Sequence[tune.Callback] = (), stage: str = "", open_claims: Sequence[str] = (),
 ) -> tuple[int, int]:
     """Run confirm trials `todo` (the whole phase, or one round of it) as one grid; returns (trials
     ended, trials failed). `before`: callbacks that see each trial ahead of its MLflow run closing."""
     callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs, folder=study.path)
     totals = Counter(cell_key(trial["cell"]) for trial in todo)
-    watch = display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs, stage=stage, open_comparisons=open_comparisons)
+    watch = display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs, stage=stage, open_claims=open_claims)
     fit(
         spec,
         trainable,

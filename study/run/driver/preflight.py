@@ -26,7 +26,8 @@ import torch
 from study import process_state
 from study.data import LevelData, Split
 from study.errors import SegstudyError, first_line
-from study.models import build_network
+from study.models import build_network, output_problem
+from study.perturbations import condition_seed, get_perturbation
 from study.run.display.console import duration
 from study.spec import ARCHITECTURE, StudySpec, count_trials
 from study.spec.cells import cell_key, expand_cells
@@ -37,7 +38,8 @@ from study.training.trial import input_strategy, network_input
 
 _ERRORS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AssertionError, NotImplementedError)
 
-InputKey = tuple[str, int | None, tuple[Any, ...]]  # (architecture, patch size or None, data level)
+# (architecture, its network arguments' levels, patch size or None, data level)
+InputKey = tuple[str, tuple[Any, ...], int | None, tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,14 @@ class Preflight:
 
     @property
     def checked(self) -> int:
-        """How many distinct (architecture, patch size, data level) combinations were checked."""
+        """How many distinct (architecture, its argument levels, patch size, data level) combinations were checked."""
         return len(self.timings)
 
 
 def input_key(spec: StudySpec, cell: dict[str, Any]) -> InputKey:
     """The part of a cell that decides what its network sees (the same as `TrialPlan`'s)."""
     patch = int(cell.get("patch_size", spec.patch_defaults.size)) if spec.patch_mode else None
-    return str(cell[ARCHITECTURE]), patch, data_key(spec, cell)
+    return str(cell[ARCHITECTURE]), tuple(cell[f] for f in spec.network_factors), patch, data_key(spec, cell)
 
 
 def preflight(spec: StudySpec, data: StudyData) -> Preflight:
@@ -92,7 +94,26 @@ def preflight(spec: StudySpec, data: StudyData) -> Preflight:
         except _ERRORS as exc:
             raise SegstudyError(f"{where}, so every trial of it would: {type(exc).__name__}: {first_line(exc, limit=300, empty='')}") from None
         layouts += n
+    _apply_own_perturbations(spec, data)
     return Preflight(timings=timings, layouts=layouts)
+
+
+def _apply_own_perturbations(spec: StudySpec, data: StudyData) -> None:
+    """Apply each of the spec's own perturbations (by import path) at every evaluated severity to
+    one test image, as the confirm trials will: a transform that fails or changes the image's
+    shape is one line naming its spec key here, not a failure of every trial after training.
+
+    Raises:
+        SegstudyError: ``perturbations.<name>.severities.<s>: ...``.
+    """
+    names = [n for n in spec.evaluation.perturbations if n in spec.perturbations]
+    for level in data.values():
+        image, mask = level.test.volume(0)
+        for name in names:
+            perturbation = get_perturbation(name, custom=spec.perturbations)
+            for severity in spec.evaluation.severities:
+                seed = condition_seed(spec.evaluation.perturbation_seed, level.test.ids[0], name, severity)
+                perturbation.apply(image, severity=severity, seed=seed, mask=mask)
 
 
 def _steps(plan: TrialPlan, spec: StudySpec, level: LevelData, *, where: str) -> tuple[Timing, int]:
@@ -115,7 +136,12 @@ def _steps_on(plan: TrialPlan, spec: StudySpec, level: LevelData, *, where: str)
     def step(batch: tuple[Any, Any]) -> float:
         model.train()
         t0 = time.perf_counter()
-        loss_fn(model(torch.tensor(batch[0])), torch.tensor(batch[1], dtype=torch.float32)).backward()
+        images = torch.tensor(batch[0])
+        out = model(images)
+        problem = output_problem(model, out, images.shape, out_channels=1)
+        if problem:  # a network of the user's (a _target_ arm): say so before the loss fails obscurely
+            raise SegstudyError(f"{_arm_key(plan, spec)}: {problem}; in cell {plan.cell_key}")
+        loss_fn(out, torch.tensor(batch[1], dtype=torch.float32)).backward()
         return time.perf_counter() - t0
 
     def predict(split: Split) -> float:
@@ -145,7 +171,10 @@ def _steps_on(plan: TrialPlan, spec: StudySpec, level: LevelData, *, where: str)
     if len(train_reps) > 1 and plan.hparams.batch_size > 1:  # cases of several layouts batched together, as a trial would
         for batch in inputs.batches(_subset(level.train, train_reps), rng):
             step(batch)
-    for name, split in level.named_splits():
+    # The test splits of other levels (evaluation.shift) too: a site whose images differ in
+    # channels or size would fail every trial after training.
+    shifted = [(f"shift {s.factor}={s.level} test", s.split) for s in level.shifted]
+    for name, split in [*level.named_splits(), *shifted]:
         for i in _first_of_each(split, layout):
             image = split.volume(i)[0]
             if layout(image) in done:
@@ -160,6 +189,14 @@ def _steps_on(plan: TrialPlan, spec: StudySpec, level: LevelData, *, where: str)
                     f"so every trial would: {type(exc).__name__}: {first_line(exc, limit=300, empty='')}"
                 ) from None
     return timing, len(done)
+
+
+def _arm_key(plan: TrialPlan, spec: StudySpec) -> str:
+    """The spec key of a cell's arm: its architectures entry, else its place in factors.architecture."""
+    name = str(plan.cell[ARCHITECTURE])
+    if name in spec.architectures:
+        return f"architectures.{name}"
+    return f"factors.architecture[{spec.factors[ARCHITECTURE].index(plan.cell[ARCHITECTURE])}]: '{name}'"
 
 
 def _fastest(timed: Callable[[], float], *, budget_s: float = 0.3, most: int = 3) -> float:

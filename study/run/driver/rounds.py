@@ -1,16 +1,17 @@
-"""The confirm phase as rounds, for a spec whose confirm seeds are a budget (`analysis.stats.sequential`).
+"""The confirm phase as rounds, for a spec whose confirm seeds are a budget (`analysis.stats.statements.sequential`).
 
 Round 1 trains every cell under seeds 0..min-1. After each round the driver replays the sequential
 procedure over every confirm trial that ended and runs the seeds it asks for next, one `Tuner.fit`
 per round (`study.run.driver.fit`, so a stop ends the round and no later one starts), until every
-comparison is resolved or the open ones' cells have `max` seeds.
+declared claim is resolved or closed, or the open ones' cells have `max` seeds.
 
 What a decision reads is kept in the study folder (`confirm_scores.jsonl`: one line per ended
-confirm trial, its clean per-image Dice and the learning gate's verdict), written by the driver
-before the trial's MLflow run is closed. So rounds are decided without reading MLflow (a tracking
-server that is away only fills the outbox), and a resumed driver re-derives its round from the
-trials that are done: lines of trials `reconcile` did not count as done are dropped (those trials
-run again), and a done trial without a line is read back from its MLflow run.
+confirm trial, its per-image Dice under every condition it was tested in (clean, perturbed,
+shifted), its training patches' foreground quantiles and the learning gate's verdict), written by
+the driver before the trial's MLflow run is closed. So rounds are decided without reading MLflow (a
+tracking server that is away only fills the outbox), and a resumed driver re-derives its round from
+the trials that are done: lines of trials `reconcile` did not count as done are dropped (those
+trials run again), and a done trial without a line is read back from its MLflow run.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from analysis.stats.sequential import NOT_LEARNED, Observed, SequentialState, comparisons, design_of, replay
+from analysis.read.study_spec import settings_of_spec
+from analysis.stats.statements.findings import reference_arm
+from analysis.stats.statements.sequential import FUTILE, NOT_LEARNED, Observed, SequentialState, design_of, replay
+from analysis.stats.statements.study import declared_claims
 from study import metrics_names as M
 from study.run.record.reconcile import Reconciled, study_trial_runs
 from study.run.tune.stopping import full_disk_stops
 from study.run.tune.tune_report import checkpoint_dir, failure_of
-from study.spec import StudySpec
+from study.spec import ARCHITECTURE, StudySpec
 from study.spec.cells import Cell, cell_key
 from study.tracking import StudyTracker
 from study.training import TrialPlan
@@ -47,14 +51,28 @@ FitRound = Callable[[list[dict[str, Any]], str, Sequence[str]], tuple[int, int]]
 
 @dataclass(frozen=True)
 class Ended:
-    """One ended confirm trial: clean Dice per test image (None: failed, nothing scored) and the
-    learning gate's verdict (None: no verdict)."""
+    """One ended confirm trial: its per-image rows, columns by name (condition, image_id, dice, and
+    fbr and test_<factor> where the trial has them; None: failed, nothing scored), its training
+    patches' foreground quantiles (patch studies) and the learning gate's verdict (None: no verdict).
+    `scores` (clean Dice per image) is how lines written before per-condition rows read back."""
 
     key: str
     cell: str
     seed: int
-    scores: dict[str, float] | None
-    learned: bool | None
+    rows: dict[str, list[Any]] | None = None
+    learned: bool | None = None
+    patches: dict[str, float] | None = None
+    scores: dict[str, float] | None = None
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a frame (with cell, seed and the trial key as run_id); empty when failed."""
+        if self.rows is not None:
+            frame = pd.DataFrame(self.rows)
+        elif self.scores:
+            frame = pd.DataFrame({"condition": M.CLEAN, "image_id": list(self.scores), "dice": list(self.scores.values())})
+        else:
+            return pd.DataFrame()
+        return frame.assign(cell=self.cell, seed=self.seed, run_id=self.key)
 
 
 class ConfirmScores:
@@ -108,36 +126,53 @@ class ScoresCallback(tune.Callback):
     @full_disk_stops(lambda self: self.store.path)
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         final = trial.last_result or {}
-        scores, learned = None, None
+        rows, learned = None, None
         if not failure_of(final):
             directory = checkpoint_dir(trial)
             if directory is not None and (directory / M.PER_IMAGE_FILE).is_file():
-                scores = clean_scores(pd.read_csv(directory / M.PER_IMAGE_FILE))
+                rows = trial_rows(pd.read_csv(directory / M.PER_IMAGE_FILE))
             learned = bool(final[M.LEARNED]) if M.LEARNED in final else None
-        self._record(trial, scores, learned)
+        self._record(trial, rows, learned, patch_quantiles(final))
 
     @full_disk_stops(lambda self: self.store.path)
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._record(trial, None, None)
+        self._record(trial, None, None, None)
 
-    def _record(self, trial: Any, scores: dict[str, float] | None, learned: bool | None) -> None:
+    def _record(self, trial: Any, rows: dict[str, list[Any]] | None, learned: bool | None,
+                patches: dict[str, float] | None) -> None:
         plan = TrialPlan.from_config(self.spec, trial.config)
-        self.store.record(Ended(plan.key, plan.cell_key, plan.seed, scores, learned))
+        self.store.record(Ended(plan.key, plan.cell_key, plan.seed, rows, learned, patches))
 
 
-def clean_scores(per_image: pd.DataFrame) -> dict[str, float]:
-    """Clean Dice per test image of one trial's per_image.csv."""
-    clean = per_image[per_image["condition"] == M.CLEAN]
-    return {str(image): float(dice) for image, dice in zip(clean["image_id"], clean["dice"], strict=True)}
+KEPT_COLUMNS = ("condition", "image_id", "dice", "fbr")  # and every test_<factor> column
 
 
-def observed(ended: Iterable[Ended]) -> Observed:
-    """The ended trials as the sequential procedure reads them."""
+def trial_rows(per_image: pd.DataFrame) -> dict[str, list[Any]]:
+    """What the claims read of one trial's per_image.csv: its rows under every condition, by column."""
+    keep = [c for c in per_image.columns if c in KEPT_COLUMNS or c.startswith(M.TEST_PREFIX)]
+    table = per_image[keep].astype(object).where(per_image[keep].notna(), None)
+    return {c: table[c].tolist() for c in keep}
+
+
+def patch_quantiles(metrics: dict[str, Any]) -> dict[str, float] | None:
+    """The training patches' foreground quantiles of a finished patch trial (None otherwise)."""
+    found = {k: float(v) for k, v in metrics.items() if str(k).startswith(M.PATCH_FG_PREFIX) and k != M.PATCH_FG_MEAN}
+    return found or None
+
+
+def observed(ended: Iterable[Ended], cells: Mapping[str, Cell]) -> Observed:
+    """The ended trials as the sequential procedure reads them: every row with its cell's factor values."""
     ended = list(ended)
-    rows = [(e.cell, e.seed, image, dice) for e in ended if e.scores for image, dice in e.scores.items()]
-    frame = pd.DataFrame(rows, columns=["cell", "seed", "image_id", "dice"]).assign(condition=M.CLEAN)
-    return Observed.from_rows(frame, ended=[(e.cell, e.seed) for e in ended],
-                              not_learned=[(e.cell, e.seed) for e in ended if e.learned is False])
+    frames = [e.frame() for e in ended]
+    rows = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else (
+        pd.DataFrame(columns=["cell", "seed", "run_id", "image_id", "condition", "dice"]))
+    factors = sorted({name for values in cells.values() for name in values})
+    for name in factors:
+        rows[name] = rows["cell"].map(lambda c, name=name: cells[c][name] if c in cells else None)
+    rows.attrs["factors"] = factors
+    patches = pd.DataFrame([{"run_id": e.key, **e.patches} for e in ended if e.patches])
+    return Observed.of(rows, ended=[(e.cell, e.seed) for e in ended],
+                       not_learned=[(e.cell, e.seed) for e in ended if e.learned is False], patches=patches)
 
 
 def restore(store: ConfirmScores, done: Reconciled, *, tracker: StudyTracker, study_run: str) -> dict[str, Ended]:
@@ -160,13 +195,14 @@ def _from_mlflow(tracker: StudyTracker, study_run: str, keys: set[str]) -> dict[
             if key not in keys:
                 continue
             cell, seed = confirm_trial_of(key)  # type: ignore[misc]
-            scores, learned = None, None
+            rows, learned, patches = None, None, None
             if run.info.status == "FINISHED":
                 local = tracker.client.download_artifacts(run.info.run_id, M.PER_IMAGE_FILE, str(Path(tmp) / run.info.run_id))
-                scores = clean_scores(pd.read_csv(local))
+                rows = trial_rows(pd.read_csv(local))
                 verdict = run.data.tags.get(M.LEARNED_TAG)
                 learned = None if verdict is None else verdict == "true"
-            out[key] = Ended(key, cell, seed, scores, learned)
+                patches = patch_quantiles(run.data.metrics)
+            out[key] = Ended(key, cell, seed, rows, learned, patches)
     return out
 
 
@@ -201,14 +237,17 @@ def confirm_rounds(
         fit: runs one round's trials (raises `process_state.Interrupted` after a stop).
         announce: told the state after every decision (console, study run tag).
     """
-    design = design_of(spec.confirm)
+    settings = settings_of_spec(spec)
+    design = design_of(spec.confirm, alpha=spec.statistics.alpha)
     assert design is not None, "confirm_rounds needs a seed budget"
     by_key = {cell_key(c): c for c in cells if cell_key(c) in chosen}
-    comps = comparisons(by_key, reference=spec.evaluation.reference_arm)
+    arms = sorted({str(c[ARCHITECTURE]) for c in by_key.values()})
+    reference = reference_arm(arms, spec.evaluation.reference_arm)
     completed = failed = 0
     before: SequentialState | None = None
     while True:
-        state = replay(design, comps, observed(ended.values()), cells=sorted(by_key))
+        state = replay(design, observed(ended.values(), by_key),
+                       lambda obs: declared_claims(obs, settings=settings, reference=reference), cells=sorted(by_key))
         announce(state)
         if state.finished:
             return RoundsOutcome(completed, failed, state)
@@ -221,7 +260,7 @@ def confirm_rounds(
             TrialPlan.config(by_key[cell], seed=seed, phase=M.PHASE_CONFIRM, hparams=chosen[cell])["trial"]
             for cell, seed in state.next_trials(slots=slots)
         ]
-        ran, lost = fit(todo, stage_text(state), [d.comparison.label for d in state.open] if state.round > 1 else [])
+        ran, lost = fit(todo, stage_text(state), [d.statement.label for d in state.open] if state.round > 1 else [])
         completed, failed = completed + ran, failed + lost
         ended.update(store.read())
         before = state
@@ -237,7 +276,7 @@ def announce(state: SequentialState, *, tracker: StudyTracker, study_run: str, c
     console.note(f"sequential confirm, {state.summary()}")
     if state.finished:
         for decision in state.decisions:
-            console.note(f"  {decision.line(state.design)}")
+            console.note(f"  {decision.line()}")
 
 
 def stage_text(state: SequentialState) -> str:
@@ -251,9 +290,10 @@ def round_tag(state: SequentialState) -> dict[str, str]:
     the seeds asked per cell and the open comparisons are left out first when it would not fit."""
     value: dict[str, Any] = {
         "round": state.round, "rounds": len(state.design.looks), "seeds": state.design.looks[state.round - 1],
-        "finished": state.finished, "comparisons": len(state.decisions), "resolved": len(state.resolved),
+        "finished": state.finished, "claims": len(state.decisions), "resolved": len(state.resolved),
         "not_learned": sum(d.outcome == NOT_LEARNED for d in state.decisions),
-        "open": [d.comparison.label for d in state.open], "due": state.due,
+        "futile": sum(d.outcome == FUTILE for d in state.decisions),
+        "open": [d.statement.label for d in state.open], "due": state.due,
     }
     text = json.dumps(value, sort_keys=True)
     if len(text) > TAG_LIMIT:
@@ -265,4 +305,4 @@ def round_tag(state: SequentialState) -> dict[str, str]:
 
 
 __all__ = ["ConfirmScores", "Ended", "RoundsOutcome", "ScoresCallback", "announce", "confirm_rounds", "observed",
-           "restore", "round_tag", "stage_text"]
+           "patch_quantiles", "restore", "round_tag", "stage_text", "trial_rows"]

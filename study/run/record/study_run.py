@@ -41,6 +41,7 @@ def open_study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cell
                 M.FACTORS_TAG: json.dumps(sorted(spec.factors)),
                 "segstudy.cells": ";".join(map(cell_key, cells)),
                 M.STUDY_DIR_TAG: str(study.path),
+                **({M.REPLICATE_OF_TAG: manifest["replicate_of"]["study_run_id"]} if manifest.get("replicate_of") else {}),
             },
             spec_file=study.spec_file,
             run_name=study.run_name,

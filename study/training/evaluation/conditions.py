@@ -27,9 +27,13 @@ from study.training.evaluation.evaluate import evaluate_split
 Predict = Callable[[Split], Sequence[np.ndarray]]
 
 
-def perturbed(split: Split, perturbation: str, severity: int, *, base_seed: int) -> tuple[Split, list[str]]:
-    """The split with every image corrupted, and each image's realised parameters as JSON."""
-    p = get_perturbation(perturbation)
+def perturbed(
+    split: Split, perturbation: str, severity: int, *, base_seed: int, custom: Mapping[str, Any] | None = None
+) -> tuple[Split, list[str]]:
+    """The split with every image corrupted, and each image's realised parameters as JSON.
+
+    `custom` is the spec's own ``perturbations:`` section (perturbations by import path)."""
+    p = get_perturbation(perturbation, custom=custom or {})
     images, params, td = [], [], []
     for i, image_id in enumerate(split.ids):
         image, mask = split.volume(i)
@@ -51,7 +55,7 @@ def variants(split: Split, spec: StudySpec, *, clean: bool = True) -> Iterator[t
         yield M.CLEAN, split, ["{}"] * len(split)
     for name in ev.perturbations:
         for severity in ev.severities:
-            corrupted, params = perturbed(split, name, severity, base_seed=ev.perturbation_seed)
+            corrupted, params = perturbed(split, name, severity, base_seed=ev.perturbation_seed, custom=spec.perturbations)
             yield M.condition_name(name, severity), corrupted, params
 
 

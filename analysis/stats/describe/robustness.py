@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.stats.pairwise import check_frame, resolve_within, warn_few_seeds
+from analysis.stats.core.frames import check_frame, resolve_within, warn_few_seeds
 from study import metrics_names as M
 from study.errors import SegstudyError, unknown_name
 

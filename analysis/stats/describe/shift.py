@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from analysis.stats.pairwise import check_frame
-from analysis.stats.summary import summarise
+from analysis.stats.core.frames import check_frame
+from analysis.stats.describe.summary import level_text, summarise
 from study import metrics_names as M
 from study.conformal.calibrate import COVERED
 from study.errors import SegstudyError
@@ -35,6 +35,19 @@ def shift_factors(rows: pd.DataFrame) -> list[str]:
     return sorted({parsed[0] for parsed in found if parsed is not None})
 
 
+def paired_across_levels(rows: pd.DataFrame, *, factor: str) -> bool:
+    """True when a model's shifted test images are its own test images at another level (synthetic
+    alpha: the same ids re-rendered), False when they are other images (a folder per site: ids
+    carry their level). Comparisons across levels pair images only in the first case.
+    """
+    test = M.test_level_column(factor)
+    mine = rows[rows["condition"].map(lambda c: c == M.CLEAN or (M.parse_shift(c) or ("",))[0] == factor)]
+    if test not in mine.columns or mine.empty:
+        return True
+    ids = mine.groupby(test, sort=False)["image_id"].agg(lambda s: frozenset(s.astype(str)))
+    return len(set(ids)) <= 1
+
+
 def shift_table(
     rows: pd.DataFrame,
     *,
@@ -46,8 +59,9 @@ def shift_table(
     """Mean score per (within..., arm, training level, test level), over seeds, with what is behind it.
 
     Each seed's score is its mean over the test images, and the mean and its 95% t-interval are over
-    seeds (`analysis.stats.summary.summarise`): seeds are the replicates, images are shared by
-    every arm (paired), as in the rest of the analysis.
+    seeds (`analysis.stats.describe.summary.summarise`): seeds are the replicates, images are shared by
+    every arm at a test level (paired), as in the rest of the analysis; across test levels they
+    are the same images only where `paired_across_levels`.
 
     Args:
         rows: `read_per_image(...).shift` rows (clean rows and 'shift:<factor>=...' rows).
@@ -114,13 +128,9 @@ def shift_matrix(
     check_frame(table, [*within, arm, factor, test, value, SEEDS, IMAGES], where="shift_matrix")
     index = [*within, arm, factor]
     wide = table.pivot_table(index=index, columns=test, values=value, aggfunc="first", dropna=False, sort=True)
-    wide.columns = [f"{test}={_level(v)}" for v in wide.columns]
+    wide.columns = [f"{test}={level_text(v)}" for v in wide.columns]
     behind = table.groupby(index, sort=True, dropna=False)[[SEEDS, IMAGES]].min()
     return wide.join(behind).reset_index()
 
 
-def _level(value: object) -> str:
-    return f"{value:g}" if isinstance(value, int | float) else str(value)
-
-
-__all__ = ["COVERAGE", "IMAGES", "SEEDS", "shift_factors", "shift_matrix", "shift_table"]
+__all__ = ["COVERAGE", "IMAGES", "SEEDS", "paired_across_levels", "shift_factors", "shift_matrix", "shift_table"]

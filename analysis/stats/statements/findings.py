@@ -1,31 +1,36 @@
 """The study's findings as sentences: each arm against the reference arm, level by level.
 
 For every level of the study's other factors (complexity alpha, patch size, ...), on the clean
-test images: the mean Dice difference arm - reference with a 95% bootstrap interval that
-resamples training seeds (per arm) and test images, the paired Wilcoxon signed-rank p-value over
-seed-averaged images, Holm-corrected over the arm pairs of that level (`analysis.stats.pairwise`), and
-the seeds and images behind it. A comparison that involves a cell whose model did not learn
-(the learning gate, `study.training.evaluation.learning`) is printed, but marked as meaningless.
+test images: the mean Dice difference arm - reference, its interval and p-value from the one
+inference (`analysis.stats.core.inference`: training seeds the replicates, test images repeated
+measures), and the seeds and images behind it. The findings are exploratory: they are one family
+under the false-discovery-rate procedure the spec names (`statistics.fdr`, Benjamini-Hochberg by
+default; `analysis.stats.core.decisions`), and each line shows the adjusted p-value, the interval at the
+level that matches the decision, and whether it is resolved. A comparison that involves a cell whose
+model did not learn (the learning gate, `study.training.evaluation.learning`) is printed, but marked
+as meaningless.
 
 Example line:
-    at alpha 0.9, attention_unet - unet = +0.081 Dice [+0.030, +0.130], p = 0.004, 3 seeds x 20 images
+    at alpha 0.9, attention_unet - unet = +0.081 Dice [+0.022, +0.140] (98.33% interval), p = 0.004, Benjamini-Hochberg p = 0.012: resolved, 3 seeds x 20 images
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from analysis.read.runs import not_learned_trials
-from analysis.stats.contrasts import frame_contrast
-from analysis.stats.pairwise import holm
+from analysis.stats.core.contrasts import Tables, frame_contrast
+from analysis.stats.core.decisions import DECISION_COLUMNS, decide_exploratory
+from analysis.stats.core.statement import p_text, statement_line
 from study import metrics_names as M
 
 ARM = "architecture"
+DICE = " Dice"
 FINDING_COLUMNS = (
-    "level", "arm", "reference", "diff", "ci_low", "ci_high", "p", "p_holm", "n_seeds", "n_images", "not_learned", "line",
+    "level", "arm", "reference", "diff", "ci_low", "ci_high", "p", "se", "df", "n_seeds", "n_images", "not_learned",
+    *DECISION_COLUMNS, "line",
 )
 
 
@@ -43,6 +48,9 @@ def findings(
     *,
     levels: Sequence[str],
     reference: str | None = None,
+    q: float = 0.05,
+    method: str = "bh",
+    margin: float | None = None,
 ) -> pd.DataFrame:
     """One row (and sentence) per level and non-reference arm; see the module docstring.
 
@@ -51,6 +59,8 @@ def findings(
         trials: the matching trials frame (for the learning gate's verdict per run).
         levels: the factor columns that define a level (every factor but the architecture).
         reference: the reference arm (default: 'unet' if studied, else the first arm).
+        q, method: the false-discovery rate and its procedure (bh, by) over every finding.
+        margin: an interval inside +-margin resolves as no difference that matters (None: never).
 
     Returns:
         Columns FINDING_COLUMNS; `line` is the sentence. Empty when there is one arm.
@@ -65,50 +75,28 @@ def findings(
     for key, block in clean.groupby(list(levels), sort=True) if levels else [((), clean)]:
         key = key if isinstance(key, tuple) else (key,)
         where = dict(zip(levels, key))
-        family = []
+        tables = Tables(block)
         for arm in arms:
             if arm == ref:
                 continue
-            est = frame_contrast(block, [({ARM: arm}, 1.0), ({ARM: ref}, -1.0)])
+            est = frame_contrast(tables, [({ARM: arm}, 1.0), ({ARM: ref}, -1.0)])
             if est.n_images == 0:
                 continue
             bad = sorted({label for values, label in unlearned if _cell_matches(values, where, (arm, ref))})
-            family.append(
-                {
-                    "level": level_text(where),
-                    "arm": arm,
-                    "reference": ref,
-                    "diff": est.estimate,
-                    "ci_low": est.ci_low,
-                    "ci_high": est.ci_high,
-                    "p": est.p,
-                    "n_seeds": est.n_seeds,
-                    "n_images": est.n_images,
-                    "not_learned": "; ".join(bad),
-                }
-            )
-        for row, corrected in zip(family, holm([row["p"] for row in family]), strict=True):
-            row["p_holm"] = corrected
-        rows.extend(family)
-    frame = pd.DataFrame(rows, columns=[c for c in FINDING_COLUMNS if c != "line"])
-    frame["line"] = [finding_line(r) for r in frame.to_dict("records")]
-    return frame
-
-
-def finding_line(row: dict) -> str:
-    """'at alpha 0.9, attention_unet - unet = +0.081 Dice [+0.030, +0.130], p = 0.004, 3 seeds x 20 images'."""
-    where = f"at {row['level']}, " if row["level"] else ""
-    if np.isfinite(row["ci_low"]):
-        inference = f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], p {p_text(row['p'])}"
-    else:  # one training run per arm says nothing about how much training runs differ
-        inference = "no interval or p-value (needs >= 2 seeds per arm)"
-    line = (
-        f"{where}{row['arm']} - {row['reference']} = {row['diff']:+.3f} Dice {inference}, "
-        f"{row['n_seeds']} seeds x {row['n_images']} images"
-    )
-    if row["not_learned"]:
-        line += f"  [NOT LEARNED: {row['not_learned']}; this comparison means nothing]"
-    return line
+            level = level_text(where)
+            rows.append({
+                "level": level, "arm": arm, "reference": ref, "diff": est.estimate, "estimate": est.estimate,
+                "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p, "se": est.se, "df": est.df,
+                "n_seeds": est.n_seeds, "n_images": est.n_images, "not_learned": "; ".join(bad),
+                "text": f"{'at ' + level + ', ' if level else ''}{arm} - {ref} =",
+                "tail": f"{est.n_seeds} seeds x {est.n_images} images",
+            })
+    if not rows:
+        return pd.DataFrame(columns=list(FINDING_COLUMNS))
+    frame = pd.DataFrame(rows)
+    frame["line"] = [statement_line(r, measure=DICE, noun="comparison") for r in frame.to_dict("records")]
+    decided = decide_exploratory(frame, q=q, method=method, margin=margin, measure=DICE)
+    return decided[list(FINDING_COLUMNS)]
 
 
 def _unlearned_cells(trials: pd.DataFrame) -> list[tuple[dict, str]]:
@@ -127,11 +115,4 @@ def level_text(where: dict) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in where.items())
 
 
-def p_text(value: float) -> str:
-    """'= 0.004', '< 0.001' or '= n/a' (fewer than 2 seeds or images: nothing to test)."""
-    if not np.isfinite(value):
-        return "= n/a"
-    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
-
-
-__all__ = ["FINDING_COLUMNS", "finding_line", "findings", "level_text", "p_text", "reference_arm"]
+__all__ = ["FINDING_COLUMNS", "findings", "level_text", "p_text", "reference_arm"]

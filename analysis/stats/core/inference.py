@@ -30,7 +30,7 @@ answer (more seeds narrow them; treating images as replicates would not).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -49,6 +49,8 @@ class Estimate:
         p: two-sided p-value of "the contrast is 0" (NaN likewise).
         se: standard error; df: Welch-Satterthwaite degrees of freedom.
         n_seeds: the fewest seeds of any cell in the contrast; n_images: images used.
+        seed_variance, image_variance: the two parts of se**2 (what more seeds would shrink, and
+            what they would not), for projecting the interval to more seeds.
     """
 
     estimate: float
@@ -59,9 +61,20 @@ class Estimate:
     df: float
     n_seeds: int
     n_images: int
+    seed_variance: float = float("nan")  # the between-seed part of se**2 (sum over cells of w^2 var / n)
+    image_variance: float = float("nan")  # the between-image part of se**2
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+    def at(self, confidence: float) -> Estimate:
+        """The same statement with its interval at another level (p unchanged); a multiple-testing
+        procedure gives each statement the level that matches its decision
+        (`analysis.stats.core.multiplicity`)."""
+        if not (np.isfinite(self.se) and np.isfinite(confidence)):
+            return self
+        half = float(stats.t.ppf(0.5 + confidence / 2, self.df)) * self.se
+        return replace(self, ci_low=self.estimate - half, ci_high=self.estimate + half)
 
     @property
     def significant(self) -> bool:
@@ -115,14 +128,48 @@ def contrast(cells: Sequence[np.ndarray], weights: Sequence[float], *, confidenc
     variance = float(seed_parts.sum() + image_part)
     if variance <= 0:  # identical scores everywhere: no evidence of any difference beyond the estimate itself
         exact = 1.0 if estimate == 0 else 0.0
-        return Estimate(estimate, estimate, estimate, exact, 0.0, np.inf, int(n_seeds.min()), n_images)
+        return Estimate(estimate, estimate, estimate, exact, 0.0, np.inf, int(n_seeds.min()), n_images, 0.0, 0.0)
     # Welch-Satterthwaite: df of a sum of independent scaled chi-squares.
     denominator = float((seed_parts**2 / (n_seeds - 1)).sum() + image_part**2 / (n_images - 1))
     df = variance**2 / denominator if denominator > 0 else np.inf
     se = float(np.sqrt(variance))
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
     p = float(2 * stats.t.sf(abs(estimate) / se, df))
-    return Estimate(estimate, estimate - half, estimate + half, min(p, 1.0), se, float(df), int(n_seeds.min()), n_images)
+    return Estimate(estimate, estimate - half, estimate + half, min(p, 1.0), se, float(df), int(n_seeds.min()), n_images,
+                    float(seed_parts.sum()), image_part)
+
+
+def combine(estimates: Sequence[Estimate], *, confidence: float = CONFIDENCE) -> Estimate:
+    """The sum of contrasts over disjoint sets of test images, e.g. a difference between levels of a
+    factor whose levels are other images (a site): each part pairs its cells on its own images,
+    no image is shared across parts, so their image components are independent.
+
+    The estimate is the sum; the variance the sum of the parts' (their seed components are
+    treated as independent, as `contrast` treats its cells: conservative where the same models
+    score every part); one t statement with Welch-Satterthwaite degrees of freedom over the parts.
+
+    Example:
+        >>> a = contrast([np.array([[0.9, 0.8], [0.92, 0.84], [0.88, 0.82]])], [1])
+        >>> round(combine([a, a]).estimate, 3)
+        1.72
+    """
+    est = float(sum(e.estimate for e in estimates))
+    seeds = min((e.n_seeds for e in estimates), default=0)
+    images = int(sum(e.n_images for e in estimates))
+    if not estimates or any(not np.isfinite(e.se) for e in estimates):
+        nan = float("nan")
+        return Estimate(est, nan, nan, nan, nan, nan, seeds, images)
+    variance = float(sum(e.se**2 for e in estimates))
+    parts = (float(sum(e.seed_variance for e in estimates)), float(sum(e.image_variance for e in estimates)))
+    if variance <= 0:
+        exact = 1.0 if est == 0 else 0.0
+        return Estimate(est, est, est, exact, 0.0, np.inf, seeds, images, *parts)
+    denominator = float(sum(e.se**4 / e.df for e in estimates if np.isfinite(e.df) and e.df > 0))
+    df = variance**2 / denominator if denominator > 0 else np.inf
+    se = float(np.sqrt(variance))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(est) / se, df))
+    return Estimate(est, est - half, est + half, min(p, 1.0), se, float(df), seeds, images, *parts)
 
 
 def _undefined(arrays: Sequence[np.ndarray], *, n_images: int, estimate: float = float("nan")) -> Estimate:
@@ -131,4 +178,4 @@ def _undefined(arrays: Sequence[np.ndarray], *, n_images: int, estimate: float =
     return Estimate(estimate, nan, nan, nan, nan, nan, int(seeds), n_images)
 
 
-__all__ = ["CONFIDENCE", "ESTIMATE_COLUMNS", "Estimate", "contrast"]
+__all__ = ["CONFIDENCE", "ESTIMATE_COLUMNS", "Estimate", "combine", "contrast"]

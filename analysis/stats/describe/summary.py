@@ -22,6 +22,13 @@ UNIT_INTERVAL = frozenset({"dice", "nsd", M.score_key("dice"), M.score_key("nsd"
 STAT_COLUMNS = ("metric", "mean", "std", "n", "ci_low", "ci_high")
 
 
+def level_text(value: object) -> str:
+    """A factor level or a perturbation level as text: numbers compact ('0.5', '1e-05'), anything
+    else as written (a site 'A', a custom perturbation's 'intensity=0.4')."""
+    is_number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    return f"{value:g}" if is_number else str(value)
+
+
 def summarise(trials: pd.DataFrame, *, by: list[str], metric: str = M.TEST_DICE) -> pd.DataFrame:
     """Mean, sample sd, n and 95% t-interval of `metric` per group of `by` columns.
 

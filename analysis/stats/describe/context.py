@@ -8,7 +8,7 @@ distribution (logged as `patch_fg_q05` ... `patch_fg_q95` foreground fractions f
 FBR = f / (1 - f)), so "outside" means outside the central 90% of what the network saw.
 
     from analysis import load_trials, load_per_image
-    from analysis.stats.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
+    from analysis.stats.describe.context import dice_by_fbr_bin, fbr_shift, with_patch_metrics
     trials = with_patch_metrics(load_trials("context_vs_fbr", tracking_uri=uri), experiment="context_vs_fbr",
                                 tracking_uri=uri)
     shift = fbr_shift(load_per_image(trials, tracking_uri=uri), trials)
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.read.runs import LATEST, trial_runs
-from analysis.stats.summary import summarise
+from analysis.stats.describe.summary import summarise
 from study import metrics_names as M
 from study.errors import SegstudyError
 
