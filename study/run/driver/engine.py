@@ -42,7 +42,6 @@ from study.run.tune.trainable import train_trial
 from study.spec import StudySpec, check_data, check_grid_size, load_spec
 from study.spec.cells import cell_key, expand_cells
 from study.tracking import StudyTracker, resolve_tracking_uri
-from study.tracking.outbox import is_unavailable
 from study.training import TrialPlan
 from study.training.plan import trial_key
 from study.training.inputs.study_data import build_study_data
@@ -282,20 +281,6 @@ def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tr
         return before - left, left
 
 
-def _left_undone(tracker: StudyTracker, study_run: str, due: set[str]) -> tuple[int, set[str]]:
-    """Trials the machine failed, and cell x seed trials without a finished run, read back from
-    MLflow (`lost_to_faults`). A store that is away (writes waiting in the outbox) cannot say;
-    the trials this driver saw fail already keep the study from FINISHED."""
-    try:
-        if tracker.deliver() > 0:
-            return 0, set()
-        return lost_to_faults(tracker, study_run, due)
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        return 0, set()
-
-
 def _storage(storage: str | Path | None) -> Path:
     return Path(storage or "ray_results").resolve()
 
@@ -367,7 +352,7 @@ def _drive(
         missing = len(cells) - len(chosen)
         due = set() if spec.confirm.budget is not None else {
             trial_key(M.PHASE_CONFIRM, cell_key(cell), seed=seed) for cell in cells for seed in spec.confirm_seeds}
-        lost, unfinished = _left_undone(tracker, study_run, due) if chosen else (lost, due)
+        lost, unfinished = lost_to_faults(tracker, study_run, due) if chosen else (lost, due)
         ok = n_failed == 0 and missing == 0 and not stalled and not lost and not unfinished
         status = "FINISHED" if ok else "FAILED"
         tracker.set_tags(study_run, {"segstudy.n_trials": str(n_trials), "segstudy.n_failed": str(n_failed)})

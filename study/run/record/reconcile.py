@@ -27,6 +27,7 @@ from mlflow.entities import Run
 
 from study import metrics_names as M
 from study.tracking import StudyTracker
+from study.tracking.outbox import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,18 @@ def reconcile(
 def lost_to_faults(tracker: StudyTracker, study_run_id: str, confirm_keys: set[str]) -> tuple[int, set[str]]:
     """What keeps a study from being finished, read back at its end: how many trials failed by a
     fault of the machine and are not yet run again, and which of `confirm_keys` (every cell x
-    seed due) have no FINISHED run."""
+    seed due) have no FINISHED run. A store that is away (writes waiting in the outbox) cannot
+    say: (0, none), and the trials the driver saw fail keep the study from FINISHED."""
     lost, finished = set(), set()
-    for run in study_trial_runs(tracker, study_run_id):
+    try:
+        if tracker.deliver() > 0:
+            return 0, set()
+        runs = study_trial_runs(tracker, study_run_id)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        return 0, set()
+    for run in runs:
         tags = run.data.tags
         if run.info.status == "FINISHED":
             finished.add(tags.get(M.TRIAL_KEY_TAG))
