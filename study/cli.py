@@ -1,6 +1,7 @@
 """`segstudy` command line: a thin layer over importable functions.
 
 Every user mistake surfaces as a `SegstudyError`: one line on stderr, exit code 2, no traceback.
+A full disk is one line too, naming the path and its free space, exit code 75 (`study.disk`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from study import paths, process_state
+from study import disk, paths, process_state
 from study.errors import SegstudyError
 from study.metrics_names import MIN_SEEDS
-from study.redact import mask_text, mask_uri
+from study.redact import mask_uri, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,13 +46,15 @@ LargeGridOpt = Annotated[
 
 
 def say(text: str, *, err: bool = False) -> None:
-    """Print one line; every line the CLI prints comes here and has its secrets masked
-    (`study.redact`): tracking URIs, addresses and library error texts may carry a token."""
-    typer.echo(mask_text(text), err=err)
+    """Print one line; every line the CLI prints comes here, with its secrets masked and its
+    control characters escaped (`study.redact.printable`): tracking URIs, addresses and library
+    error texts may carry a token, names from a shared store or a spec may carry escape codes."""
+    typer.echo(printable(text), err=err)
 
 
 def user_errors(fn: F) -> F:
-    """Turn SegstudyError into one line on stderr and exit code 2."""
+    """Turn SegstudyError into one line on stderr and exit code 2 (75 for too little space), and
+    a full disk met by a command into one line naming the path and its free space, exit 75."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -60,21 +63,33 @@ def user_errors(fn: F) -> F:
         except SegstudyError as exc:
             say(f"error: {exc}", err=True)
             raise typer.Exit(code=exc.exit_code) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            written = [v for v in kwargs.values() if isinstance(v, Path)]  # --out, --storage, ...: the fullest is named
+            cause = disk.no_space_cause(exc, where=[*written, Path.cwd()])
+            if cause is None:
+                raise
+            say(f"error: {cause}", err=True)
+            raise typer.Exit(code=disk.NO_SPACE_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def stops_on_signals(fn: F) -> F:
-    """SIGINT and SIGTERM stop the study as interrupted (docs/ARCHITECTURE.md 3, "Stopping"): one
-    line on stderr naming what resumes it, exit code 130 or 143 (128 + the signal)."""
+    """SIGINT, SIGTERM and SIGHUP stop the study as interrupted (docs/ARCHITECTURE.md 3,
+    "Stopping"): one line on stderr naming what resumes it, exit code 130, 143 or 129 (128 + the
+    signal); a full disk the same way with its path and free space, exit code 75."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with process_state.stop_on_signals():
             try:
-                return fn(*args, **kwargs)
+                done = fn(*args, **kwargs)
+                process_state.raise_if_stopped()  # a stop whose exception was lost on the way, or met after the study
+                return done
             except process_state.Interrupted as exc:
-                typer.echo(str(exc), err=True)
+                say(str(exc), err=True)
                 process_state.end_at_once_on_signals()
                 raise typer.Exit(code=exc.exit_code) from None
 
@@ -163,11 +178,16 @@ def resume(
     tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
     verbose: VerboseOpt = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run failed trials again too, not only those a fault of the machine failed")
+    ] = False,
 ) -> None:
-    """Continue a study whose driver was killed or stopped: finished trials are kept, the rest run."""
+    """Continue a study whose driver was killed or stopped: finished trials are kept, the rest run,
+    and so do trials a fault of the machine failed (killed worker, lost node, full disk)."""
     from study.run.driver.engine import resume_study
 
-    _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose))
+    _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose,
+                           retry_failed=retry_failed))
 
 
 def _seed_list(text: str) -> list[int]:
@@ -228,12 +248,14 @@ def tracking_serve(
 
     from study.tracking.server import check_port_free, serve, server_command
     from study.tracking import resolve_tracking_uri
-    from study.tracking.stores import check_database
+    from study.tracking.stores import check_database, check_sqlite_store
 
     server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
-        paths.output_file(Path(backend_store_uri.removeprefix("sqlite:///")), option="--backend-store-uri", what="SQLite store")
+        db = Path(backend_store_uri.removeprefix("sqlite:///"))
+        paths.output_file(db, option="--backend-store-uri", what="SQLite store")
+        check_sqlite_store(db, uri=mask_uri(backend_store_uri), what="--backend-store-uri")
     paths.output_folder(artifacts, option="--artifacts")
     check_port_free(host, port)  # before the banner: a taken port is exit 2, not a server that never comes up
     check_database(backend_store_uri, what="--backend-store-uri")  # likewise a database that does not answer
@@ -248,11 +270,26 @@ def _finished(result: Any) -> None:
         f"study '{result.experiment}': {result.n_trials - result.n_failed}/{result.n_trials} trials finished; "
         f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.storage_path}"
     )
+    again = f"`segstudy resume {result.storage_path}`"
+    if result.lost:
+        say(f"warning: {result.lost} trial(s) failed by a fault of the machine (killed worker, lost node, full disk), "
+            f"not by their configuration; {again} runs them again", err=True)
+    elif result.n_failed or result.unfinished:
+        say(f"warning: {max(result.n_failed, result.unfinished)} trial(s) failed; {again} --retry-failed runs them again",
+            err=True)
     if not result.pending_writes:  # with writes still in the outbox, MLflow does not hold the study yet
         from analysis.commands.study_summary import summarise_study, summary_lines
 
-        summary = summarise_study(result.experiment, study_run_id=result.study_run_id,
-                                  tracking_uri=result.tracking_uri, study_folder=result.storage_path)
+        try:
+            summary = summarise_study(result.experiment, study_run_id=result.study_run_id,
+                                      tracking_uri=result.tracking_uri, study_folder=result.storage_path)
+        except Exception as exc:
+            cause = disk.no_space_cause(exc, where=result.storage_path)
+            if cause is None:
+                raise
+            say(f"error: {cause}, writing the study's summary and report; the study itself ended; free space, then "
+                f"{again} writes them", err=True)
+            raise typer.Exit(code=disk.NO_SPACE_EXIT) from None
         for line in summary_lines(summary):
             say(line)
     if result.not_learned:
@@ -324,11 +361,14 @@ def status(
     tracking_uri: TrackingOpt = None,
     study: StudyOpt = "latest",
 ) -> None:
-    """Per cell and phase: trials done, running, stopped early, failed, best validation Dice."""
+    """Where the study stands (running, interrupted, driver gone, finished), then per cell and
+    phase: trials done, running, stopped early, failed, interrupted, best validation Dice."""
     from analysis.commands.status import study_status
     from study.tracking import resolve_tracking_uri
 
     table = study_status(experiment, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
+    for line in table.attrs.get("state", []):
+        say(line)
     say(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "rounds" in table.attrs:
         say(table.attrs["rounds"])

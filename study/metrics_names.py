@@ -188,10 +188,15 @@ STUDY_DIR_TAG = "segstudy.study_dir"  # the study directory (spec copy, Optuna s
 RECOVERED_TAG = "segstudy.recovered"  # closed by resume from the Optuna record after the driver died
 LEARNED_TAG = "segstudy.learned"  # "true"/"false": the learning gate's verdict on a confirm trial
 LEARNING_ISSUE_TAG = "segstudy.learning_issue"  # why the gate said "false" (study.training.evaluation.learning)
-RETRIED_TAG = "segstudy.retried"  # a failed attempt that Tune retried (max_failures); not a result
+RETRIED_TAG = "segstudy.retried"  # a failed attempt that ran again (Tune's max_failures, or resume); not a result
+# On a FAILED trial run: "machine" when the failure was the machine's (a killed worker, a lost node,
+# a full disk), not the trial's own; `segstudy resume` runs such trials again (reconcile).
+FAULT_TAG = "segstudy.fault"
+FAULT_MACHINE = "machine"
 ROUNDS_TAG = "segstudy.rounds"  # JSON on the study run: a sequential confirm phase's round state (study/run/driver/rounds.py)
-# On the study run: running | finished | failed | interrupted (stopped by SIGINT/SIGTERM; MLflow
-# status KILLED; `segstudy resume` continues it). STOP_SIGNAL_TAG names the signal.
+# On the study run: running | finished | failed | interrupted (stopped by SIGINT/SIGTERM/SIGHUP or a
+# full disk; MLflow status KILLED; `segstudy resume` continues it). STOP_SIGNAL_TAG names the signal,
+# or the full disk ('no space left on device: PATH (N free)').
 STATE_TAG = "segstudy.state"
 STATE_INTERRUPTED = "interrupted"
 STATE_FINISHED = "finished"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from study.redact import mask_text
+from study.disk import NO_SPACE_EXIT
+from study.redact import printable
 
 
 def fail_fast_http() -> None:
@@ -75,7 +77,7 @@ def set_torch_threads(n: int) -> None:
 
 
 def _warning_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
-    return f"warning: {mask_text(str(message))}\n"  # a warning may quote a tracking URI or an address
+    return f"warning: {printable(str(message))}\n"  # a warning may quote a tracking URI, or a name with escape codes
 
 
 def format_warnings() -> None:
@@ -216,36 +218,46 @@ def autotune_cudnn() -> None:
     torch.backends.cudnn.benchmark = True
 
 
-# ---- Stopping a study on SIGINT or SIGTERM (docs/ARCHITECTURE.md 3, "Stopping") ----------------
+# ---- Stopping a study on SIGINT, SIGTERM, SIGHUP or a full disk (docs/ARCHITECTURE.md 3, "Stopping") ----
 # Signal dispositions are process-wide, so the whole stop record lives here: `run_study`,
 # `resume_study` and the CLI around them open the scope (`stop_on_signals`), the driver marks what
 # must not be cut (`defer_stop`), and the Tune stopper of every phase asks whether a stop came
-# (`stop_requested`).
+# (`stop_requested`). A full disk met anywhere in the driver is recorded as a stop as well
+# (`stop_on_full_disk`): the study ends the same way, resumable, with the cause in its line.
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP: the terminal of a study started by hand was closed; a stop like SIGTERM, not a kill.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 ECHO_S = 0.5  # the same signal again within this: one Ctrl-C seen twice (the terminal's and a wrapper's forward)
 
 
 class Interrupted(BaseException):
-    """The driver was asked to stop (SIGINT or SIGTERM). A BaseException, like KeyboardInterrupt,
-    so the `except Exception` clean-ups it passes on its way out do not take it for an error.
+    """The driver was asked to stop (SIGINT, SIGTERM, SIGHUP), or met a full disk. A BaseException,
+    like KeyboardInterrupt, so the `except Exception` clean-ups it passes on its way out do not
+    take it for an error.
 
     Attributes:
-        signum: the signal that asked for the stop.
+        signum: the signal that asked for the stop (None for a full disk).
         study: what `segstudy resume` continues (the study folder), or None before it existed.
+        cause: 'no space left on device: PATH (N free)' when a full disk stopped the study.
     """
 
-    def __init__(self, signum: int, study: str | None = None) -> None:
-        super().__init__(signum, study)
+    def __init__(self, signum: int | None, study: str | None = None, cause: str | None = None) -> None:
+        super().__init__(signum, study, cause)
         self.signum = signum
         self.study = study
+        self.cause = cause
 
     @property
     def exit_code(self) -> int:
-        """128 + the signal number, what a shell reports for a process the signal ended (130, 143)."""
-        return 128 + self.signum
+        """128 + the signal number, what a shell reports for a process the signal ended (130, 143,
+        129); 75 (EX_TEMPFAIL) for a full disk."""
+        return 128 + self.signum if self.signum is not None else NO_SPACE_EXIT
 
     def __str__(self) -> str:
+        if self.signum is None and self.cause:
+            if self.study is None:
+                return f"interrupted before the study folder was made: {self.cause}; nothing to resume"
+            return f"interrupted: {self.cause}; free space, then `segstudy resume {self.study}` continues"
         if self.study is None:
             return "interrupted before the study folder was made; nothing to resume"
         return f"interrupted; `segstudy resume {self.study}` continues"
@@ -255,9 +267,9 @@ class Interrupted(BaseException):
 class _Stop:
     active: bool = False  # a scope is open and its handlers are installed
     signum: int | None = None  # the first stop signal received
+    cause: str | None = None  # a full disk met before any signal came (see `stop_on_full_disk`)
     at: float = 0.0  # when (monotonic)
     deferred: int = 0  # depth of `defer_stop` blocks the main thread is in
-    raised: bool = False  # Interrupted was raised once; never twice
     study: str | None = None  # what resume needs to continue (see `name_stopped_study`)
 
 
@@ -272,24 +284,25 @@ def _on_stop_signal(signum: int, frame: Any) -> None:
     if _STOP.signum is None:
         _STOP.signum, _STOP.at = signum, now
         if _STOP.deferred == 0:
-            _STOP.raised = True
             raise Interrupted(signum, _STOP.study)
         return
     if signum == _STOP.signum and now - _STOP.at < ECHO_S:
         return
     hint = f"`segstudy resume {_STOP.study}` continues" if _STOP.study else "nothing to resume"
     show_cursor = "\x1b[?25h" if os.isatty(1) else ""  # a live display hid it (sys.stdout may be redirected now)
-    os.write(2, f"{show_cursor}interrupted again: ending at once; {hint}\n".encode())
+    os.write(2, f"{show_cursor}interrupted again: ending at once; {printable(hint)}\n".encode())
     os._exit(128 + _STOP.signum)
 
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Within the body, SIGINT and SIGTERM stop the study instead of killing the process: the
+    """Within the body, SIGINT, SIGTERM and SIGHUP stop the study instead of killing the process: the
     first raises `Interrupted` (at once, or at the end of a `defer_stop` block), a second ends the
     process without clean-up. Tune's own SIGINT handler is switched off meanwhile
     (TUNE_DISABLE_SIGINT_HANDLER): it would take the signal as "end this phase" and the driver
     would go on to the next. Only the main thread can own signals; elsewhere this does nothing.
+    An `Interrupted` Python could only report as "Exception ignored" (a signal landing in code a C
+    extension runs) is not printed: the stop holds and is raised again (`raise_if_stopped`).
     """
     global _STOP
     if threading.current_thread() is not threading.main_thread() or _STOP.active:
@@ -298,12 +311,15 @@ def stop_on_signals() -> Iterator[None]:
     saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = lambda info: None if isinstance(info.exc_value, Interrupted) else unraisable(info)
     _STOP = _Stop(active=True)
     _own_stop_signals()
     try:
         yield
     finally:
         _STOP.active = False
+        sys.unraisablehook = unraisable
         for s, handler in saved.items():
             signal.signal(s, handler)
         if saved_env is None:
@@ -313,7 +329,7 @@ def stop_on_signals() -> Iterator[None]:
 
 
 def end_at_once_on_signals() -> None:
-    """For a process on its way out after a stop: a further SIGINT or SIGTERM ends it at once,
+    """For a process on its way out after a stop: a further SIGINT, SIGTERM or SIGHUP ends it at once,
     with the stop's exit code, instead of a traceback (finalising torch, Ray and MLflow takes
     seconds, long enough for a second Ctrl-C)."""
     if threading.current_thread() is threading.main_thread() and _STOP.signum is not None:
@@ -343,29 +359,63 @@ def defer_stop() -> Iterator[None]:
         if exc.code != signal.SIGTERM:
             raise
         _STOP.signum = _STOP.signum or signal.SIGTERM
-        _STOP.raised = True
         raise Interrupted(_STOP.signum, _STOP.study) from None
     finally:
         _STOP.deferred -= 1
         _own_stop_signals()
-    _raise_if_stopped()
+    raise_if_stopped()
 
 
-def _raise_if_stopped() -> None:
-    """Raise `Interrupted` if a stop was asked for and not raised yet (outside `defer_stop`)."""
-    if _STOP.active and _STOP.signum is not None and not _STOP.raised and _STOP.deferred == 0:
-        _STOP.raised = True
-        raise Interrupted(_STOP.signum, _STOP.study)
+def raise_if_stopped() -> None:
+    """Raise `Interrupted` when a stop was asked for and its `Interrupted` is not on its way out
+    already, outside `defer_stop` blocks (their ends call this, and the CLI once a command is
+    done, so a full disk met after the last block still stops it).
+
+    Raised at once by the signal handler, an `Interrupted` can be lost: a signal that lands while
+    a C extension runs Python code (an import's callback) is reported as "Exception ignored" and
+    the program goes on. The stop holds all the same, and the next check raises it again; one
+    made during the clean-up of a propagating `Interrupted` leaves that one be."""
+    if stop_requested() and _STOP.deferred == 0 and not isinstance(sys.exc_info()[1], Interrupted):
+        raise Interrupted(_STOP.signum, _STOP.study, None if _STOP.signum is not None else _STOP.cause)
+
+
+def stop_on_full_disk(cause: str) -> bool:
+    """Record a stop for a full disk (`cause`: 'no space left on device: PATH (N free)'), met by a
+    Tune callback, the searcher or the study log, from any thread: the phase ends at Tune's next
+    step and `Interrupted` is raised where a signal's would be. Returns False when no stop scope
+    is open (a library caller in a thread): the caller raises its error instead."""
+    if not _STOP.active:
+        return False
+    if _STOP.cause is None:
+        _STOP.cause = cause
+    return True
+
+
+def interrupted_by_full_disk(cause: str) -> Interrupted:
+    """The `Interrupted` to raise now for a full disk met outside a Tune phase (the cause of a stop
+    already recorded wins: it came first)."""
+    if _STOP.active:
+        _STOP.cause = _STOP.cause or cause
+    if _STOP.signum is not None:
+        return Interrupted(_STOP.signum, _STOP.study)
+    return Interrupted(None, _STOP.study, _STOP.cause or cause)
 
 
 def stop_requested() -> bool:
     """Whether this process was asked to stop: Tune phases end at their next step when it is."""
-    return _STOP.active and _STOP.signum is not None
+    return _STOP.active and (_STOP.signum is not None or _STOP.cause is not None)
 
 
 def stop_signal_name() -> str | None:
-    """'SIGINT' or 'SIGTERM' once a stop was asked for, else None."""
+    """'SIGINT', 'SIGTERM' or 'SIGHUP' once a stop signal came, else None."""
     return signal.Signals(_STOP.signum).name if _STOP.active and _STOP.signum is not None else None
+
+
+def stop_reason() -> str | None:
+    """What stopped the study: a signal's name, or the full disk's cause; None before a stop."""
+    if not _STOP.active:
+        return None
+    return stop_signal_name() or _STOP.cause
 
 
 def name_stopped_study(study: str) -> None:
@@ -380,15 +430,19 @@ __all__ = [
     "end_at_once_on_signals",
     "fail_fast_http",
     "format_warnings",
+    "interrupted_by_full_disk",
     "let_tune_use_prestarted_workers",
     "name_stopped_study",
     "quiet_artifact_downloads",
+    "raise_if_stopped",
     "quiet_optuna",
     "quiet_tune_loggers",
     "route_library_output",
     "route_ray_worker_output",
     "set_torch_threads",
+    "stop_on_full_disk",
     "stop_on_signals",
+    "stop_reason",
     "stop_requested",
     "stop_signal_name",
     "tune_prints_to",

@@ -1,9 +1,15 @@
-"""Mask secrets in every address segstudy shows: user info and credential-like query parameters.
+"""Mask secrets in every address segstudy shows: user info and credential-like query parameters;
+and escape the control characters of every text it prints.
 
 Tracking URIs, backend stores, artifact roots and Ray addresses are printed, logged, tagged on
 MLflow runs and quoted in errors (ours, and MLflow's, SQLAlchemy's and requests' that we re-raise
 as one line). Everything that leaves segstudy as text passes `mask_text` (`SegstudyError`, the
 CLI's output, the study log, MLflow tags and params); a single address passes `mask_uri`.
+
+Names and texts from a store, a spec or a file (an experiment or cell name on a shared MLflow
+server, an error a trial wrote) may hold terminal escape codes: printed raw, they would set the
+window title, clear the screen or recolour the terminal of whoever reads them. Everything printed
+to a terminal passes `printable`, which masks and escapes them.
 
 Stdlib only, rank 0 (docs/ARCHITECTURE.md 2): every layer may use it.
 """
@@ -94,6 +100,30 @@ def mask_text(text: str, *uris: str | None) -> str:
     return _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
 
 
+# C0 controls but tab and newline, DEL, C1 controls, and the bidirectional overrides and isolates
+# that make text read differently from what it is.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(text: str) -> str:
+    r"""`text` with each control character (tab and newline aside) written as a visible escape.
+
+    Example:
+        >>> escape_controls("exp\x1b]0;pwned\x07 ok")
+        'exp\\x1b]0;pwned\\x07 ok'
+    """
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROLS.sub(escape, str(text))
+
+
+def printable(text: str) -> str:
+    """What segstudy prints: `text` with its secrets masked and its control characters escaped."""
+    return escape_controls(mask_text(text))
+
+
 def embeds_credentials(uri: str) -> bool:
     """True when a URI carries a secret: a password, a user name on http(s) (MLflow would send
     it), or a credential-like query or fragment parameter with a value. The spec check, the
@@ -113,4 +143,6 @@ def embeds_credentials(uri: str) -> bool:
     return bool(userinfo) or mask_uri(f"?{parts.query}#{parts.fragment}") != f"?{parts.query}#{parts.fragment}"
 
 
-__all__ = ["MASK", "embeds_credentials", "is_credential_name", "mask_text", "mask_uri", "uri_secrets"]
+__all__ = [
+    "MASK", "embeds_credentials", "escape_controls", "is_credential_name", "mask_text", "mask_uri", "printable", "uri_secrets",
+]

@@ -28,6 +28,51 @@ SMOKE_3D = ROOT / "search_spaces" / "smoke_3d.yaml"
 BIN = Path(sys.executable).parent
 
 
+def trial_workers(head_pid: int) -> list[int]:
+    """Pids of this test cluster's Ray workers that hold a trial (Ray titles them after the
+    trainable). Only descendants of our own head: other Ray clusters on the machine are not ours."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            title = " ".join(proc.info["cmdline"] or [])
+            if title.startswith("ray::") and ("train_trial" in title or "ImplicitFunc" in title):
+                if any(parent.pid == head_pid for parent in proc.parents()):
+                    found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+SETTLE_S = 2.0  # a paused study's driver takes in what its workers sent before they were paused
+
+
+@contextlib.contextmanager
+def held(pids: list[int], *, settle_s: float = SETTLE_S):
+    """The processes `pids` paused (SIGSTOP) for the body and let go after (SIGCONT), so a moment
+    of a running study checked inside still holds when the test acts on it: with its trial
+    workers paused no trial reports, ends or starts; with its driver paused nothing moves at all.
+    `settle_s`: how long the driver has to take in what the workers had sent before the pause."""
+    import signal
+
+    paused = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            paused.append(pid)
+        except ProcessLookupError:
+            continue
+    try:
+        if paused and settle_s:
+            time.sleep(settle_s)
+        yield
+    finally:
+        for pid in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -385,6 +430,24 @@ class BackgroundStudy:
                 return
             time.sleep(0.3)
         raise AssertionError(f"{count} trial runs of '{experiment}' did not appear: {self.outcome}")
+
+    @contextlib.contextmanager
+    def training(self, experiment: str, count: int, *, head_pid: int):
+        """Once `count` trial runs exist: the body runs with every one still RUNNING and its worker
+        paused (`held`), so a store taken away inside is away while they train, not after they
+        ended. Trials that ended before they could be held fail the test: the moment never comes again."""
+        from mlflow.tracking import MlflowClient
+
+        from study import metrics_names as M
+
+        self.wait_for_trials(experiment, count)
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        with held(trial_workers(head_pid)):
+            runs = client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'")
+            statuses = sorted(r.info.status for r in runs)
+            assert statuses == ["RUNNING"] * count, f"the trials ended before the moment could be held: {statuses}"
+            yield
 
     def result(self, *, timeout: float = 300):
         self.thread.join(timeout=timeout)

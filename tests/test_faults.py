@@ -1,5 +1,6 @@
-"""Trial faults on a real Ray cluster: a killed worker is retried, a diverged loss is a FAILED
-trial that Optuna sees as a failure, out-of-memory is named as such."""
+"""Trial faults on a real Ray cluster: a killed worker is retried, and a trial the machine failed
+for good runs again on resume; a diverged loss is a FAILED trial that Optuna sees as a failure
+(and runs again with --retry-failed only); out-of-memory is named as such."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import threading
 import time
 
 import optuna
-import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import held, trial_workers
 from study import metrics_names as M
 from study.run.driver.engine import run_study
 from study.spec import load_spec
@@ -23,22 +24,44 @@ from study.training.trial import TrialOutOfMemoryError, train_plan
 from study.training import TrialPlan
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
-EPOCHS = 100  # long enough that the kill lands before the trial ends on a fast CPU
+EPOCHS = 100  # long enough that the moment to kill in comes (the kill itself waits on a paused worker)
 
 
-def trial_workers(head_pid: int) -> list[int]:
-    """Pids of this test cluster's Ray workers running a trial (Ray sets their title to name the
-    trainable). Only descendants of our own head: other Ray clusters on the machine are not ours to kill."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        title = " ".join(proc.info["cmdline"] or [])
-        if title.startswith("ray::") and ("train_trial" in title or "ImplicitFunc" in title):
-            try:
-                if any(parent.pid == head_pid for parent in proc.parents()):
-                    found.append(proc.pid)
-            except psutil.Error:
-                continue
-    return found
+def kill_the_running_trial(head_pid: int, uri: str, experiment: str, *, alive) -> None:
+    """SIGKILL the worker of the study's one trial once its MLflow run exists and its actor runs,
+    with the worker paused and the run checked still RUNNING: a trial that ended before the kill
+    landed would prove nothing."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and alive():
+        workers = trial_workers(head_pid)
+        if not (workers and runs_of(uri, experiment)):
+            time.sleep(0.05)
+            continue
+        with held(workers):
+            if [r.info.status for r in runs_of(uri, experiment)] == ["RUNNING"]:
+                os.kill(workers[0], signal.SIGKILL)
+                return
+    raise AssertionError("no running trial's worker was found to kill")
+
+
+def run_killing_its_trial(ray_head, spec, uri: str, storage, experiment: str):
+    """`run_study` of a one-trial study in a thread, its trial's worker killed mid-training
+    (`kill_the_running_trial`); returns the study's result."""
+    outcome: dict = {}
+
+    def drive() -> None:
+        try:
+            outcome["result"] = run_study(spec, address=ray_head.gcs_address, tracking_uri=uri, storage=storage)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    kill_the_running_trial(ray_head.pid, uri, experiment, alive=thread.is_alive)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    return outcome["result"]
 
 
 def runs_of(uri: str, experiment: str) -> list:
@@ -58,33 +81,7 @@ def test_killed_worker_is_retried_and_the_attempt_stays_failed(ray_head, write_s
         resources__max_failures=1,
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    outcome: dict = {}
-
-    def drive() -> None:
-        try:
-            outcome["result"] = run_study(spec, address=ray_head.gcs_address, tracking_uri=uri, storage=tmp_path / "r")
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=drive)
-    thread.start()
-    deadline = time.monotonic() + 120
-    victim = None
-    while victim is None and time.monotonic() < deadline and thread.is_alive():
-        # Kill as soon as the trial's MLflow run exists and its actor runs: the trial is then in
-        # set-up or training. Waiting for a sign of progress races the end on a fast CPU (a confirm
-        # trial reports its epochs every 5 s, and this one may train for less).
-        workers = trial_workers(ray_head.pid)
-        if workers and runs_of(uri, "faults"):
-            victim = workers[0]
-        else:
-            time.sleep(0.05)
-    assert victim is not None, "no trial worker process found to kill"
-    os.kill(victim, signal.SIGKILL)
-    thread.join(timeout=300)
-    assert not thread.is_alive()
-    assert "error" not in outcome, outcome.get("error")
-    result = outcome["result"]
+    result = run_killing_its_trial(ray_head, spec, uri, tmp_path / "r", "faults")
     assert result.ok and result.n_trials == 1 and result.n_failed == 0
 
     runs = runs_of(uri, "faults")
@@ -93,12 +90,40 @@ def test_killed_worker_is_retried_and_the_attempt_stays_failed(ray_head, write_s
     failed = by_status["FAILED"]
     assert failed.data.tags[M.RETRIED_TAG] == "true"
     assert failed.data.tags[M.ERROR_TAG].startswith("worker process died")
+    assert failed.data.tags[M.FAULT_TAG] == M.FAULT_MACHINE  # the machine's fault, not the trial's
     finished = by_status["FINISHED"]
     assert finished.data.tags[M.TRIAL_KEY_TAG] == failed.data.tags[M.TRIAL_KEY_TAG]
     client = MlflowClient(tracking_uri=uri)
     steps = [m.step for m in client.get_metric_history(finished.info.run_id, M.VAL_DICE)]
     assert sorted(steps) == list(range(1, EPOCHS + 1))  # the retry trained from the start, every epoch logged
     assert M.TEST_DICE in finished.data.metrics
+
+
+def test_a_trial_the_machine_failed_for_good_runs_again_on_resume(ray_head, write_spec, tmp_path):
+    """No retry left (max_failures 0): the killed trial stays FAILED, tagged the machine's fault,
+    and the study is not finished; `resume` runs it again, and every cell x seed has its run."""
+    from analysis.commands.status import study_status
+    from study.run.driver.engine import resume_study
+
+    spec = write_spec(name="lost", factors={"architecture": ["unet"], "alpha": [0.5]}, seeds=[0], training__epochs=EPOCHS,
+                      evaluation__perturbations=[], resources__max_failures=0)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = run_killing_its_trial(ray_head, spec, uri, tmp_path / "r", "lost")
+    assert not first.ok and (first.n_failed, first.lost) == (1, 1)
+    (failed,) = runs_of(uri, "lost")
+    assert failed.info.status == "FAILED" and failed.data.tags[M.FAULT_TAG] == M.FAULT_MACHINE
+    status = study_status("lost", tracking_uri=uri)
+    assert list(status[["failed", "interrupted"]].iloc[0]) == [0, 1]
+    assert status.attrs["state"][0].endswith(f"1 failed by a fault of the machine: `segstudy resume {first.storage_path}` "
+                                             "runs them again")
+
+    again = resume_study(first.storage_path, address=ray_head.gcs_address, tracking_uri=uri)
+    assert again.ok and (again.n_trials, again.n_failed, again.unfinished) == (1, 0, 0)
+    runs = {r.info.status: r for r in runs_of(uri, "lost")}
+    assert sorted(runs) == ["FAILED", "FINISHED"]
+    assert runs["FAILED"].data.tags[M.RETRIED_TAG] == "true"  # kept as the record of an attempt, not a result
+    assert runs["FINISHED"].data.tags[M.TRIAL_KEY_TAG] == failed.data.tags[M.TRIAL_KEY_TAG]
+    assert MlflowClient(tracking_uri=uri).get_run(again.study_run_id).info.status == "FINISHED"
 
 
 def test_diverged_trial_is_failed_in_mlflow_and_optuna(ray_head, write_spec, tmp_path):

@@ -57,6 +57,30 @@ def test_with_the_flag_the_grid_check_passes_on_to_the_next(grid_10k):
     assert proc.returncode == 2 and "dataset root folder not found" in proc.stderr
 
 
+def test_shift_levels_count_towards_the_limit_and_the_estimate(write_spec):
+    """Each shifted test set is a test run of a confirm model: 1000 levels are refused before any
+    data is built (validate took 53 s to build them, then said "about 0s")."""
+    levels = [round(i / 1000, 3) for i in range(1000)]
+    path = write_spec(evaluation__shift={"alpha": levels})
+    count = count_trials(load_spec(path))
+    assert count.total == 4 and count.shift_tests == 4 * 1000 - 4  # each model's own level is not a shift
+    proc = run_app("validate", str(path), cwd=path.parent)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (
+        "error: study 'smoke': 4 trials (4 cells x 1 seeds) and 3996 shifted test sets (evaluation.shift), 4000 in all, "
+        "are more than 1000 (the default limit; raise it with max_trials in the spec); pass --allow-large-grid to run "
+        "them all, or shrink the factors, seeds, tuning.trials_per_cell or evaluation.shift")
+
+    from study.run.driver.preflight import estimate_seconds, preflight
+    from study.training.inputs.study_data import build_study_data
+
+    few = load_spec(write_spec("few.yaml", evaluation__shift={"alpha": [0.1, 0.5, 0.9]}))
+    none = load_spec(write_spec("none.yaml"))
+    data_few, data_none = build_study_data(few), build_study_data(none)
+    checked = preflight(none, data_none)
+    assert estimate_seconds(few, data_few, checked) > estimate_seconds(none, data_none, checked)
+
+
 def test_spec_max_trials_sets_the_limit(write_spec):
     spec = load_spec(write_spec(max_trials=3))
     with pytest.raises(SegstudyError, match=r"4 trials \(4 cells x 1 seeds\) is more than 3 \(max_trials of the spec\)"):

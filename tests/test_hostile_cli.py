@@ -151,3 +151,118 @@ def test_run_refused_by_the_preflight_leaves_no_store(ray_head, write_spec, tmp_
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "one training step on the study's data fails" in proc.stderr
     assert sorted(p.name for p in work.iterdir()) == []
+
+
+ESC = "\x1b]0;pwned\x07\x1b[2J\x1b[31m"  # set the window title, clear the screen, turn red
+
+
+def test_names_from_a_shared_store_are_printed_with_escape_codes_escaped(tmp_path):
+    """Anyone who can create an experiment or tag a run on a shared server could write to the
+    terminals of everyone who runs `status`: every printed text has its control characters escaped."""
+    from mlflow.tracking import MlflowClient
+
+    from study import metrics_names as M
+
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment(f"evil{ESC}")
+    study = client.create_run(exp, tags={M.ROLE_TAG: M.ROLE_STUDY}, run_name=f"run{ESC}").info.run_id
+    client.create_run(exp, tags={M.ROLE_TAG: M.ROLE_TRIAL, M.PARENT_TAG: study, M.CELL_TAG: f"a=1{ESC}", M.PHASE_TAG: "tune"})
+    for args in (["status", "nosuch"], ["status", f"evil{ESC}"]):
+        proc = run_app(*args, "--tracking-uri", uri, cwd=tmp_path)
+        out = proc.stdout + proc.stderr
+        assert "\x1b" not in out and "\x07" not in out, repr(out)
+        assert "evil\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31m" in out or "a=1\\x1b]0;pwned\\x07" in out, out
+    assert "study run run\\x1b]0;pwned\\x07" in proc.stdout  # the first line names the study run, escaped
+
+
+def test_spec_values_are_printed_with_escape_codes_escaped(write_spec):
+    path = write_spec(factors={"architecture": [f"unet{ESC}"], "alpha": [0.2]})
+    proc = run_app("validate", str(path), cwd=path.parent)
+    assert proc.returncode == 2 and "\x1b" not in proc.stderr and "unknown architecture 'unet\\x1b]0;pwned" in proc.stderr
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("foreign", "is an SQLite database without MLflow's tables (alembic_version, experiments, runs), another "
+                    "program's; it is left as it is: name an MLflow store or a new path"),
+        ("text", "is not an SQLite database, so not an MLflow store; name an MLflow store or a new path"),
+        ("empty", "is an empty file, not an MLflow store; remove it or name a new path"),
+    ],
+)
+def test_a_file_that_is_not_an_mlflow_store_is_refused_and_left_byte_for_byte(write_spec, tmp_path, kind, expected):
+    """`status` changed another program's SQLite database and `run` wrote MLflow's tables into it;
+    a text file gave a traceback and left a lock beside it. Now: one line, and not a byte written."""
+    import sqlite3
+
+    db = tmp_path / "store.db"
+    if kind == "foreign":
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE notes (text)")
+            conn.execute("INSERT INTO notes VALUES ('mine')")
+        conn.close()
+    else:
+        db.write_text("" if kind == "empty" else "my notes, not a database\n")
+    before, files = _sha256(db), sorted(p.name for p in tmp_path.iterdir())
+    uri = f"sqlite:///{db}"
+    spec = write_spec()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    for args in (["status", "x", "--tracking-uri", uri], ["analyze", "--experiment", "x", "--out", "out", "--tracking-uri", uri],
+                 ["report", "--experiment", "x", "--out", "out", "--tracking-uri", uri],
+                 ["run", str(spec), "--tracking-uri", uri, "--storage", "r"],
+                 ["tracking", "serve", "--backend-store-uri", uri, "--port", "1", "--artifacts", "art"]):
+        proc = run_app(*args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stdout + proc.stderr)
+        line = proc.stderr.strip()
+        assert "\n" not in line and line.endswith(f"{db} {expected}"), (args, line)
+    assert _sha256(db) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == files  # no lock, no journal, no output folder
+
+
+def test_reading_a_real_store_writes_nothing(tmp_path):
+    """A read-only command leaves an MLflow store as it was, and makes no lock file beside it."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").create_experiment("x")
+    for extra in tmp_path.glob("*.lock"):
+        extra.unlink()
+    before = _sha256(db)
+    proc = run_app("status", "x", "--tracking-uri", f"sqlite:///{db}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _sha256(db) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("999.1.1.1", "error: --host 999.1.1.1: cannot be resolved ("),
+        ("no-such-host.invalid", "error: --host no-such-host.invalid: cannot be resolved ("),
+        ("192.0.2.1", "error: --host 192.0.2.1: not an address of this machine ("),  # TEST-NET-1, never local
+    ],
+)
+def test_tracking_serve_names_a_host_it_cannot_use(tmp_path, host, expected):
+    proc = run_app("tracking", "serve", "--host", host, "--port", str(_free_port()), "--backend-store-uri",
+                   f"sqlite:///{tmp_path / 's.db'}", "--artifacts", str(tmp_path / "art"), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, proc.stderr
+    assert "in use" not in proc.stderr and not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_out_is_made_only_after_every_check(tmp_path, command):
+    """A refusal (here: no such experiment) leaves no --out folder behind."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").create_experiment("other")
+    proc = run_app(command, "--experiment", "nosuch", "--out", str(tmp_path / "out" / "deep"), "--tracking-uri",
+                   f"sqlite:///{db}", cwd=tmp_path)
+    assert proc.returncode == 2 and "experiment 'nosuch' not found" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,155 +1,33 @@
-"""Stopping a study with SIGINT or SIGTERM (docs/ARCHITECTURE.md 3, "Stopping"): real `segstudy`
-drivers, real signals at several moments, then `resume` to the end and a comparison with the same
-study run without interruption."""
+"""Stopping a study with SIGINT, SIGTERM or SIGHUP (docs/ARCHITECTURE.md 3, "Stopping"): real
+`segstudy` drivers, real signals at several moments (each held while the signal lands:
+`study_drivers.Driver.signal_when`), `status` after each stop, then `resume` to the end and a
+comparison with the same study run without interruption."""
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
+import socket
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 from mlflow.entities import ViewType
-from mlflow.tracking import MlflowClient
 
-from conftest import BIN, ROOT, free_port, run_cli
+from conftest import ROOT, free_port, held, run_cli, trial_workers
 from study import metrics_names as M
 from study.run.driver.engine import run_study
 from study.run.tune.searcher import CellSearcher
+from study_drivers import CELLS, SPEC, TRIALS_PER_CELL, WHEN, Driver, Store, resume_driver, stands, start_study, write_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
-
-# Two cells, two tune trials each (random sampler, no early stopping: the choices do not depend on
-# the order trials end in, so a resumed tune phase chooses what an uninterrupted one does), two
-# confirm seeds; a trial is a few seconds on a CPU.
-SPEC = """
-name: {name}
-data: {{dataset: synthetic2d, image_size: 32, n_images: 40, seed: 0,
-       split: {{train: 0.6, val: 0.1, calib: 0.1, test: 0.2}}}}
-model: {{unet: {{channels: [8, 16, 32], strides: [2, 2], num_res_units: 0}}}}
-factors: {{architecture: [unet], alpha: [0.2, 0.8]}}
-hyperparameters: {{lr: {{loguniform: [1.0e-3, 3.0e-2]}}, batch_size: 8, optimizer: adam}}
-training: {{epochs: 12, loss: dice}}
-evaluation: {{perturbations: []}}
-tuning: {{trials_per_cell: 2, sampler: random, seed: 0, early_stopping: {{kind: none}}}}
-confirm: {{seeds: [0, 1]}}
-resources: {{cpu: 1, gpu: 0}}
-"""
-CELLS = ("alpha=0.2,architecture=unet", "alpha=0.8,architecture=unet")
-TRIALS_PER_CELL = 2
-
-
-def write_spec(folder: Path, name: str) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(SPEC.format(name=name))
-    return path
-
-
-class Driver:
-    """One real `segstudy` process in its own session, its output in files."""
-
-    def __init__(self, args: list[str], *, env: dict[str, str], out: Path) -> None:
-        self.stdout, self.stderr = out.with_suffix(".out"), out.with_suffix(".err")
-        self.proc = subprocess.Popen(
-            [str(BIN / "segstudy"), *args], cwd=ROOT, env=env, start_new_session=True,
-            stdout=self.stdout.open("w"), stderr=self.stderr.open("w"),
-        )
-
-    def wait_for(self, ready: Callable[[], bool], *, timeout: float = 240) -> None:
-        """Return once `ready()` holds, with the driver still alive."""
-        deadline = time.monotonic() + timeout
-        while not ready():
-            assert self.proc.poll() is None, f"the driver ended before the moment came:\n{self.output()}"
-            assert time.monotonic() < deadline, f"the moment never came:\n{self.output()}"
-            time.sleep(0.1)
-        assert self.proc.poll() is None, "the driver ended before it could be interrupted"
-
-    def signal_when(self, ready: Callable[[], bool], sig: int, *, again_after: float | None = None) -> None:
-        """Send `sig` once `ready()` holds (and again `again_after` seconds later)."""
-        self.wait_for(ready)
-        os.kill(self.proc.pid, sig)
-        if again_after is not None:
-            time.sleep(again_after)
-            os.kill(self.proc.pid, sig)
-
-    def wait(self, timeout: float = 300) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def output(self) -> str:
-        return self.stdout.read_text()[-3000:] + self.stderr.read_text()[-3000:]
-
-    def last_line(self) -> str:
-        return self.stderr.read_text().strip().splitlines()[-1]
-
-
-class Store:
-    """What one study's MLflow store and folder say."""
-
-    def __init__(self, uri: str, name: str, storage: Path) -> None:
-        self.client = MlflowClient(tracking_uri=uri)
-        self.name, self.storage = name, storage
-
-    def runs(self, role: str, view: int = ViewType.ACTIVE_ONLY) -> list:
-        exp = self.client.get_experiment_by_name(self.name)
-        if exp is None:
-            return []
-        return self.client.search_runs([exp.experiment_id], f"tags.`{M.ROLE_TAG}` = '{role}'", run_view_type=view)
-
-    def trials(self, phase: str, status: str | None = None) -> list:
-        return [r for r in self.runs(M.ROLE_TRIAL) if r.data.tags[M.PHASE_TAG] == phase
-                and (status is None or r.info.status == status)]
-
-    def study_run(self):
-        (run,) = self.runs(M.ROLE_STUDY)
-        return run
-
-    def folder(self) -> Path:
-        (folder,) = self.storage.glob(f"{self.name}-*")
-        return folder
-
-    def manifest(self) -> dict:
-        folders = list(self.storage.glob(f"{self.name}-*/study.json"))
-        return json.loads(folders[0].read_text()) if folders else {}
-
-    def optuna_states(self) -> dict[str, list[str]]:
-        storage = f"sqlite:///{self.folder() / 'optuna.db'}"
-        return {cell: [t.state.name for t in optuna.load_study(study_name=f"{self.name}/{cell}", storage=storage).trials]
-                for cell in CELLS}
-
-    def confirm_results(self, tmp: Path) -> dict[str, pd.DataFrame]:
-        out = {}
-        for run in self.trials(M.PHASE_CONFIRM, "FINISHED"):
-            key = run.data.tags[M.TRIAL_KEY_TAG]
-            assert key not in out, f"two finished runs of {key}"
-            local = self.client.download_artifacts(run.info.run_id, M.PER_IMAGE_FILE, str(tmp / run.info.run_id))
-            out[key] = pd.read_csv(local)
-        return out
-
-
-def start_study(ray_head, tmp_path: Path, name: str) -> tuple[Store, dict[str, str], Driver]:
-    """`segstudy run` of the test spec named `name` on the test head, with a store of its own."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store, env = Store(uri, name, tmp_path / "r"), {**ray_head.env, "MLFLOW_TRACKING_URI": uri}
-    args = ["run", str(write_spec(tmp_path, name)), "--address", ray_head.gcs_address, "--storage", str(store.storage)]
-    return store, env, Driver(args, env=env, out=tmp_path / "run")
-
-
-def resume_driver(store: Store, ray_head, env: dict[str, str], out: Path) -> Driver:
-    """`segstudy resume` of the study's folder, as the stop message names it."""
-    return Driver(["resume", str(store.folder()), "--address", ray_head.gcs_address], env=env, out=out)
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +55,7 @@ def interrupted_as(store: Store, driver: Driver, sig: int) -> None:
     assert [r.info.status for r in store.runs(M.ROLE_TRIAL) if r.info.status == "RUNNING"] == []
     if "chosen" in store.manifest():  # the tune phase had ended: every cell's budget spent
         assert len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL
+    stands(store, rf"interrupted by {signal.Signals(sig).name} at {WHEN}; `segstudy resume {store.folder()}` continues")
 
 
 def resumed_to_the_end(store: Store, ray_head, tmp: Path, reference: dict[str, pd.DataFrame], env: dict) -> None:
@@ -205,6 +84,9 @@ def resumed_to_the_end(store: Store, ray_head, tmp: Path, reference: dict[str, p
 def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(ray_head, reference, tmp_path):
     # 1. Ctrl-C in the tune phase: one tune trial ended, another running.
     store, env, run = start_study(ray_head, tmp_path, "stopa")
+    run.wait_for(lambda: store.trials(M.PHASE_TUNE, "RUNNING"))
+    with held(run.workers()):  # a live driver, which cannot end meanwhile: `status` names it
+        stands(store, rf"running: pid {run.proc.pid} on {re.escape(socket.gethostname())} since {WHEN} \(run\)")
     run.signal_when(lambda: store.trials(M.PHASE_TUNE, "FINISHED") and store.trials(M.PHASE_TUNE, "RUNNING"), signal.SIGINT)
     interrupted_as(store, run, signal.SIGINT)
     assert "chosen" not in store.manifest() and store.trials(M.PHASE_CONFIRM) == []  # no confirm phase started
@@ -227,10 +109,14 @@ def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(
 
 @pytest.mark.slow
 def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_path):
-    # 1. SIGTERM as the tune phase ends: every tune trial finished, the confirm phase not begun.
+    # 1. SIGHUP (its terminal closed) as the confirm phase begins: every tune trial finished, no
+    # confirm trial (the driver and the trial workers paused while that is checked and the signal
+    # sent). A stop like SIGTERM's, not a kill without clean-up.
     store, env, run = start_study(ray_head, tmp_path, "stopb")
-    run.signal_when(lambda: len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL, signal.SIGTERM)
-    interrupted_as(store, run, signal.SIGTERM)
+    run.signal_while_paused(lambda: "confirm phase" in run.stdout.read_text() and not store.trials(M.PHASE_CONFIRM, "FINISHED"),
+                            signal.SIGHUP, workers=True)
+    interrupted_as(store, run, signal.SIGHUP)
+    assert len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL
     assert store.trials(M.PHASE_CONFIRM, "FINISHED") == []
 
     # 2. Ctrl-C twice in the confirm phase: the second ends the driver at once, skipping the clean-up.
@@ -239,10 +125,12 @@ def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_p
     assert twice.wait() == 130
     assert twice.last_line() == f"interrupted again: ending at once; `segstudy resume {store.folder()}` continues"
     assert store.study_run().info.status != "FINISHED"
+    stands(store, rf"driver gone without clean-up \(killed, or its machine lost\); resumable: `segstudy resume {store.folder()}` continues")
 
     # 3. Ctrl-C while the finished study writes its summary: the study stays finished.
     summary = resume_driver(store, ray_head, env, tmp_path / "summary")
-    summary.signal_when(lambda: "trials finished;" in summary.stdout.read_text(), signal.SIGINT)
+    summary.signal_while_paused(lambda: "trials finished;" in summary.stdout.read_text()
+                                and "report:" not in summary.stdout.read_text(), signal.SIGINT)
     assert summary.wait() == 130, summary.output()
     assert summary.last_line() == f"interrupted; `segstudy resume {store.folder()}` continues"
     assert "report:" not in summary.stdout.read_text()  # the summary was cut ...
@@ -254,7 +142,8 @@ def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_p
 @pytest.mark.slow
 def test_stop_before_the_study_folder_exists_leaves_nothing(ray_head, tmp_path):
     store, _, run = start_study(ray_head, tmp_path, "stopc")
-    run.signal_when(lambda: catches(run.proc.pid, signal.SIGTERM), signal.SIGTERM)  # segstudy owns the signal now
+    # segstudy owns the signal now, and the folder is not made yet (checked with the driver paused)
+    run.signal_while_paused(lambda: catches(run.proc.pid, signal.SIGTERM) and not store.storage.exists(), signal.SIGTERM)
     assert run.wait() == 143, run.output()
     assert run.last_line() == "interrupted before the study folder was made; nothing to resume"
     assert not store.storage.exists() and store.runs(M.ROLE_STUDY) == []
@@ -290,7 +179,7 @@ def test_a_study_without_address_starts_its_own_ray_even_beside_a_ray_start(ray_
 
 @pytest.mark.slow
 def test_submitted_study_stopped_with_ray_job_stop_is_reported_stopped(ray_head, tmp_path):
-    from ray.job_submission import JobSubmissionClient
+    from ray.job_submission import JobStatus, JobSubmissionClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = Store(uri, "stopd", tmp_path / "r")
@@ -302,7 +191,9 @@ def test_submitted_study_stopped_with_ray_job_stop_is_reported_stopped(ray_head,
         client = JobSubmissionClient(ray_head.dashboard_url)
         submit.wait_for(lambda: bool(store.trials(M.PHASE_TUNE, "RUNNING")))
         (job,) = [j for j in client.list_jobs() if (j.submission_id or "").startswith("segstudy-stopd-")]
-        client.stop_job(job.submission_id)
+        with held(trial_workers(ray_head.pid)):  # the job still running a trial when it is stopped
+            assert store.trials(M.PHASE_TUNE, "RUNNING") and client.get_job_status(job.submission_id) == JobStatus.RUNNING
+            client.stop_job(job.submission_id)
         assert submit.wait() == 1, submit.output()
         assert submit.stdout.read_text().strip().splitlines()[-1] == f"job {job.submission_id}: STOPPED"
     finally:
@@ -333,6 +224,19 @@ except ps.Interrupted as exc:
 STOP_CASES = {
     # outside a deferred block the first signal raises at once, like KeyboardInterrupt
     "immediate": ("        kill(signal.SIGINT)", 130, "raised 130: interrupted; `segstudy resume results/x-1` continues", ""),
+    # a full disk met by a hook (a Tune callback, the study log) is a stop too: raised where a signal's would be
+    "full disk": ("        with ps.defer_stop():\n            ps.stop_on_full_disk('no space left on device: /x (0 B free)')\n"
+                  "            print('block ended', ps.stop_requested())", 75,
+                  "block ended True\nraised 75: interrupted: no space left on device: /x (0 B free); free space, then "
+                  "`segstudy resume results/x-1` continues", ""),
+    # a signal landing where Python can only report its exception as "ignored" (here a __del__; in a
+    # driver, an import a C extension runs): the stop holds, is raised at the next block's end, and
+    # nothing is printed (the driver went on into Tune and waited there for ever)
+    "swallowed": ("        class Slow:\n            def __del__(self):\n                kill(signal.SIGINT)\n"
+                  "        Slow()\n        print('went on', ps.stop_requested())\n        with ps.defer_stop():\n"
+                  "            pass", 130, "went on True\nraised 130: interrupted; `segstudy resume results/x-1` continues", ""),
+    # a closed terminal (SIGHUP) stops the study as SIGTERM does
+    "hangup": ("        kill(signal.SIGHUP)", 129, "raised 129: interrupted; `segstudy resume results/x-1` continues", ""),
     # inside one it is raised when the block ends, and the block runs to its end
     "deferred": ("        with ps.defer_stop():\n            kill(signal.SIGTERM)\n            print('block ended', ps.stop_requested())",
                  143, "block ended True\nraised 143: interrupted; `segstudy resume results/x-1` continues", ""),
@@ -406,5 +310,5 @@ def test_searcher_asks_no_trial_once_a_stop_came(tmp_path):
     with pytest.raises(process_state.Interrupted), process_state.stop_on_signals(), process_state.defer_stop():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.2)
-        assert searcher.suggest("t0") is None
+        assert searcher.suggest("t0") == searcher.FINISHED  # not None: Tune would wait for a trial
     assert searcher.remaining() == 3 and searcher.studies[0].trials == []

@@ -18,6 +18,8 @@ RANK = {
     "study.process_state": 0,
     "study.redact": 0,
     "study.paths": 0,
+    "study.disk": 0,
+    "study.driver_lock": 0,
     "study.targets": 0,
     "study.data": 1,
     "study.models": 1,

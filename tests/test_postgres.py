@@ -120,8 +120,8 @@ def test_study_outlives_a_postgresql_restart(ray_head, write_spec, postgres_serv
     epochs = 25
     spec = two_cell_spec(write_spec, "pgrestart", epochs=epochs)
     study = BackgroundStudy(spec, address=ray_head.gcs_address, tracking_uri=pg_server.uri, storage=tmp_path / "r")
-    study.wait_for_trials("pgrestart", 2)
-    postgres_server.stop()  # both trials are training; the server is up, its database is not
+    with study.training("pgrestart", 2, head_pid=ray_head.pid):
+        postgres_server.stop()  # both trials are training; the server is up, its database is not
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not kept_writes(tmp_path / "r") and study.thread.is_alive():

@@ -18,7 +18,7 @@ from study import metrics_names as M
 from study.run.driver.engine import run_study
 from study.errors import SegstudyError
 from study.run.tune.searcher import CellSearcher
-from conftest import BIN, ROOT, run_cli
+from conftest import BIN, ROOT, held, run_cli, trial_workers
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
 
@@ -64,13 +64,17 @@ def test_driver_killed_mid_study_resumes_to_the_same_result(ray_head, write_spec
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and driver.poll() is None:
+    killed = False
+    while not killed and time.monotonic() < deadline and driver.poll() is None:
         statuses = [r.info.status for r in trial_runs(uri)]
         if "FINISHED" in statuses and "RUNNING" in statuses:
-            break
+            with held(trial_workers(ray_head.pid)):  # the moment checked again with the trials paused
+                statuses = [r.info.status for r in trial_runs(uri)]
+                if "FINISHED" in statuses and "RUNNING" in statuses:
+                    os.killpg(driver.pid, signal.SIGKILL)
+                    killed = True
         time.sleep(0.3)
-    assert driver.poll() is None, "the study ended before it could be interrupted"
-    os.killpg(driver.pid, signal.SIGKILL)
+    assert killed, "the study ended before it could be interrupted"
     driver.wait(timeout=30)
     before = {r.data.tags[M.TRIAL_KEY_TAG]: r.info.run_id for r in trial_runs(uri) if r.info.status == "FINISHED"}
 
@@ -177,3 +181,56 @@ def test_searcher_state_is_json_data_not_code(tmp_path):
     path.write_bytes(pickle.dumps({"asked": [0], "live": {}}))
     with pytest.raises(SegstudyError, match="not a segstudy searcher state"):
         again.restore(str(path))
+
+
+def test_reconcile_runs_again_what_the_machine_failed_and_with_retry_failed_everything(tmp_path):
+    """On a real store: a FAILED run tagged the machine's fault is run again (tagged retried, kept);
+    one that failed by its own doing stays failed unless --retry-failed; a tune trial whose phase
+    has ended is not run again (`retry` says no)."""
+    from study.run.record.reconcile import reconcile
+    from study.tracking import StudyTracker
+
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "reconcile")
+    study = tracker.start_study(params={}, tags={}, spec_file=None)
+
+    def trial(key: str, status: str, **tags: str) -> str:
+        run = tracker.start_trial(cell="a=1", phase=key.split("|")[0], seed=0, factors=["a"], params={}, trial_id=key,
+                                  extra_tags={M.TRIAL_KEY_TAG: key, **tags})
+        tracker.finish(run, failed_reason=None if status == "FINISHED" else "x")
+        return run
+
+    machine = trial("confirm|a=1|seed=0", "FAILED", **{M.FAULT_TAG: M.FAULT_MACHINE})
+    trial("confirm|a=1|seed=1", "FAILED")  # diverged: its own doing
+    trial("confirm|a=1|seed=2", "FINISHED")
+    trial("tune|a=1|optuna=3", "FAILED", **{M.FAULT_TAG: M.FAULT_MACHINE})
+    asked: list[str] = []
+
+    def retry(key: str) -> bool:
+        asked.append(key)
+        return not key.startswith("tune")  # the tune phase has ended: its choice is made
+
+    done = reconcile(tracker, study, outcome_of=lambda key: None, retry=retry)
+    assert done.finished == {"confirm|a=1|seed=2"} and done.failed == {"confirm|a=1|seed=1", "tune|a=1|optuna=3"}
+    assert done.retried == 1 and sorted(asked) == ["confirm|a=1|seed=0", "tune|a=1|optuna=3"]
+    assert tracker.client.get_run(machine).data.tags[M.RETRIED_TAG] == "true"
+
+    again = reconcile(tracker, study, outcome_of=lambda key: None, retry=retry, retry_failed=True)
+    assert again.failed == {"tune|a=1|optuna=3"} and again.retried == 1  # seed=1 now; seed=0 was already retried
+
+
+def test_a_failed_tune_trial_is_queued_again_once_with_its_parameters(tmp_path):
+    """`requeue_failed` gives a failed trial's budget back and queues its parameters, never twice;
+    a trial Optuna does not hold as failed is not queued."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = make_searcher(storage)
+    first.suggest("t0")
+    first.on_trial_complete("t0", {"m": 0.5, "epoch": 5})
+    lost = first.suggest("t1")["trial"]
+    first.on_trial_complete("t1", error=True)
+    assert first.remaining() == 2  # of 4: the failed trial spent its budget
+
+    second = make_searcher(storage)
+    assert second.requeue_failed("architecture=unet", 0) is False  # COMPLETE: not a failure
+    assert second.requeue_failed("architecture=unet", 1) is True and second.remaining() == 3
+    assert second.requeue_failed("architecture=unet", 1) is True and second.remaining() == 3  # queued once
+    assert second.suggest("r0")["trial"]["hparams"] == lost["hparams"]

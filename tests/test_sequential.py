@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -407,7 +406,8 @@ def printed(driver, text: str):
 
 @pytest.mark.slow
 def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ray_head, tmp_path):
-    from test_interrupt import Driver, Store
+    from conftest import trial_workers
+    from study_drivers import Driver, Store
 
     name = "seqresume"
     spec = tmp_path / f"{name}.yaml"
@@ -416,9 +416,13 @@ def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ra
     store, env = Store(uri, name, tmp_path / "r"), {**ray_head.env, "MLFLOW_TRACKING_URI": uri}
     address = ["--address", ray_head.gcs_address]
 
-    # 1. Ctrl-C as round 2 starts: the round's fit stops, no round 3 begins.
-    first = Driver(["run", str(spec), *address, "--storage", str(store.storage)], env=env, out=tmp_path / "run")
-    first.signal_when(printed(first, "confirm phase, round 2 of up to 3"), signal.SIGINT)
+    # 1. Ctrl-C while round 2 runs (a trial of it running, held while the signal lands): the round's
+    # fit stops, no round 3 begins.
+    first = Driver(["run", str(spec), *address, "--storage", str(store.storage)], env=env, out=tmp_path / "run",
+                   workers=lambda: trial_workers(ray_head.pid))
+    first.signal_when(lambda: printed(first, "confirm phase, round 2 of up to 3")()
+                      and not printed(first, "confirm phase, round 3")() and store.trials(M.PHASE_CONFIRM, "RUNNING"),
+                      signal.SIGINT)
     assert first.wait() == 130, first.output()
     assert "confirm phase, round 3" not in first.stdout.read_text()
     tag = json.loads(store.study_run().data.tags[M.ROUNDS_TAG])
@@ -427,10 +431,12 @@ def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ra
                  if int(r.data.tags[M.SEED_TAG]) < 2}
     assert len(round_one) == 8  # 4 cells x seeds 0, 1
 
-    # 2. SIGKILL as round 3 starts, in the resumed driver: it went on with round 2, not round 1.
+    # 2. SIGKILL in round 3, in the resumed driver (paused while the round is checked not finished):
+    # it went on with round 2, not round 1.
     second = Driver(["resume", str(store.folder()), *address], env=env, out=tmp_path / "resume")
-    second.wait_for(printed(second, "confirm phase, round 3 of up to 3"))
-    os.killpg(second.proc.pid, signal.SIGKILL)
+    second.signal_while_paused(lambda: printed(second, "confirm phase, round 3 of up to 3")()
+                               and not json.loads(store.study_run().data.tags[M.ROUNDS_TAG])["finished"],
+                               signal.SIGKILL, group=True)
     second.proc.wait(timeout=30)
     resumed = second.stdout.read_text()
     assert "confirm phase, round 1" not in resumed and "confirm phase, round 2 of up to 3" in resumed

@@ -80,6 +80,17 @@ def test_validate_command_reports_trial_count():
         ({"data__n_images": 10**12}, "data.n_images"),
         ({"model__unet__channels": [8, 10**9]}, "channels must be at most 16 values of at most 4096"),
         ({"training__epochs": 10**9}, "training.epochs"),
+        # Seeds outside what torch and numpy accept failed inside every trial; levels that are not numbers.
+        ({"seeds": [-1, 0, 1]}, "seeds: seed -1 (item 0) is out of range: a seed is a whole number from 0 to 2**64-1"),
+        ({"seeds": DELETE, "confirm": {"seeds": [0, 99999999999999999999]}},
+         "confirm.seeds: seed 99999999999999999999 (item 1) is out of range: a seed is a whole number from 0 to 2**64-1"),
+        ({"seeds": {"min": 3, "max": 12}}, "seeds: a seed budget ({min, max, step}) belongs under confirm.seeds"),
+        ({"factors__alpha": [float("nan"), 0.8]}, "factors.alpha[0]: value nan must be a number in [0, 1)"),
+        ({"factors__alpha": [0.2, float("-inf")]}, "factors.alpha[1]: value -inf must be a number in [0, 1)"),
+        ({"factors__lr": [float("nan")]}, "factors.lr[0]: value nan is not a finite number; lr takes a number > 0"),
+        ({"factors__batch_size": [float("inf")]},
+         "factors.batch_size[0]: value inf is not a finite number; batch_size takes a whole number > 0 and <= 4096"),
+        ({"evaluation__shift": {"alpha": [0.5, float("nan")]}}, "evaluation.shift.alpha[1]: value nan must be a number in [0, 1)"),
     ],
 )
 def test_bad_spec_is_one_line_exit_2(write_spec, overrides, expected):

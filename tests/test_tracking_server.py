@@ -36,8 +36,8 @@ def test_study_survives_the_tracking_server_going_away(ray_head, write_spec, ser
     epochs = 40
     spec = two_cell_spec(write_spec, "outage", epochs=epochs)
     study = BackgroundStudy(spec, address=ray_head.gcs_address, tracking_uri=server.uri, storage=tmp_path / "r")
-    study.wait_for_trials("outage", 2)
-    server.stop()  # both trials are training; their epochs now have nowhere to go
+    with study.training("outage", 2, head_pid=ray_head.pid):
+        server.stop()  # both trials are training; their epochs now have nowhere to go
     time.sleep(3)
     server.start()
     result = study.result()

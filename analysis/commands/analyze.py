@@ -27,6 +27,7 @@ from analysis.stats.describe.summary import summarise
 from study import metrics_names as M
 from study.metrics_names import MIN_SEEDS
 from study.errors import SegstudyError
+from study.paths import output_folder
 
 COMPLEXITY_FACTOR = "alpha"
 PATCH_FACTOR = "patch_size"
@@ -76,22 +77,23 @@ def analyze(
         >>> analyze("skip_vs_complexity", out_dir=Path("analysis_out"),
         ...         tracking_uri="sqlite:////data/mlflow.db")  # doctest: +SKIP
     """
-    out_dir = output_dir(out_dir)  # a file in the way is refused before MLflow is read
+    output_folder(out_dir, option="--out")  # a file in the way is refused before MLflow is read; nothing made yet
     trials = load_trials(experiment, tracking_uri=tracking_uri, phase=phase, study=study)
     factors = factor_names(trials)
     if PATCH_FACTOR in factors:
         trials = with_patch_metrics(trials, experiment=experiment, tracking_uri=tracking_uri, study=study)
+    metrics = [m for m in (*M.TEST_METRICS, M.PEAK_MEMORY) if m in trials.columns and trials[m].notna().any()]
+    if M.TEST_DICE not in metrics:
+        raise SegstudyError(f"experiment '{experiment}': no trial logged {M.TEST_DICE}; nothing to summarise")
+    rows = read_per_image(trials, tracking_uri=tracking_uri)
+    out_dir = output_dir(out_dir)  # made only now that every check has passed
     _warn_few_seeds(trials)
     paths = {name: out_dir / f"{name}.csv" for name in ("trials", "per_image", "summary")}
     trials.to_csv(paths["trials"], index=False)
-    rows = read_per_image(trials, tracking_uri=tracking_uri)
     per_image = rows.in_domain
     per_image.to_csv(paths["per_image"], index=False)
     paths.update(_shift_outputs(rows.shift, factors, out_dir=out_dir))
 
-    metrics = [m for m in (*M.TEST_METRICS, M.PEAK_MEMORY) if m in trials.columns and trials[m].notna().any()]
-    if M.TEST_DICE not in metrics:
-        raise SegstudyError(f"experiment '{experiment}': no trial logged {M.TEST_DICE}; nothing to summarise")
     summary = pd.concat([summarise(trials, by=factors, metric=m) for m in metrics], ignore_index=True)
     summary.to_csv(paths["summary"], index=False)
     dice = summary[summary["metric"] == M.TEST_DICE]

@@ -40,6 +40,7 @@ from analysis.stats.statements.claims import PATCH
 from analysis.stats.statements.study import study_statements
 from study import library_versions
 from study.metrics_names import MIN_SEEDS
+from study.paths import output_folder
 from study.redact import mask_uri
 from study.tracking import StudyTracker
 from study.tracking.ui_links import browse as ui_browse
@@ -79,11 +80,12 @@ def build_report(
         >>> build_report("skip_vs_complexity", out_dir=Path("report"),
         ...              tracking_uri="sqlite:////data/mlflow.db")  # doctest: +SKIP
     """
-    out_dir = output_dir(out_dir)
+    output_folder(out_dir, option="--out")  # a file in the way is refused before MLflow is read; nothing made yet
     trials = load_trials(experiment, tracking_uri=tracking_uri, study=study)
     record = read_study(experiment, tracking_uri=tracking_uri, study=study)
     runs, study_run, spec = record.trial_runs, record.run, record.spec
     rows = read_per_image(trials, tracking_uri=tracking_uri)
+    out_dir = output_dir(out_dir)  # made only now that every check has passed
     per_image = rows.in_domain
     if PATCH in factor_names(trials) and "fbr" in per_image.columns and per_image["fbr"].notna().any():
         trials = with_patch_metrics(trials, experiment=experiment, tracking_uri=tracking_uri, study=study)

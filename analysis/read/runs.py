@@ -83,17 +83,31 @@ def load_trials(
 def trial_runs(experiment: str, *, tracking_uri: str, study: str = LATEST) -> list[Run]:
     """Every trial run (any phase or status) of one study run of `experiment` (see `load_trials`)."""
     client = _client(tracking_uri)
+    experiment_id = _experiment_id(client, experiment, tracking_uri)
+    runs = _runs_of_role(client, experiment_id, M.ROLE_TRIAL)
+    return _of_study(runs, study, replicates=replicate_runs(client, experiment_id) if study == LATEST else {})
+
+
+def study_runs(experiment: str, *, tracking_uri: str) -> list[Run]:
+    """Every study run of `experiment` (one per `segstudy run`), newest first."""
+    client = _client(tracking_uri)
+    runs = _runs_of_role(client, _experiment_id(client, experiment, tracking_uri), M.ROLE_STUDY)
+    return sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
+
+
+def _experiment_id(client: MlflowClient, experiment: str, tracking_uri: str) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in _all_pages(lambda token: client.search_experiments(page_token=token)))
         raise SegstudyError(
             f"experiment '{experiment}' not found in {tracking_uri}; available: {', '.join(names) or '(none)'}"
         )
-    role = f"tags.`{M.ROLE_TAG}` = '{M.ROLE_TRIAL}'"
-    runs = list(
-        _all_pages(lambda token: client.search_runs([found.experiment_id], filter_string=role, page_token=token))
-    )
-    return _of_study(runs, study, replicates=replicate_runs(client, found.experiment_id) if study == LATEST else {})
+    return found.experiment_id
+
+
+def _runs_of_role(client: MlflowClient, experiment_id: str, role: str) -> list[Run]:
+    where = f"tags.`{M.ROLE_TAG}` = '{role}'"
+    return list(_all_pages(lambda token: client.search_runs([experiment_id], filter_string=where, page_token=token)))
 
 
 def replicate_runs(client: MlflowClient, experiment_id: str) -> dict[str, str]:
@@ -322,4 +336,4 @@ def _download(run_id: str, *, tracking_uri: str, dst: Path) -> Path:
     return Path(local)
 
 
-__all__ = ["PerImage", "factor_names", "load_per_image", "load_trials", "read_per_image", "split_shift"]
+__all__ = ["PerImage", "factor_names", "load_per_image", "load_trials", "read_per_image", "split_shift", "study_runs", "trial_runs"]

@@ -7,6 +7,7 @@ file, the key and what is accepted.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from optuna.distributions import FloatDistribution
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import AllowInfNan, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from study import metrics_names as M
 from study.data import DATASETS
@@ -26,13 +27,16 @@ from study.models import check_input_size, check_target, mismatched_arm, resolve
 from study.perturbations import custom_perturbations, get_perturbation
 from study.spec.samplers import get_sampler
 from study.spec.statistics import EXACT_CLAIM, Declared, Statistics, allowed_kinds, declared
-from study.spec.tuning import SEED_FORM_TAGS, Confirm, Tuning
+from study.spec.tuning import SEED_FORM_TAGS, Confirm, Tuning, check_seed_list
 from study.spec.space import distribution_values, grid_size, is_distribution, parse_distribution
 
 ARCHITECTURE = "architecture"
 DEFAULT_SEEDS = (0, 1, 2)
 
-Scalar = Union[bool, int, float, str]
+# A factor or shift level. Non-finite numbers pass the type (the StrictModel base refuses them at
+# once, and the union would then blame its last member: "0.bool: Input should be a valid
+# boolean"): each level's own check refuses them, naming the range it accepts.
+Scalar = Union[bool, int, Annotated[float, AllowInfNan(True)], str]
 
 
 _Strict = StrictModel
@@ -213,6 +217,14 @@ class StudySpec(_Strict):
             raise ValueError("must be 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit")
         return v
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list_only(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            raise ValueError("a seed budget ({min, max, step}) belongs under confirm.seeds, e.g. "
+                             "confirm: {seeds: {min: 3, max: 12}}; top-level seeds takes a list of seeds only")
+        return v
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int] | None) -> list[int] | None:
@@ -315,13 +327,7 @@ class StudySpec(_Strict):
 
 
 def _check_seeds(v: list[int] | None) -> list[int] | None:
-    if v is None:
-        return v
-    if not v:
-        raise ValueError("needs at least one seed")
-    if len(set(v)) != len(v):
-        raise ValueError(f"seeds must be distinct, got {v}")
-    return v
+    return None if v is None else check_seed_list(v)
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -384,7 +390,7 @@ def _check_cross_references(spec: StudySpec) -> None:
             if key == ARCHITECTURE or key in network:  # a network argument: the preflight builds each level
                 continue
             if check is not None:
-                problem = check(value)
+                problem = _level_problem(check, value)
                 if problem:
                     raise SegstudyError(f"factors.{key}[{i}]: value {value!r} {problem}")
             else:
@@ -457,7 +463,7 @@ def _check_shift(spec: StudySpec) -> None:
                 f"add factors.{key} (e.g. the level to train at)"
             )
         for i, value in enumerate(levels):
-            problem = dataset.factors_for(spec.data)[key](value)
+            problem = _level_problem(dataset.factors_for(spec.data)[key], value)
             if problem:
                 raise SegstudyError(f"evaluation.shift.{key}[{i}]: value {value!r} {problem}")
 
@@ -517,11 +523,35 @@ def _check_hyperparameters(spec: StudySpec) -> None:
             _check_value(where, key, bound)
 
 
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _level_problem(check: Any, value: Any) -> str | None:
+    """What a factor's check says of a level, and a non-finite number refused even by a check that
+    would let it through (NaN compares false both ways)."""
+    return check(value) or ("is not a finite number" if _non_finite(value) else None)
+
+
 def _check_value(where: str, key: str, value: Any) -> None:
+    if _non_finite(value):
+        raise SegstudyError(f"{where}: value {value!r} is not a finite number; {key} takes {_accepted(key)}")
     try:
         Hyperparameters.model_validate({key: value})
     except ValidationError as exc:
         raise SegstudyError(f"{where}: value {value!r}: {exc.errors()[0]['msg']}") from None
+
+
+def _accepted(key: str) -> str:
+    """What a hyperparameter accepts, from its field, e.g. 'a number > 0' or 'a whole number in (0, 4096]'."""
+    field = Hyperparameters.model_fields[key]
+    if get_origin(field.annotation) is Literal:
+        return "one of " + ", ".join(map(str, get_args(field.annotation)))
+    bounds = {name: getattr(m, name) for m in field.metadata for name in ("gt", "ge", "lt", "le") if hasattr(m, name)}
+    low = f"> {bounds['gt']}" if "gt" in bounds else f">= {bounds['ge']}" if "ge" in bounds else ""
+    high = f"<= {bounds['le']}" if "le" in bounds else f"< {bounds['lt']}" if "lt" in bounds else ""
+    kind = "a whole number" if field.annotation is int else "a number"
+    return " and ".join(filter(None, [f"{kind} {low}".strip(), high]))
 
 
 def _check_tuning(spec: StudySpec) -> None:

@@ -11,6 +11,26 @@ from study.strict import StrictModel
 
 
 _Strict = StrictModel
+# The largest training seed: torch.manual_seed takes 0..2**64-1, numpy's SeedSequence any whole
+# number >= 0; a seed outside failed inside every trial, after the study had started.
+SEED_MAX = 2**64 - 1
+
+
+def check_seed_list(seeds: list[int]) -> list[int]:
+    """`seeds` after checking it is a non-empty list of distinct seeds torch and numpy accept.
+
+    Raises:
+        ValueError: naming the first seed out of range (and the range), a repeat, or an empty list.
+    """
+    if not seeds:
+        raise ValueError("needs at least one seed")
+    for i, seed in enumerate(seeds):
+        if not 0 <= seed <= SEED_MAX:
+            raise ValueError(f"seed {seed} (item {i}) is out of range: a seed is a whole number from 0 to 2**64-1 "
+                             f"= {SEED_MAX}, what torch and numpy accept")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    return seeds
 
 
 class EarlyStopping(_Strict):
@@ -33,7 +53,7 @@ class Tuning(_Strict):
 
     trials_per_cell: int = Field(8, ge=1, le=10_000)
     sampler: str = Field("tpe", description="a name of study.spec.samplers.SAMPLERS")
-    seed: int = Field(0, ge=0, description="sampler seed and the training seed of tune-phase trials")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="sampler seed and the training seed of tune-phase trials")
     early_stopping: EarlyStopping = EarlyStopping(kind="none")
     max_concurrent: int | None = Field(None, ge=1, description="default: as many trials as the cluster fits")
 
@@ -97,6 +117,11 @@ class Confirm(_Strict):
         if v is not None and not isinstance(v, list | dict | SeedBudget):
             raise ValueError("takes a list of seeds, e.g. [0, 1, 2], or a budget, e.g. {min: 3, max: 12}")
         return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_range(cls, v: Any) -> Any:
+        return check_seed_list(v) if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _resolve_needs_budget(self) -> Confirm:

@@ -24,6 +24,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import OperationalError
 
+from study.disk import no_space
 from study.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,12 @@ def is_unavailable(exc: BaseException) -> bool:
     outside that policy comes back as "failed with error code 5xx" (501, not implemented, is a
     bug, not an outage). A database store raises TEMPORARILY_UNAVAILABLE for a database it cannot
     reach, or SQLAlchemy's OperationalError where MLflow opens it (the registry, on first use).
-    Anything else (a bad parameter, a missing run) is a bug to raise, not a write to keep.
+    Anything else (a bad parameter, a missing run) is a bug to raise, not a write to keep; so is a
+    full disk (SQLite's "database or disk is full" is an OperationalError too): the outbox lives
+    in the study folder, often on that very disk, and the study stops for it (`study.disk`).
     """
+    if no_space(exc):
+        return False
     if isinstance(exc, ConnectionError | TimeoutError | OperationalError):
         return True
     if isinstance(exc, MlflowException):

@@ -13,6 +13,7 @@ that is already taken is refused before anything starts.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -84,12 +85,29 @@ except ProcessLookupError:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Refuse a port something already listens on (e.g. a server a crash left behind)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+    """Refuse a host that is no address of this machine, and a port something already listens on
+    (e.g. a server a crash left behind): each said as what it is.
+
+    Raises:
+        SegstudyError: --host cannot be resolved, or is not an address of this machine; --port is
+            in use (or needs privileges).
+    """
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise SegstudyError(f"--host {host}: cannot be resolved ({reason}); give an address of this machine, "
+                            "e.g. 127.0.0.1 or 0.0.0.0") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
+            probe.bind(address)
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise SegstudyError(f"--host {host}: not an address of this machine ({exc.strerror}); give one of its "
+                                    "addresses, e.g. 127.0.0.1 or 0.0.0.0") from None
+            if exc.errno == errno.EACCES:
+                raise SegstudyError(f"--port {port}: binding it needs privileges ({exc.strerror}); pick a port above 1023") from None
             raise SegstudyError(
                 f"--port {port}: {host}:{port} is in use ({exc.strerror}); stop what listens there "
                 f"(`ss -ltnp 'sport = :{port}'` shows it) or pick another port"

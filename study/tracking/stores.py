@@ -4,10 +4,17 @@ that database answers, and how to print it without its secrets.
 A database URI is checked here before MLflow opens it: MLflow retries a database it cannot reach
 for about 100 s (ten tries, doubling sleeps) before it gives up, and reports a missing driver as
 a traceback. Both become one line in seconds.
+
+A SQLite URI naming a file that exists is checked to be an MLflow store before MLflow opens it:
+MLflow would write its tables into another program's database (or fail on a file that is no
+database at all, after leaving a lock beside it). The check reads the file only, through SQLite's
+read-only, immutable mode, so the file is left byte for byte as it was.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from study.errors import SegstudyError, first_line
@@ -86,4 +93,57 @@ def check_database(uri: str, *, what: str = "tracking URI") -> None:
         engine.dispose()
 
 
-__all__ = ["check_database", "dialect_of", "is_accepted", "is_database", "require_driver"]
+SQLITE_HEADER = b"SQLite format 3\x00"
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs"})  # every MLflow store has these
+
+
+def check_sqlite_store(path: Path, *, uri: str, what: str = "tracking URI") -> None:
+    """Refuse an existing file at a SQLite URI's path that is not an MLflow store; a path with
+    nothing there yet is left for the caller (a new store, or "no store" for a reading command).
+
+    Raises:
+        SegstudyError: naming the URI and what the file is: a folder or special file, empty, not
+            an SQLite database, or an SQLite database without MLflow's tables.
+    """
+    label = f"{what} '{uri}'"
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise SegstudyError(f"{label}: {path} is not a file; name an MLflow store or a new path")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise SegstudyError(f"{label}: {path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not head:
+        raise SegstudyError(f"{label}: {path} is an empty file, not an MLflow store; remove it or name a new path")
+    if head != SQLITE_HEADER:
+        raise SegstudyError(f"{label}: {path} is not an SQLite database, so not an MLflow store; name an MLflow store "
+                            "or a new path")
+    tables = _sqlite_tables(path)
+    if tables is None:
+        raise SegstudyError(f"{label}: {path} is a damaged SQLite database; restore it or name a new path")
+    missing = MLFLOW_TABLES - tables
+    if missing:
+        raise SegstudyError(
+            f"{label}: {path} is an SQLite database without MLflow's tables ({', '.join(sorted(missing))}), another "
+            "program's; it is left as it is: name an MLflow store or a new path"
+        )
+
+
+def _sqlite_tables(path: Path) -> set[str] | None:
+    """The table names of an SQLite file, read without writing anything (not even a lock or a
+    journal: `immutable=1`); None when SQLite cannot read it."""
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
+__all__ = ["check_database", "check_sqlite_store", "dialect_of", "is_accepted", "is_database", "require_driver"]

@@ -30,7 +30,7 @@ from study.paths import output_file
 from study.redact import mask_text, mask_uri
 from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, is_unavailable, map_ids
 from study.tracking.sqlite_seed import seed_sqlite_store
-from study.tracking.stores import check_database, is_accepted, require_driver
+from study.tracking.stores import check_database, check_sqlite_store, is_accepted, require_driver
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,16 @@ def reading_client(uri: str) -> MlflowClient:
     """
     check_no_credentials(uri)
     path = _sqlite_path(uri)
-    if path is not None and not path.is_file():
-        raise SegstudyError(f"tracking URI '{mask_uri(uri)}': no MLflow store at {path}; run `segstudy run SPEC` first")
+    if path is not None:
+        if not path.exists():
+            raise SegstudyError(f"tracking URI '{mask_uri(uri)}': no MLflow store at {path}; run `segstudy run SPEC` first")
+        check_sqlite_store(path, uri=mask_uri(uri))  # an MLflow store, checked without writing a byte
     if uri.startswith(("http://", "https://")):
         fail_fast_http()
     check_database(uri)  # in seconds, not after MLflow's retries
-    with store_lock(uri):
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # No store lock: the store exists with its schema, so opening it creates nothing (and a reading
+    # command writes nothing, not even the lock file beside it).
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     check_reachable(client, uri)
     return client
 
@@ -141,6 +144,11 @@ class StudyTracker:
         self.retry_interval_s = retry_interval_s
         self._last_retry = 0.0
 
+    @property
+    def local_store(self) -> Path | None:
+        """The file of a SQLite store (its artifacts lie beside it); None for a server or database."""
+        return _sqlite_path(self.uri)
+
     def use_outbox(self, directory: Path) -> None:
         """Keep writes the server cannot take in `directory` (see `study.tracking.outbox`)."""
         self.outbox = Outbox(directory)
@@ -168,6 +176,7 @@ class StudyTracker:
             output_file(db, option="tracking URI", what="SQLite store")
             if not db.exists():
                 return
+            check_sqlite_store(db, uri=mask_uri(self.uri))  # never MLflow's tables written into another program's file
         check_reachable(self.client, self.uri)
 
     def experiment_id(self) -> str:

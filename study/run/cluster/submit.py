@@ -23,7 +23,7 @@ from typing import Any
 
 from study import process_state
 from study.errors import SegstudyError, first_line
-from study.redact import mask_text, mask_uri
+from study.redact import mask_text, mask_uri, printable
 from study.spec import StudySpec, check_grid_size, load_spec
 from study.targets import TARGET, is_component
 from study.tracking import resolve_tracking_uri
@@ -181,7 +181,7 @@ def _submit_with_retry(client: object, *, attempts_s: float = 60.0, **job: objec
 
 async def _stream_logs(client: object, job_id: str) -> None:
     async for lines in client.tail_job_logs(job_id):  # type: ignore[attr-defined]
-        print(mask_text(lines), end="", flush=True)
+        print(printable(lines), end="", flush=True)
 
 
 def _wait_terminal(client: object, job_id: str, *, timeout_s: float = 60.0) -> str:

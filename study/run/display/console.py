@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from study.redact import printable
 from study.run.display.library_log import LibraryLog
 from study.run.display.progress import FAILED, ProgressCallback, StudyProgress, TrialEnd
 from study.spec import StudySpec
@@ -96,7 +97,7 @@ class PlainConsole:
         self._last = time.monotonic()
 
     def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(printable(text), file=self.stream, flush=True)  # cell names and trial errors may hold escape codes
 
     def phase_started(self, progress: StudyProgress) -> None:
         self._print(phase_line(progress))
@@ -135,21 +136,21 @@ class LiveConsole:
         rows = sorted(p.cells.items(), key=lambda kv: (-kv[1].running, kv[1].left == 0, kv[0]))
         room = max(3, shutil.get_terminal_size((100, 30)).lines - 6)
         for cell, c in rows[:room]:
-            table.add_row(cell, _dice(c.best), str(c.left), str(c.running), str(c.done), str(c.stopped),
+            table.add_row(Text(printable(cell)), _dice(c.best), str(c.left), str(c.running), str(c.done), str(c.stopped),
                           Text(str(c.failed), style="red" if c.failed else ""))
         if len(rows) > room:
             table.add_row(f"... {len(rows) - room} more cells", "", "", "", "", "", "")
         stage = f" ({p.stage})" if p.stage else ""
-        head = (f"{p.name} {p.phase}{stage} {p.ended}/{p.count('total')} ended: {p.count('running')} running, "
+        head = printable(f"{p.name} {p.phase}{stage} {p.ended}/{p.count('total')} ended: {p.count('running')} running, "
                 f"{p.count('stopped')} stopped early, {p.count('failed')} failed; "
                 f"{duration(p.elapsed_s())} elapsed, ETA {duration(p.eta_s())}")
         if not p.open_claims:
             return Group(Text(head, style="bold"), table)
-        return Group(Text(head, style="bold"), Text(f"open claims: {'; '.join(p.open_claims)}"), table)
+        return Group(Text(head, style="bold"), Text(printable(f"open claims: {'; '.join(p.open_claims)}")), table)
 
     def phase_started(self, progress: StudyProgress) -> None:
         self._progress = progress
-        self.console.print(phase_line(progress))
+        self._print(phase_line(progress))
         if self._live is None:
             # No stdout/stderr capture: Tune's prints are sent to the study log while it runs
             # (process_state.tune_prints_to), and a Live that swapped sys.stdout would restore
@@ -160,20 +161,24 @@ class LiveConsole:
 
     def trial_ended(self, progress: StudyProgress, end: TrialEnd) -> None:
         if end.outcome == FAILED or end.reason:
-            self.console.print(Text(trial_line(progress, end), style="red" if end.outcome == FAILED else "yellow"))
+            self._print(trial_line(progress, end), style="red" if end.outcome == FAILED else "yellow")
 
     def tick(self, progress: StudyProgress) -> None:
         pass  # Live redraws on its own
 
     def note(self, text: str) -> None:
-        self.console.print(text)
+        self._print(text)
+
+    def _print(self, text: str, style: str = "") -> None:
+        # A Text, never markup: a cell name like "[red]" is shown as written; escape codes as escapes.
+        self.console.print(Text(printable(text), style=style))
 
     def close(self) -> None:
         if self._live is not None:
             self._live.stop()
             self._live = None
         if self._progress is not None:
-            self.console.print(status_line(self._progress))
+            self._print(status_line(self._progress))
 
 
 StudyConsole = PlainConsole | LiveConsole

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ray import tune
 
 from study import metrics_names as M
-from study.run.tune.tune_callback import error_reason
+from study.run.tune.tune_callback import error_reason, error_text
 from study.run.tune.tune_report import failure_of, stopped_early
 from study.spec import StudySpec
 from study.training import TrialPlan
@@ -184,7 +184,7 @@ class ProgressCallback(tune.Callback):
         self.progress.trial_retried(self._cell(trial))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._end(trial, FAILED, reason=error_reason(trial))
+        self._end(trial, FAILED, reason=error_reason(error_text(trial)))
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         self.sink.tick(self.progress)

@@ -21,8 +21,8 @@ from typing import Any
 import ray
 from ray import tune
 
+from study import disk, process_state
 from study import metrics_names as M
-from study import process_state
 from study.errors import SegstudyError
 from study.paths import output_folder
 from study.process_state import route_ray_worker_output
@@ -30,11 +30,12 @@ from study.run.cluster.capacity import check_resources, cluster_capacity, local_
 from study.run.cluster.connect import connect_ray
 from study.run.display.console import Display, StudyConsole
 from study.run.display.library_log import library_output
-from study.run.driver.phases import confirm_fit, open_searcher, optuna_outcome, tune_phase
+from study.run.driver.phases import confirm_fit, open_searcher, optuna_outcome, retry_trial, tune_phase
 from study.run.driver.preflight import Preflight, plan_line, preflight
 from study.run.driver.replicate import plan_replicate
 from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
-from study.run.record.reconcile import reconcile
+from study.run.driver.space import SpaceCheck, full_disk_stops, space_check
+from study.run.record.reconcile import lost_to_faults, reconcile
 from study.run.record.study_dir import StudyDir
 from study.run.record.study_run import close_study_run, log_chosen, not_learned, open_study_run
 from study.run.tune.trainable import train_trial
@@ -61,10 +62,12 @@ class StudyResult:
     pending_writes: int = 0  # tracking writes still in the outbox (server away at the end)
     not_learned: tuple[str, ...] = ()  # "cell seed=S: reason" of confirm trials the learning gate failed
     log_file: Path | None = None  # what Ray, Tune and MLflow said (study folder/segstudy.log)
+    lost: int = 0  # trials failed by a fault of the machine (in n_failed): `segstudy resume` runs them again
+    unfinished: int = 0  # cell x seed confirm trials with no finished run (a failed or missing trial)
 
     @property
     def ok(self) -> bool:
-        return self.n_failed == 0 and self.pending_writes == 0
+        return self.n_failed == 0 and self.pending_writes == 0 and self.unfinished == 0
 
 
 def run_study(
@@ -93,8 +96,11 @@ def run_study(
     Raises:
         SegstudyError: bad spec, paths or grid size, or a resource request the cluster cannot
             meet (nothing started, no store or folder created).
-        process_state.Interrupted: SIGINT or SIGTERM stopped the study (called in the main thread):
-            its run is KILLED and tagged interrupted, `resume_study` continues it.
+        study.disk.NoSpaceError: the disks the study writes to have less free space than it
+            is estimated to write (`study.run.driver.space`).
+        process_state.Interrupted: SIGINT, SIGTERM or SIGHUP stopped the study (called in the
+            main thread), or a disk filled up: its run is KILLED and tagged interrupted,
+            `resume_study` continues it.
     """
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
@@ -105,11 +111,13 @@ def run_study(
     with process_state.stop_on_signals(), library_output(verbose) as library_log:  # docs/ARCHITECTURE.md 3, "Stopping"
         tracker = StudyTracker(uri, spec.name)
         tracker.check_reachable()
-        return _on_ray(
-            address, spec, tracker,
-            lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
-            display=Display.of(console, verbose=verbose, library_log=library_log),
-        )
+        with full_disk_stops([storage_path, tracker.local_store]):
+            return _on_ray(
+                address, spec, tracker,
+                lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
+                display=Display.of(console, verbose=verbose, library_log=library_log),
+                space=space_check(storage_path, tracker, whole=True),
+            )
 
 
 def prepared_data(spec: StudySpec) -> tuple[Any, Preflight]:
@@ -130,18 +138,29 @@ def resume_study(
     storage: str | Path | None = None,
     console: StudyConsole | None = None,
     verbose: bool = False,
+    retry_failed: bool = False,
 ) -> StudyResult:
-    """Continue a study whose driver died or was stopped: finished trials are kept, the rest run.
+    """Continue a study whose driver died or was stopped: finished trials are kept, the rest run,
+    and so do trials a fault of the machine failed (a killed worker, a lost node, a full disk).
 
     Args:
         name_or_dir: the study folder, or the study name (newest folder of that name in storage).
         tracking_uri: where the study's runs are; default the one it was started with.
         console, verbose: as for `run_study`.
+        retry_failed: run every failed trial again, also those that failed by their own doing (a
+            diverged loss): after a fix of the code or the machine, the same spec.
+
+    Raises:
+        study.disk.NoSpaceError: the study folder's disk is still full, or has less free space
+            than the trials run at once are estimated to write.
     """
     study = StudyDir.find(name_or_dir, storage=_storage(storage))
-    with process_state.stop_on_signals():  # docs/ARCHITECTURE.md 3, "Stopping"
+    if study.free_bytes() < RESUME_FLOOR_BYTES:
+        raise disk.NoSpaceError(f"{study.path}: its disk is still full ({disk.size_text(study.free_bytes())} free); "
+                                "free space, then run segstudy resume again")
+    with process_state.stop_on_signals(), full_disk_stops([study.path]):  # docs/ARCHITECTURE.md 3, "Stopping"
         process_state.name_stopped_study(resume_name(study.path))
-        with study.driving(), library_output(verbose) as library_log:  # before anything is delivered or started
+        with study.driving("resume"), library_output(verbose) as library_log:  # before anything is delivered or started
             spec = load_spec(study.spec_file)
             check_data(spec)
             tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), spec.name)
@@ -150,7 +169,11 @@ def resume_study(
             if tracker.deliver() > 0:
                 raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
             display = Display.of(console, verbose=verbose, library_log=library_log)
-            return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True)
+            return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True,
+                           space=space_check(study.path, tracker, whole=False), retry_failed=retry_failed)
+
+
+RESUME_FLOOR_BYTES = 1024**2  # below this a study folder's disk is still full: resume says so before anything
 
 
 def replicate_study(
@@ -175,7 +198,9 @@ def replicate_study(
 
     Raises:
         SegstudyError: as `plan_replicate` says, before anything is built or started.
-        process_state.Interrupted: SIGINT or SIGTERM stopped it; `resume_study` on its folder continues it.
+        study.disk.NoSpaceError: the disks it writes to have less free space than it is estimated to write.
+        process_state.Interrupted: SIGINT, SIGTERM or SIGHUP stopped it, or a disk filled up; `resume_study`
+            on its folder continues it.
     """
     found = StudyDir.find(name_or_dir, storage=_storage(storage))
     with process_state.stop_on_signals(), library_output(verbose) as library_log:
@@ -185,10 +210,12 @@ def replicate_study(
         plan = plan_replicate(found, seeds, tracker=tracker)
         check_data(plan.spec)
         root = _storage(storage) if storage is not None else plan.original.path.parent  # beside the original
-        return _on_ray(
-            address, plan.spec, tracker, lambda: plan.create(root, tracking_uri=uri),
-            display=Display.of(console, verbose=verbose, library_log=library_log),
-        )
+        with full_disk_stops([root, tracker.local_store]):
+            return _on_ray(
+                address, plan.spec, tracker, lambda: plan.create(root, tracking_uri=uri),
+                display=Display.of(console, verbose=verbose, library_log=library_log),
+                space=space_check(root, tracker, whole=True),
+            )
 
 
 def _on_ray(
@@ -198,12 +225,15 @@ def _on_ray(
     study_dir: Callable[[], StudyDir],
     *,
     display: Display,
+    space: SpaceCheck,
     locked: bool = False,
+    retry_failed: bool = False,
 ) -> StudyResult:
     """Connect to Ray, refuse what the cluster cannot hold, build the data and pass the preflight,
-    then drive the study. The folder is only made (`study_dir`) once all that passed: bad input
-    leaves nothing behind. Ray starts first so its idle workers import the trainable while the
-    data are built. `locked`: the caller already holds the study's driver lock."""
+    check the disks have room (`space`), then drive the study. The folder is only made
+    (`study_dir`) once all that passed: bad input leaves nothing behind. Ray starts first so its
+    idle workers import the trainable while the data are built. `locked`: the caller already
+    holds the study's driver lock."""
     process_state.quiet_artifact_downloads()  # a progress bar per logged model otherwise
     log = display.library_log
     started_ray, undo_workers = False, lambda: None
@@ -213,14 +243,15 @@ def _on_ray(
         with process_state.defer_stop():  # Ray's calls take a signal's exception badly (SystemError)
             check_resources(spec)
         data, checked = prepared_data(spec)
+        space(spec, data, checked)
         display.console.note(plan_line(spec, data, checked, at_once=cluster_capacity(spec), where="on this Ray cluster"))
         with process_state.defer_stop():  # a folder is made whole, and then it is what resume continues
             study = study_dir()
             process_state.name_stopped_study(resume_name(study.path))
         if log is not None:
             log.move_to(study.path)
-        with contextlib.nullcontext() if locked else study.driving():  # one live driver per study
-            return _drive(spec, study, tracker, data, display)
+        with contextlib.nullcontext() if locked else study.driving("run"):  # one live driver per study
+            return _drive(spec, study, tracker, data, display, retry_failed=retry_failed)
     finally:
         with process_state.defer_stop():  # a stop during the clean-up still puts Ray away
             display.console.close()
@@ -241,7 +272,7 @@ def resume_name(folder: Path) -> str:
 def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None) -> tuple[int, int]:
     """Deliver a study's kept tracking writes; returns (delivered, still waiting)."""
     study = StudyDir.find(name_or_dir, storage=_storage(storage))
-    with study.driving():  # a live driver delivers its own outbox; two deliverers would double writes
+    with study.driving("sync"):  # a live driver delivers its own outbox; two deliverers would double writes
         tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), study.manifest["name"])
         tracker.use_outbox(study.outbox)
         before = len(tracker.outbox or [])
@@ -254,8 +285,12 @@ def _storage(storage: str | Path | None) -> Path:
     return Path(storage or "ray_results").resolve()
 
 
-def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, display: Display) -> StudyResult:
-    """Run what is left of the study in `study` (everything, for a new one)."""
+def _drive(
+    spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, display: Display, *, retry_failed: bool = False
+) -> StudyResult:
+    """Run what is left of the study in `study` (everything, for a new one). The study is
+    FINISHED only when every cell x seed has its finished run; trials a fault of the machine
+    failed leave it FAILED, and `resume` runs them again."""
     tracker.use_outbox(study.outbox)
     cells = expand_cells(spec)
     first_seeds = spec.confirm.budget.min if spec.confirm.budget is not None else len(spec.confirm_seeds)
@@ -267,11 +302,13 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         )
     with process_state.defer_stop():  # the study run is made and recorded whole
         study_run = open_study_run(spec, study, tracker, cells, data)
-    n_trials = n_failed = 0
+    n_trials = n_failed = lost = 0
+    unfinished: set[str] = set()
     status = "FAILED"
     try:
         searcher = open_searcher(spec, cells, study) if spec.tuning is not None else None
-        done = reconcile(tracker, study_run, outcome_of=lambda key: optuna_outcome(searcher, key))
+        done = reconcile(tracker, study_run, outcome_of=lambda key: optuna_outcome(searcher, key),
+                         retry=lambda key: retry_trial(searcher, study, key), retry_failed=retry_failed)
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, spec=spec, data=data),
             {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
@@ -281,15 +318,18 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         if searcher is not None:
             chosen = study.manifest.get("chosen")
             if chosen is None:
-                chosen, tuned, failed = tune_phase(spec, searcher, trainable, tracker, study, display)
+                chosen, tuned, failed, lost = tune_phase(spec, searcher, trainable, tracker, study, display)
                 n_trials, n_failed = n_trials + tuned, n_failed + failed
-                study.update(chosen=chosen)
-            if not study.manifest.get("chosen_logged"):  # a replicate starts with its original's choice
+                if lost:  # the phase is not over: resume runs those trials before anything is chosen
+                    chosen = {}
+                else:
+                    study.update(chosen=chosen)
+            if chosen and not study.manifest.get("chosen_logged"):  # a replicate starts with its original's choice
                 log_chosen(tracker, study_run, chosen)
                 study.update(chosen_logged=True)
         confirm = functools.partial(confirm_fit, spec, trainable, tracker=tracker, study=study, display=display)
         stalled = False
-        if spec.confirm.budget is not None:  # rounds until every comparison is resolved (study/run/driver/rounds.py)
+        if spec.confirm.budget is not None and chosen:  # rounds until every comparison is resolved (study/run/driver/rounds.py)
             store = ConfirmScores(study.path)
             outcome = confirm_rounds(
                 spec, cells, chosen, restore(store, done, tracker=tracker, study_run=study_run), store=store,
@@ -298,7 +338,7 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
                 announce=lambda state: announce(state, tracker=tracker, study_run=study_run, console=display.console),
             )
             n_trials, n_failed, stalled = n_trials + outcome.completed, n_failed + outcome.failed, outcome.stalled
-        else:
+        elif spec.confirm.budget is None:
             todo = [
                 TrialPlan.config(cell, seed=seed, phase=M.PHASE_CONFIRM, hparams=chosen[cell_key(cell)])["trial"]
                 for cell in cells
@@ -307,17 +347,35 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
                 if trial_key(M.PHASE_CONFIRM, cell_key(cell), seed=seed) not in done.done
             ]
             if todo:
-                ran, lost = confirm(todo)
-                n_trials, n_failed = n_trials + ran, n_failed + lost
+                ran, failed = confirm(todo)
+                n_trials, n_failed = n_trials + ran, n_failed + failed
         missing = len(cells) - len(chosen)
-        status = "FINISHED" if n_failed == 0 and missing == 0 and not stalled else "FAILED"
+        due = set() if spec.confirm.budget is not None else {
+            trial_key(M.PHASE_CONFIRM, cell_key(cell), seed=seed) for cell in cells for seed in spec.confirm_seeds}
+        lost, unfinished = lost_to_faults(tracker, study_run, due) if chosen else (lost, due)
+        ok = n_failed == 0 and missing == 0 and not stalled and not lost and not unfinished
+        status = "FINISHED" if ok else "FAILED"
         tracker.set_tags(study_run, {"segstudy.n_trials": str(n_trials), "segstudy.n_failed": str(n_failed)})
     except process_state.Interrupted:
         status = "KILLED"
         raise
+    except Exception as exc:
+        cause = disk.no_space_cause(exc, where=[study.path, tracker.local_store])
+        if cause is None:
+            raise
+        status = "KILLED"
+        raise process_state.interrupted_by_full_disk(cause) from None
     finally:
         with process_state.defer_stop():  # closed whole, even when a stop comes now
-            pending = close_study_run(tracker, study_run, status=status, study=study)
+            try:
+                pending = close_study_run(tracker, study_run, status=status, study=study)
+            except Exception as exc:
+                # The store's disk is full as well: the run stays open, `status` says its driver is
+                # gone, and resume closes and continues it.
+                cause = disk.no_space_cause(exc, where=[tracker.local_store or tracker.uri, study.path])
+                if cause is None:
+                    raise
+                raise process_state.interrupted_by_full_disk(cause) from None
     return StudyResult(
         experiment=spec.name,
         study_run_id=tracker.real_id(study_run),
@@ -328,6 +386,8 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         pending_writes=pending,
         not_learned=() if pending else not_learned(tracker, tracker.real_id(study_run)),
         log_file=display.library_log.path if display.library_log is not None else None,
+        lost=lost,
+        unfinished=len(unfinished),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ray import tune
 
 from study import metrics_names as M
-from study import process_state
+from study import disk, process_state
 from study.run.cluster.capacity import cluster_capacity
 from study.run.display.console import Display, stopping_line
 from study.run.tune.stopping import PhaseStopper
@@ -35,7 +35,9 @@ def fit(
 
     A stop signal during the phase ends it at Tune's next step (`PhaseStopper`) and is raised as
     `process_state.Interrupted` when the fit returns, so no later phase starts and nothing the
-    caller writes after a finished phase (the chosen hyperparameters) is written.
+    caller writes after a finished phase (the chosen hyperparameters) is written. A full disk is a
+    stop too: met in a hook it ends the phase the same way (`full_disk_stops`); met by Tune itself
+    (its experiment state) it ends the fit with an error, which becomes the same stop here.
     """
     process_state.quiet_tune_loggers()
     console = display.console
@@ -54,7 +56,7 @@ def fit(
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(path),
-                callbacks=[*callbacks, LastResultFile()],
+                callbacks=[*callbacks, LastResultFile(path / name)],
                 stop=stopper,
                 verbose=1 if display.verbose else 0,  # segstudy's console shows progress; --verbose brings Tune's back
                 # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).
@@ -63,7 +65,12 @@ def fit(
         )
         # Created above with the real stdout: the Tuner pickles its callbacks, and a redirected stream would not pickle.
         with process_state.tune_prints_to(display.library_log):
-            tuner.fit()
+            try:
+                tuner.fit()
+            except Exception as exc:
+                cause = disk.no_space_cause(exc, where=path / name)
+                if cause is None or not process_state.stop_on_full_disk(cause):
+                    raise
 
 
 __all__ = ["fit"]

@@ -57,11 +57,24 @@ def optuna_outcome(searcher: CellSearcher | None, key: str) -> str | None:
     return None if searcher is None or trial is None else searcher.state_of(*trial)
 
 
+def retry_trial(searcher: CellSearcher | None, study: StudyDir, key: str) -> bool:
+    """Whether a failed trial runs again on resume (`study.run.record.reconcile`): a confirm trial
+    always (it is due until it has a finished run); a tune trial only while its phase is open,
+    queued again in Optuna with its parameters (once the phase ended, its choice is made)."""
+    trial = optuna_trial_of(key)
+    if trial is None:
+        return True
+    if searcher is None or "chosen" in study.manifest:
+        return False
+    return searcher.requeue_failed(*trial)
+
+
 def tune_phase(
     spec: StudySpec, searcher: CellSearcher, trainable: Any, tracker: StudyTracker, study: StudyDir, display: Display
-) -> tuple[dict[str, dict[str, Any]], int, int]:
+) -> tuple[dict[str, dict[str, Any]], int, int, int]:
     """Per-cell Optuna search with per-cell early stopping; returns (chosen per cell, trials
-    ended, trials failed) for the trials this driver ran.
+    ended, trials failed, of them failed by a fault of the machine) for the trials this driver
+    ran. With such a trial the phase is not over: resume runs it again before anything is chosen.
 
     On resume, trials the dead driver left running are re-queued with their parameters and only
     the budget not yet spent is run.
@@ -73,7 +86,7 @@ def tune_phase(
     searcher.requeue_interrupted()
     remaining = searcher.remaining()
     if not remaining:
-        return searcher.best(), 0, 0
+        return searcher.best(), 0, 0, 0
     scheduler = None
     if stopping.kind == "asha":
         scheduler = PerCellScheduler(
@@ -84,7 +97,7 @@ def tune_phase(
             grace_period=stopping.grace_period,
             reduction_factor=stopping.reduction_factor,
         )
-    callback = TrackingCallback(tracker, spec, full_epochs=max_t)
+    callback = TrackingCallback(tracker, spec, full_epochs=max_t, folder=study.path)
     fit(
         spec,
         trainable,
@@ -98,7 +111,7 @@ def tune_phase(
         max_concurrent=tuning.max_concurrent,
         max_epochs=max_t,
     )
-    return searcher.best(), callback.completed, callback.failed
+    return searcher.best(), callback.completed, callback.failed, callback.lost
 
 
 def confirm_fit(
@@ -107,7 +120,7 @@ def confirm_fit(
 ) -> tuple[int, int]:
     """Run confirm trials `todo` (the whole phase, or one round of it) as one grid; returns (trials
     ended, trials failed). `before`: callbacks that see each trial ahead of its MLflow run closing."""
-    callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs)
+    callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs, folder=study.path)
     totals = Counter(cell_key(trial["cell"]) for trial in todo)
     watch = display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs, stage=stage, open_claims=open_claims)
     fit(
@@ -122,4 +135,4 @@ def confirm_fit(
     return callback.completed, callback.failed
 
 
-__all__ = ["confirm_fit", "open_searcher", "optuna_outcome", "tune_phase"]
+__all__ = ["confirm_fit", "open_searcher", "optuna_outcome", "retry_trial", "tune_phase"]

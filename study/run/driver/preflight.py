@@ -45,11 +45,13 @@ InputKey = tuple[str, tuple[Any, ...], int | None, tuple[Any, ...]]
 @dataclass(frozen=True)
 class Timing:
     """Seconds one training step (at the trial's batch size), one image's prediction and one
-    image's scoring (every test metric) took."""
+    image's scoring (every test metric) took, and the bytes of the network's weights (what a
+    confirm trial's checkpoint and model hold: `study.run.driver.space`)."""
 
     step_s: float
     predict_s: float
     score_s: float
+    state_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ def _steps_on(plan: TrialPlan, spec: StudySpec, level: LevelData, *, where: str)
         step_s=_fastest(lambda: step(first)),
         predict_s=_fastest(lambda: predict(first_val)),
         score_s=_fastest(lambda: score(first_val, probs)),
+        state_bytes=sum(t.numel() * t.element_size() for t in model.state_dict().values()),
     )
     layout = _layout_of(plan.patch_size)
     done = {layout(level.train.volume(0)[0])}
@@ -236,8 +239,9 @@ def _subset(split: Split, indices: Any) -> Split:
 def estimate_seconds(spec: StudySpec, data: StudyData, result: Preflight) -> float:
     """Compute-seconds of every trial of the study, from the preflight's step times: each epoch
     steps through the train split and predicts the validation split; a confirm trial then
-    predicts and scores its calibration and test images under every condition. Perturbing the
-    images and the cluster's fixed start-up (seconds) are not counted."""
+    predicts and scores its calibration and test images under every condition, and its test
+    images at every shifted level (`evaluation.shift`). Perturbing the images and the cluster's
+    fixed start-up (seconds) are not counted."""
     tuning = spec.tuning
     tune_epochs = (tuning.early_stopping.max_t or spec.training.epochs) if tuning is not None else 0
     conditions = 1 + len(spec.evaluation.perturbations) * len(spec.evaluation.severities)
@@ -247,8 +251,8 @@ def estimate_seconds(spec: StudySpec, data: StudyData, result: Preflight) -> flo
         level = data[data_key(spec, cell)]
         batch = int(cell.get("batch_size", spec.fixed_hyperparameters.batch_size))
         epoch = math.ceil(len(level.train) / batch) * timing.step_s + len(level.val) * timing.predict_s
-        tests = (len(level.calib) + len(level.test)) * conditions * (timing.predict_s + timing.score_s)
-        confirm = spec.training.epochs * epoch + tests
+        tested = (len(level.calib) + len(level.test)) * conditions + sum(len(s.split) for s in level.shifted)
+        confirm = spec.training.epochs * epoch + tested * (timing.predict_s + timing.score_s)
         total += len(spec.confirm_seeds) * confirm + (tuning.trials_per_cell * tune_epochs * epoch if tuning else 0)
     return total
 

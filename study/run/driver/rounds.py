@@ -34,6 +34,7 @@ from analysis.stats.statements.sequential import FUTILE, NOT_LEARNED, Observed, 
 from analysis.stats.statements.study import declared_claims
 from study import metrics_names as M
 from study.run.record.reconcile import Reconciled, study_trial_runs
+from study.run.tune.stopping import full_disk_stops
 from study.run.tune.tune_report import checkpoint_dir, failure_of
 from study.spec import ARCHITECTURE, StudySpec
 from study.spec.cells import Cell, cell_key
@@ -82,10 +83,18 @@ class ConfirmScores:
         self.path = folder / SCORES_FILE
 
     def record(self, ended: Ended) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(asdict(ended)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = (json.dumps(asdict(ended)) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            except OSError:  # a full disk: no half line left for the next one to run into
+                os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
 
     def read(self) -> dict[str, Ended]:
         """Trial key -> its line (the last, if a trial that ran again wrote two)."""
@@ -114,6 +123,7 @@ class ScoresCallback(tune.Callback):
     def __init__(self, store: ConfirmScores, spec: StudySpec) -> None:
         self.store, self.spec = store, spec
 
+    @full_disk_stops(lambda self: self.store.path)
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         final = trial.last_result or {}
         rows, learned = None, None
@@ -124,6 +134,7 @@ class ScoresCallback(tune.Callback):
             learned = bool(final[M.LEARNED]) if M.LEARNED in final else None
         self._record(trial, rows, learned, patch_quantiles(final))
 
+    @full_disk_stops(lambda self: self.store.path)
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._record(trial, None, None, None)
 

@@ -9,6 +9,12 @@ KILLED belonged to a trial a stopped driver cut (docs/ARCHITECTURE.md 3, "Stoppi
   is closed with that outcome and tagged `segstudy.recovered`;
 - otherwise the trial was interrupted: its run is marked KILLED and deleted (so no trial shows
   twice), and the trial runs again.
+
+A run FAILED by a fault of the machine (`segstudy.fault=machine`: a killed worker, a lost node, a
+full disk), or any FAILED run when the user asks for it (`segstudy resume --retry-failed`), is
+not a result either: it is tagged `segstudy.retried`, kept as the record of a failed attempt, and
+its trial runs again (a tune trial is queued again in Optuna with its parameters first, through
+`retry`, so a kill between the two steps neither loses nor doubles it).
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from mlflow.entities import Run
 
 from study import metrics_names as M
 from study.tracking import StudyTracker
+from study.tracking.outbox import is_unavailable
 
 log = logging.getLogger(__name__)
 
 OutcomeOf = Callable[[str], str | None]  # trial key -> Optuna state name, or None
+Retry = Callable[[str], bool]  # trial key -> whether it will run again (a tune trial: queued again in Optuna)
 
 
 @dataclass
@@ -35,6 +43,7 @@ class Reconciled:
     failed: set[str] = field(default_factory=set)
     interrupted: int = 0
     recovered: int = 0
+    retried: int = 0  # failed runs whose trials run again (a fault of the machine, or --retry-failed)
 
     @property
     def done(self) -> set[str]:
@@ -46,10 +55,21 @@ def study_trial_runs(tracker: StudyTracker, study_run_id: str) -> list[Run]:
     return tracker.search_runs(f"tags.`{M.PARENT_TAG}` = '{study_run_id}'")
 
 
-def reconcile(tracker: StudyTracker, study_run_id: str, *, outcome_of: OutcomeOf) -> Reconciled:
-    """Close the runs a dead driver left RUNNING, remove those a stopped one closed KILLED, and
-    return the keys of trials already done."""
+def reconcile(
+    tracker: StudyTracker, study_run_id: str, *, outcome_of: OutcomeOf, retry: Retry = lambda key: True,
+    retry_failed: bool = False,
+) -> Reconciled:
+    """Close the runs a dead driver left RUNNING, remove those a stopped one closed KILLED, mark
+    the failed runs whose trials run again, and return the keys of trials already done.
+
+    Args:
+        outcome_of: a tune trial's state in Optuna (confirm trials have none).
+        retry: asked for each failed trial that is to run again; False keeps it failed (a tune
+            trial of a phase that has ended, or one Optuna does not hold as failed).
+        retry_failed: run every failed trial again, not only those the machine failed.
+    """
     state = Reconciled()
+    again: list[Run] = []
     for run in study_trial_runs(tracker, study_run_id):
         key = run.data.tags.get(M.TRIAL_KEY_TAG)
         if key is None:
@@ -76,12 +96,47 @@ def reconcile(tracker: StudyTracker, study_run_id: str, *, outcome_of: OutcomeOf
         elif status == "FINISHED":
             state.finished.add(key)
         elif status == "FAILED" and run.data.tags.get(M.RETRIED_TAG) != "true":
+            if retry_failed or run.data.tags.get(M.FAULT_TAG) == M.FAULT_MACHINE:
+                again.append(run)
+            else:
+                state.failed.add(key)
+    for run in again:
+        key = run.data.tags[M.TRIAL_KEY_TAG]
+        if key in state.finished:
+            continue
+        if retry(key):
+            tracker.set_tags(run.info.run_id, {M.RETRIED_TAG: "true"})  # after the retry is queued: see the docstring
+            state.retried += 1
+        else:
             state.failed.add(key)
     state.failed -= state.finished  # a retried key that later succeeded is finished
-    if state.interrupted or state.recovered:
-        log.warning("resume: %d interrupted trial run(s) removed, %d closed from the Optuna record",
-                    state.interrupted, state.recovered)
+    if state.interrupted or state.recovered or state.retried:
+        log.warning("resume: %d interrupted trial run(s) removed, %d closed from the Optuna record, %d failed trial(s) to "
+                    "run again", state.interrupted, state.recovered, state.retried)
     return state
 
 
-__all__ = ["Reconciled", "reconcile", "study_trial_runs"]
+def lost_to_faults(tracker: StudyTracker, study_run_id: str, confirm_keys: set[str]) -> tuple[int, set[str]]:
+    """What keeps a study from being finished, read back at its end: how many trials failed by a
+    fault of the machine and are not yet run again, and which of `confirm_keys` (every cell x
+    seed due) have no FINISHED run. A store that is away (writes waiting in the outbox) cannot
+    say: (0, none), and the trials the driver saw fail keep the study from FINISHED."""
+    lost, finished = set(), set()
+    try:
+        if tracker.deliver() > 0:
+            return 0, set()
+        runs = study_trial_runs(tracker, study_run_id)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        return 0, set()
+    for run in runs:
+        tags = run.data.tags
+        if run.info.status == "FINISHED":
+            finished.add(tags.get(M.TRIAL_KEY_TAG))
+        elif run.info.status == "FAILED" and tags.get(M.FAULT_TAG) == M.FAULT_MACHINE and tags.get(M.RETRIED_TAG) != "true":
+            lost.add(tags.get(M.TRIAL_KEY_TAG))
+    return len(lost - finished), confirm_keys - finished
+
+
+__all__ = ["Reconciled", "lost_to_faults", "reconcile", "study_trial_runs"]

@@ -14,23 +14,22 @@ whose hash matches the manifest, and, once tuning has started, its Optuna storag
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from study import disk, driver_lock
 from study.errors import SegstudyError
 
 MANIFEST = "study.json"
 SPEC_COPY = "spec.yaml"
-LOCK = "driver.lock"
+LOCK = driver_lock.LOCK
 OPTUNA_DB = "optuna.db"
 REQUIRED = ("name", "tracking_uri")  # every manifest segstudy writes has these (and spec_sha256 since 0.2)
 
@@ -50,12 +49,16 @@ class StudyDir:
             path = storage / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
             suffix += 1
         path.mkdir(parents=True)
-        shutil.copyfile(spec_file, path / SPEC_COPY)
-        study = cls(path)
-        study.update(
-            name=name, tracking_uri=tracking_uri, spec_source=str(Path(spec_file).resolve()), created=time.time(),
-            spec_sha256=_sha256(path / SPEC_COPY),
-        )
+        try:
+            shutil.copyfile(spec_file, path / SPEC_COPY)
+            study = cls(path)
+            study.update(
+                name=name, tracking_uri=tracking_uri, spec_source=str(Path(spec_file).resolve()), created=time.time(),
+                spec_sha256=_sha256(path / SPEC_COPY),
+            )
+        except OSError:  # a full disk: a folder without its manifest could never be resumed
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         return study
 
     @classmethod
@@ -108,27 +111,20 @@ class StudyDir:
         return self
 
     @contextlib.contextmanager
-    def driving(self) -> Iterator[None]:
-        """Hold the study's driver lock while the body runs; refuse if a live driver holds it.
-
-        The lock is an OS file lock (flock): the kernel drops it when its process ends, so a
-        SIGKILLed driver never leaves a stale lock behind and the next `resume` takes over.
-        """
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-                raise SegstudyError(
-                    f"{self.path}: a live driver is running this study ({holder}); wait for it to end or stop it, "
-                    "then run segstudy resume"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+    def driving(self, what: str = "driver") -> Iterator[None]:
+        """Hold the study's driver lock while the body runs; refuse if a live driver holds it
+        (`study.driver_lock`: the kernel drops it when its process ends, so a SIGKILLed driver
+        never leaves a stale lock behind and the next `resume` takes over)."""
+        with driver_lock.hold(self.path, what=what):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
+
+    def driver(self) -> str | None:
+        """'pid P on HOST since T (run)' of the live driver of this study, or None."""
+        return driver_lock.holder(self.path)
+
+    def free_bytes(self) -> int:
+        """Bytes still free on the disk that holds this folder."""
+        return disk.free_bytes(self.path)
 
     @property
     def spec_file(self) -> Path:
@@ -150,7 +146,11 @@ class StudyDir:
         """Merge values into study.json atomically (a kill mid-write leaves the old file)."""
         data = {**self.manifest, **values}
         tmp = self.path / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        try:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        except OSError:  # a full disk: the old manifest stays whole
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.path / MANIFEST)
 
     def next_attempt(self, phase: str) -> str:

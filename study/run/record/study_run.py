@@ -76,13 +76,13 @@ def log_chosen(tracker: StudyTracker, run_id: str, chosen: dict[str, dict[str, A
 
 
 def close_study_run(tracker: StudyTracker, study_run: str, *, status: str, study: StudyDir) -> int:
-    """End the study run as FINISHED, FAILED or KILLED (stopped: tagged interrupted, never
-    FINISHED; docs/ARCHITECTURE.md 3, "Stopping") and deliver the outbox; returns the writes
-    still waiting for the server."""
+    """End the study run as FINISHED, FAILED or KILLED (stopped: tagged interrupted with what
+    stopped it, a signal or a full disk, never FINISHED; docs/ARCHITECTURE.md 3, "Stopping") and
+    deliver the outbox; returns the writes still waiting for the server."""
     log_study_gpu(tracker, tracker.real_id(study_run))  # CUDA trials only: the study-wide utilisation
     if status == "KILLED":
         tracker.set_tags(study_run, {M.STATE_TAG: M.STATE_INTERRUPTED,
-                                     M.STOP_SIGNAL_TAG: process_state.stop_signal_name() or "?"})
+                                     M.STOP_SIGNAL_TAG: process_state.stop_reason() or "?"})
         tracker.finish(study_run, status="KILLED")
     else:
         tracker.set_tags(study_run, {M.STATE_TAG: status.lower()})

@@ -26,6 +26,7 @@ from study import process_state
 from study.errors import SegstudyError
 from study.spec.cells import Cell, cell_key
 from study.spec.samplers import get_sampler, make_sampler
+from study.run.tune.stopping import full_disk_stops
 from study.run.tune.tune_report import FAILURE
 from study.training.plan import TrialPlan
 
@@ -79,6 +80,7 @@ class CellSearcher(Searcher):
         self.trial_seed = trial_seed
         self.max_t = max_t
         self.epoch_key = epoch_key
+        self.storage = storage
         self.live: dict[str, tuple[int, int]] = {}  # tune trial id -> (cell index, optuna trial number)
         self.last: dict[str, dict[str, Any]] = {}
         self._handles: dict[str, optuna.Trial] = {}
@@ -102,6 +104,22 @@ class CellSearcher(Searcher):
         self.asked = [_counted(study) for study in self.studies]
         return n
 
+    def requeue_failed(self, cell: str, number: int) -> bool:
+        """Queue a failed trial of one cell again with its parameters (one the machine failed, or
+        any with `segstudy resume --retry-failed`), so its budget is spent once more; True when it
+        is queued (now or before), False when Optuna does not hold it as failed."""
+        for c, study in zip(self.cells, self.studies):
+            if cell_key(c) != cell:
+                continue
+            trials = study.get_trials(deepcopy=False)
+            if number >= len(trials) or trials[number].state != TrialState.FAIL:
+                return False
+            if not any(t.user_attrs.get(REQUEUED_FROM) == number for t in trials):  # never queued twice
+                study.enqueue_trial(trials[number].params, user_attrs={REQUEUED_FROM: number})
+            self.asked = [_counted(s) for s in self.studies]
+            return True
+        return False
+
     def remaining(self) -> int:
         """Trials still to run across cells (all of them for a new study; fewer on resume)."""
         return sum(self.remaining_per_cell().values())
@@ -121,9 +139,12 @@ class CellSearcher(Searcher):
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # metric and mode are ours; Tune's are not needed
 
+    @full_disk_stops(lambda self: self.storage.removeprefix("sqlite:///"))
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if process_state.stop_requested():
-            return None  # the phase is ending (study.run.tune.stopping): no trial is asked that would only be cut
+            # The phase is ending (study.run.tune.stopping): no trial is asked that would only be cut.
+            # FINISHED, not None: with no trial live, Tune waits up to 600 s for a searcher that says None.
+            return Searcher.FINISHED
         remaining = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
         if not remaining:
             return Searcher.FINISHED
@@ -148,6 +169,7 @@ class CellSearcher(Searcher):
             self.cells[index], seed=self.trial_seed, phase=M.PHASE_TUNE, hparams=trial.params, optuna_trial=trial.number
         )
 
+    @full_disk_stops(lambda self: self.storage.removeprefix("sqlite:///"))
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self.last[trial_id] = result
         handle = self._handles.get(trial_id)
@@ -157,6 +179,7 @@ class CellSearcher(Searcher):
             # trial its last value.
             handle.report(float(value), step=int(result[self.epoch_key]))
 
+    @full_disk_stops(lambda self: self.storage.removeprefix("sqlite:///"))
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id not in self.live:
             return

@@ -23,6 +23,7 @@ from ray import tune
 from ray.tune.result import EXPR_RESULT_FILE
 
 from study import metrics_names as M
+from study.run.tune.stopping import full_disk_stops
 
 HISTORY = "epoch_history"
 FAILURE = "segstudy_failure"  # in a trial's last result: why it ended as FAILED
@@ -97,9 +98,14 @@ class LastResultFile(tune.Callback):
     when neither exists. One line written at the end of each trial is all it needs.
     """
 
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder  # where the trials' folders are, for the line of a full disk
+
+    @full_disk_stops(lambda self: self.folder)
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._write(trial)
 
+    @full_disk_stops(lambda self: self.folder)
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._write(trial)
 
