@@ -28,7 +28,7 @@ from study.process_state import fail_fast_http
 from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, first_line
 from study.paths import output_file
 from study.redact import mask_text, mask_uri
-from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, is_unavailable, map_ids
+from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, Saved, is_unavailable, map_ids
 from study.tracking.sqlite_seed import seed_sqlite_store
 from study.tracking.stores import check_database, is_accepted, require_driver
 
@@ -141,9 +141,10 @@ class StudyTracker:
         self.retry_interval_s = retry_interval_s
         self._last_retry = 0.0
 
-    def use_outbox(self, directory: Path) -> None:
-        """Keep writes the server cannot take in `directory` (see `study.tracking.outbox`)."""
-        self.outbox = Outbox(directory)
+    def use_outbox(self, directory: Path, *, saved: Saved | None = None) -> None:
+        """Keep writes the server cannot take in `directory` (see `study.tracking.outbox`);
+        `saved` is told each path the outbox wrote or removed (a study folder in a bucket)."""
+        self.outbox = Outbox(directory, saved=saved)
 
     @cached_property
     def client(self) -> MlflowClient:
