@@ -206,7 +206,9 @@ def tracking_serve(
     backend_store_uri: Annotated[
         str, typer.Option("--backend-store-uri", help="sqlite:///PATH or postgresql://USER@HOST/DB")
     ] = "sqlite:///mlflow-server.db",
-    artifacts: Annotated[Path, typer.Option(help="Artifact root the server writes to")] = Path("mlartifacts-server"),
+    artifacts: Annotated[
+        str, typer.Option(help="Artifact root the server writes to: a local folder, or s3://BUCKET/PREFIX")
+    ] = "mlartifacts-server",
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 5000,
     workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
@@ -218,15 +220,23 @@ def tracking_serve(
     from study.tracking import resolve_tracking_uri
     from study.tracking.stores import check_database
 
-    server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
+    from study.storage import BucketPath, place
+    from study.storage.s3 import check_bucket, require_boto3
+
+    root = place(artifacts, option="--artifacts")
+    server_command(backend=backend_store_uri, artifacts=root, host=host, port=port, workers=workers)  # validates
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
         paths.output_file(Path(backend_store_uri.removeprefix("sqlite:///")), option="--backend-store-uri", what="SQLite store")
-    paths.output_folder(artifacts, option="--artifacts")
+    if isinstance(root, BucketPath):
+        require_boto3(f"--artifacts {root.uri}")
+        check_bucket(root, option="--artifacts")  # a bucket the server could not use is refused before it starts
+    else:
+        paths.output_folder(root, option="--artifacts")
     check_port_free(host, port)  # before the banner: a taken port is exit 2, not a server that never comes up
     check_database(backend_store_uri, what="--backend-store-uri")  # likewise a database that does not answer
     say(f"MLflow server on http://{host}:{port} (backend {mask_uri(backend_store_uri)}, artifacts {artifacts})", err=True)
-    code = serve(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)
+    code = serve(backend=backend_store_uri, artifacts=root, host=host, port=port, workers=workers)
     if code not in (0, -signal.SIGTERM, -signal.SIGINT):  # stopped on request is a clean end
         raise typer.Exit(code=1)
 

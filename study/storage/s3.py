@@ -86,6 +86,14 @@ def refusal(exc: OSError, *, where: str) -> SegstudyError:
     return SegstudyError(f"{where}: S3 refused the request {where_s3()}: {first_line(exc, limit=300)}")
 
 
+def require_boto3(where: str) -> None:
+    """Refuse, in one line, a bucket MLflow would have to open without boto3 installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("boto3") is None:
+        raise SegstudyError(f"{where}: MLflow reads and writes a bucket through boto3: pip install 'segstudy[s3]'")
+
+
 def check_bucket(path: BucketPath, *, option: str = "--storage", write: bool = True) -> None:
     """`path`'s bucket exists, its prefix can be listed and (with `write`) written: a probe
     object is put and deleted at once. Run before anything is started, so a study never gets as
@@ -111,4 +119,5 @@ def check_bucket(path: BucketPath, *, option: str = "--storage", write: bool = T
         raise refusal(exc, where=where) from None
 
 
-__all__ = ["CREDENTIALS", "ENDPOINT_VARS", "check_bucket", "endpoint", "filesystem", "refusal", "where_s3"]
+__all__ = ["CREDENTIALS", "ENDPOINT_VARS", "check_bucket", "endpoint", "filesystem", "refusal", "require_boto3",
+           "where_s3"]
