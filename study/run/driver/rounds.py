@@ -34,7 +34,7 @@ from analysis.stats.statements.sequential import FUTILE, NOT_LEARNED, Observed, 
 from analysis.stats.statements.study import declared_claims
 from study import metrics_names as M
 from study.run.record.reconcile import Reconciled, study_trial_runs
-from study.run.tune.tune_report import checkpoint_dir, failure_of
+from study.run.tune.tune_report import checkpoint_files, failure_of
 from study.spec import ARCHITECTURE, StudySpec
 from study.spec.cells import Cell, cell_key
 from study.tracking import StudyTracker
@@ -118,9 +118,9 @@ class ScoresCallback(tune.Callback):
         final = trial.last_result or {}
         rows, learned = None, None
         if not failure_of(final):
-            directory = checkpoint_dir(trial)
-            if directory is not None and (directory / M.PER_IMAGE_FILE).is_file():
-                rows = trial_rows(pd.read_csv(directory / M.PER_IMAGE_FILE))
+            with checkpoint_files(trial) as directory:
+                if directory is not None and (directory / M.PER_IMAGE_FILE).is_file():
+                    rows = trial_rows(pd.read_csv(directory / M.PER_IMAGE_FILE))
             learned = bool(final[M.LEARNED]) if M.LEARNED in final else None
         self._record(trial, rows, learned, patch_quantiles(final))
 
