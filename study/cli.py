@@ -36,6 +36,11 @@ SpecArg = Annotated[Path, typer.Argument(help="Study spec (YAML), e.g. search_sp
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, spec, ./mlflow.db)")
 ]
+StateDbOpt = Annotated[
+    str | None,
+    typer.Option("--state-db", help="A study in a bucket: the PostgreSQL database of its tuning state and driver lock, "
+                 "postgresql://HOST:PORT/DB (default: $SEGSTUDY_STATE_DB, or the one the study started with)"),
+]
 
 StudyOpt = Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")]
 ExperimentOpt = Annotated[str, typer.Option(help="Study name (= MLflow experiment)")]
@@ -123,21 +128,26 @@ def run(
     spec: SpecArg,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
     tracking_uri: TrackingOpt = None,
-    storage: Annotated[Path | None, typer.Option(help="Directory for Tune results and checkpoints")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Where study folders are made: a local folder (default ./ray_results) or s3://BUCKET/PREFIX")
+    ] = None,
+    state_db: StateDbOpt = None,
     verbose: VerboseOpt = False,
     allow_large_grid: LargeGridOpt = False,
 ) -> None:
     """Run every cell x seed of the study and track it in MLflow."""
     from study.run.driver.engine import run_study
 
-    _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose,
-                        allow_large_grid=allow_large_grid))
+    _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, state_db=state_db,
+                        verbose=verbose, allow_large_grid=allow_large_grid))
 
 
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", help="Show Tune's own trial tables and Ray/MLflow output instead of the study log")
 ]
-StorageOpt = Annotated[Path | None, typer.Option(help="Where study folders are (default ./ray_results)")]
+StorageOpt = Annotated[
+    str | None, typer.Option(help="Where study folders are: a local folder (default ./ray_results) or s3://BUCKET/PREFIX")
+]
 StudyDirArg = Annotated[str, typer.Argument(help="Study folder, or study name (its newest folder under --storage)")]
 StudyTrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="Default: the URI the study started with")]
 
@@ -150,12 +160,14 @@ def resume(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
     tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
+    state_db: StateDbOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Continue a study whose driver was killed or stopped: finished trials are kept, the rest run."""
     from study.run.driver.engine import resume_study
 
-    _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose))
+    _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, state_db=state_db,
+                           verbose=verbose))
 
 
 def _seed_list(text: str) -> list[int]:
@@ -174,6 +186,7 @@ def replicate(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
     tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
+    state_db: StateDbOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run a finished study's confirm phase again under new seeds (its chosen hyperparameters, the same
@@ -181,7 +194,7 @@ def replicate(
     from study.run.driver.engine import replicate_study
 
     _finished(replicate_study(study, seeds=_seed_list(seeds), address=address, tracking_uri=tracking_uri,
-                              storage=storage, verbose=verbose))
+                              storage=storage, state_db=state_db, verbose=verbose))
 
 
 @app.command()
@@ -190,11 +203,12 @@ def sync(
     study: StudyDirArg,
     tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
+    state_db: StateDbOpt = None,
 ) -> None:
     """Deliver tracking writes kept while the MLflow server was unreachable."""
     from study.run.driver.engine import sync_study
 
-    sent, left = sync_study(study, storage=storage, tracking_uri=tracking_uri)
+    sent, left = sync_study(study, storage=storage, tracking_uri=tracking_uri, state_db=state_db)
     say(f"delivered {sent} kept tracking write(s); {left} still waiting")
     if left:
         raise typer.Exit(code=1)
@@ -244,13 +258,16 @@ def tracking_serve(
 def _finished(result: Any) -> None:
     say(
         f"study '{result.experiment}': {result.n_trials - result.n_failed}/{result.n_trials} trials finished; "
-        f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.storage_path}"
+        f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.location}"
     )
     if not result.pending_writes:  # with writes still in the outbox, MLflow does not hold the study yet
-        from analysis.commands.study_summary import summarise_study, summary_lines
+        from analysis.commands.study_summary import REPORT_DIR, SUMMARY_DIR, summarise_study, summary_lines
 
-        summary = summarise_study(result.experiment, study_run_id=result.study_run_id,
-                                  tracking_uri=result.tracking_uri, study_folder=result.storage_path)
+        remote = result.location != str(result.storage_path)
+        summary = summarise_study(result.experiment, study_run_id=result.study_run_id, tracking_uri=result.tracking_uri,
+                                  study_folder=result.storage_path, location=result.location if remote else "")
+        if result.folder is not None:  # a study in a bucket: its summary and report go there too
+            result.folder.save(*(d for d in (SUMMARY_DIR, REPORT_DIR) if (result.storage_path / d).is_dir()))
         for line in summary_lines(summary):
             say(line)
     if result.not_learned:
@@ -270,15 +287,18 @@ def submit(
     spec: SpecArg,
     address: Annotated[str, typer.Option(help="Ray job server, e.g. http://HEAD:8265")],
     tracking_uri: TrackingOpt = None,
-    storage: Annotated[Path | None, typer.Option(help="Results directory as seen by the cluster")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Where study folders are, as the cluster sees them: a shared folder or s3://BUCKET/PREFIX")
+    ] = None,
+    state_db: StateDbOpt = None,
     no_follow: Annotated[bool, typer.Option("--no-follow", help="Return after submitting")] = False,
     allow_large_grid: LargeGridOpt = False,
 ) -> None:
     """Submit the study as a Ray job, stream its logs, exit with its status."""
     from study.run.cluster.submit import submit_study
 
-    job_id, status = submit_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, follow=not no_follow,
-                                  allow_large_grid=allow_large_grid)
+    job_id, status = submit_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, state_db=state_db,
+                                  follow=not no_follow, allow_large_grid=allow_large_grid)
     say(f"job {job_id}: {status}")
     if not no_follow and status != "SUCCEEDED":
         raise typer.Exit(code=1)
@@ -365,17 +385,39 @@ def recommend(
 @user_errors
 def report(
     experiment: ExperimentOpt,
-    out: Annotated[Path, typer.Option(help="Output directory for report.html and its figures")],
+    out: Annotated[Path | None, typer.Option(help="Output directory for report.html and its figures")] = None,
     tracking_uri: TrackingOpt = None,
     study: StudyOpt = "latest",
+    storage: Annotated[
+        str | None, typer.Option(help="Instead of --out: where the study folders are (a folder or s3://BUCKET/PREFIX); "
+                                      "the report goes into the newest study folder of the experiment, report/")
+    ] = None,
 ) -> None:
     """Build the self-contained HTML study report and log it to the study's MLflow run."""
     from analysis.commands.report import build_report
+    from analysis.commands.study_summary import REPORT_DIR
     from study.tracking import resolve_tracking_uri
 
+    if (out is None) == (storage is None):
+        raise SegstudyError("give --out DIR for the report, or --storage where the study folders are (the report then "
+                            "goes into the study's own folder), not both")
+    folder = None
+    if storage is not None:
+        from study.run.record.bucket_study import find_study
+
+        folder = find_study(experiment, storage=storage, state=False)
+        run_id = folder.manifest.get("study_run_id")
+        if not run_id or study not in ("latest", run_id):
+            raise SegstudyError(f"--study {study}: the newest study folder of '{experiment}', {folder.location}, holds study "
+                                f"run {run_id or '(none yet)'}; give --out for another study run's report")
+        study, out = run_id, folder.path / REPORT_DIR
     paths.output_folder(out, option="--out")
     path = build_report(experiment, out_dir=out, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
-    say(f"report: {path}")
+    if folder is not None and folder.location != str(folder.path):
+        folder.save(REPORT_DIR)
+        say(f"report: {folder.where(f'{REPORT_DIR}/{path.name}')} (a copy in {path})")
+    else:
+        say(f"report: {path}")
 
 
 @app.command()

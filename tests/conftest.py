@@ -200,12 +200,12 @@ class TrackingServer:
     It inherits this process's environment (PGPASSWORD for a PostgreSQL backend among it).
     """
 
-    def __init__(self, tmp: Path, *, backend: str | None = None) -> None:
+    def __init__(self, tmp: Path, *, backend: str | None = None, artifacts: str | None = None) -> None:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.args = [
             str(BIN / "segstudy"), "tracking", "serve", "--port", str(self.port),
-            "--backend-store-uri", backend or f"sqlite:///{tmp / 'server.db'}", "--artifacts", str(tmp / "artifacts"),
+            "--backend-store-uri", backend or f"sqlite:///{tmp / 'server.db'}", "--artifacts", artifacts or str(tmp / "artifacts"),
         ]
         self.log = tmp / "server.log"
         self.proc: subprocess.Popen | None = None

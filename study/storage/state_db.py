@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from study.errors import SegstudyError
 from study.redact import embeds_credentials, mask_uri
-from study.tracking.stores import check_database
+from study.tracking.stores import check_database, dialect_of
 
 ENV = "SEGSTUDY_STATE_DB"
 OPTION = "--state-db"
@@ -60,6 +60,21 @@ def checked_state_db(url: str | None, *, storage: str, reach: bool = True) -> st
     return url
 
 
+def check_shared_tracking(storage: str, tracking_uri: str) -> None:
+    """A study in a bucket is resumed on any machine: its tracking store must be one every machine
+    reaches (an MLflow server or a database), not a SQLite file on this one.
+
+    Raises:
+        SegstudyError: naming both and what to give instead.
+    """
+    if dialect_of(tracking_uri) in {"sqlite", "file", ""}:
+        raise SegstudyError(
+            f"--storage {storage}: a study in a bucket can be resumed on any machine, which needs a tracking store "
+            f"every machine reaches, not {mask_uri(tracking_uri)} on this one: an MLflow server (--tracking-uri "
+            "http://HOST:PORT, `segstudy tracking serve`) or a database (postgresql://...)"
+        )
+
+
 def libpq_url(url: str) -> str:
     """The URL as libpq (psycopg) takes it: `postgresql://...`."""
     scheme, rest = url.split("://", 1)
@@ -71,4 +86,5 @@ def optuna_url(url: str) -> str:
     return f"postgresql+psycopg://{libpq_url(url).split('://', 1)[1]}"
 
 
-__all__ = ["ACCEPTED", "ENV", "OPTION", "checked_state_db", "libpq_url", "optuna_url", "state_db_url"]
+__all__ = ["ACCEPTED", "ENV", "OPTION", "check_shared_tracking", "checked_state_db", "libpq_url", "optuna_url",
+           "state_db_url"]

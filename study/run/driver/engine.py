@@ -24,18 +24,19 @@ from ray import tune
 from study import metrics_names as M
 from study import process_state
 from study.errors import SegstudyError
-from study.paths import output_folder
 from study.process_state import route_ray_worker_output
 from study.run.cluster.capacity import check_resources, cluster_capacity, local_trials_at_once
 from study.run.cluster.connect import connect_ray
 from study.run.display.console import Display, StudyConsole
-from study.run.display.library_log import library_output
+from study.run.display.library_log import LOG_FILE, library_output
 from study.run.driver.phases import confirm_fit, open_searcher, optuna_outcome, tune_phase
 from study.run.driver.preflight import Preflight, plan_line, preflight
 from study.run.driver.replicate import plan_replicate
 from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
+from study.run.record.bucket_study import create_study, find_study, study_root
 from study.run.record.reconcile import reconcile
 from study.run.record.study_dir import StudyDir
+from study.storage import storage_root
 from study.run.record.study_run import close_study_run, log_chosen, not_learned, open_study_run
 from study.run.tune.trainable import train_trial
 from study.spec import StudySpec, check_data, check_grid_size, load_spec
@@ -55,12 +56,18 @@ class StudyResult:
     experiment: str
     study_run_id: str
     tracking_uri: str
-    storage_path: Path
+    storage_path: Path  # the study folder here (for a study in a bucket, its local working copy)
     n_trials: int
     n_failed: int
     pending_writes: int = 0  # tracking writes still in the outbox (server away at the end)
     not_learned: tuple[str, ...] = ()  # "cell seed=S: reason" of confirm trials the learning gate failed
     log_file: Path | None = None  # what Ray, Tune and MLflow said (study folder/segstudy.log)
+    folder: StudyDir | None = None  # the study folder, where it lives (`location`, `save`)
+
+    @property
+    def location(self) -> str:
+        """Where the study is, as `segstudy resume` takes it: its folder, or its bucket URI."""
+        return self.folder.location if self.folder is not None else str(self.storage_path)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +80,7 @@ def run_study(
     address: str | None = None,
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
+    state_db: str | None = None,
     console: StudyConsole | None = None,
     verbose: bool = False,
     allow_large_grid: bool = False,
@@ -83,16 +91,19 @@ def run_study(
         spec_path: YAML study spec.
         address: Ray cluster to join ("auto", "ray://...", "HOST:PORT"); None starts Ray here.
         tracking_uri: MLflow tracking URI; default MLFLOW_TRACKING_URI, the spec's, or ./mlflow.db.
-        storage: directory for study folders (spec copy, Optuna storage, Tune results; default
-            ./ray_results).
+        storage: where study folders are made (spec copy, Optuna storage, Tune results): a local
+            folder (default ./ray_results) or `s3://bucket/prefix` (`study.run.record.bucket_study`).
+        state_db: the PostgreSQL database of a study in a bucket (its tuning state and driver
+            lock; default SEGSTUDY_STATE_DB).
         console: where progress goes (default: live on a terminal, plain lines otherwise).
         verbose: keep Tune's own reporter and library output on the console instead of the
             study's log file.
         allow_large_grid: run a grid of more trials than the spec's max_trials (default 1000).
 
     Raises:
-        SegstudyError: bad spec, paths or grid size, or a resource request the cluster cannot
-            meet (nothing started, no store or folder created).
+        SegstudyError: bad spec, paths or grid size, a bucket or state database that cannot be
+            used, or a resource request the cluster cannot meet (nothing started, no store or
+            folder created).
         process_state.Interrupted: SIGINT or SIGTERM stopped the study (called in the main thread):
             its run is KILLED and tagged interrupted, `resume_study` continues it.
     """
@@ -101,13 +112,14 @@ def run_study(
     check_grid_size(spec, allow_large=allow_large_grid)
     check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
-    storage_path = _storage(output_folder(Path(storage or "ray_results"), option="--storage"))
+    storage_root(storage)  # --storage is a folder or a bucket, never a URI taken for a path
     with process_state.stop_on_signals(), library_output(verbose) as library_log:  # docs/ARCHITECTURE.md 3, "Stopping"
         tracker = StudyTracker(uri, spec.name)
         tracker.check_reachable()
+        root, state_url = study_root(storage, state_db=state_db, tracking_uri=uri)  # the bucket's write probe last
         return _on_ray(
             address, spec, tracker,
-            lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
+            lambda: create_study(root, name=spec.name, spec_file=spec_path, tracking_uri=uri, state_db=state_url),
             display=Display.of(console, verbose=verbose, library_log=library_log),
         )
 
@@ -128,25 +140,31 @@ def resume_study(
     address: str | None = None,
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
+    state_db: str | None = None,
     console: StudyConsole | None = None,
     verbose: bool = False,
 ) -> StudyResult:
     """Continue a study whose driver died or was stopped: finished trials are kept, the rest run.
+    A study in a bucket is continued on any machine that reaches the bucket, its state database
+    and its tracking store.
 
     Args:
-        name_or_dir: the study folder, or the study name (newest folder of that name in storage).
+        name_or_dir: the study folder (local or `s3://...`), or the study name (newest folder of
+            that name under `storage`).
         tracking_uri: where the study's runs are; default the one it was started with.
+        state_db: a study in a bucket: its state database (default SEGSTUDY_STATE_DB, then the
+            one it was started with).
         console, verbose: as for `run_study`.
     """
-    study = StudyDir.find(name_or_dir, storage=_storage(storage))
+    study = find_study(name_or_dir, storage=storage, state_db=state_db)
     with process_state.stop_on_signals():  # docs/ARCHITECTURE.md 3, "Stopping"
-        process_state.name_stopped_study(resume_name(study.path))
+        process_state.name_stopped_study(resume_name(study))
         with study.driving(), library_output(verbose) as library_log:  # before anything is delivered or started
             spec = load_spec(study.spec_file)
             check_data(spec)
             tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), spec.name)
             tracker.check_reachable()
-            tracker.use_outbox(study.outbox)
+            tracker.use_outbox(study.outbox, saved=study.save)
             if tracker.deliver() > 0:
                 raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
             display = Display.of(console, verbose=verbose, library_log=library_log)
@@ -160,6 +178,7 @@ def replicate_study(
     address: str | None = None,
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
+    state_db: str | None = None,
     console: StudyConsole | None = None,
     verbose: bool = False,
 ) -> StudyResult:
@@ -170,23 +189,25 @@ def replicate_study(
     Args:
         name_or_dir: the finished study's folder, or its name (newest folder of that name in storage).
         seeds: the new confirm seeds (none the study trained already).
-        address, tracking_uri, storage, console, verbose: as for `run_study`; the tracking URI
-            defaults to the one the study ran with, the storage to the folder the study lies in.
+        address, tracking_uri, storage, state_db, console, verbose: as for `run_study`; the tracking
+            URI defaults to the one the study ran with, the storage to the folder (or bucket prefix)
+            the study lies in, the state database to the study's.
 
     Raises:
         SegstudyError: as `plan_replicate` says, before anything is built or started.
         process_state.Interrupted: SIGINT or SIGTERM stopped it; `resume_study` on its folder continues it.
     """
-    found = StudyDir.find(name_or_dir, storage=_storage(storage))
+    found = find_study(name_or_dir, storage=storage, state_db=state_db, writing=False)
     with process_state.stop_on_signals(), library_output(verbose) as library_log:
         uri = resolve_tracking_uri(tracking_uri or found.manifest["tracking_uri"], None)
         tracker = StudyTracker(uri, found.manifest["name"])
         tracker.check_reachable()
         plan = plan_replicate(found, seeds, tracker=tracker)
         check_data(plan.spec)
-        root = _storage(storage) if storage is not None else plan.original.path.parent  # beside the original
+        where = storage if storage is not None else plan.original.parent  # beside the original by default
+        root, state_url = study_root(where, state_db=state_db or getattr(plan.original, "state_db", None), tracking_uri=uri)
         return _on_ray(
-            address, plan.spec, tracker, lambda: plan.create(root, tracking_uri=uri),
+            address, plan.spec, tracker, lambda: plan.create(root, tracking_uri=uri, state_db=state_url),
             display=Display.of(console, verbose=verbose, library_log=library_log),
         )
 
@@ -216,7 +237,7 @@ def _on_ray(
         display.console.note(plan_line(spec, data, checked, at_once=cluster_capacity(spec), where="on this Ray cluster"))
         with process_state.defer_stop():  # a folder is made whole, and then it is what resume continues
             study = study_dir()
-            process_state.name_stopped_study(resume_name(study.path))
+            process_state.name_stopped_study(resume_name(study))
         if log is not None:
             log.move_to(study.path)
         with contextlib.nullcontext() if locked else study.driving():  # one live driver per study
@@ -224,39 +245,50 @@ def _on_ray(
     finally:
         with process_state.defer_stop():  # a stop during the clean-up still puts Ray away
             display.console.close()
+            if log is not None and log.moved:
+                _save_quietly(study, log)
             if started_ray:
                 ray.shutdown()
             undo_workers()
 
 
-def resume_name(folder: Path) -> str:
-    """What `segstudy resume` is given to continue the study in `folder`: its path, relative to
-    the working directory when inside it (a name alone would need the same --storage)."""
+def _save_quietly(study: StudyDir, log: Any) -> None:
+    """Push the study log to where the study lives; a bucket that does not answer now costs the
+    log's tail, never the error that is on its way out."""
     try:
-        return str(folder.relative_to(Path.cwd()))
+        log.flush()
+        study.save(LOG_FILE)
+    except SegstudyError as exc:
+        warnings.warn(f"the study log stays in {study.path}: {exc}", stacklevel=2)
+
+
+def resume_name(study: StudyDir) -> str:
+    """What `segstudy resume` is given to continue `study`: its bucket URI, or its path, relative
+    to the working directory when inside it (a name alone would need the same --storage)."""
+    if study.location != str(study.path):
+        return study.location
+    try:
+        return str(study.path.relative_to(Path.cwd()))
     except ValueError:
-        return str(folder)
+        return str(study.path)
 
 
-def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None) -> tuple[int, int]:
+def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None,
+               state_db: str | None = None) -> tuple[int, int]:
     """Deliver a study's kept tracking writes; returns (delivered, still waiting)."""
-    study = StudyDir.find(name_or_dir, storage=_storage(storage))
-    with study.driving():  # a live driver delivers its own outbox; two deliverers would double writes
+    study = find_study(name_or_dir, storage=storage, state_db=state_db)
+    with study.driving("sync"):  # a live driver delivers its own outbox; two deliverers would double writes
         tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), study.manifest["name"])
-        tracker.use_outbox(study.outbox)
+        tracker.use_outbox(study.outbox, saved=study.save)
         before = len(tracker.outbox or [])
         tracker.check_reachable()
         left = tracker.deliver()
         return before - left, left
 
 
-def _storage(storage: str | Path | None) -> Path:
-    return Path(storage or "ray_results").resolve()
-
-
 def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, display: Display) -> StudyResult:
     """Run what is left of the study in `study` (everything, for a new one)."""
-    tracker.use_outbox(study.outbox)
+    tracker.use_outbox(study.outbox, saved=study.save)
     cells = expand_cells(spec)
     first_seeds = spec.confirm.budget.min if spec.confirm.budget is not None else len(spec.confirm_seeds)
     if first_seeds < M.MIN_SEEDS:
@@ -290,7 +322,7 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         confirm = functools.partial(confirm_fit, spec, trainable, tracker=tracker, study=study, display=display)
         stalled = False
         if spec.confirm.budget is not None:  # rounds until every comparison is resolved (study/run/driver/rounds.py)
-            store = ConfirmScores(study.path)
+            store = ConfirmScores(study.path, saved=study.save)
             outcome = confirm_rounds(
                 spec, cells, chosen, restore(store, done, tracker=tracker, study_run=study_run), store=store,
                 slots=cluster_capacity(spec),
@@ -328,6 +360,7 @@ def _drive(spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, d
         pending_writes=pending,
         not_learned=() if pending else not_learned(tracker, tracker.real_id(study_run)),
         log_file=display.library_log.path if display.library_log is not None else None,
+        folder=study,
     )
 
 

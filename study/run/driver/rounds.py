@@ -76,16 +76,19 @@ class Ended:
 
 class ConfirmScores:
     """`confirm_scores.jsonl` in a study folder: appended one line per ended trial, flushed to
-    disk at once; a line cut by a kill is skipped when read."""
+    disk at once (and `saved`: pushed to the bucket of a study in one) before the trial's MLflow
+    run is closed; a line cut by a kill is skipped when read."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, saved: Callable[..., None] = lambda *paths: None) -> None:
         self.path = folder / SCORES_FILE
+        self.saved = saved
 
     def record(self, ended: Ended) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(asdict(ended)) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self.saved(self.path)
 
     def read(self) -> dict[str, Ended]:
         """Trial key -> its line (the last, if a trial that ran again wrote two)."""
@@ -105,6 +108,7 @@ class ConfirmScores:
         tmp = self.path.with_name(f".{SCORES_FILE}.tmp")
         tmp.write_text("".join(json.dumps(asdict(e)) + "\n" for e in ended))
         os.replace(tmp, self.path)
+        self.saved(self.path)
 
 
 class ScoresCallback(tune.Callback):
