@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from study import library_versions
 from study import metrics_names as M
-from study.process_state import fail_fast_http
+from study.process_state import artifacts_through_server, fail_fast_http
 from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, first_line
 from study.paths import output_file
 from study.redact import mask_text, mask_uri
@@ -93,6 +93,7 @@ def reading_client(uri: str) -> MlflowClient:
         raise SegstudyError(f"tracking URI '{mask_uri(uri)}': no MLflow store at {path}; run `segstudy run SPEC` first")
     if uri.startswith(("http://", "https://")):
         fail_fast_http()
+        artifacts_through_server()
     check_database(uri)  # in seconds, not after MLflow's retries
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -127,6 +128,7 @@ class StudyTracker:
         check_no_credentials(tracking_uri)
         if tracking_uri.startswith(("http://", "https://")):
             fail_fast_http()  # a stalled Tune driver helps nobody: the outbox is our retry
+            artifacts_through_server()
         check_database(tracking_uri)  # MlflowClient opens a database at once, retrying for ~100 s
         self.uri = tracking_uri
         self.experiment = experiment

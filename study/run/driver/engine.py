@@ -238,9 +238,9 @@ def _on_ray(
         with process_state.defer_stop():  # a folder is made whole, and then it is what resume continues
             study = study_dir()
             process_state.name_stopped_study(resume_name(study))
-        if log is not None:
-            log.move_to(study.path)
         with contextlib.nullcontext() if locked else study.driving():  # one live driver per study
+            if log is not None:  # once the study is ours: taking a study in a bucket over pulls its files
+                log.move_to(study.path)
             return _drive(spec, study, tracker, data, display)
     finally:
         with process_state.defer_stop():  # a stop during the clean-up still puts Ray away
