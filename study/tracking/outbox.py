@@ -53,7 +53,7 @@ class Op(StrEnum):
 
 
 Apply = Callable[[Op, dict[str, Any]], str | None]
-Saved = Callable[[Sequence[Path]], None]  # told the paths an outbox wrote or removed
+Saved = Callable[..., None]  # called with the paths an outbox wrote or removed, in order
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -88,7 +88,7 @@ class Outbox:
         self.directory = directory
         self.ops_file = directory / "ops.jsonl"
         self.ids_file = directory / "ids.json"
-        self.saved = saved or (lambda paths: None)
+        self.saved = saved or (lambda *paths: None)
 
     def __len__(self) -> int:
         return len(self._ops())
@@ -110,13 +110,16 @@ class Outbox:
         if kind is Op.LOG_ARTIFACT:
             keep = self.directory / "files" / uuid.uuid4().hex
             keep.mkdir(parents=True)
-            args = {**args, "path": str(shutil.copy2(args["path"], keep / Path(args["path"]).name))}
+            copied = Path(shutil.copy2(args["path"], keep / Path(args["path"]).name))
+            # Relative to the outbox: a study folder taken over on another machine (a bucket's
+            # working copy) or moved keeps its kept files at another absolute path.
+            args = {**args, "path": copied.relative_to(self.directory).as_posix()}
             written.insert(0, keep)
         with self.ops_file.open("a") as f:
             f.write(json.dumps({"kind": kind.value, "args": args}) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.saved(written)
+        self.saved(*written)
 
     def deliver(self, apply: Apply) -> int:
         """Send queued operations in order until one fails to reach the server.
@@ -132,6 +135,8 @@ class Outbox:
             for op in ops:
                 kind = Op(op["kind"])
                 args = map_ids(op["args"], ids)
+                if kind is Op.LOG_ARTIFACT:  # kept relative to the outbox (absolute in older outboxes)
+                    args = {**args, "path": str(self.directory / args["path"])}
                 result = apply(kind, args)
                 if kind is Op.CREATE_RUN and result is not None:
                     ids[args["offline_id"]] = result
@@ -167,7 +172,7 @@ class Outbox:
         self.directory.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.ids_file, json.dumps(ids, indent=1))
         _atomic_write(self.ops_file, "".join(json.dumps(op) + "\n" for op in ops))
-        self.saved([self.ids_file, self.ops_file, *removed])
+        self.saved(self.ids_file, self.ops_file, *removed)
 
 
 def map_ids(args: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
