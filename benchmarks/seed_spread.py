@@ -73,6 +73,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay per step (0: none)")
     p.add_argument("--swa-start", type=float, default=0.0, help="SWA from this share of the epochs (0: none)")
     p.add_argument("--n-images", type=int, default=None)
+    p.add_argument("--placement", choices=["centred", "anywhere"], default=None, help="default: the spec's")
     p.add_argument("--val", type=float, default=None, help="validation share (train share shrinks by the same)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "seed_spread.jsonl")
     p.add_argument("--summary", type=Path, default=None)
@@ -81,7 +82,8 @@ def parse() -> argparse.Namespace:
 
 def study_level(args: argparse.Namespace):
     spec = load_spec(args.spec)
-    data = spec.data.model_copy(update={k: v for k, v in {"n_images": args.n_images}.items() if v is not None})
+    data = spec.data.model_copy(update={k: v for k, v in {"n_images": args.n_images, "placement": args.placement}.items()
+                                        if v is not None})
     if args.val is not None:
         split = spec.data.split.model_copy(update={"train": spec.data.split.train - (args.val - spec.data.split.val),
                                                    "val": args.val})

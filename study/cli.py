@@ -115,10 +115,22 @@ def validate(spec: SpecArg, allow_large_grid: LargeGridOpt = False) -> None:
         confirm = (f"confirm {n_cells} cells x {budget.min}-{budget.max} seeds, sequential (margin "
                    f"{parsed.confirm.resolution.margin:g}) = up to {n_cells * budget.max} trials")
     say(f"{spec}: ok: study '{parsed.name}', factors {', '.join(sorted(parsed.factors))}; {tune}{confirm}")
+    say(f"claims: {_claims_line(parsed)}")
     say(f"plan: {plan_line(parsed, data, checked, at_once=local_trials_at_once(parsed), where='on this machine')}")
     first = budget.min if budget is not None else len(seeds)
     if first < MIN_SEEDS:
         say(f"warning: only {first} confirmation seed(s); comparisons need >= {MIN_SEEDS}", err=True)
+
+
+def _claims_line(spec: Any) -> str:
+    """'(a) complexity, (b) out_of_domain declared (Holm, alpha 0.05); findings and the rest exploratory (bh, fdr 0.05)'."""
+    from study.spec.statistics import CLAIM_KINDS
+
+    stats = spec.statistics
+    kinds = spec.declared_claims().kinds
+    named = ", ".join(f"({CLAIM_KINDS[k].letter}) {k}" + (f" for {', '.join(sorted(a))}" if a else "") for k, a in kinds.items())
+    declared = f"{named} declared (Holm, alpha {stats.alpha:g})" if kinds else "none declared"
+    return f"{declared}; findings and the rest exploratory ({stats.fdr_method}, fdr {stats.fdr:g})"
 
 
 @app.command()

@@ -159,3 +159,30 @@ def test_a_claim_on_a_model_that_did_not_learn_says_so() -> None:
     assert table.loc["b", "not_learned"] != ""  # (b) averages over both alphas, the bad cell among them
     clean = claims(frame, reference="unet", trials=trials.assign(learned=True))
     assert (clean["not_learned"] == "").all() and not clean["line"].str.contains("NOT LEARNED").any()
+
+
+def test_breakdown_per_cell_and_claim_e_by_an_exact_stratified_test():
+    """noskip breaks down in 3 of 4 models at alpha 0.9 and in none at 0.1, unet in none: counted per
+    cell with the worst seed, and (e) is the exact conditional test over both levels."""
+    from scipy.stats import fisher_exact
+
+    from analysis.stats.statements.breakdown import breakdown_claims, breakdown_table, stratified_exact_p
+
+    dice = {("unet", 0.1): [0.95, 0.94, 0.96, 0.95], ("unet", 0.9): [0.81, 0.83, 0.80, 0.82],
+            ("noskip", 0.1): [0.93, 0.94, 0.92, 0.93], ("noskip", 0.9): [0.31, 0.45, 0.82, 0.25]}
+    trials = pd.DataFrame([
+        {"run_id": f"{a}{lv}{s}", "cell": f"alpha={lv},architecture={a}", "seed": s, "architecture": a, "alpha": lv,
+         "test_dice": d, "learned": d > 0.3} for (a, lv), values in dice.items() for s, d in enumerate(values)])
+    trials.attrs["factors"] = ["alpha", "architecture"]
+    table = breakdown_table(trials, threshold=0.6, levels=["alpha"]).set_index("cell")
+    hard = table.loc["alpha=0.9,architecture=noskip"]
+    assert (hard["models"], hard["broke_down"], hard["worst_dice"], hard["not_learned"]) == (4, 3, 0.25, 1)
+    assert table.loc["alpha=0.9,architecture=unet", "broke_down"] == 0
+    (row,) = breakdown_claims(trials, reference="unet", threshold=0.6, levels=["alpha"])
+    assert row["claim"] == "e" and row["estimate"] == pytest.approx(3 / 8)  # 3 of 8 against 0 of 8
+    # Nothing breaks down at alpha 0.1, so the stratified test is Fisher's on the hard level's table.
+    assert row["p"] == pytest.approx(fisher_exact([[3, 1], [0, 4]]).pvalue)
+    assert row["p"] == pytest.approx(stratified_exact_p([(3, 4, 0, 4), (0, 4, 0, 4)]))
+    assert "noskip broke down in 3 of 8 models (most at alpha 0.9: 3 of 4), unet in 0 of 8" in row["line"]
+    # Two levels each with a split: the exact null is the convolution of both hypergeometrics.
+    assert stratified_exact_p([(2, 4, 0, 4), (2, 4, 0, 4)]) < fisher_exact([[2, 2], [0, 4]]).pvalue

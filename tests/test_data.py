@@ -280,3 +280,16 @@ def test_export_unknown_format_names_accepted(tmp_path: Path):
     level = build_synthetic2d(SMALL, alpha=0.3)
     with pytest.raises(SegstudyError, match="'tiff'.*accepted: png, nifti"):
         export_level(level, tmp_path, fmt="tiff")
+
+
+def test_placement_anywhere_moves_the_same_blob_inside_the_image_and_keeps_the_pairing():
+    from study.data.synthetic2d import Synthetic2DConfig, build_synthetic2d
+
+    centred = build_synthetic2d(Synthetic2DConfig(image_size=32, n_images=40, seed=2), alpha=0.3)
+    moved = build_synthetic2d(Synthetic2DConfig(image_size=32, n_images=40, seed=2, placement="anywhere"), alpha=0.3)
+    again = build_synthetic2d(Synthetic2DConfig(image_size=32, n_images=40, seed=2, placement="anywhere"), alpha=0.7)
+    assert moved.test.ids == centred.test.ids  # the same split
+    assert (moved.test.masks.sum(axis=(1, 2, 3)) == centred.test.masks.sum(axis=(1, 2, 3))).all()  # same blobs, moved
+    assert (moved.test.masks == again.test.masks).all()  # every alpha sees the same masks: comparisons stay paired
+    spread = [np.array([np.argwhere(m[0]).mean(axis=0) for m in level.train.masks]).std(axis=0) for level in (centred, moved)]
+    assert (spread[1] > 2 * spread[0]).all()  # the blobs' centres spread over the image, not its middle

@@ -106,3 +106,27 @@ def test_an_empty_prediction_of_an_empty_image_is_right_not_collapsed():
     other = np.roll(blob, 3, axis=2)
     assert collapsed_share([blob, blob], threshold=0.5, truths=[blob, other]) == 1.0
     assert collapsed_share([blob, blob], threshold=0.5, truths=[blob, blob]) == 0.0
+
+
+def test_the_trivial_answer_is_the_best_prediction_that_ignores_the_image():
+    """Blobs in the middle of every image: one fixed mask (where most training masks are foreground)
+    scores far above the all-foreground Dice, and a model that does no better never learned the
+    task; moved anywhere, the fixed mask is no better than all foreground."""
+    from study.data.synthetic2d import Synthetic2DConfig, build_synthetic2d
+    from study.training.evaluation.learning import blind_baseline
+
+    centred = build_synthetic2d(Synthetic2DConfig(image_size=32, n_images=60, seed=1), alpha=0.5)
+    blind = blind_baseline(centred.train, centred.val)
+    assert blind.dice > trivial_dice(centred.val) + 0.3 and blind.what.startswith("the Dice of one fixed mask")
+    probs = [np.random.default_rng(i).random((1, 32, 32)) for i in range(len(centred.test))]  # not collapsed
+    verdict = judge(LearningGate(min_dice=0.3), test_probs=probs, threshold=0.5, test_dice=0.6,
+                    val_curve=[0.2, blind.dice + 0.02], trivial_val_dice=blind)
+    assert not verdict.learned and verdict.reason.startswith(
+        f"never_rose: best validation Dice {blind.dice + 0.02:.3f} never rose 0.05 above the Dice of one fixed mask")
+    anywhere = build_synthetic2d(Synthetic2DConfig(image_size=32, n_images=60, seed=1, placement="anywhere"), alpha=0.5)
+    moved = blind_baseline(anywhere.train, anywhere.val)
+    assert moved.dice < blind.dice - 0.2
+    # Masks of several shapes (3D volumes of two sizes) have no fixed mask: all foreground is the answer.
+    level = build_synthetic3d(Synthetic3DConfig(volume_size=32, test_volume_sizes=[32, 48], n_train=2, n_val=2, n_calib=1,
+                                                n_test=2, train_radius=(5, 7), test_radius=(3, 9)))
+    assert blind_baseline(level.train, level.test).what == "the all-foreground Dice"

@@ -205,6 +205,10 @@ def test_a_seed_budget_runs_seeds_in_order_and_counts_its_most(write_spec):
     assert count_trials(spec).describe() == "up to 40 trials (4 cells x 3-10 seeds, sequential)"
     result = runner.invoke(app, ["validate", str(write_spec(seeds=DELETE, confirm={"seeds": {"min": 2, "max": 2}}))])
     assert "confirm 4 cells x 2-2 seeds, sequential (margin 0.01) = up to 8 trials" in result.output
+    assert ("claims: (a) complexity, (b) out_of_domain declared (Holm, alpha 0.05); findings and the rest "
+            "exploratory (bh, fdr 0.05)") in result.output
+    named = write_spec(seeds=DELETE, statistics={"claims": [{"claim": "out_of_domain", "arms": ["noskip_unet"]}], "alpha": 0.1})
+    assert "claims: (b) out_of_domain for noskip_unet declared (Holm, alpha 0.1)" in runner.invoke(app, ["validate", str(named)]).output
     assert "only 2 confirmation seed(s)" in result.stderr
 
 

@@ -31,7 +31,7 @@ from study.training.device.accelerator import prepare_device, resident, resolve_
 from study.training.evaluation.calibrated import coverage_metrics, evaluate_with_bounds
 from study.training.evaluation.conditions import condition_metrics, with_test_levels
 from study.training.inputs.strategies import Patches, WholeImages
-from study.training.evaluation.learning import Verdict, judge, trivial_dice
+from study.training.evaluation.learning import Verdict, blind_baseline, judge
 from study.training.loop import build_loss, build_optimizer, build_schedule, train_one_epoch
 from study.training.evaluation.evaluate import dice_of
 from study.training.device.gpu_monitor import sampler_for
@@ -216,7 +216,7 @@ def run_plan(
         threshold=spec.evaluation.threshold,
         test_dice=metrics[M.TEST_DICE],
         val_curve=trained.val_curve,
-        trivial_val_dice=trivial_dice(level.val),
+        trivial_val_dice=blind_baseline(level.train, level.val),
         test_truths=[level.test.volume(i)[1] for i in range(len(level.test))],
     )
     metrics.update(condition_metrics(corrupted) if len(corrupted) else {})

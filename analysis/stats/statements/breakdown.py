@@ -2,9 +2,11 @@
 
 A mean over seeds hides the question a user of an architecture asks first: how often does training
 it give a model that fails? Per cell, `breakdown_table` counts the confirm models whose clean test
-Dice is below the spec's `evaluation.breakdown`, and gives the worst seed's Dice. Models the
-learning gate rejected are counted apart: a model that did not learn is a defect of the run, not a
-breakdown of the architecture (docs/ARCHITECTURE.md 6).
+Dice is below the spec's `evaluation.breakdown`, and gives the worst seed's Dice. Every model counts:
+at the edge of what an arm can learn, a training run either finds the cue or stays at the answer a
+model gives without looking at the image, and that second kind is the breakdown itself (the
+learning gate's rejections, docs/ARCHITECTURE.md 6, are also counted apart, `not_learned`, because
+they make every comparison of means that involves them meaningless).
 
 Claim (e), `breakdown_claims`, compares each arm's breakdown count with the reference arm's over
 every level of the other factors, by the exact conditional test for stratified 2x2 tables: within
@@ -36,21 +38,20 @@ BREAKDOWN_COLUMNS = ("cell", "arm", "level", "models", "broke_down", "share", "w
 
 
 def breakdown_table(trials: pd.DataFrame, *, threshold: float, levels: Sequence[str]) -> pd.DataFrame:
-    """Per cell: the confirm models (learned), how many broke down (clean test Dice < threshold),
-    their share, the worst seed's test Dice, and the models the learning gate rejected."""
+    """Per cell: the confirm models, how many broke down (clean test Dice < threshold), their share,
+    the worst seed's test Dice, and how many of them the learning gate rejected."""
     if trials.empty or M.TEST_DICE not in trials.columns:
         return pd.DataFrame(columns=list(BREAKDOWN_COLUMNS))
     learned = _learned(trials)
     rows = []
     for cell, block in trials.groupby("cell", sort=True):
-        ok = block[learned.loc[block.index]]
-        dice = ok[M.TEST_DICE].astype(float)
+        dice = block[M.TEST_DICE].astype(float)
         first = block.iloc[0]
         rows.append({
             "cell": cell, "arm": first.get(ARM, ""), "level": level_text({f: first[f] for f in levels if f in block.columns}),
-            "models": int(len(ok)), "broke_down": int((dice < threshold).sum()),
-            "share": float((dice < threshold).mean()) if len(ok) else np.nan,
-            "worst_dice": float(dice.min()) if len(ok) else np.nan, "not_learned": int(len(block) - len(ok)),
+            "models": int(len(block)), "broke_down": int((dice < threshold).sum()),
+            "share": float((dice < threshold).mean()) if len(block) else np.nan,
+            "worst_dice": float(dice.min()) if len(block) else np.nan, "not_learned": int((~learned.loc[block.index]).sum()),
         })
     return pd.DataFrame(rows, columns=list(BREAKDOWN_COLUMNS))
 
@@ -59,13 +60,13 @@ def breakdown_claims(trials: pd.DataFrame, *, reference: str, threshold: float, 
     """Claim (e) per arm: its breakdown count against the reference arm's, over every level (module docstring)."""
     if ARM not in trials.columns or trials[ARM].nunique() < 2 or M.TEST_DICE not in trials.columns:
         return []
-    learned = trials[_learned(trials)]
-    broke = learned[M.TEST_DICE].astype(float) < threshold
+    models = trials  # every model: one that never learned the task at a level is what breaking down there means
+    broke = models[M.TEST_DICE].astype(float) < threshold
     keys = [f for f in levels if f in trials.columns]
     rows = []
     for arm in sorted(a for a in trials[ARM].dropna().unique() if a != reference):
         strata, worst = [], ""
-        for _, block in learned.groupby(keys, sort=True) if keys else [((), learned)]:
+        for _, block in models.groupby(keys, sort=True) if keys else [((), models)]:
             a = block[ARM] == arm
             r = block[ARM] == reference
             if a.any() and r.any():
@@ -73,7 +74,7 @@ def breakdown_claims(trials: pd.DataFrame, *, reference: str, threshold: float, 
         if not strata:
             continue
         x1, n1, x2, n2 = (sum(s[i] for s in strata) for i in range(4))
-        worst_level = _worst_level(learned, broke, arm, keys)
+        worst_level = _worst_level(models, broke, arm, keys)
         worst = f" (most at {worst_level})" if worst_level and x1 else ""
         share = x1 / n1 - x2 / n2
         text = (f"(e) breakdown (clean test Dice < {threshold:g}): {arm} broke down in {x1} of {n1} models{worst}, "
@@ -82,7 +83,7 @@ def breakdown_claims(trials: pd.DataFrame, *, reference: str, threshold: float, 
             "claim": "e", "kind": "breakdown", "arm": arm, "reference": reference, "about": f"Dice < {threshold:g}",
             "estimate": share, "ci_low": np.nan, "ci_high": np.nan, "p": stratified_exact_p(strata), "se": np.nan,
             "df": np.nan, "n_seeds": min(n1, n2), "n_images": 0, "not_learned": "",
-            "cells": ";".join(sorted(set(learned.loc[learned[ARM].isin([arm, reference]), "cell"].astype(str)))),
+            "cells": ";".join(sorted(set(models.loc[models[ARM].isin([arm, reference]), "cell"].astype(str)))),
             "text": text, "tail": f"{len(strata)} level{'s' * (len(strata) != 1)}, training runs the replicates",
         })
     for row in rows:
@@ -113,10 +114,10 @@ def _learned(trials: pd.DataFrame) -> pd.Series:
     return trials["learned"] != False  # noqa: E712 - None (no verdict) counts as learned
 
 
-def _worst_level(learned: pd.DataFrame, broke: pd.Series, arm: str, keys: Sequence[str]) -> str:
+def _worst_level(models: pd.DataFrame, broke: pd.Series, arm: str, keys: Sequence[str]) -> str:
     if not keys:
         return ""
-    mine = learned[learned[ARM] == arm]
+    mine = models[models[ARM] == arm]
     counts = broke[mine.index].groupby([mine[k] for k in keys]).sum()
     if counts.empty or counts.max() == 0:
         return ""

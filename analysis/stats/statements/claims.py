@@ -41,6 +41,7 @@ from analysis.stats.core.contrasts import Tables, Term, blocks_contrast, frame_c
 from analysis.stats.core.inference import Estimate
 from analysis.stats.core.statement import statement_line
 from study import metrics_names as M
+from study.spec.cells import cell_key
 from study.spec.statistics import CLAIM_KINDS
 
 ARM = "architecture"
@@ -117,7 +118,8 @@ def _complexity(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid, m
                                                 ({ARM: arm, COMPLEXITY: easy, **w}, -1.0), ({ARM: ref, COMPLEXITY: easy, **w}, 1.0)])
         text = (f"(a) complexity: {arm} - {ref} went from {at[easy].estimate:+.3f} Dice at {COMPLEXITY} {easy:g} to "
                 f"{at[hard].estimate:+.3f} at {COMPLEXITY} {hard:g}, a change of")
-        rows.append(_row("a", arm, ref, f"{COMPLEXITY} {easy:g} -> {hard:g}", est, text, _over(clean, rest), clean))
+        rows.append(_row("a", arm, ref, f"{COMPLEXITY} {easy:g} -> {hard:g}", est, text, _over(clean, rest), clean,
+                         design=factors.cells([arm, ref], **{COMPLEXITY: [easy, hard]})))
     return rows
 
 
@@ -138,7 +140,7 @@ def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid
                                                        ({ARM: ref, "condition": condition, **w}, -1.0)])
             text = (f"(b) out of domain, {condition}: {arm} loses {own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; "
                     f"{arm}'s loss minus {ref}'s =")
-            rows.append(_row("b", arm, ref, condition, est, text, _over(used, factors), used))
+            rows.append(_row("b", arm, ref, condition, est, text, _over(used, factors), used, design=factors.cells([arm, ref])))
     return rows
 
 
@@ -198,7 +200,8 @@ def _shifted_from(
         est, own = loss((arm, 1.0), (ref, -1.0)), loss((arm, 1.0))
         text = (f"(b) out of domain, trained at {factor} {level_text(trained)}, tested at {levels} (mean){pairing}: "
                 f"{arm} loses {own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
-        out.append(_row("b", arm, ref, f"{factor} {level_text(trained)} -> {levels}", est, text, _over(used, rest), used))
+        out.append(_row("b", arm, ref, f"{factor} {level_text(trained)} -> {levels}", est, text, _over(used, rest), used,
+                        design=Grid((*rest.names, factor), rest.design).cells([arm, ref], **{factor: [trained]})))
     return out
 
 
@@ -213,7 +216,8 @@ def _context(frame: pd.DataFrame, arms: list[str], factors: Grid, metric: str) -
     for arm in arms:
         est = _averaged(clean, rest, lambda w, arm=arm: [({ARM: arm, PATCH: large, **w}, 1.0), ({ARM: arm, PATCH: small, **w}, -1.0)])
         text = f"(c) context: {arm} Dice at patch {large:g} minus at patch {small:g} ="
-        rows.append(_row("c", arm, "", f"{PATCH} {small:g} -> {large:g}", est, text, _over(clean, rest), clean))
+        rows.append(_row("c", arm, "", f"{PATCH} {small:g} -> {large:g}", est, text, _over(clean, rest), clean,
+                         design=factors.cells([arm], **{PATCH: [small, large]})))
     return rows
 
 
@@ -307,6 +311,16 @@ class Grid:
         values = list(self.design.get(factor) or frame[factor].dropna().tolist())
         return min(values), max(values)
 
+    def cells(self, arms: Sequence[str], **fixed: Sequence[Any]) -> set[str]:
+        """The canonical keys of the design's cells of `arms` at the `fixed` levels (every level of
+        the other factors): the cells a claim rests on, whether or not their trials scored
+        (empty when the design is unknown)."""
+        if not self.design or any(not self.design.get(f) for f in self.names):
+            return set()
+        choices = {ARM: list(arms), **{f: list(fixed.get(f, self.design[f])) for f in self.names}}
+        names = sorted(choices)
+        return {cell_key(dict(zip(names, combo))) for combo in itertools.product(*(choices[n] for n in names))}
+
     def levels(self, frame: pd.DataFrame) -> list[dict[str, Hashable]]:
         """Every combination of the factors' levels: the design's (so a level without rows is still
         one), else the ones the frame holds."""
@@ -333,12 +347,15 @@ def _over(frame: pd.DataFrame, factors: Grid, *, how: str = "averaged", note: st
 
 
 def _row(
-    claim: str, arm: str, ref: str, about: str, est: Estimate, text: str, over: str, used: pd.DataFrame, *, unit: str = "images"
+    claim: str, arm: str, ref: str, about: str, est: Estimate, text: str, over: str, used: pd.DataFrame, *,
+    unit: str = "images", design: set[str] = frozenset(),
 ) -> dict:
-    """One claim's numbers, the words around them, and the cells and runs it rests on."""
+    """One claim's numbers, the words around them, and the cells and runs it rests on: the cells its
+    rows came from and, with a known design, every cell it was designed to rest on (a cell whose
+    trials all failed is one: more seeds there are what the claim needs)."""
     compared = used[used[ARM].isin([arm, ref])]
     runs = set(compared["run_id"]) if "run_id" in used.columns else set()
-    cells = sorted(set(compared["cell"].astype(str))) if "cell" in used.columns else []
+    cells = sorted(set(compared["cell"].astype(str)) | set(design)) if "cell" in used.columns else sorted(design)
     return {"claim": claim, "kind": KIND[claim], "arm": arm, "reference": ref, "about": about, "estimate": est.estimate,
             "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p, "se": est.se, "df": est.df, "n_seeds": est.n_seeds,
             "n_images": est.n_images, "seed_variance": est.seed_variance, "image_variance": est.image_variance,
