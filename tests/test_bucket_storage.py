@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SMOKE, TrackingServer, run_app
+from conftest import ROOT, SMOKE, run_app
 
 
 def refused(tmp_path, *args: str, says: str, secrets: tuple[str, ...] = ()) -> str:
@@ -33,18 +33,9 @@ def refused(tmp_path, *args: str, says: str, secrets: tuple[str, ...] = ()) -> s
     return lines[0]
 
 
-@pytest.fixture
-def tracking(tmp_path):
-    """A real tracking server: the bucket is checked after the tracking store answers."""
-    server = TrackingServer(tmp_path / "server")
-    (tmp_path / "server").mkdir()
-    server.start()
-    yield server.uri
-    server.stop()
-
-
-def test_a_bucket_that_cannot_be_used_is_refused_in_one_line(bucket, s3_server, postgres, tracking, tmp_path, monkeypatch):
-    spec, secret = str(SMOKE), s3_server.secret_key
+def test_a_bucket_that_cannot_be_used_is_refused_in_one_line(bucket, s3_server, postgres, tmp_path, monkeypatch):
+    """Checked before the tracking store is even asked (this one would not answer)."""
+    spec, secret, tracking = str(SMOKE), s3_server.secret_key, "http://127.0.0.1:9"
     run = ("run", spec, "--state-db", postgres, "--tracking-uri", tracking)
     missing = refused(tmp_path, *run, "--storage", f"s3://{bucket}-missing/studies", says="the bucket does not exist",
                       secrets=(secret,))

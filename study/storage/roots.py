@@ -87,7 +87,7 @@ def is_remote(given: str | Path | None) -> bool:
 
 
 def storage_root(given: str | Path | None, *, option: str = "--storage") -> Root:
-    """Where study folders are: `given` parsed (default ./ray_results), a local folder resolved.
+    """Where study folders are: `given` parsed (default ./ray_results), a local folder made absolute.
 
     Raises:
         SegstudyError: a URI of a scheme other than s3, or a malformed s3 URI.
@@ -96,13 +96,12 @@ def storage_root(given: str | Path | None, *, option: str = "--storage") -> Root
         >>> storage_root("s3://team-studies/segstudy")
         BucketPath(bucket='team-studies', key='segstudy')
     """
-    if given is None or str(given) == "":
-        return Path(DEFAULT).resolve()
-    return place(given, option=option)
+    return place(DEFAULT if given is None or str(given) == "" else given, option=option)
 
 
 def place(given: str | Path, *, option: str = "--storage") -> Root:
-    """A local path (resolved) or a `BucketPath`: a study folder, or a folder of study folders.
+    """A local path (absolute, not resolved: a symlink loop is for the path checks to name) or a
+    `BucketPath`: a study folder, or a folder of study folders.
 
     Raises:
         SegstudyError: a URI of a scheme other than s3, or a malformed s3 URI.
@@ -113,7 +112,7 @@ def place(given: str | Path, *, option: str = "--storage") -> Root:
     if scheme is not None:
         where = f"{option} {as_given(given)}" if option else as_given(given)
         raise SegstudyError(f"{where}: {scheme}:// is not a storage segstudy writes to; accepted: {ACCEPTED}")
-    return Path(given).resolve()
+    return Path(given).absolute()
 
 
 __all__ = ["ACCEPTED", "BucketPath", "DEFAULT", "Root", "is_remote", "place", "storage_root"]

@@ -36,7 +36,6 @@ from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, con
 from study.run.record.bucket_study import create_study, find_study, study_root
 from study.run.record.reconcile import reconcile
 from study.run.record.study_dir import StudyDir
-from study.storage import storage_root
 from study.run.record.study_run import close_study_run, log_chosen, not_learned, open_study_run
 from study.run.tune.trainable import train_trial
 from study.spec import StudySpec, check_data, check_grid_size, load_spec
@@ -112,11 +111,10 @@ def run_study(
     check_grid_size(spec, allow_large=allow_large_grid)
     check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
-    storage_root(storage)  # --storage is a folder or a bucket, never a URI taken for a path
+    root, state_url = study_root(storage, state_db=state_db, tracking_uri=uri)  # before the tracking store exists
     with process_state.stop_on_signals(), library_output(verbose) as library_log:  # docs/ARCHITECTURE.md 3, "Stopping"
         tracker = StudyTracker(uri, spec.name)
         tracker.check_reachable()
-        root, state_url = study_root(storage, state_db=state_db, tracking_uri=uri)  # the bucket's write probe last
         return _on_ray(
             address, spec, tracker,
             lambda: create_study(root, name=spec.name, spec_file=spec_path, tracking_uri=uri, state_db=state_url),

@@ -111,7 +111,7 @@ def study_root(
     """
     root = storage_root(storage)
     if isinstance(root, Path):
-        return (output_folder(root, option="--storage") if writing else root), None
+        return (output_folder(root, option="--storage").resolve() if writing else _resolved(root)), None
     url = checked_state_db(state_db_url(state_db), storage=root.uri)
     if tracking_uri is not None:
         check_shared_tracking(root.uri, tracking_uri)
@@ -165,7 +165,7 @@ def find_study(name_or_dir: str | Path, *, storage: str | Path | None = None, st
         return _open(found, manifest, state_db, state=state)
     root = storage_root(storage)
     if isinstance(root, Path) or Path(name_or_dir).is_dir():
-        return StudyDir.find(name_or_dir, storage=root if isinstance(root, Path) else Path.cwd())
+        return StudyDir.find(name_or_dir, storage=_resolved(root) if isinstance(root, Path) else Path.cwd())
     check_bucket(root, write=writing)
     manifests = bucket_copy.manifests(root, MANIFEST)
     candidates = {d: m for d, m in manifests.items() if m is not None and m.get("name") == str(name_or_dir)}
@@ -174,6 +174,14 @@ def find_study(name_or_dir: str | Path, *, storage: str | Path | None = None, st
                             "pass the study folder, or the --storage it ran with")
     newest = max(candidates, key=lambda d: (candidates[d].get("created", 0), d.name))
     return _open(newest, candidates[newest], state_db, state=state)
+
+
+def _resolved(path: Path) -> Path:
+    """`path` with its symlinks resolved, or as given where that cannot be done (a symlink loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path
 
 
 def _manifest(remote: BucketPath) -> dict[str, Any] | None:
