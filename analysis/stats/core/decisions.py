@@ -13,7 +13,9 @@ new sentence (`analysis.stats.core.statement`):
 With a margin (a seed budget's `resolve.margin`), an unresolved statement whose interval lies inside
 +-margin is resolved as "no difference beyond the margin" (the interval at its level covers the
 truth with the family's guarantee, so an interval inside the margin rules out a difference that
-matters).
+matters). A statement resting on a model the learning gate rejected stays in its family (so the
+others are not favoured) but is never resolved and shows no interval: it compares a model that
+never learned the task.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from analysis.stats.core.statement import RESOLVED, UNRESOLVED, statement_line
 from study.spec.statistics import Declared
 
 DECLARED, EXPLORATORY = "declared", "exploratory"
+NOT_LEARNED = f"{UNRESOLVED} (a model it rests on did not learn)"
 DECISION_COLUMNS = ("family", "method", "family_level", "p_adjusted", "confidence", "resolved", "outcome")
 
 
@@ -95,11 +98,16 @@ def _apply(
     lows, highs, outcomes = [], [], []
     for row, level, resolved in zip(out.to_dict("records"), decided.confidence, decided.resolved, strict=True):
         est = _estimate(row).at(level) if np.isfinite(level) else _estimate(row)
+        if row.get("not_learned"):  # it compares models that never learned the task: no interval, no decision
+            lows.append(np.nan)
+            highs.append(np.nan)
+            outcomes.append(NOT_LEARNED)
+            continue
         lows.append(est.ci_low)
         highs.append(est.ci_high)
         outcomes.append(_outcome(est, resolved, margin))
     out["ci_low"], out["ci_high"], out["outcome"] = lows, highs, outcomes
-    out["resolved"] = [o != UNRESOLVED for o in outcomes]
+    out["resolved"] = [o not in (UNRESOLVED, NOT_LEARNED) for o in outcomes]
     if "line" in out.columns:
         out["line"] = [statement_line(r, measure=measure, noun=noun) for r in out.to_dict("records")]
     return out

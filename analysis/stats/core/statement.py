@@ -48,6 +48,8 @@ def statement_line(row: Mapping[str, Any], *, measure: str = "", noun: str = "st
         level = row.get("confidence")
         shown = f" ({_percent(level)} interval)" if level is not None and np.isfinite(level) else ""
         inference = f"[{low:+.3f}, {high:+.3f}]{shown}, p {p_text(float(row['p']))}{_decision(row)}"
+    elif row.get("not_learned") and row.get("method"):  # decided: no interval for a comparison of models that never learned
+        inference = f"(no interval: a model it rests on did not learn), p {p_text(float(row['p']))}{_decision(row)}"
     else:  # one training run per cell says nothing about how much training runs differ
         inference = "(no interval or p-value: needs >= 2 seeds per cell)"
         if row.get("method"):
