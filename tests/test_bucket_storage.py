@@ -74,9 +74,14 @@ def test_a_bucket_that_cannot_be_used_is_refused_in_one_line(bucket, s3_server, 
         (("predict", "--model", "0" * 32, "--input", "s3://bucket/in.png", "--output", "m.png"), "--input s3://bucket/in.png: a URI"),
         (("predict", "--model", "0" * 32, "--input", str(SMOKE), "--output", "s3://bucket/m.png"), "a URI"),
         (("validate", "s3://bucket/spec.yaml"), "s3://bucket/spec.yaml: a URI, not a local spec file"),
+        (("submit", str(SMOKE), "--address", "http://127.0.0.1:9", "--storage", "s3://bucket/x"), "give --state-db"),
+        (("submit", str(SMOKE), "--address", "http://127.0.0.1:9", "--storage", "s3://bucket/x", "--state-db",
+          "postgresql://u@db/state"), "a tracking store every machine reaches"),
     ],
 )
-def test_a_uri_is_never_taken_for_a_local_path(args, says, tmp_path):
+def test_a_uri_is_never_taken_for_a_local_path(args, says, tmp_path, monkeypatch):
+    monkeypatch.delenv("SEGSTUDY_STATE_DB", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     refused(tmp_path, *args, says=says)
 
 

@@ -150,6 +150,7 @@ def submit_study(
     spec = load_spec(spec_path)  # refuse bad input before anything reaches the cluster
     check_grid_size(spec, allow_large=allow_large_grid)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
+    storage_abs, state_db = cluster_storage(storage, state_db=state_db, tracking_uri=uri)
     root = process_state.project_folder()
     try:
         spec_rel = spec_path.resolve().relative_to(root.resolve()).as_posix()
@@ -159,7 +160,6 @@ def submit_study(
             "cluster as the job's working_dir; run segstudy submit from the folder that holds the spec and its files"
         ) from None
     runtime_env = job_runtime_env(spec, root)
-    storage_abs, state_db = cluster_storage(storage, state_db=state_db, tracking_uri=uri)
     from ray.job_submission import JobSubmissionClient
 
     try:
