@@ -24,8 +24,10 @@ from mlflow.tracking import MlflowClient
 from conftest import BIN, TrackingServer, run_app, run_cli
 from study import metrics_names as M
 from study.serving.mlflow_model import registered_model_name
+from study.run.driver.replicate import plan_replicate
+from study.run.record.bucket_study import find_study
 from study.storage.state_db import optuna_url
-from study.tracking import reading_client
+from study.tracking import StudyTracker, reading_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*confirmation seed"),
               pytest.mark.filterwarnings("ignore:.*at least 3 seeds")]
@@ -196,14 +198,13 @@ def _study_in_a_bucket(ray_head, bucket, s3_server, state_db, server, tmp_path, 
     assert b'id="findings"' in html
     outputs += [report.stdout, report.stderr]
 
-    # A replicate of the study in the bucket is made beside it, in the bucket, driven under the same state database.
-    replica = run_app("replicate", folder_uri, "--seeds", "2", "--address", ray_head.gcs_address, cwd=second)
-    assert replica.returncode == 0, replica.stdout[-2000:] + replica.stderr[-2000:]
-    manifests = bucket_manifests(s3_server, bucket)
-    (replica_uri,) = set(manifests) - {folder_uri}
-    assert replica_uri.startswith(f"{storage}/{NAME}-") and manifests[replica_uri]["replicate_of"]["folder"] == folder_uri
-    assert f"results in {replica_uri}" in replica.stdout and "2/2 trials finished" in replica.stdout
-    outputs += [replica.stdout, replica.stderr]
+    # A replicate of the study in the bucket is made beside it, in the bucket, under its state database
+    # (driven like any study in a bucket, which the resume above was).
+    found = find_study(folder_uri, writing=False)
+    replica = plan_replicate(found, [2], tracker=StudyTracker(server.uri, NAME)).maker(None, tracking_uri=server.uri)()
+    assert replica.location.startswith(f"{storage}/{NAME}-") and replica.location != folder_uri
+    assert replica.state_db == state_db and replica.manifest["replicate_of"]["folder"] == folder_uri
+    assert bucket_manifests(s3_server, bucket)[replica.location]["chosen"] == manifest["chosen"]
 
     # No secret anywhere: the bucket, every output, every file either machine wrote, the server's log.
     objects = s3_server.objects(bucket)

@@ -202,10 +202,8 @@ def replicate_study(
         tracker.check_reachable()
         plan = plan_replicate(found, seeds, tracker=tracker)
         check_data(plan.spec)
-        where = storage if storage is not None else plan.original.parent  # beside the original by default
-        root, state_url = study_root(where, state_db=state_db or getattr(plan.original, "state_db", None), tracking_uri=uri)
         return _on_ray(
-            address, plan.spec, tracker, lambda: plan.create(root, tracking_uri=uri, state_db=state_url),
+            address, plan.spec, tracker, plan.maker(storage, tracking_uri=uri, state_db=state_db),
             display=Display.of(console, verbose=verbose, library_log=library_log),
         )
 

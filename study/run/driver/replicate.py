@@ -11,7 +11,7 @@ statements hold in it is `analysis.stats.statements.replication`.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import yaml
 
 from study import metrics_names as M
 from study.errors import SegstudyError
-from study.run.record.bucket_study import create_study, find_study
+from study.run.record.bucket_study import create_study, find_study, study_root
 from study.run.record.study_dir import StudyDir
 from study.storage import Root
 from study.spec import StudySpec, parse_spec
@@ -39,6 +39,18 @@ class Replicate:
     seeds: tuple[int, ...]
     original_run_id: str
     chosen: dict[str, Any] | None
+
+    def maker(self, storage: str | Path | None, *, tracking_uri: str, state_db: str | None = None) -> Callable[[], StudyDir]:
+        """Check where the replicate goes and return what makes its folder there: under `storage`,
+        by default beside the original (its folder's parent, or its bucket prefix, under the
+        original's state database).
+
+        Raises:
+            SegstudyError: a storage, bucket or state database that cannot be used (`study_root`).
+        """
+        where = storage if storage is not None else self.original.parent
+        root, url = study_root(where, state_db=state_db or getattr(self.original, "state_db", None), tracking_uri=tracking_uri)
+        return lambda: self.create(root, tracking_uri=tracking_uri, state_db=url)
 
     def create(self, storage: Root, *, tracking_uri: str, state_db: str | None = None) -> StudyDir:
         """The replicate's folder under `storage` (a local folder, or a bucket prefix with its
