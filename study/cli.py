@@ -347,18 +347,41 @@ def analyze(
         say(line)
 
 
+def _stored_study(experiment: str, storage: str, study: str, tracking_uri: str | None, *, writing: bool) -> tuple[Any, str, str]:
+    """The newest study folder of EXPERIMENT under `--storage` (a folder or a bucket; opened without
+    its state database), its study run, and the tracking URI: `--tracking-uri`, else the one the
+    study started with (on another machine the bucket is what the user knows)."""
+    from study.run.record.bucket_study import find_study
+    from study.tracking import resolve_tracking_uri
+
+    folder = find_study(experiment, storage=storage, state=False, writing=writing)
+    run_id = folder.manifest.get("study_run_id")
+    if not run_id or study not in ("latest", run_id):
+        raise SegstudyError(f"--study {study}: the newest study folder of '{experiment}', {folder.location}, holds study "
+                            f"run {run_id or '(none yet)'}; give --tracking-uri and --study without --storage for another")
+    return folder, run_id, resolve_tracking_uri(tracking_uri or folder.manifest["tracking_uri"], None)
+
+
 @app.command()
 @user_errors
 def status(
     experiment: Annotated[str, typer.Argument(help="Study name (= MLflow experiment)")],
     tracking_uri: TrackingOpt = None,
     study: StudyOpt = "latest",
+    storage: Annotated[
+        str | None, typer.Option(help="Where the study folders are (a folder or s3://BUCKET/PREFIX): the newest study "
+                                      "folder of the experiment names its study run and tracking URI")
+    ] = None,
 ) -> None:
     """Per cell and phase: trials done, running, stopped early, failed, best validation Dice."""
     from analysis.commands.status import study_status
     from study.tracking import resolve_tracking_uri
 
-    table = study_status(experiment, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
+    uri = resolve_tracking_uri(tracking_uri, None)
+    if storage is not None:
+        folder, study, uri = _stored_study(experiment, storage, study, tracking_uri, writing=False)
+        say(f"study folder: {folder.location}")
+    table = study_status(experiment, tracking_uri=uri, study=study)
     say(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "rounds" in table.attrs:
         say(table.attrs["rounds"])
@@ -413,18 +436,12 @@ def report(
     if (out is None) == (storage is None):
         raise SegstudyError("give --out DIR for the report, or --storage where the study folders are (the report then "
                             "goes into the study's own folder), not both")
-    folder = None
+    folder, uri = None, resolve_tracking_uri(tracking_uri, None)
     if storage is not None:
-        from study.run.record.bucket_study import find_study
-
-        folder = find_study(experiment, storage=storage, state=False)
-        run_id = folder.manifest.get("study_run_id")
-        if not run_id or study not in ("latest", run_id):
-            raise SegstudyError(f"--study {study}: the newest study folder of '{experiment}', {folder.location}, holds study "
-                                f"run {run_id or '(none yet)'}; give --out for another study run's report")
-        study, out = run_id, folder.path / REPORT_DIR
+        folder, study, uri = _stored_study(experiment, storage, study, tracking_uri, writing=True)
+        out = folder.path / REPORT_DIR
     paths.output_folder(out, option="--out")
-    path = build_report(experiment, out_dir=out, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
+    path = build_report(experiment, out_dir=out, tracking_uri=uri, study=study)
     if folder is not None and folder.location != str(folder.path):
         folder.save(REPORT_DIR)
         say(f"report: {folder.where(f'{REPORT_DIR}/{path.name}')} (a copy in {path})")
