@@ -40,6 +40,8 @@ def test_a_bucket_that_cannot_be_used_is_refused_in_one_line(bucket, s3_server, 
     missing = refused(tmp_path, *run, "--storage", f"s3://{bucket}-missing/studies", says="the bucket does not exist",
                       secrets=(secret,))
     assert f"s3://{bucket}-missing/studies" in missing and s3_server.endpoint in missing
+    refused(tmp_path, "status", "smoke", "--storage", f"s3://{bucket}-missing/studies", says="the bucket does not exist")
+    refused(tmp_path, "status", "smoke", "--storage", f"s3://{bucket}/studies", says="no study named 'smoke'")
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-0123456789")
     line = refused(tmp_path, *run, "--storage", f"s3://{bucket}/studies", says="access refused",
@@ -84,6 +86,25 @@ def test_a_uri_is_never_taken_for_a_local_path(args, says, tmp_path, monkeypatch
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     refused(tmp_path, *args, says=says)
 
+
+
+def test_submit_gives_the_job_the_bucket_and_its_state_database(monkeypatch):
+    """The job's `segstudy run` gets the bucket as given (not made a path on this machine) and the
+    state database named here; one the cluster's nodes set themselves (SEGSTUDY_STATE_DB) is left
+    to them. Whether the cluster reaches both, the job's run checks before any trial starts."""
+    import shlex
+
+    from study.run.cluster.submit import build_entrypoint, cluster_storage
+
+    monkeypatch.setenv("SEGSTUDY_STATE_DB", "postgresql://u@db:5432/state")
+    tracking = "http://mlflow:5000"
+    storage, state_db = cluster_storage("s3://team-bucket/studies/", state_db="postgres://u@db/state", tracking_uri=tracking)
+    words = shlex.split(build_entrypoint("spec.yaml", tracking_uri=tracking, storage=storage, state_db=state_db))
+    assert words[words.index("--storage") + 1] == "s3://team-bucket/studies"
+    assert words[words.index("--state-db") + 1] == "postgresql://u@db/state"
+    storage, state_db = cluster_storage("s3://team-bucket/studies", state_db=None, tracking_uri=tracking)
+    assert state_db is None and "--state-db" not in build_entrypoint("spec.yaml", tracking_uri=tracking, storage=storage)
+    assert cluster_storage("shared/results", state_db=None, tracking_uri=tracking) == (str(Path("shared/results").absolute()), None)
 
 def make_study(bucket: str, state_db: str, tmp_path: Path):
     from study.run.record.bucket_study import create_study
