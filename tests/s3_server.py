@@ -49,12 +49,15 @@ class S3Server:
         self.client().create_bucket(Bucket=name)
         return name
 
-    def objects(self, bucket: str) -> dict[str, bytes]:
-        """Every object of `bucket`, key -> bytes."""
+    def keys(self, bucket: str) -> list[str]:
+        """The keys of every object of `bucket`."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def objects(self, bucket: str, *, suffix: str = "") -> dict[str, bytes]:
+        """Every object of `bucket` (whose key ends with `suffix`), key -> bytes."""
         client = self.client()
-        keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-                for o in page.get("Contents", [])]
-        return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+        return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in self.keys(bucket) if k.endswith(suffix)}
 
 
 def start(bin_dir: Path, log: Path, *, timeout: float = 60) -> S3Server:

@@ -39,7 +39,7 @@ data: {{dataset: synthetic2d, image_size: 32, n_images: 40, seed: 0, split: {{tr
 model: {{unet: {{channels: [8, 16, 32], strides: [2, 2], num_res_units: 0}}}}
 factors: {{architecture: [unet], alpha: [0.2, 0.8]}}
 hyperparameters: {{lr: {{loguniform: [1.0e-3, 3.0e-2]}}, batch_size: 8, optimizer: adam}}
-training: {{epochs: 12, loss: dice}}
+training: {{epochs: 4, loss: dice}}
 evaluation: {{perturbations: []}}
 tuning: {{trials_per_cell: 2, sampler: random, seed: 0, early_stopping: {{kind: none}}}}
 confirm: {{seeds: [0, 1]}}
@@ -173,7 +173,7 @@ def _study_in_a_bucket(ray_head, bucket, s3_server, state_db, server, tmp_path, 
 
     # The study folder is in the bucket: the study's own files, Tune's experiments (one tune attempt
     # per driver), summary and report; the working copies are each machine's own.
-    objects = s3_server.objects(bucket)
+    objects = s3_server.keys(bucket)
     prefix = folder_uri.removeprefix(f"s3://{bucket}/")
     names = {k.removeprefix(f"{prefix}/").split("/")[0] for k in objects if k.startswith(f"{prefix}/")}
     assert {"study.json", "spec.yaml", "segstudy.log", "tune", "tune-2", "confirm", "summary", "report"} <= names, names
@@ -186,8 +186,18 @@ def _study_in_a_bucket(ray_head, bucket, s3_server, state_db, server, tmp_path, 
     monkeypatch.setenv("XDG_CACHE_HOME", env_second["XDG_CACHE_HOME"])
     outputs = [resumed.stdout, resumed.stderr]
 
-    # The registered model predicts from the bucket, through the server.
+    # Status from the bucket alone: its study folder names the study run and the tracking server.
+    status = run_app("status", NAME, "--storage", storage, cwd=second)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"study folder: {folder_uri}\n")
+    confirm = [line.split() for line in status.stdout.splitlines() if line.split()[1:2] == [M.PHASE_CONFIRM]]
+    assert sorted(row[0] for row in confirm) == sorted(CELLS) and all(row[2] == "2" for row in confirm), status.stdout
+    outputs += [status.stdout, status.stderr]
+
+    # The registered model predicts from the bucket, through the server; recommend reads the
+    # per-image tables there.
     outputs += check_predict(client, server.uri, spec, second)
+    outputs += check_recommend(client, server.uri, second)
 
     # The report is rebuilt into the study's folder in the bucket.
     s3_server.client().delete_object(Bucket=bucket, Key=f"{prefix}/report/report.html")
@@ -207,17 +217,20 @@ def _study_in_a_bucket(ray_head, bucket, s3_server, state_db, server, tmp_path, 
     assert bucket_manifests(s3_server, bucket)[replica.location]["chosen"] == manifest["chosen"]
 
     # No secret anywhere: the bucket, every output, every file either machine wrote, the server's log.
-    objects = s3_server.objects(bucket)
     files = [p for home in (first, second, tmp_path / "server") for p in home.rglob("*") if p.is_file()]
-    for secret in secrets:
-        assert not [k for k, body in objects.items() if secret.encode() in body]
-        assert not [text for text in outputs if secret in text]
-        assert not [p for p in files if secret.encode() in p.read_bytes()]
+    holders = [*(f"s3://{bucket}/{k}" for k, body in s3_server.objects(bucket).items() if has_secret(body, secrets)),
+               *(str(p) for p in files if has_secret(p.read_bytes(), secrets)),
+               *(text[:200] for text in outputs if has_secret(text.encode(), secrets))]
+    assert not holders
+
+
+def has_secret(data: bytes, secrets: tuple[str, ...]) -> bool:
+    return any(secret.encode() in data for secret in secrets)
 
 
 def bucket_manifests(s3_server, bucket: str) -> dict[str, dict]:
     return {f"s3://{bucket}/{k.removesuffix('/study.json')}": json.loads(body)
-            for k, body in s3_server.objects(bucket).items() if k.endswith("/study.json")}
+            for k, body in s3_server.objects(bucket, suffix="/study.json").items()}
 
 
 def check_predict(client: MlflowClient, uri: str, spec: Path, home: Path) -> list[str]:
@@ -236,4 +249,21 @@ def check_predict(client: MlflowClient, uri: str, spec: Path, home: Path) -> lis
     assert proc.returncode == 0, proc.stderr
     # In this process torch may sum in another order than the trial did: equal up to that.
     assert json.loads(proc.stdout)["quality_score"] == pytest.approx(row["quality_score"], abs=1e-5)
+    return [proc.stdout, proc.stderr]
+
+
+def check_recommend(client: MlflowClient, uri: str, home: Path) -> list[str]:
+    """`segstudy recommend` on the test images check_predict exported: matched to their level, the
+    clean Dice of that cell's confirm trials, read from their per-image tables in the bucket.
+    Returns what it printed."""
+    cell = CELLS[1]
+    tables = [pd.read_csv(client.download_artifacts(r.info.run_id, M.PER_IMAGE_FILE, str(home / "dl" / r.info.run_id)))
+              for r in trial_runs(client, M.PHASE_CONFIRM, "FINISHED") if r.data.tags[M.CELL_TAG] == cell]
+    clean = pd.concat(tables).query(f"condition == '{M.CLEAN}'")
+    proc = run_app("recommend", "--experiment", NAME, "--data", str(home / "images" / "alpha=0.8" / "test"),
+                   "--tracking-uri", uri, cwd=home)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert len(tables) == 2 and result["matched"] == {"alpha": 0.8, "condition": M.CLEAN} and result["winner"] == "unet"
+    assert result["dice"] == pytest.approx(clean.groupby("image_id")["dice"].mean().mean(), abs=1e-9)
     return [proc.stdout, proc.stderr]
