@@ -146,6 +146,22 @@ def stop_process_group(proc: subprocess.Popen, *, grace_s: float = 30) -> None:
         pass
 
 
+def trial_workers(head_pid: int) -> list[int]:
+    """Pids of this test cluster's Ray workers running a trial (Ray sets their title to name the
+    trainable). Only descendants of our own head: other Ray clusters on the machine are not ours to touch."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            title = " ".join(proc.info["cmdline"] or [])
+            if title.startswith("ray::") and ("train_trial" in title or "ImplicitFunc" in title):
+                if any(parent.pid == head_pid for parent in proc.parents()):
+                    found.append(proc.pid)
+        except psutil.Error:  # a process that ended while we looked
+            continue
+    return found
+
 @pytest.fixture
 def write_spec(tmp_path: Path):
     """Write a variant of the smoke spec: `write_spec(**overrides)` -> path (dotted keys allowed)."""

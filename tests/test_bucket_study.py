@@ -9,6 +9,7 @@ bucket, and no secret appears in any output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, TrackingServer, run_app, run_cli
+from conftest import BIN, TrackingServer, run_app, run_cli, trial_workers
 from study import metrics_names as M
 from study.serving.mlflow_model import registered_model_name
 from study.run.driver.replicate import plan_replicate
@@ -78,26 +79,10 @@ def kill_mid_tune(driver: subprocess.Popen, client: MlflowClient, workers, held)
         time.sleep(0.2)
 
 
-import contextlib  # noqa: E402  (until conftest has held / trial_workers)
-
-
-def trial_workers(head_pid: int) -> list[int]:
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            title = " ".join(proc.info["cmdline"] or [])
-            if title.startswith("ray::") and ("train_trial" in title or "ImplicitFunc" in title):
-                if any(parent.pid == head_pid for parent in proc.parents()):
-                    found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
-
-
 @contextlib.contextmanager
 def held(pids):
+    """Trial workers paused (SIGSTOP) while the body runs, after a moment for writes in flight to land;
+    so what was checked still holds when the driver is killed."""
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     time.sleep(2)

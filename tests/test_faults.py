@@ -9,11 +9,11 @@ import threading
 import time
 
 import optuna
-import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import trial_workers
 from study import metrics_names as M
 from study.run.driver.engine import run_study
 from study.spec import load_spec
@@ -24,21 +24,6 @@ from study.training import TrialPlan
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*confirmation seed")
 EPOCHS = 100  # long enough that the kill lands before the trial ends on a fast CPU
-
-
-def trial_workers(head_pid: int) -> list[int]:
-    """Pids of this test cluster's Ray workers running a trial (Ray sets their title to name the
-    trainable). Only descendants of our own head: other Ray clusters on the machine are not ours to kill."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        title = " ".join(proc.info["cmdline"] or [])
-        if title.startswith("ray::") and ("train_trial" in title or "ImplicitFunc" in title):
-            try:
-                if any(parent.pid == head_pid for parent in proc.parents()):
-                    found.append(proc.pid)
-            except psutil.Error:
-                continue
-    return found
 
 
 def runs_of(uri: str, experiment: str) -> list:
