@@ -377,11 +377,12 @@ def status(
     from analysis.commands.status import study_status
     from study.tracking import resolve_tracking_uri
 
-    uri = resolve_tracking_uri(tracking_uri, None)
+    folder, uri = None, resolve_tracking_uri(tracking_uri, None)
     if storage is not None:
         folder, study, uri = _stored_study(experiment, storage, study, tracking_uri, writing=False)
-        say(f"study folder: {folder.location}")
     table = study_status(experiment, tracking_uri=uri, study=study)
+    if folder is not None:
+        say(f"study folder: {folder.location}")
     say(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "rounds" in table.attrs:
         say(table.attrs["rounds"])
