@@ -43,7 +43,7 @@ hyperparameters: {{lr: {{loguniform: [1.0e-3, 3.0e-2]}}, batch_size: 8, optimize
 training: {{epochs: 4, loss: dice}}
 evaluation: {{perturbations: []}}
 tuning: {{trials_per_cell: 2, sampler: random, seed: 0, early_stopping: {{kind: none}}}}
-confirm: {{seeds: [0, 1]}}
+confirm: {{seeds: [0]}}
 resources: {{cpu: 1, gpu: 0}}
 """
 CELLS = ("alpha=0.2,architecture=unet", "alpha=0.8,architecture=unet")
@@ -143,13 +143,13 @@ def _study_in_a_bucket(ray_head, bucket, s3_server, state_db, server, tmp_path, 
                       timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     ((folder_uri, manifest),) = [(u, m) for u, m in bucket_manifests(s3_server, bucket).items()]
-    assert f"8/8 trials finished" in resumed.stdout and f"results in {folder_uri}" in resumed.stdout
+    assert "6/6 trials finished" in resumed.stdout and f"results in {folder_uri}" in resumed.stdout
 
     # 0 lost, 0 doubled: every cell spent exactly its tuning budget and has each confirm seed once;
     # trials that had finished before the kill kept their runs.
     finished = trial_runs(client, status="FINISHED")
     keys = [r.data.tags[M.TRIAL_KEY_TAG] for r in finished]
-    assert len(keys) == len(set(keys)) == 2 * 2 + 2 * 2
+    assert len(keys) == len(set(keys)) == 2 * 2 + 2 * 1  # tune: 2 per cell; confirm: 1 seed per cell
     assert all(dict(zip(keys, (r.info.run_id for r in finished)))[k] == run_id for k, run_id in before.items())
     for cell in CELLS:
         states = [t.state.name for t in optuna.load_study(study_name=f"{folder_uri}/{cell}", storage=optuna_url(state_db)).trials]
@@ -176,7 +176,7 @@ def _study_in_a_bucket(ray_head, bucket, s3_server, state_db, server, tmp_path, 
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith(f"study folder: {folder_uri}\n")
     confirm = [line.split() for line in status.stdout.splitlines() if line.split()[1:2] == [M.PHASE_CONFIRM]]
-    assert sorted(row[0] for row in confirm) == sorted(CELLS) and all(row[2] == "2" for row in confirm), status.stdout
+    assert sorted(row[0] for row in confirm) == sorted(CELLS) and all(row[2] == "1" for row in confirm), status.stdout
     outputs += [status.stdout, status.stderr]
 
     # The registered model predicts from the bucket, through the server; recommend reads the
@@ -249,6 +249,6 @@ def check_recommend(client: MlflowClient, uri: str, home: Path) -> list[str]:
                    "--tracking-uri", uri, cwd=home)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert len(tables) == 2 and result["matched"] == {"alpha": 0.8, "condition": M.CLEAN} and result["winner"] == "unet"
+    assert len(tables) == 1 and result["matched"] == {"alpha": 0.8, "condition": M.CLEAN} and result["winner"] == "unet"
     assert result["dice"] == pytest.approx(clean.groupby("image_id")["dice"].mean().mean(), abs=1e-9)
     return [proc.stdout, proc.stderr]
