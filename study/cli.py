@@ -37,6 +37,11 @@ SpecArg = Annotated[Path, typer.Argument(help="Study spec (YAML), e.g. search_sp
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, spec, ./mlflow.db)")
 ]
+StateDbOpt = Annotated[
+    str | None,
+    typer.Option("--state-db", help="A study in a bucket: the PostgreSQL database of its tuning state and driver lock, "
+                 "postgresql://HOST:PORT/DB (default: $SEGSTUDY_STATE_DB, or the one the study started with)"),
+]
 
 StudyOpt = Annotated[str, typer.Option(help="Which study run: latest, all, or a study run id")]
 ExperimentOpt = Annotated[str, typer.Option(help="Study name (= MLflow experiment)")]
@@ -150,21 +155,26 @@ def run(
     spec: SpecArg,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
     tracking_uri: TrackingOpt = None,
-    storage: Annotated[Path | None, typer.Option(help="Directory for Tune results and checkpoints")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Where study folders are made: a local folder (default ./ray_results) or s3://BUCKET/PREFIX")
+    ] = None,
+    state_db: StateDbOpt = None,
     verbose: VerboseOpt = False,
     allow_large_grid: LargeGridOpt = False,
 ) -> None:
     """Run every cell x seed of the study and track it in MLflow."""
     from study.run.driver.engine import run_study
 
-    _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose,
-                        allow_large_grid=allow_large_grid))
+    _finished(run_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, state_db=state_db,
+                        verbose=verbose, allow_large_grid=allow_large_grid))
 
 
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", help="Show Tune's own trial tables and Ray/MLflow output instead of the study log")
 ]
-StorageOpt = Annotated[Path | None, typer.Option(help="Where study folders are (default ./ray_results)")]
+StorageOpt = Annotated[
+    str | None, typer.Option(help="Where study folders are: a local folder (default ./ray_results) or s3://BUCKET/PREFIX")
+]
 StudyDirArg = Annotated[str, typer.Argument(help="Study folder, or study name (its newest folder under --storage)")]
 StudyTrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="Default: the URI the study started with")]
 
@@ -177,6 +187,7 @@ def resume(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
     tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
+    state_db: StateDbOpt = None,
     verbose: VerboseOpt = False,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Run failed trials again too, not only those a fault of the machine failed")
@@ -186,8 +197,8 @@ def resume(
     and so do trials a fault of the machine failed (killed worker, lost node, full disk)."""
     from study.run.driver.engine import resume_study
 
-    _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, verbose=verbose,
-                           retry_failed=retry_failed))
+    _finished(resume_study(study, address=address, tracking_uri=tracking_uri, storage=storage, state_db=state_db,
+                           verbose=verbose, retry_failed=retry_failed))
 
 
 def _seed_list(text: str) -> list[int]:
@@ -206,6 +217,7 @@ def replicate(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto); default: start Ray here")] = None,
     tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
+    state_db: StateDbOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run a finished study's confirm phase again under new seeds (its chosen hyperparameters, the same
@@ -213,7 +225,7 @@ def replicate(
     from study.run.driver.engine import replicate_study
 
     _finished(replicate_study(study, seeds=_seed_list(seeds), address=address, tracking_uri=tracking_uri,
-                              storage=storage, verbose=verbose))
+                              storage=storage, state_db=state_db, verbose=verbose))
 
 
 @app.command()
@@ -222,11 +234,12 @@ def sync(
     study: StudyDirArg,
     tracking_uri: StudyTrackingOpt = None,
     storage: StorageOpt = None,
+    state_db: StateDbOpt = None,
 ) -> None:
     """Deliver tracking writes kept while the MLflow server was unreachable."""
     from study.run.driver.engine import sync_study
 
-    sent, left = sync_study(study, storage=storage, tracking_uri=tracking_uri)
+    sent, left = sync_study(study, storage=storage, tracking_uri=tracking_uri, state_db=state_db)
     say(f"delivered {sent} kept tracking write(s); {left} still waiting")
     if left:
         raise typer.Exit(code=1)
@@ -238,7 +251,9 @@ def tracking_serve(
     backend_store_uri: Annotated[
         str, typer.Option("--backend-store-uri", help="sqlite:///PATH or postgresql://USER@HOST/DB")
     ] = "sqlite:///mlflow-server.db",
-    artifacts: Annotated[Path, typer.Option(help="Artifact root the server writes to")] = Path("mlartifacts-server"),
+    artifacts: Annotated[
+        str, typer.Option(help="Artifact root the server writes to: a local folder, or s3://BUCKET/PREFIX")
+    ] = "mlartifacts-server",
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 5000,
     workers: Annotated[int, typer.Option(help="Server worker processes")] = 1,
@@ -250,17 +265,25 @@ def tracking_serve(
     from study.tracking import resolve_tracking_uri
     from study.tracking.stores import check_database, check_sqlite_store
 
-    server_command(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)  # validates
+    from study.storage import BucketPath, place
+    from study.storage.s3 import check_bucket, require_boto3
+
+    root = place(artifacts, option="--artifacts")
+    server_command(backend=backend_store_uri, artifacts=root, host=host, port=port, workers=workers)  # validates
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
         db = Path(backend_store_uri.removeprefix("sqlite:///"))
         paths.output_file(db, option="--backend-store-uri", what="SQLite store")
         check_sqlite_store(db, uri=mask_uri(backend_store_uri), what="--backend-store-uri")
-    paths.output_folder(artifacts, option="--artifacts")
+    if isinstance(root, BucketPath):
+        require_boto3(f"--artifacts {root.uri}")
+        check_bucket(root, option="--artifacts")  # a bucket the server could not use is refused before it starts
+    else:
+        paths.output_folder(root, option="--artifacts")
     check_port_free(host, port)  # before the banner: a taken port is exit 2, not a server that never comes up
     check_database(backend_store_uri, what="--backend-store-uri")  # likewise a database that does not answer
     say(f"MLflow server on http://{host}:{port} (backend {mask_uri(backend_store_uri)}, artifacts {artifacts})", err=True)
-    code = serve(backend=backend_store_uri, artifacts=artifacts, host=host, port=port, workers=workers)
+    code = serve(backend=backend_store_uri, artifacts=root, host=host, port=port, workers=workers)
     if code not in (0, -signal.SIGTERM, -signal.SIGINT):  # stopped on request is a clean end
         raise typer.Exit(code=1)
 
@@ -268,9 +291,9 @@ def tracking_serve(
 def _finished(result: Any) -> None:
     say(
         f"study '{result.experiment}': {result.n_trials - result.n_failed}/{result.n_trials} trials finished; "
-        f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.storage_path}"
+        f"MLflow run {result.study_run_id} at {result.tracking_uri}; results in {result.location}"
     )
-    again = f"`segstudy resume {result.storage_path}`"
+    again = f"`segstudy resume {result.location}`"
     if result.lost:
         say(f"warning: {result.lost} trial(s) failed by a fault of the machine (killed worker, lost node, full disk), "
             f"not by their configuration; {again} runs them again", err=True)
@@ -278,11 +301,14 @@ def _finished(result: Any) -> None:
         say(f"warning: {max(result.n_failed, result.unfinished)} trial(s) failed; {again} --retry-failed runs them again",
             err=True)
     if not result.pending_writes:  # with writes still in the outbox, MLflow does not hold the study yet
-        from analysis.commands.study_summary import summarise_study, summary_lines
+        from analysis.commands.study_summary import REPORT_DIR, SUMMARY_DIR, summarise_study, summary_lines
 
+        remote = result.location != str(result.storage_path)
         try:
-            summary = summarise_study(result.experiment, study_run_id=result.study_run_id,
-                                      tracking_uri=result.tracking_uri, study_folder=result.storage_path)
+            summary = summarise_study(result.experiment, study_run_id=result.study_run_id, tracking_uri=result.tracking_uri,
+                                      study_folder=result.storage_path, location=result.location if remote else "")
+            if result.folder is not None:  # a study in a bucket: its summary and report go there too
+                result.folder.save(*(d for d in (SUMMARY_DIR, REPORT_DIR) if (result.storage_path / d).is_dir()))
         except Exception as exc:
             cause = disk.no_space_cause(exc, where=result.storage_path)
             if cause is None:
@@ -309,15 +335,18 @@ def submit(
     spec: SpecArg,
     address: Annotated[str, typer.Option(help="Ray job server, e.g. http://HEAD:8265")],
     tracking_uri: TrackingOpt = None,
-    storage: Annotated[Path | None, typer.Option(help="Results directory as seen by the cluster")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Where study folders are, as the cluster sees them: a shared folder or s3://BUCKET/PREFIX")
+    ] = None,
+    state_db: StateDbOpt = None,
     no_follow: Annotated[bool, typer.Option("--no-follow", help="Return after submitting")] = False,
     allow_large_grid: LargeGridOpt = False,
 ) -> None:
     """Submit the study as a Ray job, stream its logs, exit with its status."""
     from study.run.cluster.submit import submit_study
 
-    job_id, status = submit_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, follow=not no_follow,
-                                  allow_large_grid=allow_large_grid)
+    job_id, status = submit_study(spec, address=address, tracking_uri=tracking_uri, storage=storage, state_db=state_db,
+                                  follow=not no_follow, allow_large_grid=allow_large_grid)
     say(f"job {job_id}: {status}")
     if not no_follow and status != "SUCCEEDED":
         raise typer.Exit(code=1)
@@ -354,21 +383,45 @@ def analyze(
         say(line)
 
 
+def _stored_study(experiment: str, storage: str, study: str, tracking_uri: str | None, *, writing: bool) -> tuple[Any, str, str]:
+    """The newest study folder of EXPERIMENT under `--storage` (a folder or a bucket; opened without
+    its state database), its study run, and the tracking URI: `--tracking-uri`, else the one the
+    study started with (on another machine the bucket is what the user knows)."""
+    from study.run.record.bucket_study import find_study
+    from study.tracking import resolve_tracking_uri
+
+    folder = find_study(experiment, storage=storage, state=False, writing=writing)
+    run_id = folder.manifest.get("study_run_id")
+    if not run_id or study not in ("latest", run_id):
+        raise SegstudyError(f"--study {study}: the newest study folder of '{experiment}', {folder.location}, holds study "
+                            f"run {run_id or '(none yet)'}; give --tracking-uri and --study without --storage for another")
+    return folder, run_id, resolve_tracking_uri(tracking_uri or folder.manifest["tracking_uri"], None)
+
+
 @app.command()
 @user_errors
 def status(
     experiment: Annotated[str, typer.Argument(help="Study name (= MLflow experiment)")],
     tracking_uri: TrackingOpt = None,
     study: StudyOpt = "latest",
+    storage: Annotated[
+        str | None, typer.Option(help="Where the study folders are (a folder or s3://BUCKET/PREFIX): the newest study "
+                                      "folder of the experiment names its study run and tracking URI")
+    ] = None,
 ) -> None:
     """Where the study stands (running, interrupted, driver gone, finished), then per cell and
     phase: trials done, running, stopped early, failed, interrupted, best validation Dice."""
     from analysis.commands.status import study_status
     from study.tracking import resolve_tracking_uri
 
-    table = study_status(experiment, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
+    folder, uri = None, resolve_tracking_uri(tracking_uri, None)
+    if storage is not None:
+        folder, study, uri = _stored_study(experiment, storage, study, tracking_uri, writing=False)
+    table = study_status(experiment, tracking_uri=uri, study=study)
     for line in table.attrs.get("state", []):
         say(line)
+    if folder is not None:
+        say(f"study folder: {folder.location}")
     say(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "rounds" in table.attrs:
         say(table.attrs["rounds"])
@@ -407,17 +460,33 @@ def recommend(
 @user_errors
 def report(
     experiment: ExperimentOpt,
-    out: Annotated[Path, typer.Option(help="Output directory for report.html and its figures")],
+    out: Annotated[Path | None, typer.Option(help="Output directory for report.html and its figures")] = None,
     tracking_uri: TrackingOpt = None,
     study: StudyOpt = "latest",
+    storage: Annotated[
+        str | None, typer.Option(help="Instead of --out: where the study folders are (a folder or s3://BUCKET/PREFIX); "
+                                      "the report goes into the newest study folder of the experiment, report/")
+    ] = None,
 ) -> None:
     """Build the self-contained HTML study report and log it to the study's MLflow run."""
     from analysis.commands.report import build_report
+    from analysis.commands.study_summary import REPORT_DIR
     from study.tracking import resolve_tracking_uri
 
+    if (out is None) == (storage is None):
+        raise SegstudyError("give --out DIR for the report, or --storage where the study folders are (the report then "
+                            "goes into the study's own folder), not both")
+    folder, uri = None, resolve_tracking_uri(tracking_uri, None)
+    if storage is not None:
+        folder, study, uri = _stored_study(experiment, storage, study, tracking_uri, writing=True)
+        out = folder.path / REPORT_DIR
     paths.output_folder(out, option="--out")
-    path = build_report(experiment, out_dir=out, tracking_uri=resolve_tracking_uri(tracking_uri, None), study=study)
-    say(f"report: {path}")
+    path = build_report(experiment, out_dir=out, tracking_uri=uri, study=study)
+    if folder is not None and folder.location != str(folder.path):
+        folder.save(REPORT_DIR)
+        say(f"report: {folder.where(f'{REPORT_DIR}/{path.name}')} (a copy in {path})")
+    else:
+        say(f"report: {path}")
 
 
 @app.command()

@@ -6,6 +6,11 @@ Every command option of one kind goes through one function here: a file to read 
 `SegstudyError` naming the option, the path and what it is (a folder, a FIFO, a device, a
 symlink loop, a read-only folder), and a check never leaves anything behind.
 
+A URI is never taken for a local path: `s3://bucket/x` given where a path is expected would
+otherwise become a folder named `s3:` in the current folder (pathlib folds the two slashes into
+one). Each function refuses one first (`not_a_uri`); options that take a bucket as well parse
+their value with `study.storage` before they come here.
+
 Stdlib only, rank 0 (docs/ARCHITECTURE.md 2).
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -27,6 +33,46 @@ _KINDS = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
+
+
+# scheme:/ at the start, as pathlib leaves `s3://b/x` (`s3:/b/x`); two letters at least, so a
+# Windows drive (C:/) is not one.
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):/")
+
+
+def uri_scheme(path: str | Path) -> str | None:
+    """The scheme of a path that is really a URI (`s3` for `s3://bucket/x`, also once pathlib has
+    made it `s3:/bucket/x`), else None.
+
+    Example:
+        >>> uri_scheme(Path("s3://bucket/x")), uri_scheme("results/s3"), uri_scheme("./s3:/x")
+        ('s3', None, None)
+    """
+    found = _URI.match(str(path))
+    return found.group(1).lower() if found else None
+
+
+def as_given(path: str | Path) -> str:
+    """A path as the user typed it: a URI that pathlib folded gets its two slashes back."""
+    text = str(path)
+    return _URI.sub(lambda m: f"{m.group(1)}://", text, count=1) if "://" not in text else text
+
+
+def not_a_uri(path: str | Path, *, option: str = "", takes: str = "a local path", hint: str = "") -> Path:
+    """`path` as a Path, after checking it is not a URI (`s3://...`, `http://...`) that would be
+    taken for a local folder named after its scheme.
+
+    Raises:
+        SegstudyError: naming the option, the URI and what the option takes (`hint`: what to
+            give instead, e.g. "; for a bucket use --storage"); a local folder whose name ends in
+            a colon can still be given as `./NAME:/...`.
+    """
+    scheme = uri_scheme(path)
+    if scheme is not None:
+        given = as_given(path)
+        label = f"{option} {given}" if option else given
+        raise SegstudyError(f"{label}: a URI, not {takes}{hint}")
+    return Path(path)
 
 
 def _label(path: Path, option: str) -> str:
@@ -78,7 +124,8 @@ def input_file(path: Path, *, option: str = "", what: str = "file") -> Path:
         >>> input_file(Path("/dev/zero"), what="spec file")  # doctest: +SKIP
         SegstudyError: /dev/zero: is a character device, not a spec file
     """
-    return _existing(Path(path), option, what, is_kind=stat.S_ISREG, read=lambda p: open(p, "rb").close())
+    path = not_a_uri(path, option=option, takes=f"a local {what}")
+    return _existing(path, option, what, is_kind=stat.S_ISREG, read=lambda p: open(p, "rb").close())
 
 
 def input_folder(path: Path, *, option: str = "", what: str = "folder") -> Path:
@@ -88,7 +135,8 @@ def input_folder(path: Path, *, option: str = "", what: str = "folder") -> Path:
         SegstudyError: missing (said as missing), a file or other non-folder, a symlink loop, or
             not readable.
     """
-    return _existing(Path(path), option, what, is_kind=stat.S_ISDIR, read=lambda p: os.scandir(p).close())
+    path = not_a_uri(path, option=option, takes=f"a local {what}")
+    return _existing(path, option, what, is_kind=stat.S_ISDIR, read=lambda p: os.scandir(p).close())
 
 
 def _existing(path: Path, option: str, what: str, *, is_kind: Callable[[int], bool], read: Callable[[Path], None]) -> Path:
@@ -118,7 +166,7 @@ def output_folder(path: Path, *, option: str = "", what: str = "folder") -> Path
         SegstudyError: an existing non-folder at `path` or above it, a symlink loop, or a folder
             that cannot be written.
     """
-    path = Path(path)
+    path = not_a_uri(path, option=option, takes=f"a local {what}")
     label = _label(path, option)
     st = _stat(path, option, missing="cannot be created")
     if st is not None:
@@ -138,7 +186,7 @@ def output_file(path: Path, *, option: str = "", what: str = "file") -> Path:
     Raises:
         SegstudyError: naming the option and what is in the way.
     """
-    path = Path(path)
+    path = not_a_uri(path, option=option, takes=f"a local {what}")
     label = _label(path, option)
     st = _stat(path, option, missing="cannot be created")
     if st is not None and not stat.S_ISREG(st.st_mode):
@@ -175,4 +223,4 @@ def _probe_writable(folder: Path, *, label: str, what: str) -> None:
     os.unlink(name)
 
 
-__all__ = ["input_file", "input_folder", "output_file", "output_folder"]
+__all__ = ["as_given", "input_file", "input_folder", "not_a_uri", "output_file", "output_folder", "uri_scheme"]

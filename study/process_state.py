@@ -34,6 +34,14 @@ def fail_fast_http() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
+def artifacts_through_server() -> None:
+    """A client of an MLflow server whose artifacts are in a bucket reads them through the server
+    (`--serve-artifacts`), as it writes them: MLflow 3 otherwise fetches each file from the bucket
+    itself by a presigned URL, which needs the bucket's endpoint reachable from every client (a
+    MinIO inside a cluster is not) and puts a signature in the URLs a client logs."""
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+
+
 def quiet_artifact_downloads() -> None:
     """MLflow draws a progress bar per artifact download on stderr; `segstudy predict` keeps stderr
     to one line per problem."""
@@ -428,6 +436,7 @@ __all__ = [
     "autotune_cudnn",
     "defer_stop",
     "end_at_once_on_signals",
+    "artifacts_through_server",
     "fail_fast_http",
     "format_warnings",
     "interrupted_by_full_disk",

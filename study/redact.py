@@ -16,6 +16,7 @@ Stdlib only, rank 0 (docs/ARCHITECTURE.md 2): every layer may use it.
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -84,9 +85,22 @@ def uri_secrets(uri: str) -> list[str]:
     return sorted({s for s in found if len(s) >= _MIN_LITERAL}, key=len, reverse=True)
 
 
+# Variables whose values are secrets segstudy's processes hold (credentials come from the
+# environment, never from a URI or the spec): their values are masked wherever they would show.
+SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "PGPASSWORD",
+                    "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def environment_secrets() -> list[str]:
+    """The values of `SECRET_VARIABLES` set in this process, longest first."""
+    found = {os.environ.get(name, "") for name in SECRET_VARIABLES}
+    return sorted((v for v in found if len(v) >= _MIN_LITERAL), key=len, reverse=True)
+
+
 def mask_text(text: str, *uris: str | None) -> str:
-    """`text` with every secret masked: the literal secrets of the given `uris`, then any URI user
-    info, credential-like `name=value` and `Bearer ...` it holds.
+    """`text` with every secret masked: the literal secrets of the given `uris` and of the
+    environment (`SECRET_VARIABLES`), then any URI user info, credential-like `name=value` and
+    `Bearer ...` it holds.
 
     Example:
         >>> mask_text("GET /api?token=abc failed for https://u:pw@h", "https://h/?token=abc")
@@ -96,6 +110,8 @@ def mask_text(text: str, *uris: str | None) -> str:
     for uri in uris:
         for secret in uri_secrets(uri) if uri else ():
             text = text.replace(secret, MASK)
+    for secret in environment_secrets():
+        text = text.replace(secret, MASK)
     text = mask_uri(text)
     return _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
 
@@ -144,5 +160,6 @@ def embeds_credentials(uri: str) -> bool:
 
 
 __all__ = [
-    "MASK", "embeds_credentials", "escape_controls", "is_credential_name", "mask_text", "mask_uri", "printable", "uri_secrets",
+    "MASK", "SECRET_VARIABLES", "embeds_credentials", "environment_secrets", "escape_controls", "is_credential_name",
+    "mask_text", "mask_uri", "printable", "uri_secrets",
 ]

@@ -85,7 +85,7 @@ LOCAL_RAY_FILES = {"test_interrupt.py", "test_ray_reaper.py", "test_own_study.py
 
 
 # Fixtures that mean real processes (a Ray head, a database): their files take most of the time.
-HEAVY_FIXTURES = {"ray_head", "postgres_server", "postgres"}
+HEAVY_FIXTURES = {"ray_head", "postgres_server", "postgres", "s3_server"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -245,12 +245,12 @@ class TrackingServer:
     It inherits this process's environment (PGPASSWORD for a PostgreSQL backend among it).
     """
 
-    def __init__(self, tmp: Path, *, backend: str | None = None) -> None:
+    def __init__(self, tmp: Path, *, backend: str | None = None, artifacts: str | None = None) -> None:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.args = [
             str(BIN / "segstudy"), "tracking", "serve", "--port", str(self.port),
-            "--backend-store-uri", backend or f"sqlite:///{tmp / 'server.db'}", "--artifacts", str(tmp / "artifacts"),
+            "--backend-store-uri", backend or f"sqlite:///{tmp / 'server.db'}", "--artifacts", artifacts or str(tmp / "artifacts"),
         ]
         self.log = tmp / "server.log"
         self.proc: subprocess.Popen | None = None
@@ -460,3 +460,23 @@ class BackgroundStudy:
             assert proc.returncode == 0, proc.stderr
         assert not (outbox / "ops.jsonl").read_text().strip()
         return result
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (moto's server mode) on loopback, signing checked (tests/s3_server.py)."""
+    import s3_server as s3
+
+    server = s3.start(BIN, tmp_path_factory.getbasetemp() / "moto_server.log")
+    try:
+        yield server
+    finally:
+        stop_process_group(server.proc, grace_s=5)
+
+
+@pytest.fixture
+def bucket(s3_server, monkeypatch) -> str:
+    """A fresh bucket of the session's S3 server, and this process's AWS variables pointing at it."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server.create_bucket()

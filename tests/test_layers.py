@@ -29,6 +29,7 @@ RANK = {
     "study.spec": 2,
     "study.training": 3,
     "study.tracking": 3,
+    "study.storage": 3,  # study folders in a bucket, tuning state in PostgreSQL
     "study.serving": 4,
     "study.run": 5,
     "study.cli": 6,
@@ -40,6 +41,7 @@ RANK = {
 OWNERS = {
     "ray": {"study.run", "study.cli", "study.process_state"},
     "mlflow": {"study.tracking", "study.serving", "study.run"},
+    "pyarrow": {"study.storage"},  # S3 as Ray Tune writes to it (study/storage/s3.py)
 }
 ANALYSIS_MAY_NOT = ("study.run", "study.training", "study.serving", "study.cli", "ray")
 # analysis/ by job, bottom up: reading MLflow into frames, statistics on frames, figures, commands.

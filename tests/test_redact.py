@@ -78,6 +78,15 @@ def test_mask_text_finds_the_secret_without_its_uri():
     assert "password=***" in mask_text("connection to host=db user=x password=pw123 failed")
 
 
+def test_mask_text_hides_the_secrets_of_the_environment(monkeypatch):
+    """Credentials come from the environment: their values are masked in any text, wherever a
+    library quotes them (the AWS secret key, a session token, PGPASSWORD)."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY")
+    monkeypatch.setenv("PGPASSWORD", "pg-secret-123")
+    masked = mask_text("signing with wJalrXUtnFEMI/K7MDENG/bPxRfiCY; psql -W pg-secret-123 failed")
+    assert masked == "signing with ***; psql -W *** failed"
+
+
 @pytest.mark.parametrize(
     ("uri", "embeds"),
     [(f"http://h:1/?token={SECRET}", True), (f"postgresql://db/x?password={SECRET}", True), ("http://bob@h:1", True),

@@ -31,6 +31,7 @@ from study.redact import mask_uri
 from study.tracking.ui_links import browse as ui_browse
 
 SUMMARY_DIR = "summary"  # in the study folder and in the study run's artifacts
+REPORT_DIR = "report"  # likewise
 TABLE_FILE = "study_summary.csv"
 REPLICATION_FILE = "replication.csv"
 COLUMNS = ("arm", "level", "test_dice", "ci_low", "ci_high", "n", "broke_down", "worst_dice", "chosen")
@@ -47,6 +48,7 @@ class StudySummary:
     study_run_id: str
     tracking_uri: str
     study_folder: Path
+    location: str = ""  # where the study folder lives, when not here (a bucket URI); its files are copied there
     experiment_id: str = "<id>"  # for the UI address; known once the study run has been read
     table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COLUMNS)))
     said: list[str] = field(default_factory=list)  # the claims and findings, under headings (`statement_lines`)
@@ -61,11 +63,15 @@ class StudySummary:
         return ui_browse(self.tracking_uri, self.experiment_id, self.study_run_id)
 
 
-def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, study_folder: Path) -> StudySummary:
+def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, study_folder: Path,
+                    location: str = "") -> StudySummary:
     """Analyse the finished study, build its report, attach both to the study run, and return the
-    summary. Each step that fails is named in `problems` instead of failing the study."""
+    summary. Each step that fails is named in `problems` instead of failing the study.
+    `location`: where the study folder lives when `study_folder` is a local copy of it (a bucket),
+    for the lines the summary prints."""
     study_run = reading_client(tracking_uri).get_run(study_run_id)
-    out = StudySummary(experiment, study_run_id, tracking_uri, study_folder, experiment_id=study_run.info.experiment_id)
+    out = StudySummary(experiment, study_run_id, tracking_uri, study_folder, location=location,
+                       experiment_id=study_run.info.experiment_id)
     out.gpu = {k: v for k, v in study_run.data.metrics.items() if k in M.GPU_METRICS}
     folder = study_folder / SUMMARY_DIR
     try:
@@ -89,7 +95,7 @@ def summarise_study(experiment: str, *, study_run_id: str, tracking_uri: str, st
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out.report = build_report(experiment, out_dir=study_folder / "report", tracking_uri=tracking_uri,
+            out.report = build_report(experiment, out_dir=study_folder / REPORT_DIR, tracking_uri=tracking_uri,
                                       study=study_run_id, replications=found if found else None)
     except (SegstudyError, ValueError, RuntimeError) as exc:
         out.problems.append(f"report: {first_line(exc)}")
@@ -190,15 +196,16 @@ def summary_lines(s: StudySummary) -> list[str]:
         lines.append(f"GPU:          {s.gpu[M.GPU_UTIL_MEAN]:.0f}% mean utilisation while trials ran"
                      + (f", largest trial peak {peak:.0f} MB" if peak is not None else ""))
     if s.report is not None:
-        lines.append(f"report:       {s.report}")
+        there = f"{s.location}/{s.report.relative_to(s.study_folder).as_posix()}" if s.location else ""
+        lines.append(f"report:       {there} (a copy in {s.report})" if there else f"report:       {s.report}")
     lines.append(f"MLflow run:   {s.study_run_id} in experiment '{s.experiment}' at {mask_uri(s.tracking_uri)}")
-    lines.append(f"study folder: {s.study_folder} (segstudy.log holds what Ray, Tune and MLflow said)")
+    lines.append(f"study folder: {s.location or s.study_folder} (segstudy.log holds what Ray, Tune and MLflow said)")
     lines.append(f"browse:       {s.browse}")
     lines += [f"note: {p}" for p in s.problems]
     return lines
 
 
 __all__ = [
-    "CLAIMS_HEADING", "EXPLORATORY_HEADING", "FINDINGS_HEADING", "StudySummary", "cell_table", "statement_lines",
+    "CLAIMS_HEADING", "EXPLORATORY_HEADING", "FINDINGS_HEADING", "REPORT_DIR", "SUMMARY_DIR", "StudySummary", "cell_table", "statement_lines",
     "summarise_study", "summary_lines", "table_lines",
 ]

@@ -28,6 +28,7 @@ from study.data.intensity import scale_percentiles
 from study.data.base import DatasetConfig, LevelData, Split, SplitConfig, pack_volumes, split_sizes
 from study.data.nifti_io import NiftiVolume, check_same_grid, ras_spacing, read_nifti, resolve_inside
 from study.errors import SegstudyError, unknown_name
+from study.paths import not_a_uri
 
 _SPLIT_STREAM = 1
 _SLICE_STREAM = 2
@@ -168,6 +169,7 @@ def read_index(root: Path, *, max_cases: int | None = None) -> MSDIndex:
             missing, the JSON is invalid, 'labels' or 'training' is missing or malformed, a
             case id repeats, or a listed path is absolute, leaves the root or does not exist.
     """
+    not_a_uri(root, option="data.root", takes="a local folder")
     if not root.is_dir():
         raise SegstudyError(f"{root}: dataset root folder not found (data.root)")
     path = root / "dataset.json"

@@ -6,6 +6,10 @@ and every later write queues behind it, so the store receives everything in the 
 `StudyTracker` retries delivery every few seconds, at the end of the study, on `segstudy resume`
 and on `segstudy sync`. Runs created while offline get a stand-in id ("offline-...") that is
 mapped to the real run id when the creation is delivered; the mapping is kept in `ids.json`.
+
+A study folder in a bucket keeps its outbox in a local working copy: `saved` is told every path
+the outbox wrote or removed, before the call returns, so the bucket holds each kept write before
+the driver goes on (a resume on another machine delivers it).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,7 @@ class Op(StrEnum):
 
 
 Apply = Callable[[Op, dict[str, Any]], str | None]
+Saved = Callable[..., None]  # called with the paths an outbox wrote or removed, in order
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -84,10 +89,11 @@ _SERVER_ERROR = re.compile(r"failed with error code 5(?!01)\d\d\b")
 class Outbox:
     """An append-only file of pending tracking operations, delivered in order."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, saved: Saved | None = None) -> None:
         self.directory = directory
         self.ops_file = directory / "ops.jsonl"
         self.ids_file = directory / "ids.json"
+        self.saved = saved or (lambda *paths: None)
 
     def __len__(self) -> int:
         return len(self._ops())
@@ -105,14 +111,20 @@ class Outbox:
     def append(self, kind: Op, args: dict[str, Any]) -> None:
         """Queue one operation durably (flushed and fsynced: the driver may be killed next)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        written = [self.ops_file]
         if kind is Op.LOG_ARTIFACT:
             keep = self.directory / "files" / uuid.uuid4().hex
             keep.mkdir(parents=True)
-            args = {**args, "path": str(shutil.copy2(args["path"], keep / Path(args["path"]).name))}
+            copied = Path(shutil.copy2(args["path"], keep / Path(args["path"]).name))
+            # Relative to the outbox: a study folder taken over on another machine (a bucket's
+            # working copy) or moved keeps its kept files at another absolute path.
+            args = {**args, "path": copied.relative_to(self.directory).as_posix()}
+            written.insert(0, keep)
         with self.ops_file.open("a") as f:
             f.write(json.dumps({"kind": kind.value, "args": args}) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self.saved(*written)
 
     def deliver(self, apply: Apply) -> int:
         """Send queued operations in order until one fails to reach the server.
@@ -123,23 +135,27 @@ class Outbox:
         ops = self._ops()
         ids = self.ids()
         done = 0
+        removed: list[Path] = []
         try:
             for op in ops:
                 kind = Op(op["kind"])
                 args = map_ids(op["args"], ids)
+                if kind is Op.LOG_ARTIFACT:  # kept relative to the outbox (absolute in older outboxes)
+                    args = {**args, "path": str(self.directory / args["path"])}
                 result = apply(kind, args)
                 if kind is Op.CREATE_RUN and result is not None:
                     ids[args["offline_id"]] = result
                 if kind is Op.LOG_ARTIFACT:
                     shutil.rmtree(Path(args["path"]).parent, ignore_errors=True)
+                    removed.append(Path(args["path"]).parent)
                 done += 1
         except Exception as exc:
-            self._save(ops[done:], ids)
+            self._save(ops[done:], ids, removed)
             if is_unavailable(exc):
                 log.warning("tracking outbox: %d write(s) still waiting (%s)", len(ops) - done, first_line(exc, limit=300))
                 return done
             raise
-        self._save([], ids)
+        self._save([], ids, removed)
         return done
 
     def _ops(self) -> list[dict[str, Any]]:
@@ -156,10 +172,12 @@ class Outbox:
                 break
         return ops
 
-    def _save(self, ops: list[dict[str, Any]], ids: dict[str, str]) -> None:
+    def _save(self, ops: list[dict[str, Any]], ids: dict[str, str], removed: Sequence[Path] = ()) -> None:
+        """Rewrite what is left, and tell `saved` (with the kept files delivered and removed)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.ids_file, json.dumps(ids, indent=1))
         _atomic_write(self.ops_file, "".join(json.dumps(op) + "\n" for op in ops))
+        self.saved(self.ids_file, self.ops_file, *removed)
 
 
 def map_ids(args: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:

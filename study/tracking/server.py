@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from study.errors import SegstudyError, embeds_credentials
 from study.redact import mask_uri
+from study.storage.roots import BucketPath
 from study.tracking.sqlite_seed import seed_sqlite_store
 from study.tracking.stores import check_database, is_database, require_driver
 from study.watchdog import start_watchdog
@@ -31,9 +32,11 @@ LOOPBACK = "127.0.0.1"
 
 
 def server_command(
-    *, backend: str, artifacts: Path, host: str = LOOPBACK, port: int = 5000, workers: int = 1
+    *, backend: str, artifacts: Path | BucketPath, host: str = LOOPBACK, port: int = 5000, workers: int = 1
 ) -> list[str]:
-    """The `mlflow server` command line for a SQLite/PostgreSQL backend and a local artifact root."""
+    """The `mlflow server` command line for a SQLite/PostgreSQL backend and an artifact root: a local
+    folder, or a bucket (MLflow writes it through boto3, with the same AWS environment as
+    `study.storage.s3`; clients reach the artifacts through the server, `--serve-artifacts`)."""
     if not (backend.startswith("sqlite:///") or is_database(backend)):
         raise SegstudyError(
             f"--backend-store-uri '{mask_uri(backend)}': accepted are sqlite:///PATH and postgresql://USER@HOST/DB "
@@ -56,7 +59,7 @@ def server_command(
         mlflow, "server",
         "--host", host, "--port", str(port), "--workers", str(workers),
         "--backend-store-uri", backend,
-        "--artifacts-destination", str(artifacts.resolve()),
+        "--artifacts-destination", artifacts.uri if isinstance(artifacts, BucketPath) else str(artifacts.resolve()),
         "--serve-artifacts",
     ]
 
@@ -114,7 +117,7 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def serve(*, backend: str, artifacts: Path, host: str = LOOPBACK, port: int = 5000, workers: int = 1) -> int:
+def serve(*, backend: str, artifacts: Path | BucketPath, host: str = LOOPBACK, port: int = 5000, workers: int = 1) -> int:
     """Run the MLflow server until it ends or this process is stopped; returns its exit code."""
     command = server_command(backend=backend, artifacts=artifacts, host=host, port=port, workers=workers)
     check_port_free(host, port)
@@ -124,7 +127,8 @@ def serve(*, backend: str, artifacts: Path, host: str = LOOPBACK, port: int = 50
         db.parent.mkdir(parents=True, exist_ok=True)
         # The server then starts on a current schema instead of migrating one (it serves artifacts).
         seed_sqlite_store(db, artifact_root="mlflow-artifacts:/")
-    artifacts.mkdir(parents=True, exist_ok=True)
+    if isinstance(artifacts, Path):
+        artifacts.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(command, env=server_env(), start_new_session=True)
     write_end = start_watchdog(_WATCHDOG, str(server.pid))  # ends the server group if this process dies
 

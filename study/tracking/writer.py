@@ -24,11 +24,11 @@ from mlflow.tracking import MlflowClient
 
 from study import library_versions
 from study import metrics_names as M
-from study.process_state import fail_fast_http
+from study.process_state import artifacts_through_server, fail_fast_http
 from study.errors import CREDENTIALS_ENV, SegstudyError, embeds_credentials, first_line
 from study.paths import output_file
 from study.redact import mask_text, mask_uri
-from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, is_unavailable, map_ids
+from study.tracking.outbox import OFFLINE_PREFIX, Op, Outbox, Saved, is_unavailable, map_ids
 from study.tracking.sqlite_seed import seed_sqlite_store
 from study.tracking.stores import check_database, check_sqlite_store, is_accepted, require_driver
 
@@ -95,6 +95,7 @@ def reading_client(uri: str) -> MlflowClient:
         check_sqlite_store(path, uri=mask_uri(uri))  # an MLflow store, checked without writing a byte
     if uri.startswith(("http://", "https://")):
         fail_fast_http()
+        artifacts_through_server()
     check_database(uri)  # in seconds, not after MLflow's retries
     # No store lock: the store exists with its schema, so opening it creates nothing (and a reading
     # command writes nothing, not even the lock file beside it).
@@ -130,6 +131,7 @@ class StudyTracker:
         check_no_credentials(tracking_uri)
         if tracking_uri.startswith(("http://", "https://")):
             fail_fast_http()  # a stalled Tune driver helps nobody: the outbox is our retry
+            artifacts_through_server()
         check_database(tracking_uri)  # MlflowClient opens a database at once, retrying for ~100 s
         self.uri = tracking_uri
         self.experiment = experiment
@@ -149,9 +151,10 @@ class StudyTracker:
         """The file of a SQLite store (its artifacts lie beside it); None for a server or database."""
         return _sqlite_path(self.uri)
 
-    def use_outbox(self, directory: Path) -> None:
-        """Keep writes the server cannot take in `directory` (see `study.tracking.outbox`)."""
-        self.outbox = Outbox(directory)
+    def use_outbox(self, directory: Path, *, saved: Saved | None = None) -> None:
+        """Keep writes the server cannot take in `directory` (see `study.tracking.outbox`);
+        `saved` is told each path the outbox wrote or removed (a study folder in a bucket)."""
+        self.outbox = Outbox(directory, saved=saved)
 
     @cached_property
     def client(self) -> MlflowClient:

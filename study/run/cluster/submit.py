@@ -25,6 +25,8 @@ from study import process_state
 from study.errors import SegstudyError, first_line
 from study.redact import mask_text, mask_uri, printable
 from study.spec import StudySpec, check_grid_size, load_spec
+from study.storage import storage_root
+from study.storage.state_db import check_shared_tracking, checked_state_db, state_db_url
 from study.targets import TARGET, is_component
 from study.tracking import resolve_tracking_uri
 
@@ -97,7 +99,8 @@ def _installed(path: Path) -> bool:
     return any(resolved.is_relative_to(Path(p).resolve()) for p in places) or "site-packages" in resolved.parts
 
 
-def build_entrypoint(spec_rel: str, *, tracking_uri: str, storage: str, allow_large_grid: bool = False) -> str:
+def build_entrypoint(spec_rel: str, *, tracking_uri: str, storage: str, state_db: str | None = None,
+                     allow_large_grid: bool = False) -> str:
     return " ".join(
         [
             "python -m study run",
@@ -105,9 +108,23 @@ def build_entrypoint(spec_rel: str, *, tracking_uri: str, storage: str, allow_la
             "--address auto",
             f"--tracking-uri {shlex.quote(tracking_uri)}",
             f"--storage {shlex.quote(storage)}",
+            *([f"--state-db {shlex.quote(state_db)}"] if state_db else []),
             *(["--allow-large-grid"] if allow_large_grid else []),
         ]
     )
+
+
+def cluster_storage(storage: str | Path | None, *, state_db: str | None, tracking_uri: str) -> tuple[str, str | None]:
+    """`--storage` as the job gets it: a bucket URI as given, a folder made absolute (the cluster
+    sees it at the same path); and the state database a bucket needs, checked for its form here
+    (whether the cluster reaches it, and the bucket, the job checks before any trial starts)."""
+    root = storage_root(storage)
+    if isinstance(root, Path):
+        return str(root), None
+    url = checked_state_db(state_db_url(state_db), storage=root.uri, reach=False)
+    check_shared_tracking(root.uri, tracking_uri)
+    # Passed on only when given: a cluster whose nodes set SEGSTUDY_STATE_DB needs none.
+    return root.uri, state_db and url
 
 
 def submit_study(
@@ -116,6 +133,7 @@ def submit_study(
     address: str,
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
+    state_db: str | None = None,
     follow: bool = True,
     allow_large_grid: bool = False,
 ) -> tuple[str, str]:
@@ -132,6 +150,7 @@ def submit_study(
     spec = load_spec(spec_path)  # refuse bad input before anything reaches the cluster
     check_grid_size(spec, allow_large=allow_large_grid)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
+    storage_abs, state_db = cluster_storage(storage, state_db=state_db, tracking_uri=uri)
     root = process_state.project_folder()
     try:
         spec_rel = spec_path.resolve().relative_to(root.resolve()).as_posix()
@@ -141,7 +160,6 @@ def submit_study(
             "cluster as the job's working_dir; run segstudy submit from the folder that holds the spec and its files"
         ) from None
     runtime_env = job_runtime_env(spec, root)
-    storage_abs = str(Path(storage or "ray_results").resolve())
     from ray.job_submission import JobSubmissionClient
 
     try:
@@ -152,7 +170,8 @@ def submit_study(
     try:
         job_id = _submit_with_retry(
             client,
-            entrypoint=build_entrypoint(spec_rel, tracking_uri=uri, storage=storage_abs, allow_large_grid=allow_large_grid),
+            entrypoint=build_entrypoint(spec_rel, tracking_uri=uri, storage=storage_abs, state_db=state_db,
+                                        allow_large_grid=allow_large_grid),
             submission_id=f"segstudy-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             runtime_env=runtime_env,
             metadata={"segstudy.spec": spec_rel, "segstudy.tracking_uri": mask_uri(uri)},  # shown by `ray job list`

@@ -24,19 +24,21 @@ from ray import tune
 from study import disk, process_state
 from study import metrics_names as M
 from study.errors import SegstudyError
-from study.paths import output_folder
 from study.process_state import route_ray_worker_output
 from study.run.cluster.capacity import check_resources, cluster_capacity, local_trials_at_once
 from study.run.cluster.connect import connect_ray
 from study.run.display.console import Display, StudyConsole
-from study.run.display.library_log import library_output
+from study.run.display.library_log import LOG_FILE, library_output
 from study.run.driver.phases import confirm_fit, open_searcher, optuna_outcome, retry_trial, tune_phase
 from study.run.driver.preflight import Preflight, plan_line, preflight
 from study.run.driver.replicate import plan_replicate
 from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
 from study.run.driver.space import SpaceCheck, full_disk_stops, space_check
+from study.run.record import bucket_copy
+from study.run.record.bucket_study import create_study, find_study, study_root
 from study.run.record.reconcile import lost_to_faults, reconcile
 from study.run.record.study_dir import StudyDir
+from study.storage.roots import storage_root
 from study.run.record.study_run import close_study_run, log_chosen, not_learned, open_study_run
 from study.run.tune.trainable import train_trial
 from study.spec import StudySpec, check_data, check_grid_size, load_spec
@@ -56,7 +58,7 @@ class StudyResult:
     experiment: str
     study_run_id: str
     tracking_uri: str
-    storage_path: Path
+    storage_path: Path  # the study folder here (for a study in a bucket, its local working copy)
     n_trials: int
     n_failed: int
     pending_writes: int = 0  # tracking writes still in the outbox (server away at the end)
@@ -64,6 +66,12 @@ class StudyResult:
     log_file: Path | None = None  # what Ray, Tune and MLflow said (study folder/segstudy.log)
     lost: int = 0  # trials failed by a fault of the machine (in n_failed): `segstudy resume` runs them again
     unfinished: int = 0  # cell x seed confirm trials with no finished run (a failed or missing trial)
+    folder: StudyDir | None = None  # the study folder, where it lives (`location`, `save`)
+
+    @property
+    def location(self) -> str:
+        """Where the study is, as `segstudy resume` takes it: its folder, or its bucket URI."""
+        return self.folder.location if self.folder is not None else str(self.storage_path)
 
     @property
     def ok(self) -> bool:
@@ -76,6 +84,7 @@ def run_study(
     address: str | None = None,
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
+    state_db: str | None = None,
     console: StudyConsole | None = None,
     verbose: bool = False,
     allow_large_grid: bool = False,
@@ -86,16 +95,19 @@ def run_study(
         spec_path: YAML study spec.
         address: Ray cluster to join ("auto", "ray://...", "HOST:PORT"); None starts Ray here.
         tracking_uri: MLflow tracking URI; default MLFLOW_TRACKING_URI, the spec's, or ./mlflow.db.
-        storage: directory for study folders (spec copy, Optuna storage, Tune results; default
-            ./ray_results).
+        storage: where study folders are made (spec copy, Optuna storage, Tune results): a local
+            folder (default ./ray_results) or `s3://bucket/prefix` (`study.run.record.bucket_study`).
+        state_db: the PostgreSQL database of a study in a bucket (its tuning state and driver
+            lock; default SEGSTUDY_STATE_DB).
         console: where progress goes (default: live on a terminal, plain lines otherwise).
         verbose: keep Tune's own reporter and library output on the console instead of the
             study's log file.
         allow_large_grid: run a grid of more trials than the spec's max_trials (default 1000).
 
     Raises:
-        SegstudyError: bad spec, paths or grid size, or a resource request the cluster cannot
-            meet (nothing started, no store or folder created).
+        SegstudyError: bad spec, paths or grid size, a bucket or state database that cannot be
+            used, or a resource request the cluster cannot meet (nothing started, no store or
+            folder created).
         study.disk.NoSpaceError: the disks the study writes to have less free space than it
             is estimated to write (`study.run.driver.space`).
         process_state.Interrupted: SIGINT, SIGTERM or SIGHUP stopped the study (called in the
@@ -107,16 +119,17 @@ def run_study(
     check_grid_size(spec, allow_large=allow_large_grid)
     check_data(spec)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
-    storage_path = _storage(output_folder(Path(storage or "ray_results"), option="--storage"))
+    root, state_url = study_root(storage, state_db=state_db, tracking_uri=uri)  # before the tracking store exists
     with process_state.stop_on_signals(), library_output(verbose) as library_log:  # docs/ARCHITECTURE.md 3, "Stopping"
         tracker = StudyTracker(uri, spec.name)
         tracker.check_reachable()
-        with full_disk_stops([storage_path, tracker.local_store]):
+        local = _local_disk(root)
+        with full_disk_stops([local, tracker.local_store]):
             return _on_ray(
                 address, spec, tracker,
-                lambda: StudyDir.create(storage_path, name=spec.name, spec_file=spec_path, tracking_uri=uri),
+                lambda: create_study(root, name=spec.name, spec_file=spec_path, tracking_uri=uri, state_db=state_url),
                 display=Display.of(console, verbose=verbose, library_log=library_log),
-                space=space_check(storage_path, tracker, whole=True),
+                space=space_check(local, tracker, whole=isinstance(root, Path)),
             )
 
 
@@ -136,16 +149,22 @@ def resume_study(
     address: str | None = None,
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
+    state_db: str | None = None,
     console: StudyConsole | None = None,
     verbose: bool = False,
     retry_failed: bool = False,
 ) -> StudyResult:
     """Continue a study whose driver died or was stopped: finished trials are kept, the rest run,
     and so do trials a fault of the machine failed (a killed worker, a lost node, a full disk).
+    A study in a bucket is continued on any machine that reaches the bucket, its state database
+    and its tracking store.
 
     Args:
-        name_or_dir: the study folder, or the study name (newest folder of that name in storage).
+        name_or_dir: the study folder (local or `s3://...`), or the study name (newest folder of
+            that name under `storage`).
         tracking_uri: where the study's runs are; default the one it was started with.
+        state_db: a study in a bucket: its state database (default SEGSTUDY_STATE_DB, then the
+            one it was started with).
         console, verbose: as for `run_study`.
         retry_failed: run every failed trial again, also those that failed by their own doing (a
             diverged loss): after a fix of the code or the machine, the same spec.
@@ -154,18 +173,18 @@ def resume_study(
         study.disk.NoSpaceError: the study folder's disk is still full, or has less free space
             than the trials run at once are estimated to write.
     """
-    study = StudyDir.find(name_or_dir, storage=_storage(storage))
+    study = find_study(name_or_dir, storage=storage, state_db=state_db)
     if study.free_bytes() < RESUME_FLOOR_BYTES:
         raise disk.NoSpaceError(f"{study.path}: its disk is still full ({disk.size_text(study.free_bytes())} free); "
                                 "free space, then run segstudy resume again")
     with process_state.stop_on_signals(), full_disk_stops([study.path]):  # docs/ARCHITECTURE.md 3, "Stopping"
-        process_state.name_stopped_study(resume_name(study.path))
+        process_state.name_stopped_study(resume_name(study))
         with study.driving("resume"), library_output(verbose) as library_log:  # before anything is delivered or started
             spec = load_spec(study.spec_file)
             check_data(spec)
             tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), spec.name)
             tracker.check_reachable()
-            tracker.use_outbox(study.outbox)
+            tracker.use_outbox(study.outbox, saved=study.save)
             if tracker.deliver() > 0:
                 raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
             display = Display.of(console, verbose=verbose, library_log=library_log)
@@ -183,6 +202,7 @@ def replicate_study(
     address: str | None = None,
     tracking_uri: str | None = None,
     storage: str | Path | None = None,
+    state_db: str | None = None,
     console: StudyConsole | None = None,
     verbose: bool = False,
 ) -> StudyResult:
@@ -193,8 +213,9 @@ def replicate_study(
     Args:
         name_or_dir: the finished study's folder, or its name (newest folder of that name in storage).
         seeds: the new confirm seeds (none the study trained already).
-        address, tracking_uri, storage, console, verbose: as for `run_study`; the tracking URI
-            defaults to the one the study ran with, the storage to the folder the study lies in.
+        address, tracking_uri, storage, state_db, console, verbose: as for `run_study`; the tracking
+            URI defaults to the one the study ran with, the storage to the folder (or bucket prefix)
+            the study lies in, the state database to the study's.
 
     Raises:
         SegstudyError: as `plan_replicate` says, before anything is built or started.
@@ -202,19 +223,21 @@ def replicate_study(
         process_state.Interrupted: SIGINT, SIGTERM or SIGHUP stopped it, or a disk filled up; `resume_study`
             on its folder continues it.
     """
-    found = StudyDir.find(name_or_dir, storage=_storage(storage))
+    found = find_study(name_or_dir, storage=storage, state_db=state_db, writing=False)
     with process_state.stop_on_signals(), library_output(verbose) as library_log:
         uri = resolve_tracking_uri(tracking_uri or found.manifest["tracking_uri"], None)
         tracker = StudyTracker(uri, found.manifest["name"])
         tracker.check_reachable()
         plan = plan_replicate(found, seeds, tracker=tracker)
         check_data(plan.spec)
-        root = _storage(storage) if storage is not None else plan.original.path.parent  # beside the original
-        with full_disk_stops([root, tracker.local_store]):
+        make = plan.maker(storage, tracking_uri=uri, state_db=state_db)  # where it goes, checked
+        where = plan.original.parent if storage is None else storage_root(storage)
+        local = _local_disk(where)
+        with full_disk_stops([local, tracker.local_store]):
             return _on_ray(
-                address, plan.spec, tracker, lambda: plan.create(root, tracking_uri=uri),
+                address, plan.spec, tracker, make,
                 display=Display.of(console, verbose=verbose, library_log=library_log),
-                space=space_check(root, tracker, whole=True),
+                space=space_check(local, tracker, whole=isinstance(where, Path)),
             )
 
 
@@ -247,42 +270,59 @@ def _on_ray(
         display.console.note(plan_line(spec, data, checked, at_once=cluster_capacity(spec), where="on this Ray cluster"))
         with process_state.defer_stop():  # a folder is made whole, and then it is what resume continues
             study = study_dir()
-            process_state.name_stopped_study(resume_name(study.path))
-        if log is not None:
-            log.move_to(study.path)
+            process_state.name_stopped_study(resume_name(study))
         with contextlib.nullcontext() if locked else study.driving("run"):  # one live driver per study
+            if log is not None:  # once the study is ours: taking a study in a bucket over pulls its files
+                log.move_to(study.path)
             return _drive(spec, study, tracker, data, display, retry_failed=retry_failed)
     finally:
         with process_state.defer_stop():  # a stop during the clean-up still puts Ray away
             display.console.close()
+            if log is not None and log.moved:
+                _save_quietly(study, log)
             if started_ray:
                 ray.shutdown()
             undo_workers()
 
 
-def resume_name(folder: Path) -> str:
-    """What `segstudy resume` is given to continue the study in `folder`: its path, relative to
-    the working directory when inside it (a name alone would need the same --storage)."""
+def _save_quietly(study: StudyDir, log: Any) -> None:
+    """Push the study log to where the study lives; a bucket that does not answer now costs the
+    log's tail, never the error that is on its way out."""
     try:
-        return str(folder.relative_to(Path.cwd()))
+        log.flush()
+        study.save(LOG_FILE)
+    except SegstudyError as exc:
+        warnings.warn(f"the study log stays in {study.path}: {exc}", stacklevel=2)
+
+
+def resume_name(study: StudyDir) -> str:
+    """What `segstudy resume` is given to continue `study`: its bucket URI, or its path, relative
+    to the working directory when inside it (a name alone would need the same --storage)."""
+    if study.location != str(study.path):
+        return study.location
+    try:
+        return str(study.path.relative_to(Path.cwd()))
     except ValueError:
-        return str(folder)
+        return str(study.path)
 
 
-def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None) -> tuple[int, int]:
+def sync_study(name_or_dir: str | Path, *, storage: str | Path | None = None, tracking_uri: str | None = None,
+               state_db: str | None = None) -> tuple[int, int]:
     """Deliver a study's kept tracking writes; returns (delivered, still waiting)."""
-    study = StudyDir.find(name_or_dir, storage=_storage(storage))
+    study = find_study(name_or_dir, storage=storage, state_db=state_db)
     with study.driving("sync"):  # a live driver delivers its own outbox; two deliverers would double writes
         tracker = StudyTracker(resolve_tracking_uri(tracking_uri or study.manifest["tracking_uri"], None), study.manifest["name"])
-        tracker.use_outbox(study.outbox)
+        tracker.use_outbox(study.outbox, saved=study.save)
         before = len(tracker.outbox or [])
         tracker.check_reachable()
         left = tracker.deliver()
         return before - left, left
 
 
-def _storage(storage: str | Path | None) -> Path:
-    return Path(storage or "ray_results").resolve()
+def _local_disk(root: Any) -> Path:
+    """The local folder whose disk a study under `root` fills: the storage folder itself, or for
+    a bucket the working copies' cache (Tune writes results and checkpoints to the bucket)."""
+    return root if isinstance(root, Path) else bucket_copy.working_copy(root)
 
 
 def _drive(
@@ -291,7 +331,7 @@ def _drive(
     """Run what is left of the study in `study` (everything, for a new one). The study is
     FINISHED only when every cell x seed has its finished run; trials a fault of the machine
     failed leave it FAILED, and `resume` runs them again."""
-    tracker.use_outbox(study.outbox)
+    tracker.use_outbox(study.outbox, saved=study.save)
     cells = expand_cells(spec)
     first_seeds = spec.confirm.budget.min if spec.confirm.budget is not None else len(spec.confirm_seeds)
     if first_seeds < M.MIN_SEEDS:
@@ -330,7 +370,7 @@ def _drive(
         confirm = functools.partial(confirm_fit, spec, trainable, tracker=tracker, study=study, display=display)
         stalled = False
         if spec.confirm.budget is not None and chosen:  # rounds until every comparison is resolved (study/run/driver/rounds.py)
-            store = ConfirmScores(study.path)
+            store = ConfirmScores(study.path, saved=study.save)
             outcome = confirm_rounds(
                 spec, cells, chosen, restore(store, done, tracker=tracker, study_run=study_run), store=store,
                 slots=cluster_capacity(spec),
@@ -388,6 +428,7 @@ def _drive(
         log_file=display.library_log.path if display.library_log is not None else None,
         lost=lost,
         unfinished=len(unfinished),
+        folder=study,
     )
 
 

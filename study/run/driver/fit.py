@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -11,6 +10,7 @@ from study import metrics_names as M
 from study import disk, process_state
 from study.run.cluster.capacity import cluster_capacity
 from study.run.display.console import Display, stopping_line
+from study.run.record.study_dir import StudyDir
 from study.run.tune.stopping import PhaseStopper
 from study.run.tune.tune_report import LastResultFile
 from study.spec import StudySpec
@@ -21,7 +21,7 @@ def fit(
     trainable: Any,
     *,
     display: Display,
-    path: Path,
+    study: StudyDir,
     name: str,
     callbacks: list[tune.Callback],
     param_space: dict[str, Any] | None = None,
@@ -31,7 +31,9 @@ def fit(
     max_concurrent: int | None = None,
     max_epochs: int | None = None,
 ) -> None:
-    """One phase as one `Tuner.fit`; what Tune prints goes to the study log unless --verbose.
+    """One phase as one `Tuner.fit` in the experiment folder `name` of `study` (a local folder, or
+    the bucket, through the filesystem the study names); what Tune prints goes to the study log
+    unless --verbose.
 
     A stop signal during the phase ends it at Tune's next step (`PhaseStopper`) and is raised as
     `process_state.Interrupted` when the fit returns, so no later phase starts and nothing the
@@ -41,6 +43,7 @@ def fit(
     """
     process_state.quiet_tune_loggers()
     console = display.console
+    storage_path, filesystem = study.tune_storage()
     stopper = PhaseStopper(epoch_key=M.EPOCH, max_epochs=max_epochs, note=lambda signal: console.note(stopping_line(signal)))
     with process_state.defer_stop():  # the phase ends through `stopper`; Ray's calls take a signal's exception badly
         tuner = tune.Tuner(
@@ -55,8 +58,9 @@ def fit(
             ),
             run_config=tune.RunConfig(
                 name=name,
-                storage_path=str(path),
-                callbacks=[*callbacks, LastResultFile(path / name)],
+                storage_path=storage_path,
+                storage_filesystem=filesystem,
+                callbacks=[*callbacks, LastResultFile(study.path / name)],
                 stop=stopper,
                 verbose=1 if display.verbose else 0,  # segstudy's console shows progress; --verbose brings Tune's back
                 # A crashed or killed worker is retried; deterministic failures are not (TrialFailure).
@@ -68,7 +72,7 @@ def fit(
             try:
                 tuner.fit()
             except Exception as exc:
-                cause = disk.no_space_cause(exc, where=path / name)
+                cause = disk.no_space_cause(exc, where=study.path / name)
                 if cause is None or not process_state.stop_on_full_disk(cause):
                     raise
 

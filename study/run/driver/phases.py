@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from study import metrics_names as M
 from study.errors import SegstudyError
+from study.redact import mask_uri
 from study.run.display.console import Display
 from study.run.driver.fit import fit
 from study.run.record.study_dir import OPTUNA_DB, StudyDir
@@ -28,21 +29,23 @@ def open_searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir)
     """The tune phase's per-cell searcher on the study folder's Optuna storage (new or resumed)."""
     tuning = spec.tuning
     assert tuning is not None
-    study.update(tune_started=True)  # from now on optuna.db is part of the study (checked on resume)
+    study.update(tune_started=True)  # from now on its Optuna storage is part of the study (checked on resume)
+    storage, prefix = study.optuna_storage(spec.name)  # optuna.db in the folder; the state database for a bucket
     try:
-        return _cell_searcher(spec, cells, study, tuning)
+        return _cell_searcher(spec, cells, storage, prefix, tuning)
     except (SQLAlchemyError, sqlite3.DatabaseError) as exc:
-        raise SegstudyError(f"{study.path / OPTUNA_DB}: not a readable Optuna storage ({type(exc).__name__}); "
+        where = study.where(OPTUNA_DB) if storage.startswith("sqlite:") else f"state database {mask_uri(storage)}"
+        raise SegstudyError(f"{where}: not a readable Optuna storage ({type(exc).__name__}); "
                             "restore it, or start the study anew with segstudy run") from None
 
 
-def _cell_searcher(spec: StudySpec, cells: list[dict[str, Any]], study: StudyDir, tuning: Any) -> CellSearcher:
+def _cell_searcher(spec: StudySpec, cells: list[dict[str, Any]], storage: str, prefix: str, tuning: Any) -> CellSearcher:
     return CellSearcher(
         cells=cells,
         space=spec.search_space,
         trials_per_cell=tuning.trials_per_cell,
-        storage=f"sqlite:///{study.path / OPTUNA_DB}",
-        prefix=spec.name,
+        storage=storage,
+        prefix=prefix,
         sampler=tuning.sampler,
         seed=tuning.seed,
         trial_seed=tuning.seed,
@@ -102,7 +105,7 @@ def tune_phase(
         spec,
         trainable,
         display=display,
-        path=study.path,
+        study=study,
         name=study.next_attempt("tune"),
         callbacks=[callback, display.watch(spec, M.PHASE_TUNE, searcher.remaining_per_cell(), full_epochs=max_t)],
         search_alg=searcher,
@@ -127,7 +130,7 @@ def confirm_fit(
         spec,
         trainable,
         display=display,
-        path=study.path,
+        study=study,
         name=study.next_attempt("confirm"),
         callbacks=[*before, callback, watch],
         param_space={"trial": tune.grid_search(todo)},

@@ -11,7 +11,7 @@ statements hold in it is `analysis.stats.statements.replication`.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ import yaml
 
 from study import metrics_names as M
 from study.errors import SegstudyError
+from study.run.record.bucket_study import create_study, find_study, study_root
 from study.run.record.study_dir import StudyDir
+from study.storage import Root
 from study.spec import StudySpec, parse_spec
 from study.tracking import StudyTracker
 
@@ -38,16 +40,30 @@ class Replicate:
     original_run_id: str
     chosen: dict[str, Any] | None
 
-    def create(self, storage: Path, *, tracking_uri: str) -> StudyDir:
-        """The replicate's folder, with the original's chosen hyperparameters (so no tuning runs)."""
+    def maker(self, storage: str | Path | None, *, tracking_uri: str, state_db: str | None = None) -> Callable[[], StudyDir]:
+        """Check where the replicate goes and return what makes its folder there: under `storage`,
+        by default beside the original (its folder's parent, or its bucket prefix, under the
+        original's state database).
+
+        Raises:
+            SegstudyError: a storage, bucket or state database that cannot be used (`study_root`).
+        """
+        where = storage if storage is not None else self.original.parent
+        root, url = study_root(where, state_db=state_db or getattr(self.original, "state_db", None), tracking_uri=tracking_uri)
+        return lambda: self.create(root, tracking_uri=tracking_uri, state_db=url)
+
+    def create(self, storage: Root, *, tracking_uri: str, state_db: str | None = None) -> StudyDir:
+        """The replicate's folder under `storage` (a local folder, or a bucket prefix with its
+        state database), with the original's chosen hyperparameters (so no tuning runs)."""
         with tempfile.TemporaryDirectory(prefix="segstudy-replicate-") as tmp:
             spec_file = Path(tmp) / "spec.yaml"
             spec_file.write_text(self.spec_text)
-            study = StudyDir.create(storage, name=self.spec.name, spec_file=spec_file, tracking_uri=tracking_uri)
+            study = create_study(storage, name=self.spec.name, spec_file=spec_file, tracking_uri=tracking_uri,
+                                 state_db=state_db)
         extra: dict[str, Any] = {"chosen": self.chosen} if self.chosen is not None else {}
         study.update(
-            spec_source=f"{self.original.spec_file} with confirm.seeds {list(self.seeds)}",
-            replicate_of={"study_run_id": self.original_run_id, "folder": str(self.original.path), "seeds": list(self.seeds)},
+            spec_source=f"{self.original.where('spec.yaml')} with confirm.seeds {list(self.seeds)}",
+            replicate_of={"study_run_id": self.original_run_id, "folder": self.original.location, "seeds": list(self.seeds)},
             **extra,
         )
         return study
@@ -56,7 +72,9 @@ class Replicate:
 def original_of(found: StudyDir) -> StudyDir:
     """The study a folder replicates, or the folder itself (a replicate of a replicate is one of its original)."""
     link = found.manifest.get("replicate_of")
-    return StudyDir(Path(link["folder"])).checked() if isinstance(link, dict) and link.get("folder") else found
+    if not (isinstance(link, dict) and link.get("folder")):
+        return found
+    return find_study(link["folder"], state_db=getattr(found, "state_db", None), writing=False)
 
 
 def plan_replicate(found: StudyDir, seeds: Sequence[int], *, tracker: StudyTracker) -> Replicate:
@@ -88,15 +106,15 @@ def plan_replicate(found: StudyDir, seeds: Sequence[int], *, tracker: StudyTrack
         )
     run_id = manifest.get("study_run_id")
     if not run_id:
-        raise SegstudyError(f"{original.path}: the study has no MLflow study run yet; run it to the end before replicating it")
+        raise SegstudyError(f"{original.location}: the study has no MLflow study run yet; run it to the end before replicating it")
     state = tracker.client.get_run(tracker.real_id(run_id)).data.tags.get(M.STATE_TAG)
     if state != M.STATE_FINISHED:
         raise SegstudyError(
-            f"{original.path.name}: the study is {state or 'not finished'}, not finished; `segstudy resume {original.path}` "
+            f"{original.path.name}: the study is {state or 'not finished'}, not finished; `segstudy resume {original.location}` "
             "first, then replicate it"
         )
     if spec.tuning is not None and "chosen" not in manifest:
-        raise SegstudyError(f"{original.path / 'study.json'}: no chosen hyperparameters recorded; the tune phase did not finish")
+        raise SegstudyError(f"{original.where('study.json')}: no chosen hyperparameters recorded; the tune phase did not finish")
     raw = yaml.safe_load(text)
     raw.pop("seeds", None)
     raw["confirm"] = {"seeds": list(seeds)}  # a fixed list: resolve belongs to a seed budget

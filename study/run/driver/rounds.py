@@ -35,7 +35,7 @@ from analysis.stats.statements.study import declared_claims
 from study import metrics_names as M
 from study.run.record.reconcile import Reconciled, study_trial_runs
 from study.run.tune.stopping import full_disk_stops
-from study.run.tune.tune_report import checkpoint_dir, failure_of
+from study.run.tune.tune_report import checkpoint_files, failure_of
 from study.spec import ARCHITECTURE, StudySpec
 from study.spec.cells import Cell, cell_key
 from study.tracking import StudyTracker
@@ -77,10 +77,12 @@ class Ended:
 
 class ConfirmScores:
     """`confirm_scores.jsonl` in a study folder: appended one line per ended trial, flushed to
-    disk at once; a line cut by a kill is skipped when read."""
+    disk at once (and `saved`: pushed to the bucket of a study in one) before the trial's MLflow
+    run is closed; a line cut by a kill is skipped when read."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, saved: Callable[..., None] = lambda *paths: None) -> None:
         self.path = folder / SCORES_FILE
+        self.saved = saved
 
     def record(self, ended: Ended) -> None:
         line = (json.dumps(asdict(ended)) + "\n").encode()
@@ -95,6 +97,7 @@ class ConfirmScores:
                 raise
         finally:
             os.close(fd)
+        self.saved(self.path)
 
     def read(self) -> dict[str, Ended]:
         """Trial key -> its line (the last, if a trial that ran again wrote two)."""
@@ -114,6 +117,7 @@ class ConfirmScores:
         tmp = self.path.with_name(f".{SCORES_FILE}.tmp")
         tmp.write_text("".join(json.dumps(asdict(e)) + "\n" for e in ended))
         os.replace(tmp, self.path)
+        self.saved(self.path)
 
 
 class ScoresCallback(tune.Callback):
@@ -128,9 +132,9 @@ class ScoresCallback(tune.Callback):
         final = trial.last_result or {}
         rows, learned = None, None
         if not failure_of(final):
-            directory = checkpoint_dir(trial)
-            if directory is not None and (directory / M.PER_IMAGE_FILE).is_file():
-                rows = trial_rows(pd.read_csv(directory / M.PER_IMAGE_FILE))
+            with checkpoint_files(trial) as directory:
+                if directory is not None and (directory / M.PER_IMAGE_FILE).is_file():
+                    rows = trial_rows(pd.read_csv(directory / M.PER_IMAGE_FILE))
             learned = bool(final[M.LEARNED]) if M.LEARNED in final else None
         self._record(trial, rows, learned, patch_quantiles(final))
 

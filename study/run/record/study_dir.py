@@ -9,6 +9,10 @@ A live driver holds `driver.lock` (an OS file lock, so the kernel releases it wh
 however it dies): a second driver on the same study is refused instead of running every trial
 again. Opening a folder checks what it must contain: a manifest with the keys below, a spec copy
 whose hash matches the manifest, and, once tuning has started, its Optuna storage.
+
+A study folder in a bucket is a `BucketStudyDir` (`study.run.record.bucket_study`): the same
+files in a local working copy, each state write pushed to the bucket (`save`), Tune writing to
+the bucket directly (`tune_storage`), the Optuna studies and the driver lock in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class StudyDir:
             study = cls(path)
             study.update(
                 name=name, tracking_uri=tracking_uri, spec_source=str(Path(spec_file).resolve()), created=time.time(),
-                spec_sha256=_sha256(path / SPEC_COPY),
+                spec_sha256=file_sha256(path / SPEC_COPY),
             )
         except OSError:  # a full disk: a folder without its manifest could never be resumed
             shutil.rmtree(path, ignore_errors=True)
@@ -91,15 +95,21 @@ class StudyDir:
         missing = [k for k in REQUIRED if k not in manifest]
         if missing:
             raise SegstudyError(
-                f"{self.path / MANIFEST}: not a complete study manifest (missing {', '.join(missing)}); "
+                f"{self.where(MANIFEST)}: not a complete study manifest (missing {', '.join(missing)}); "
                 "this folder cannot be resumed"
             )
-        actual = _sha256(self.spec_file) if self.spec_file.is_file() else "missing"
+        actual = file_sha256(self.spec_file) if self.spec_file.is_file() else "missing"
         if actual != manifest.get("spec_sha256", actual):  # folders made before fingerprints have none
             raise SegstudyError(
-                f"{self.spec_file}: changed or damaged since the study started (SHA-256 {actual[:12]}, "
+                f"{self.where(SPEC_COPY)}: changed or damaged since the study started (SHA-256 {actual[:12]}, "
                 f"expected {str(manifest['spec_sha256'])[:12]}); restore it from {manifest.get('spec_source', 'the original')}"
             )
+        self._check_tuning_state()
+        return self
+
+    def _check_tuning_state(self) -> None:
+        """The tune phase's Optuna storage, once tuning started and until its choice is made."""
+        manifest = self.manifest
         optuna_db = self.path / OPTUNA_DB
         if optuna_db.is_file() and _head(optuna_db) != b"SQLite format 3\x00":
             raise SegstudyError(f"{optuna_db}: not an SQLite database (damaged); restore it or start the study anew")
@@ -108,7 +118,6 @@ class StudyDir:
                 f"{self.path / OPTUNA_DB}: missing, but the tune phase had started; without it the tune trials "
                 "would run again. Restore it, or start the study anew with segstudy run"
             )
-        return self
 
     @contextlib.contextmanager
     def driving(self, what: str = "driver") -> Iterator[None]:
@@ -125,6 +134,37 @@ class StudyDir:
     def free_bytes(self) -> int:
         """Bytes still free on the disk that holds this folder."""
         return disk.free_bytes(self.path)
+
+    @property
+    def location(self) -> str:
+        """Where the study is, as a user names it to `segstudy resume`: its folder (or bucket URI)."""
+        return str(self.path)
+
+    def where(self, name: str) -> str:
+        """A file of the study as the user finds it (for messages): in its folder, or its bucket."""
+        return f"{self.location}/{name}"
+
+    @property
+    def parent(self) -> Path:
+        """Where the study's folder lies (a replicate is made beside it)."""
+        return self.path.parent
+
+    def save(self, *paths: str | Path) -> None:
+        """Make writes to these files (or folders) of the study durable where the study lives:
+        nothing to do for a local folder, pushed to the bucket for one in a bucket."""
+
+    def has(self, name: str) -> bool:
+        """Whether the study folder holds `name` (a Tune experiment folder, e.g. "tune-2")."""
+        return (self.path / name).exists()
+
+    def tune_storage(self) -> tuple[str, Any]:
+        """(storage_path, storage_filesystem) for Tune's `RunConfig`: this folder, Ray's default filesystem."""
+        return str(self.path), None
+
+    def optuna_storage(self, name: str) -> tuple[str, str]:
+        """(Optuna storage URL, study-name prefix) of the tune phase's per-cell studies: SQLite in
+        the folder, each cell's study named after the spec (`name`)."""
+        return f"sqlite:///{self.path / OPTUNA_DB}", name
 
     @property
     def spec_file(self) -> Path:
@@ -152,11 +192,12 @@ class StudyDir:
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, self.path / MANIFEST)
+        self.save(MANIFEST)
 
     def next_attempt(self, phase: str) -> str:
         """A fresh Tune experiment name for this phase ("confirm", then "confirm-2", ...)."""
         n = 1
-        while (self.path / (phase if n == 1 else f"{phase}-{n}")).exists():
+        while self.has(phase if n == 1 else f"{phase}-{n}"):
             n += 1
         return phase if n == 1 else f"{phase}-{n}"
 
@@ -186,8 +227,9 @@ def _head(path: Path) -> bytes:
         return f.read(16)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex (the spec copy's fingerprint in the manifest)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-__all__ = ["MANIFEST", "StudyDir"]
+__all__ = ["MANIFEST", "StudyDir", "file_sha256"]

@@ -40,7 +40,7 @@ def open_study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cell
             tags={
                 M.FACTORS_TAG: json.dumps(sorted(spec.factors)),
                 "segstudy.cells": ";".join(map(cell_key, cells)),
-                M.STUDY_DIR_TAG: str(study.path),
+                M.STUDY_DIR_TAG: study.location,  # a bucket URI for a study in a bucket: the same on every machine
                 **({M.REPLICATE_OF_TAG: manifest["replicate_of"]["study_run_id"]} if manifest.get("replicate_of") else {}),
             },
             spec_file=study.spec_file,
@@ -63,7 +63,7 @@ def open_study_run(spec: StudySpec, study: StudyDir, tracker: StudyTracker, cell
 
 def _find_study_run(tracker: StudyTracker, study: StudyDir) -> str | None:
     # The driver may have died between creating the run and recording it in study.json.
-    runs = tracker.search_runs(f"tags.`{M.STUDY_DIR_TAG}` = '{study.path}'", max_results=1)
+    runs = tracker.search_runs(f"tags.`{M.STUDY_DIR_TAG}` = '{study.location}'", max_results=1)
     return runs[0].info.run_id if runs else None
 
 
@@ -91,7 +91,7 @@ def close_study_run(tracker: StudyTracker, study_run: str, *, status: str, study
     if pending:
         warnings.warn(
             f"{pending} tracking write(s) could not reach {tracker.uri} and are kept in {study.outbox}; "
-            f"run `segstudy sync {study.path}` when the server is back",
+            f"run `segstudy sync {study.location}` when the server is back",
             stacklevel=3,
         )
     return pending

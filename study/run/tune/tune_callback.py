@@ -23,7 +23,7 @@ from study.spec import StudySpec
 from study.tracking import StudyTracker
 from study.training import TrialPlan
 from study.run.tune.stopping import full_disk_stops
-from study.run.tune.tune_report import HISTORY, checkpoint_dir, failure_of, stopped_early
+from study.run.tune.tune_report import HISTORY, checkpoint_files, failure_of, stopped_early
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +102,11 @@ class TrackingCallback(tune.Callback):
             if final.get(M.LEARNING_ISSUE):
                 tags[M.LEARNING_ISSUE_TAG] = str(final[M.LEARNING_ISSUE])
         self.tracker.set_tags(run_id, tags)
-        directory = checkpoint_dir(trial)
-        if directory is not None:
-            self.tracker.log_artifacts(run_id, [directory / n for n in _ARTIFACTS if (directory / n).is_file()])
-            if (directory / WEIGHTS_FILE).is_file():
-                self._log_model(run_id, directory, TrialPlan.from_config(self.spec, trial.config))
+        with checkpoint_files(trial) as directory:
+            if directory is not None:
+                self.tracker.log_artifacts(run_id, [directory / n for n in _ARTIFACTS if (directory / n).is_file()])
+                if (directory / WEIGHTS_FILE).is_file():
+                    self._log_model(run_id, directory, TrialPlan.from_config(self.spec, trial.config))
         self.tracker.finish(run_id)
 
     def _log_model(self, run_id: str, directory: Path, plan: TrialPlan) -> None:

@@ -12,10 +12,11 @@ in batches: at most one report per `interval_s`, carrying every epoch since the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,17 @@ def stopped_early(final: Mapping[str, Any], *, full_epochs: int) -> bool:
     return int(final.get(M.EPOCH, 0) or 0) < full_epochs
 
 
-def checkpoint_dir(trial: object) -> Path | None:
-    """Local directory of a finished trial's latest checkpoint, if it has one."""
+@contextlib.contextmanager
+def checkpoint_files(trial: object) -> Iterator[Path | None]:
+    """A local folder holding a finished trial's latest checkpoint (None: it has none) while the
+    body runs: the checkpoint itself on local storage, a download of it when Tune's storage is a
+    bucket (removed afterwards), so callers read files the same way wherever the study lives."""
     checkpoint = getattr(trial, "checkpoint", None)
     if checkpoint is None:
-        return None
-    return Path(checkpoint.path)
+        yield None
+        return
+    with checkpoint.as_directory() as local:
+        yield Path(local)
 
 
 class LastResultFile(tune.Callback):
