@@ -159,7 +159,9 @@ def _study_in_a_bucket(ray_head, bucket, s3_server, state_db, server, tmp_path, 
     # Status from the bucket alone: its study folder names the study run and the tracking server.
     status = run_app("status", NAME, "--storage", storage, cwd=second)
     assert status.returncode == 0, status.stderr
-    assert status.stdout.startswith(f"study folder: {folder_uri}\n")
+    stands, where_line = status.stdout.splitlines()[:2]  # where the study stands, then where it is
+    assert stands.startswith(f"study run {folder_uri.rsplit('/', 1)[1]}: finished at "), status.stdout
+    assert where_line == f"study folder: {folder_uri}", status.stdout
     confirm = [line.split() for line in status.stdout.splitlines() if line.split()[1:2] == [M.PHASE_CONFIRM]]
     assert sorted(row[0] for row in confirm) == sorted(CELLS) and all(row[2] == "1" for row in confirm), status.stdout
     outputs += [status.stdout, status.stderr]

@@ -24,7 +24,7 @@ from study.tracking.outbox import Outbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*confirmation seed")]
 
-CELLS = {"alpha=0.2,architecture=unet", "alpha=0.6,architecture=unet"}
+CELLS = {"alpha=0.2,architecture=unet", "alpha=0.8,architecture=unet"}
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_study_through_a_server_on_postgresql(ray_head, write_spec, postgres, pg
     # A reading command goes to the database directly: driver installed, URI without password.
     status = run_app("status", "pgstudy", "--tracking-uri", postgres, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
-    assert "alpha=0.2,architecture=unet" in status.stdout and "alpha=0.6,architecture=unet" in status.stdout
+    assert "alpha=0.2,architecture=unet" in status.stdout and "alpha=0.8,architecture=unet" in status.stdout
     password = os.environ["PGPASSWORD"]
     assert password not in pg_server.log.read_text()
     for path in result.storage_path.rglob("*"):
