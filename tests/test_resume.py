@@ -119,8 +119,11 @@ def test_a_second_driver_on_a_live_study_is_refused(ray_head, write_spec, tmp_pa
         while time.monotonic() < deadline and not any(p.stat().st_size for p in storage.glob("*/driver.lock")):
             assert driver.poll() is None, "the first driver ended early"
             time.sleep(0.3)
-        second = run_cli("resume", "twice", "--address", ray_head.gcs_address, "--storage", str(storage), cwd=ROOT, env=env)
-        assert driver.poll() is None, "the first driver ended before the second asked: the check proves nothing"
+        # The first driver paused while the second asks: alive (its lock held) however fast it trains.
+        with held([driver.pid], settle_s=0):
+            assert driver.poll() is None, "the first driver ended before the second asked: the check proves nothing"
+            second = run_cli("resume", "twice", "--address", ray_head.gcs_address, "--storage", str(storage),
+                             cwd=ROOT, env=env)
         assert second.returncode == 2, second.stderr[-2000:]
         assert f"a live driver is running this study (pid {driver.pid} on " in second.stderr
         assert second.stderr.strip().count("\n") == 0
