@@ -108,13 +108,18 @@ Where = Path | str | None
 
 def no_space_cause(exc: BaseException, *, where: Where | Sequence[Where]) -> str | None:
     """The one-line cause of a stop for a full disk, 'no space left on device: PATH (N free)', or
-    None when `exc` is not a full disk. PATH is the file the error names, else the one of `where`
-    (the files or folders the failed write may have gone to) whose disk has the least space left."""
+    None when `exc` is not a full disk. PATH is the file the error names (of a copy's source and
+    destination, the one on the fuller disk), else the one of `where` (the files or folders the
+    failed write may have gone to) whose disk has the least space left."""
     if not no_space(exc):
         return None
-    named = next((e.filename for e in _chain(exc) if isinstance(e, OSError) and e.errno in _ERRNOS and e.filename), None)
+    # A copy or rename names its source as `filename` and its destination as `filename2`
+    # (shutil's sendfile copy does); the full disk is the one with the least left, the
+    # destination on a tie.
+    named = [f for e in _chain(exc) if isinstance(e, OSError) and e.errno in _ERRNOS
+             for f in (e.filename2, e.filename) if isinstance(f, str | os.PathLike) and str(f)]
     candidates = [w for w in (where if isinstance(where, list | tuple) else [where]) if w]
-    path = named or min(candidates, key=lambda w: free_bytes(Path(w)), default=None)
+    path = min(named or candidates, key=lambda w: free_bytes(Path(w)), default=None)
     return f"no space left on device: {space_text(path)}" if path else "no space left on device"
 
 

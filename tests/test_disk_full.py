@@ -5,6 +5,7 @@ study stops as interrupted and resumable with one line naming the path and its f
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, held, run_app
+from study import disk
 from study import metrics_names as M
 from study.run.driver.engine import resume_study
 from study_drivers import CELLS, TRIALS_PER_CELL, WHEN, Store, resume_driver, stands, start_study
@@ -151,3 +153,20 @@ def test_run_refuses_a_disk_without_room_for_the_study(ray_head, small_disk, wri
                         r"about \d+\.\d MB there \(checkpoints, models, per-image tables and logs, and its MLflow store\); "
                         r"free space or choose another disk", line), line
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]  # no study folder, no store
+
+
+def test_a_copy_onto_a_full_disk_names_the_destination_not_the_source(small_disk):
+    """shutil's copy names its source first and the destination second; the line names the file on
+    the full disk (a copy of a source file into a model folder once named the source)."""
+    fill(small_disk)
+    source = ROOT / "study" / "disk.py"
+    with pytest.raises(OSError) as caught:
+        shutil.copyfile(source, small_disk / "copy.py")
+    cause = disk.no_space_cause(caught.value, where=[ROOT])
+    assert cause == f"no space left on device: {small_disk / 'copy.py'} (0 B free)", cause
+
+
+def test_a_two_path_error_on_one_disk_names_the_destination(tmp_path):
+    err = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "src"), None, str(tmp_path / "dst"))
+    cause = disk.no_space_cause(err, where=[])
+    assert cause is not None and cause.startswith(f"no space left on device: {tmp_path / 'dst'} ("), cause
