@@ -138,13 +138,16 @@ def validate(spec: SpecArg, allow_large_grid: LargeGridOpt = False) -> None:
 
 
 def _claims_line(spec: Any) -> str:
-    """'(a) complexity, (b) out_of_domain declared (Holm, alpha 0.05); findings and the rest exploratory (bh, fdr 0.05)'."""
+    """'(a) complexity, (b) out_of_domain declared (Holm, alpha 0.05); findings and the rest exploratory (bh, fdr 0.05)',
+    with the levels claims (a)-(d) are made over where `statistics.claim_levels` names them."""
     from study.spec.statistics import CLAIM_KINDS
 
     stats = spec.statistics
     kinds = spec.declared_claims().kinds
     named = ", ".join(f"({CLAIM_KINDS[k].letter}) {k}" + (f" for {', '.join(sorted(a))}" if a else "") for k, a in kinds.items())
     declared = f"{named} declared (Holm, alpha {stats.alpha:g})" if kinds else "none declared"
+    over = "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in (stats.claim_levels or {}).items())
+    declared += f"; claims (a)-(d) over {over} (statistics.claim_levels)" if over else ""
     return f"{declared}; findings and the rest exploratory ({stats.fdr_method}, fdr {stats.fdr:g})"
 
 

@@ -22,7 +22,8 @@ N_STUDIES = 200
 SAMPLING = 2 * np.sqrt(0.05 * 0.95 / N_STUDIES)  # two standard errors of a 5% rate over N_STUDIES
 
 
-def simulated_study(rng: np.random.Generator, *, effect: float = 0.0, seeds: int = 3, images: int = 16):
+def simulated_study(rng: np.random.Generator, *, effect: float = 0.0, seeds: int = 3, images: int = 16,
+                    levels: tuple[float, ...] = LEVELS):
     """Per-image rows and trials of a 3-arm x 2-level study, clean and under one perturbation, from
     the model the inference assumes: a seed effect per trained model (shared by its clean and
     perturbed scores), an image effect shared by every cell, an image x cell interaction and noise.
@@ -30,7 +31,7 @@ def simulated_study(rng: np.random.Generator, *, effect: float = 0.0, seeds: int
     image = rng.normal(0.0, 0.08, images)
     rows, trials = [], []
     for arm in ARMS:
-        for level in LEVELS:
+        for level in levels:
             cell = f"alpha={level},architecture={arm}"
             interaction = rng.normal(0.0, 0.02, images)
             for seed in range(seeds):
@@ -128,3 +129,29 @@ def test_holm_over_claims_with_their_looks():
     assert decided["resolved"].tolist() == [True, True]
     looked = decide_claims(table.assign(p=[0.007, 0.01]), Declared({"complexity": None}), alpha=0.05, q=0.05, looks=[8, 1])
     assert looked["resolved"].tolist() == [False, True]  # 8 x 0.007 = 0.056: the look cost x its decision
+
+
+def test_claim_levels_leave_a_breakdown_level_to_claim_e():
+    """At a breakdown level (0.95) one model did not learn. Claims (a) and (b) averaged over it are
+    void; made over `statistics.claim_levels` (0.1 and 0.9) they rest on models that learned, while
+    claim (e) still counts every model at every level."""
+    per_image, trials = simulated_study(np.random.default_rng(3), levels=(0.1, 0.9, 0.95))
+    bad = trials["run_id"] == "alpha=0.95,architecture=noskip_unet|1"
+    trials.loc[bad, "learned"] = False
+    every = Settings(reference="unet", declared=SETTINGS.declared, factors={"alpha": [0.1, 0.9, 0.95], "architecture": list(ARMS)})
+    void = study_statements(per_image, trials, settings=every).claims.set_index(["claim", "arm"])
+    assert void.loc[("a", "noskip_unet"), "about"] == "alpha 0.1 -> 0.95"
+    assert void.loc[("a", "noskip_unet"), "not_learned"] == "alpha=0.95,architecture=noskip_unet seed=1"
+    assert void.loc[("b", "noskip_unet"), "not_learned"] != "" and not void.loc[("b", "noskip_unet"), "resolved"]
+
+    claim_levels = Settings(reference="unet", declared=SETTINGS.declared, factors={"alpha": [0.1, 0.9], "architecture": list(ARMS)})
+    said = study_statements(per_image, trials, settings=claim_levels).claims.set_index(["claim", "arm"])
+    assert said.loc[("a", "noskip_unet"), "about"] == "alpha 0.1 -> 0.9"
+    made = said.loc[said.index.get_level_values("claim").isin(["a", "b"])]
+    assert (made["not_learned"] == "").all() and made["p"].notna().all()
+    # (b) is the same contrast as over the rows of 0.1 and 0.9 alone
+    alone = per_image[per_image["alpha"] < 0.95]
+    only = study_statements(alone, trials[trials["alpha"] < 0.95], settings=claim_levels).claims.set_index(["claim", "arm"])
+    assert said.loc[("b", "noskip_unet"), "estimate"] == pytest.approx(only.loc[("b", "noskip_unet"), "estimate"])
+    # (e) counts the models at 0.95 too: 9 per arm
+    assert said.loc[("e", "noskip_unet"), "n_seeds"] == 9, said.loc[("e", "noskip_unet")].to_dict()

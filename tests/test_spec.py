@@ -31,7 +31,11 @@ def test_smoke_spec_loads_and_expands():
 
 def test_skip_vs_complexity_spec_is_valid():
     spec = load_spec(Path(SMOKE).with_name("skip_vs_complexity.yaml"))
-    assert len(expand_cells(spec)) == 20 and spec.confirm_seeds == [0, 1, 2, 3, 4] and spec.tuning.trials_per_cell == 6
+    assert len(expand_cells(spec)) == 16 and spec.confirm_seeds == [0, 1, 2, 3, 4] and spec.tuning.trials_per_cell == 4
+    assert spec.confirm.budget.looks == (3, 5)
+    # claims (a) and (b) over the levels where the arms learn; the breakdown level (0.95) left to (e)
+    assert spec.factors["alpha"][-1] == 0.95 and spec.claim_design()["alpha"] == [0.1, 0.8, 0.93]
+    assert set(spec.declared_claims().kinds) == {"complexity", "out_of_domain", "breakdown"}
     assert spec.factors["architecture"] == ["unet", "noskip_unet", "attention_unet", "nested_unet"]
     assert spec.evaluation.perturbations == ["speckle", "background_blur"] and spec.evaluation.severities == [1, 3, 5]
     assert spec.evaluation.shift == {"alpha": spec.factors["alpha"]}  # the full train x test matrix
@@ -198,6 +202,15 @@ def test_real_console_script_exit_code(write_spec, tmp_path):
         ({"statistics__alpha": 0.7}, "statistics.alpha: Input should be less than or equal to 0.5"),
         ({"statistics__fdr_method": "holm"}, "statistics.fdr_method: Input should be 'bh' or 'by'"),
         ({"evaluation__breakdown": 1.5}, "evaluation.breakdown: Input should be less than 1"),
+        # The levels claims (a)-(d) are made over (statistics.claim_levels).
+        ({"statistics__claim_levels": {"alpha": [0.2, 0.7]}}, "statistics.claim_levels.alpha[1]: 0.7 is not a level of factors.alpha: 0.2, 0.6"),
+        ({"statistics__claim_levels": {"alpha": [0.2, float("nan")]}}, "statistics.claim_levels.alpha[1]: nan is not a level of factors.alpha"),
+        ({"statistics__claim_levels": {"alfa": [0.2]}}, "statistics.claim_levels.alfa: 'alfa' is not a factor whose levels claims average over; factors: alpha"),
+        ({"statistics__claim_levels": {"architecture": ["unet"]}}, "statistics.claim_levels.architecture: 'architecture' is not a factor whose levels"),
+        ({"statistics__claim_levels": {"alpha": [0.2]}}, "statistics.claim_levels.alpha: claim 'complexity' compares the easiest and "
+         "hardest of these levels, so it needs two or more (got 1)"),
+        ({"statistics__claim_levels": {"alpha": [0.2, 0.20]}}, "statistics.claim_levels.alpha[1]: value 0.2 repeats"),
+        ({"statistics__claim_levels": {"alpha": []}}, "statistics.claim_levels: takes a mapping of factor names to non-empty lists"),
     ],
 )
 def test_bad_tuning_spec(write_spec, overrides, expected):

@@ -38,7 +38,7 @@ class Settings:
     statistics: Statistics = Statistics()
     breakdown: float = DEFAULT_BREAKDOWN
     confirm: Confirm = Confirm()
-    factors: dict[str, list[Any]] = field(default_factory=dict)  # the designed levels (claims average over them)
+    factors: dict[str, list[Any]] = field(default_factory=dict)  # the designed levels claims (a)-(d) are made over
 
     @property
     def margin(self) -> float | None:
@@ -88,7 +88,7 @@ def settings_of_spec(spec: StudySpec) -> Settings:
     """The analysis settings of a validated spec (what the driver's rounds decide by)."""
     return Settings(reference=spec.evaluation.reference_arm, declared=spec.declared_claims(), statistics=spec.statistics,
                     breakdown=spec.evaluation.breakdown, confirm=spec.confirm,
-                    factors={k: list(v) for k, v in spec.factors.items()})
+                    factors=spec.claim_design())
 
 
 @dataclass(frozen=True)

@@ -313,6 +313,13 @@ class StudySpec(_Strict):
         )
         return declared(self.statistics, allowed, arms=[str(a) for a in self.factors[ARCHITECTURE]])
 
+    def claim_design(self) -> dict[str, list[Any]]:
+        """The factor levels claims (a)-(d) are made over: the grid's, less the levels
+        `statistics.claim_levels` leaves out (study/spec/statistics.py)."""
+        chosen = self.statistics.claim_levels or {}
+        return {k: [v for v in levels if k not in chosen or any(_same_level(v, c) for c in chosen[k])]
+                for k, levels in self.factors.items()}
+
     @property
     def network_factors(self) -> tuple[str, ...]:
         """The factors that are arguments of `_target_` arms (``@width``; checked by `load_spec`):
@@ -398,6 +405,7 @@ def _check_cross_references(spec: StudySpec) -> None:
     _check_input_sizes(spec)
     _check_evaluation(spec)
     claims = spec.declared_claims()
+    _check_claim_levels(spec, claims)
     if spec.confirm.budget is not None and not any(kind != EXACT_CLAIM for kind in claims.kinds):
         raise SegstudyError(
             "confirm.seeds: a seed budget is spent on the declared claims (statistics.claims), and this study declares "
@@ -443,6 +451,35 @@ def _check_evaluation(spec: StudySpec) -> None:
             f"evaluation.reference_arm: '{ref}' is not one of factors.architecture: "
             f"{', '.join(map(str, spec.factors[ARCHITECTURE]))}"
         )
+
+
+def _same_level(a: Any, b: Any) -> bool:
+    """One factor level spelled two ways (0.8 and 0.80, 4 and 4.0)."""
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    return math.isclose(float(a), float(b), rel_tol=0, abs_tol=1e-9) if numbers else a == b
+
+
+def _check_claim_levels(spec: StudySpec, claims: Declared) -> None:
+    """`statistics.claim_levels`: levels of the grid's factors (not the architecture), and two or
+    more of a factor whose claim compares its extremes ((a) alpha, (c) patch_size)."""
+    needs_two = {"alpha": "complexity", "patch_size": "context"}
+    for key, levels in (spec.statistics.claim_levels or {}).items():
+        where = f"statistics.claim_levels.{key}"
+        if key == ARCHITECTURE or key not in spec.factors:
+            accepted = ", ".join(sorted(str(f) for f in spec.factors if f != ARCHITECTURE)) or "none"
+            raise SegstudyError(f"{where}: '{key}' is not a factor whose levels claims average over; factors: {accepted}")
+        for i, value in enumerate(levels):
+            if not any(_same_level(value, level) for level in spec.factors[key]):
+                raise SegstudyError(f"{where}[{i}]: {value!r} is not a level of factors.{key}: "
+                                    f"{', '.join(map(str, spec.factors[key]))}")
+        try:
+            _check_distinct(where, list(levels))
+        except ValueError as exc:
+            raise SegstudyError(str(exc)) from None
+        kind = needs_two.get(key)
+        if kind in claims.kinds and len(levels) < 2:
+            raise SegstudyError(f"{where}: claim '{kind}' compares the easiest and hardest of these levels, so it needs two "
+                                f"or more (got {len(levels)}); name two or more, or leave '{kind}' out of statistics.claims")
 
 
 def _check_shift(spec: StudySpec) -> None:

@@ -7,10 +7,17 @@ claims not declared) is exploratory, with the false-discovery rate held at `fdr`
 (Benjamini-Hochberg, or Benjamini-Yekutieli under any dependence). See
 analysis/stats/core/multiplicity.py and docs/ARCHITECTURE.md 5.
 
+A level where breakdown is the expected outcome (some training runs never find the cue) would
+void every claim (a)-(d) averaged over it: a claim rests on models that learned
+(docs/ARCHITECTURE.md 6). `claim_levels` names, per factor, the levels those claims are made
+over, chosen with the design and not after the results; the other levels are still trained,
+tested, counted by claim (e) (breakdown, every level) and reported as findings.
+
 Example:
     statistics:
       claims: [complexity, {claim: out_of_domain, arms: [attention_unet]}]
       alpha: 0.05
+      claim_levels: {alpha: [0.1, 0.8, 0.93]}   # 0.95, the breakdown level, is left to claim (e)
 """
 
 from __future__ import annotations
@@ -67,6 +74,10 @@ class Statistics(StrictModel):
     alpha: float = Field(0.05, gt=0, le=0.5, description="chance of any false claim among the declared ones (Holm)")
     fdr: float = Field(0.05, gt=0, le=0.5, description="expected share of false statements among the resolved findings")
     fdr_method: Literal["bh", "by"] = Field("bh", description="bh: Benjamini-Hochberg; by: Benjamini-Yekutieli")
+    claim_levels: dict[str, list[Any]] | None = Field(
+        None, description="per factor, the levels claims (a)-(d) are made over (default: every level); the others are "
+        "left to claim (e) and the findings"
+    )
 
     @field_validator("claims", mode="before")
     @classmethod
@@ -75,6 +86,15 @@ class Statistics(StrictModel):
             return v
         if not isinstance(v, list) or not v or not all(isinstance(item, str | dict) for item in v):
             raise ValueError(f"takes a non-empty list of claim names ({', '.join(CLAIM_KINDS)}) or {{claim: NAME, arms: [...]}}")
+        return v
+
+    @field_validator("claim_levels", mode="before")
+    @classmethod
+    def _levels(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, dict) or not v or not all(isinstance(levels, list) and levels for levels in v.values()):
+            raise ValueError("takes a mapping of factor names to non-empty lists of their levels, e.g. {alpha: [0.1, 0.8]}")
         return v
 
     def choices(self) -> list[ClaimChoice] | None:

@@ -93,7 +93,7 @@ def all_claims(
     rows = observed.rows
     if rows.empty or ARM not in rows.columns:
         return pd.DataFrame(columns=list(CLAIM_COLUMNS))
-    parts = split_shift(rows)
+    parts = split_shift(_within(rows, design))
     in_domain = parts.in_domain
     in_domain.attrs["factors"] = rows.attrs.get("factors", [])
     trials = trials if trials is not None else trials_of(observed)
@@ -105,6 +105,26 @@ def all_claims(
     levels = [f for f in factor_names(trials) if f != ARM] if "cell" in trials.columns else []
     extra = breakdown_claims(trials, reference=reference, threshold=breakdown, levels=levels)
     return pd.concat([table, pd.DataFrame(extra, columns=list(CLAIM_COLUMNS))], ignore_index=True) if extra else table
+
+
+def _within(rows: pd.DataFrame, design: Mapping[str, Sequence[Any]] | None) -> pd.DataFrame:
+    """The rows of models trained at the design's levels (`statistics.claim_levels` may leave a
+    breakdown level out of claims (a)-(d)); a shifted row's factor column is its training level."""
+    keep = np.ones(len(rows), dtype=bool)
+    for factor, levels in (design or {}).items():
+        if factor == ARM or factor not in rows.columns or not levels:
+            continue
+        column = rows[factor]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in levels) and pd.api.types.is_numeric_dtype(column):
+            keep &= np.isclose(column.to_numpy(dtype=float)[:, None], np.asarray(levels, dtype=float)[None, :],
+                               rtol=0, atol=1e-9).any(axis=1)
+        else:
+            keep &= column.isin(levels).to_numpy()
+    if keep.all():
+        return rows
+    out = rows[keep]
+    out.attrs = dict(rows.attrs)
+    return out
 
 
 def declared_claims(observed: Observed, *, settings: Settings, reference: str) -> pd.DataFrame:
