@@ -106,3 +106,23 @@ def test_validate_prints_the_trial_count_and_an_estimate():
 def test_a_dataset_factor_the_data_need_is_required(write_spec):
     proc = run_app("validate", str(write_spec(factors={"architecture": ["unet"]})), cwd=SMOKE.parent)
     assert proc.returncode == 2 and "factors: synthetic2d data need the factor(s) alpha" in proc.stderr
+
+
+def test_a_trials_estimate_orders_the_confirm_trials_longest_first(write_spec):
+    """`trial_seconds` (what `confirm_fit` starts longest first by) adds up to the study's estimate,
+    and a smaller batch (more steps per epoch) costs more. (Which network costs more is the
+    preflight's measurement: not pinned.)"""
+    from study.run.driver.preflight import estimate_seconds, preflight, trial_seconds
+    from study.spec.cells import expand_cells
+    from study.training.inputs.study_data import build_study_data
+
+    spec = load_spec(write_spec(factors={"architecture": ["unet", "nested_unet"], "alpha": [0.2]}))
+    data = build_study_data(spec)
+    checked = preflight(spec, data)
+    cells = expand_cells(spec)
+    assert sum(trial_seconds(spec, data, checked, cell) for cell in cells) * len(spec.confirm_seeds) == pytest.approx(
+        estimate_seconds(spec, data, checked))
+    unet, nested = sorted(cells, key=lambda c: c["architecture"] == "nested_unet")
+    assert trial_seconds(spec, data, checked, unet, {"batch_size": 2}) > trial_seconds(spec, data, checked, unet, {"batch_size": 8})
+    assert trial_seconds(spec, data, checked, unet, epochs=1, tested=False) < trial_seconds(spec, data, checked, unet)
+    assert trial_seconds(spec, data, checked, nested) == trial_seconds(spec, data, checked, nested, {})  # cell alone

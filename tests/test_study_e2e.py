@@ -374,6 +374,7 @@ def test_smoke_tuning_study_tunes_each_cell_then_confirms_and_replicates(ray_hea
     assert json.loads(replica.data.tags["segstudy.chosen"]) == chosen
     again = [r for r in trial_runs(client, "smoke_tuning") if r.data.tags[M.PARENT_TAG] == replica.info.run_id]
     assert sorted(r.data.tags[M.SEED_TAG] for r in again) == sorted(["3", "4"] * 4)  # no tuning, new seeds
+    assert re.search(r"^8 trials \(4 cells x 2 seeds\); about ", proc.stdout, re.M), proc.stdout[:2000]  # no tuning planned
     for r in again:
         assert float(r.data.params["lr"]) == pytest.approx(chosen[r.data.tags[M.CELL_TAG]]["lr"])
     heading = f"replication (study run {replica.info.run_id}, seeds 3, 4) of study run {result.study_run_id}:"

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from study.errors import SegstudyError
-from study.spec.schema import StudySpec
+from study.spec.schema import StudySpec, same_level
 
 DEFAULT_MAX_TRIALS = 1000
 LARGE_GRID_FLAG = "--allow-large-grid"
@@ -51,8 +51,9 @@ class TrialCount:
         return f"up to {self.total} trials ({tune}{self.cells} cells x {self.min_seeds}-{self.seeds} seeds, sequential){shift}"
 
 
-def count_trials(spec: StudySpec) -> TrialCount:
-    """The trial counts of `spec`, by arithmetic (a 10^8-cell grid is counted, never listed).
+def count_trials(spec: StudySpec, *, tuned: bool = False) -> TrialCount:
+    """The trial counts of `spec`, by arithmetic (a 10^8-cell grid is counted, never listed);
+    `tuned`: the tune phase is over (a resumed study past it, a replicate), so none are counted.
 
     Example:
         >>> count_trials(load_spec("search_spaces/smoke.yaml")).describe()  # doctest: +SKIP
@@ -60,7 +61,7 @@ def count_trials(spec: StudySpec) -> TrialCount:
     """
     cells = math.prod(len(values) for values in spec.factors.values())
     seeds = len(spec.confirm_seeds)
-    tune = cells * spec.tuning.trials_per_cell if spec.tuning is not None else 0
+    tune = cells * spec.tuning.trials_per_cell if spec.tuning is not None and not tuned else 0
     budget = spec.confirm.budget
     return TrialCount(cells=cells, tune=tune, confirm=cells * seeds, seeds=seeds,
                       min_seeds=budget.min if budget is not None else None,
@@ -73,14 +74,9 @@ def shifted_per_seed(spec: StudySpec, cells: int) -> int:
     total = 0
     for factor, levels in spec.evaluation.shift.items():
         grid = spec.factors.get(factor, [])
-        own = sum(1 for g in grid if any(_same_level(g, level) for level in levels))  # grid levels also shift levels
+        own = sum(1 for g in grid if any(same_level(g, level) for level in levels))  # grid levels also shift levels
         total += cells * len(levels) - (cells // max(len(grid), 1)) * own
     return total
-
-
-def _same_level(a: object, b: object) -> bool:
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
-    return float(a) == float(b) if numbers else a == b  # type: ignore[arg-type]
 
 
 def check_grid_size(spec: StudySpec, *, allow_large: bool) -> TrialCount:

@@ -317,7 +317,7 @@ class StudySpec(_Strict):
         """The factor levels claims (a)-(d) are made over: the grid's, less the levels
         `statistics.claim_levels` leaves out (study/spec/statistics.py)."""
         chosen = self.statistics.claim_levels or {}
-        return {k: [v for v in levels if k not in chosen or any(_same_level(v, c) for c in chosen[k])]
+        return {k: [v for v in levels if k not in chosen or any(same_level(v, c) for c in chosen[k])]
                 for k, levels in self.factors.items()}
 
     @property
@@ -453,7 +453,7 @@ def _check_evaluation(spec: StudySpec) -> None:
         )
 
 
-def _same_level(a: Any, b: Any) -> bool:
+def same_level(a: Any, b: Any) -> bool:
     """One factor level spelled two ways (0.8 and 0.80, 4 and 4.0)."""
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
     return math.isclose(float(a), float(b), rel_tol=0, abs_tol=1e-9) if numbers else a == b
@@ -469,7 +469,7 @@ def _check_claim_levels(spec: StudySpec, claims: Declared) -> None:
             accepted = ", ".join(sorted(str(f) for f in spec.factors if f != ARCHITECTURE)) or "none"
             raise SegstudyError(f"{where}: '{key}' is not a factor whose levels claims average over; factors: {accepted}")
         for i, value in enumerate(levels):
-            if not any(_same_level(value, level) for level in spec.factors[key]):
+            if not any(same_level(value, level) for level in spec.factors[key]):
                 raise SegstudyError(f"{where}[{i}]: {value!r} is not a level of factors.{key}: "
                                     f"{', '.join(map(str, spec.factors[key]))}")
         try:

@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from study.run.cluster.connect import connect_ray
 from study.run.display.console import Display, StudyConsole
 from study.run.display.library_log import LOG_FILE, library_output
 from study.run.driver.phases import confirm_fit, open_searcher, optuna_outcome, retry_trial, tune_phase
-from study.run.driver.preflight import Preflight, plan_line, preflight
+from study.run.driver.preflight import Preflight, plan_line, preflight, trial_seconds
 from study.run.driver.replicate import plan_replicate
 from study.run.driver.rounds import ConfirmScores, ScoresCallback, announce, confirm_rounds, restore
 from study.run.driver.space import SpaceCheck, full_disk_stops, space_check
@@ -189,7 +189,8 @@ def resume_study(
                 raise SegstudyError(f"{study.outbox}: kept tracking writes could not be delivered to {tracker.uri}")
             display = Display.of(console, verbose=verbose, library_log=library_log)
             return _on_ray(address, spec, tracker, lambda: study, display=display, locked=True,
-                           space=space_check(study.path, tracker, whole=False), retry_failed=retry_failed)
+                           space=space_check(study.path, tracker, whole=False), retry_failed=retry_failed,
+                           tuned=study.manifest.get("chosen") is not None)
 
 
 RESUME_FLOOR_BYTES = 1024**2  # below this a study folder's disk is still full: resume says so before anything
@@ -237,7 +238,7 @@ def replicate_study(
             return _on_ray(
                 address, plan.spec, tracker, make,
                 display=Display.of(console, verbose=verbose, library_log=library_log),
-                space=space_check(local, tracker, whole=isinstance(where, Path)),
+                space=space_check(local, tracker, whole=isinstance(where, Path)), tuned=plan.chosen is not None,
             )
 
 
@@ -251,12 +252,13 @@ def _on_ray(
     space: SpaceCheck,
     locked: bool = False,
     retry_failed: bool = False,
+    tuned: bool = False,
 ) -> StudyResult:
     """Connect to Ray, refuse what the cluster cannot hold, build the data and pass the preflight,
     check the disks have room (`space`), then drive the study. The folder is only made
     (`study_dir`) once all that passed: bad input leaves nothing behind. Ray starts first so its
     idle workers import the trainable while the data are built. `locked`: the caller already
-    holds the study's driver lock."""
+    holds the study's driver lock; `tuned`: its tune phase is over (the plan counts confirm trials only)."""
     process_state.quiet_artifact_downloads()  # a progress bar per logged model otherwise
     log = display.library_log
     started_ray, undo_workers = False, lambda: None
@@ -267,14 +269,16 @@ def _on_ray(
             check_resources(spec)
         data, checked = prepared_data(spec)
         space(spec, data, checked)
-        display.console.note(plan_line(spec, data, checked, at_once=cluster_capacity(spec), where="on this Ray cluster"))
+        display.console.note(plan_line(spec, data, checked, at_once=cluster_capacity(spec), where="on this Ray cluster",
+                                          tuned=tuned))
         with process_state.defer_stop():  # a folder is made whole, and then it is what resume continues
             study = study_dir()
             process_state.name_stopped_study(resume_name(study))
         with contextlib.nullcontext() if locked else study.driving("run"):  # one live driver per study
             if log is not None:  # once the study is ours: taking a study in a bucket over pulls its files
                 log.move_to(study.path)
-            return _drive(spec, study, tracker, data, display, retry_failed=retry_failed)
+            return _drive(spec, study, tracker, data, display, retry_failed=retry_failed,
+                          cost=functools.partial(trial_seconds, spec, data, checked))
     finally:
         with process_state.defer_stop():  # a stop during the clean-up still puts Ray away
             display.console.close()
@@ -326,11 +330,13 @@ def _local_disk(root: Any) -> Path:
 
 
 def _drive(
-    spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, display: Display, *, retry_failed: bool = False
+    spec: StudySpec, study: StudyDir, tracker: StudyTracker, data: Any, display: Display, *, retry_failed: bool = False,
+    cost: Callable[[Mapping[str, Any], Mapping[str, Any]], float] | None = None,
 ) -> StudyResult:
     """Run what is left of the study in `study` (everything, for a new one). The study is
     FINISHED only when every cell x seed has its finished run; trials a fault of the machine
-    failed leave it FAILED, and `resume` runs them again."""
+    failed leave it FAILED, and `resume` runs them again. `cost`: a confirm trial's estimated
+    seconds, to start the longest first (`phases.confirm_fit`)."""
     tracker.use_outbox(study.outbox, saved=study.save)
     cells = expand_cells(spec)
     first_seeds = spec.confirm.budget.min if spec.confirm.budget is not None else len(spec.confirm_seeds)
@@ -367,7 +373,7 @@ def _drive(
             if chosen and not study.manifest.get("chosen_logged"):  # a replicate starts with its original's choice
                 log_chosen(tracker, study_run, chosen)
                 study.update(chosen_logged=True)
-        confirm = functools.partial(confirm_fit, spec, trainable, tracker=tracker, study=study, display=display)
+        confirm = functools.partial(confirm_fit, spec, trainable, tracker=tracker, study=study, display=display, cost=cost)
         stalled = False
         if spec.confirm.budget is not None and chosen:  # rounds until every comparison is resolved (study/run/driver/rounds.py)
             store = ConfirmScores(study.path, saved=study.save)

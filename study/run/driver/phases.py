@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ray import tune
@@ -120,9 +120,17 @@ def tune_phase(
 def confirm_fit(
     spec: StudySpec, trainable: Any, todo: list[dict[str, Any]], *, tracker: StudyTracker, study: StudyDir,
     display: Display, before: Sequence[tune.Callback] = (), stage: str = "", open_claims: Sequence[str] = (),
+    cost: Callable[[Mapping[str, Any], Mapping[str, Any]], float] | None = None,
 ) -> tuple[int, int]:
     """Run confirm trials `todo` (the whole phase, or one round of it) as one grid; returns (trials
-    ended, trials failed). `before`: callbacks that see each trial ahead of its MLflow run closing."""
+    ended, trials failed). `before`: callbacks that see each trial ahead of its MLflow run closing.
+
+    `cost(cell, hparams)`: a trial's estimated seconds (`preflight.trial_seconds`). The longest
+    trials start first, so a phase or round does not end on one long trial while the other slots
+    idle (longest processing time first; Graham, SIAM J. Appl. Math. 1969). Each trial's numbers
+    do not depend on the order."""
+    if cost is not None:
+        todo = sorted(todo, key=lambda trial: -cost(trial["cell"], trial["hparams"]))  # stable: ties keep their order
     callback = TrackingCallback(tracker, spec, full_epochs=spec.training.epochs, folder=study.path)
     totals = Counter(cell_key(trial["cell"]) for trial in todo)
     watch = display.watch(spec, M.PHASE_CONFIRM, totals, full_epochs=spec.training.epochs, stage=stage, open_claims=open_claims)

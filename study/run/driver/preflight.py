@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,40 +236,54 @@ def _subset(split: Split, indices: Any) -> Split:
     return Split(images, masks, tuple(split.ids[i] for i in keep), split.td[keep], split.spacing)
 
 
-def estimate_seconds(spec: StudySpec, data: StudyData, result: Preflight) -> float:
-    """Compute-seconds of every trial of the study, from the preflight's step times: each epoch
-    steps through the train split and predicts the validation split; a confirm trial then
-    predicts and scores its calibration and test images under every condition, and its test
-    images at every shifted level (`evaluation.shift`). Perturbing the images and the cluster's
-    fixed start-up (seconds) are not counted."""
-    tuning = spec.tuning
+def estimate_seconds(spec: StudySpec, data: StudyData, result: Preflight, *, tuned: bool = False) -> float:
+    """Compute-seconds of every trial of the study, from the preflight's step times (`trial_seconds`).
+    `tuned`: the tune phase is over, so it costs nothing."""
+    tuning = None if tuned else spec.tuning
     tune_epochs = (tuning.early_stopping.max_t or spec.training.epochs) if tuning is not None else 0
-    conditions = 1 + len(spec.evaluation.perturbations) * len(spec.evaluation.severities)
     total = 0.0
     for cell in expand_cells(spec):
-        timing = result.timings[input_key(spec, cell)]
-        level = data[data_key(spec, cell)]
-        batch = int(cell.get("batch_size", spec.fixed_hyperparameters.batch_size))
-        epoch = math.ceil(len(level.train) / batch) * timing.step_s + len(level.val) * timing.predict_s
-        tested = (len(level.calib) + len(level.test)) * conditions + sum(len(s.split) for s in level.shifted)
-        confirm = spec.training.epochs * epoch + tested * (timing.predict_s + timing.score_s)
-        total += len(spec.confirm_seeds) * confirm + (tuning.trials_per_cell * tune_epochs * epoch if tuning else 0)
+        total += len(spec.confirm_seeds) * trial_seconds(spec, data, result, cell)
+        if tuning is not None:
+            total += tuning.trials_per_cell * trial_seconds(spec, data, result, cell, epochs=tune_epochs, tested=False)
     return total
 
 
-def plan_line(spec: StudySpec, data: StudyData, result: Preflight, *, at_once: int, where: str) -> str:
+def trial_seconds(
+    spec: StudySpec, data: StudyData, result: Preflight, cell: Mapping[str, Any], hparams: Mapping[str, Any] | None = None,
+    *, epochs: int | None = None, tested: bool = True,
+) -> float:
+    """Compute-seconds of one trial of `cell` (with its `hparams`: the batch size sets the steps per
+    epoch), from the preflight's step times: each epoch steps through the train split and predicts
+    the validation split; a confirm trial (`tested`) then predicts and scores its calibration and
+    test images under every condition, and its test images at every shifted level
+    (`evaluation.shift`). Perturbing the images and the cluster's fixed start-up are not counted."""
+    timing = result.timings[input_key(spec, cell)]
+    level = data[data_key(spec, cell)]
+    batch = int({**(hparams or {}), **cell}.get("batch_size") or spec.fixed_hyperparameters.batch_size)
+    epoch = math.ceil(len(level.train) / batch) * timing.step_s + len(level.val) * timing.predict_s
+    seconds = (epochs if epochs is not None else spec.training.epochs) * epoch
+    if tested:
+        conditions = 1 + len(spec.evaluation.perturbations) * len(spec.evaluation.severities)
+        images = (len(level.calib) + len(level.test)) * conditions + sum(len(s.split) for s in level.shifted)
+        seconds += images * (timing.predict_s + timing.score_s)
+    return seconds
+
+
+def plan_line(spec: StudySpec, data: StudyData, result: Preflight, *, at_once: int, where: str, tuned: bool = False) -> str:
     """What the study will start and for how long, e.g. '4 trials (4 cells x 1 seeds); about 1m10s
     at 2 trial(s) at once on this machine (estimated from the preflight's CPU step time)'.
 
     Args:
         at_once: trials the cluster runs at once (capped here by tuning.max_concurrent).
         where: where they run, for the sentence ("on this machine", "on this Ray cluster").
+        tuned: the tune phase is over (a resumed study past it, a replicate): only confirm trials count.
     """
-    count = count_trials(spec)
+    count = count_trials(spec, tuned=tuned)
     if spec.tuning is not None and spec.tuning.max_concurrent:
         at_once = min(at_once, spec.tuning.max_concurrent)
     at_once = max(1, min(at_once, count.total))
-    wall = estimate_seconds(spec, data, result) / at_once
+    wall = estimate_seconds(spec, data, result, tuned=tuned) / at_once
     note = "; trials on GPUs run faster" if spec.resources.gpu > 0 else ""
     return (
         f"{count.describe()}; about {duration(wall)} at {at_once} trial(s) at once {where} "
@@ -277,4 +291,4 @@ def plan_line(spec: StudySpec, data: StudyData, result: Preflight, *, at_once: i
     )
 
 
-__all__ = ["Preflight", "Timing", "estimate_seconds", "input_key", "plan_line", "preflight"]
+__all__ = ["Preflight", "Timing", "estimate_seconds", "input_key", "plan_line", "preflight", "trial_seconds"]
