@@ -186,3 +186,31 @@ def test_breakdown_per_cell_and_claim_e_by_an_exact_stratified_test():
     assert "noskip broke down in 3 of 8 models (most at alpha 0.9: 3 of 4), unet in 0 of 8" in row["line"]
     # Two levels each with a split: the exact null is the convolution of both hypergeometrics.
     assert stratified_exact_p([(2, 4, 0, 4), (2, 4, 0, 4)]) < fisher_exact([[2, 2], [0, 4]]).pvalue
+
+
+def test_a_shift_claim_whose_models_predict_nothing_at_a_test_level_is_censored() -> None:
+    """Models trained at alpha 0.1 segment at 0.5 (they lose 0.1-0.2) and predict empty masks at 0.9
+    (Dice 0): there the loss is each model's clean Dice, and the claim says nothing about robustness.
+    Tested at 0.5 alone, the same models make a claim."""
+    from study import metrics_names as M
+
+    rows = []
+    for arm, lost in (("unet", 0.1), ("noskip_unet", 0.2)):
+        for seed in range(SEEDS):
+            for level, condition in ((0.1, "clean"), (0.5, M.shift_condition("alpha", 0.5)), (0.9, M.shift_condition("alpha", 0.9))):
+                for i, offset in enumerate(OFFSETS):
+                    dice = 0.0 if level == 0.9 else 0.9 + WOBBLE[seed] + offset - (lost if level == 0.5 else 0.0)
+                    rows.append({"run_id": f"{arm}{seed}", "cell": f"alpha=0.1,architecture={arm}", "seed": seed, "alpha": 0.1,
+                                 "test_alpha": level, "architecture": arm, "image_id": f"img{i}", "condition": condition,
+                                 "dice": dice, "fbr": 0.1})
+    shift = pd.DataFrame(rows)
+    in_domain = shift[shift["condition"] == "clean"]
+    b = claims(in_domain, reference="unet", shift_rows=shift).set_index("claim").loc["b"]
+    assert b["about"] == "alpha 0.1 -> 0.5, 0.9"
+    assert b["censored"].split("; ") == [f"alpha=0.1,architecture={arm} seed={s} under shift:alpha=0.9: Dice 0.000, trivial 0.167"
+                                         for arm in ("noskip_unet", "unet") for s in range(SEEDS)]
+    assert ("[AT THE TRIVIAL ANSWER: alpha=0.1,architecture=noskip_unet seed=0 under shift:alpha=0.9: Dice 0.000, trivial 0.167 "
+            "and 5 more (the `censored` column)") in b["line"]
+    segmenting = shift[shift["test_alpha"] < 0.9]
+    kept = claims(in_domain, reference="unet", shift_rows=segmenting).set_index("claim").loc["b"]
+    assert kept["censored"] == "" and kept["estimate"] == pytest.approx(0.2 - 0.1) and "TRIVIAL" not in kept["line"]

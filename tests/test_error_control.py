@@ -6,6 +6,8 @@ at most 5% of studies (Holm), and false discoveries among the findings at most 5
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -155,3 +157,29 @@ def test_claim_levels_leave_a_breakdown_level_to_claim_e():
     assert said.loc[("b", "noskip_unet"), "estimate"] == pytest.approx(only.loc[("b", "noskip_unet"), "estimate"])
     # (e) counts the models at 0.95 too: 9 per arm
     assert said.loc[("e", "noskip_unet"), "n_seeds"] == 9, said.loc[("e", "noskip_unet")].to_dict()
+
+
+def test_a_claim_at_the_trivial_answer_out_of_domain_is_censored_and_never_resolved():
+    """noskip_unet loses 0.1 more under speckle (a real difference, resolved). When one of its models
+    falls to the trivial answer under speckle at 0.9 (Dice 0.15; every pixel foreground scores 0.167
+    on images whose foreground is a tenth of the background), its loss is its clean Dice minus a
+    constant: the claim is censored, shows no interval, is not resolved, and enters Holm at p = 1 so
+    it relaxes no other claim's threshold."""
+    per_image, trials = simulated_study(np.random.default_rng(5), effect=0.1)
+    per_image["fbr"] = 0.1
+    said = study_statements(per_image, trials, settings=SETTINGS).claims.set_index(["claim", "arm"])
+    assert said.loc[("b", "noskip_unet"), "resolved"] and said.loc[("b", "noskip_unet"), "censored"] == ""
+
+    floored = per_image.copy()
+    hit = (floored["run_id"] == "alpha=0.9,architecture=noskip_unet|2") & (floored["condition"] == "speckle:5")
+    floored.loc[hit, "dice"] = 0.15
+    void = study_statements(floored, trials, settings=SETTINGS).claims.set_index(["claim", "arm"])
+    row = void.loc[("b", "noskip_unet")]
+    assert row["censored"] == "alpha=0.9,architecture=noskip_unet seed=2 under speckle:5: Dice 0.150, trivial 0.167"
+    assert not row["resolved"] and row["outcome"].startswith("unresolved (a model it rests on is at the trivial answer")
+    assert np.isnan(row["ci_low"]) and row["p_adjusted"] == 1.0
+    assert "[AT THE TRIVIAL ANSWER: alpha=0.9,architecture=noskip_unet seed=2 under speckle:5" in row["line"]
+    assert (void.drop(index=[("b", "noskip_unet")])["censored"].fillna("") == "").all()  # the other arm's claim rests on other models
+    # A gain of 0 moves the line to the trivial answer itself: 0.150 is still at or below it.
+    assert study_statements(floored, trials, settings=dataclasses.replace(SETTINGS, trivial_gain=0.0)).claims.set_index(
+        ["claim", "arm"]).loc[("b", "noskip_unet"), "censored"] != ""

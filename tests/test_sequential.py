@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from analysis.read.study_spec import Settings, settings_of_spec
 from analysis.stats.core.inference import contrast
 from analysis.stats.statements.sequential import (
-    DIFFERENCE, FUTILE, NO_DIFFERENCE, NOT_LEARNED, OPEN, UNRESOLVED, Design, Observed, replay,
+    CENSORED, DIFFERENCE, FUTILE, NO_DIFFERENCE, NOT_LEARNED, OPEN, UNRESOLVED, Design, Observed, replay,
 )
 from analysis.stats.statements.study import declared_claims
 from conftest import BIN, ROOT
@@ -146,6 +146,20 @@ def test_a_model_that_did_not_learn_closes_its_claims_without_more_seeds():
     assert outcomes(state) == {ATTENTION: NOT_LEARNED, NOSKIP: NOT_LEARNED}
     assert state.finished and state.round == 1 and state.missing == {}
     assert "2 closed (a model did not learn)" in state.summary()
+
+
+def test_a_claim_censored_at_the_trivial_answer_closes_without_more_seeds():
+    """More seeds cannot make a loss at the trivial answer (analysis.stats.statements.claims: censored)
+    mean robustness: the claim is closed in the round it is seen, and its cells get no seeds for it."""
+    def censored_at(obs: Observed) -> pd.DataFrame:
+        table = claims_at(obs)
+        return table.assign(censored=["alpha=0.8,architecture=noskip_unet seed=0 under speckle:5: Dice 0.100, trivial 0.167"
+                                      if arm == "noskip_unet" else "" for arm in table["arm"]])
+
+    state = replay(DESIGN, observed_of(known_scores(2)), censored_at, cells=sorted(CELLS))
+    assert outcomes(state) == {ATTENTION: DIFFERENCE, NOSKIP: CENSORED}
+    assert state.finished and state.round == 1 and state.missing == {}
+    assert "1 closed (a model at the trivial answer out of domain)" in state.summary()
 
 
 def test_a_failed_seed_leaves_the_claim_open_for_the_next_seed():

@@ -38,7 +38,7 @@ def test_skip_vs_complexity_spec_is_valid():
     assert set(spec.declared_claims().kinds) == {"complexity", "out_of_domain", "breakdown"}
     assert spec.factors["architecture"] == ["unet", "noskip_unet", "attention_unet", "nested_unet"]
     assert spec.evaluation.perturbations == ["speckle", "background_blur"] and spec.evaluation.severities == [1, 3, 5]
-    assert spec.evaluation.shift == {"alpha": spec.factors["alpha"]}  # the full train x test matrix
+    assert spec.evaluation.shift == {"alpha": [0.1, 0.3, 0.5]}  # where the models trained at 0.1 still segment
 
 
 def test_validate_command_reports_trial_count():

@@ -21,12 +21,13 @@ from analysis.read.runs import LATEST, trial_runs
 from study import metrics_names as M
 from study import process_state
 from study.errors import SegstudyError
-from study.spec import Evaluation, StudySpec, parse_spec
+from study.spec import Evaluation, LearningGate, StudySpec, parse_spec
 from study.spec.statistics import DEFAULT_KINDS, Declared, Statistics, statistics_of
 from study.spec.tuning import Confirm
 from study.tracking import reading_client
 
 DEFAULT_BREAKDOWN = float(Evaluation.model_fields["breakdown"].default)
+DEFAULT_TRIVIAL_GAIN = float(LearningGate.model_fields["min_gain"].default)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Settings:
     breakdown: float = DEFAULT_BREAKDOWN
     confirm: Confirm = Confirm()
     factors: dict[str, list[Any]] = field(default_factory=dict)  # the designed levels claims (a)-(d) are made over
+    trivial_gain: float = DEFAULT_TRIVIAL_GAIN  # the learning gate's min_gain: at or below it out of domain, a (b) claim is censored
 
     @property
     def margin(self) -> float | None:
@@ -88,7 +90,7 @@ def settings_of_spec(spec: StudySpec) -> Settings:
     """The analysis settings of a validated spec (what the driver's rounds decide by)."""
     return Settings(reference=spec.evaluation.reference_arm, declared=spec.declared_claims(), statistics=spec.statistics,
                     breakdown=spec.evaluation.breakdown, confirm=spec.confirm,
-                    factors=spec.claim_design())
+                    factors=spec.claim_design(), trivial_gain=spec.evaluation.learning.min_gain)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ With a margin (a seed budget's `resolve.margin`), an unresolved statement whose 
 truth with the family's guarantee, so an interval inside the margin rules out a difference that
 matters). A statement resting on a model the learning gate rejected stays in its family (so the
 others are not favoured) but is never resolved and shows no interval: it compares a model that
-never learned the task.
+never learned the task. So is a claim censored at the trivial answer (`censored`: a model it rests on
+fell to predicting every pixel foreground out of domain, analysis.stats.statements.claims), whose
+"loss" is that model's in-domain Dice.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import pandas as pd
 
 from analysis.stats.core.inference import Estimate
 from analysis.stats.core.multiplicity import HOLM, METHOD_NAMES, Decided, fdr_decisions, holm_decisions
-from analysis.stats.core.statement import RESOLVED, UNRESOLVED, statement_line
+from analysis.stats.core.statement import RESOLVED, UNRESOLVED, flagged, statement_line
 from study.spec.statistics import Declared
 
 DECLARED, EXPLORATORY = "declared", "exploratory"
 NOT_LEARNED = f"{UNRESOLVED} (a model it rests on did not learn)"
+CENSORED = f"{UNRESOLVED} (a model it rests on is at the trivial answer out of domain)"
 DECISION_COLUMNS = ("family", "method", "family_level", "p_adjusted", "confidence", "resolved", "outcome")
 
 
@@ -89,7 +92,12 @@ def _apply(
     table: pd.DataFrame, decide: Callable[[list[float], list[float]], Decided], *, margin: float | None,
     looks: np.ndarray, measure: str = "", noun: str = "claim",
 ) -> pd.DataFrame:
-    decided = decide(table["p"].astype(float).tolist(), looks.tolist())
+    # A void row (a model it rests on did not learn, or is at the trivial answer) keeps its place in
+    # the family, so the family's size is what was declared, but enters the procedure at p = 1: its
+    # p-value compares in-domain Dice, and a step-down procedure that rejected it would relax the
+    # thresholds of the others.
+    void = [flagged(r, "not_learned") or flagged(r, "censored") for r in table.to_dict("records")]
+    decided = decide([1.0 if v else float(p) for v, p in zip(void, table["p"], strict=True)], looks.tolist())
     out = table.copy()
     out["method"] = decided.method
     out["family_level"] = decided.level
@@ -98,16 +106,17 @@ def _apply(
     lows, highs, outcomes = [], [], []
     for row, level, resolved in zip(out.to_dict("records"), decided.confidence, decided.resolved, strict=True):
         est = _estimate(row).at(level) if np.isfinite(level) else _estimate(row)
-        if row.get("not_learned"):  # it compares models that never learned the task: no interval, no decision
+        void = NOT_LEARNED if flagged(row, "not_learned") else CENSORED if flagged(row, "censored") else None
+        if void:  # it compares models that never learned the task, or lost all of it: no interval, no decision
             lows.append(np.nan)
             highs.append(np.nan)
-            outcomes.append(NOT_LEARNED)
+            outcomes.append(void)
             continue
         lows.append(est.ci_low)
         highs.append(est.ci_high)
         outcomes.append(_outcome(est, resolved, margin))
     out["ci_low"], out["ci_high"], out["outcome"] = lows, highs, outcomes
-    out["resolved"] = [o not in (UNRESOLVED, NOT_LEARNED) for o in outcomes]
+    out["resolved"] = [o not in (UNRESOLVED, NOT_LEARNED, CENSORED) for o in outcomes]
     if "line" in out.columns:
         out["line"] = [statement_line(r, measure=measure, noun=noun) for r in out.to_dict("records")]
     return out

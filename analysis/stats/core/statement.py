@@ -36,7 +36,7 @@ def p_text(value: float) -> str:
 def statement_line(row: Mapping[str, Any], *, measure: str = "", noun: str = "statement") -> str:
     """The sentence of one claim or finding row (see the module docstring).
 
-    Row keys: text, estimate, ci_low, ci_high, p, tail, not_learned; after a decision also
+    Row keys: text, estimate, ci_low, ci_high, p, tail, not_learned, censored; after a decision also
     confidence, p_adjusted, method (holm, bh, by) and outcome (resolved, resolved within the
     margin, unresolved; futility is said in `outcome` too).
     """
@@ -48,8 +48,10 @@ def statement_line(row: Mapping[str, Any], *, measure: str = "", noun: str = "st
         level = row.get("confidence")
         shown = f" ({_percent(level)} interval)" if level is not None and np.isfinite(level) else ""
         inference = f"[{low:+.3f}, {high:+.3f}]{shown}, p {p_text(float(row['p']))}{_decision(row)}"
-    elif row.get("not_learned") and row.get("method"):  # decided: no interval for a comparison of models that never learned
+    elif flagged(row, "not_learned") and row.get("method"):  # decided: no interval for a comparison of models that never learned
         inference = f"(no interval: a model it rests on did not learn), p {p_text(float(row['p']))}{_decision(row)}"
+    elif flagged(row, "censored") and row.get("method"):
+        inference = f"(no interval: a model it rests on is at the trivial answer there), p {p_text(float(row['p']))}{_decision(row)}"
     else:  # one training run per cell says nothing about how much training runs differ
         inference = "(no interval or p-value: needs >= 2 seeds per cell)"
         if row.get("method"):
@@ -65,9 +67,19 @@ def _decision(row: Mapping[str, Any]) -> str:
 
 
 def _with_warning(line: str, row: Mapping[str, Any], noun: str) -> str:
-    if row.get("not_learned"):
+    if flagged(row, "not_learned"):
         line += f"  [NOT LEARNED: {row['not_learned']}; this {noun} means nothing]"
+    if flagged(row, "censored"):
+        models = str(row["censored"]).split("; ")
+        more = f" and {len(models) - 1} more (the `censored` column)" if len(models) > 1 else ""
+        line += f"  [AT THE TRIVIAL ANSWER: {models[0]}{more}; this {noun} compares in-domain Dice, not robustness]"
     return line
+
+
+def flagged(row: Mapping[str, Any], key: str) -> bool:
+    """Whether a row's `not_learned` or `censored` names a model (a NaN or '' does not)."""
+    value = row.get(key)
+    return isinstance(value, str) and bool(value)
 
 
 def _percent(level: float) -> str:

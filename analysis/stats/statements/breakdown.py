@@ -82,7 +82,7 @@ def breakdown_claims(trials: pd.DataFrame, *, reference: str, threshold: float, 
         rows.append({
             "claim": "e", "kind": "breakdown", "arm": arm, "reference": reference, "about": f"Dice < {threshold:g}",
             "estimate": share, "ci_low": np.nan, "ci_high": np.nan, "p": stratified_exact_p(strata), "se": np.nan,
-            "df": np.nan, "n_seeds": min(n1, n2), "n_images": 0, "not_learned": "",
+            "df": np.nan, "n_seeds": min(n1, n2), "n_images": 0, "not_learned": "", "censored": "",
             "cells": ";".join(sorted(set(models.loc[models[ARM].isin([arm, reference]), "cell"].astype(str)))),
             "text": text, "tail": f"{len(strata)} level{'s' * (len(strata) != 1)}, training runs the replicates",
         })

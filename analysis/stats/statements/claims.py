@@ -20,6 +20,13 @@ measures), and each is made only when the study has the factors for it:
 
 Factor levels not in a claim (e.g. patch size in (b)) are averaged with equal weights, so a claim
 speaks for the whole study; the sentence says over how many levels.
+
+A loss out of domain means something only while the model still segments there. A model that
+falls to the trivial answer under a perturbation or shift (its mean Dice no more than `trivial_gain`
+above predicting every pixel foreground, the learning gate's `min_gain`) has lost all it had, so
+its loss is its in-domain Dice minus a constant: an arm's loss minus the reference's is then their
+in-domain difference, not robustness. Such a (b) claim is censored: it names the models
+(`censored`) and is never resolved (analysis.stats.core.decisions).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from analysis.stats.core.inference import Estimate
 from analysis.stats.core.statement import statement_line
 from study import metrics_names as M
 from study.spec.cells import cell_key
+from study.spec import LearningGate
 from study.spec.statistics import CLAIM_KINDS
 
 ARM = "architecture"
@@ -49,9 +57,10 @@ COMPLEXITY = "alpha"  # larger = foreground texture more like the background = h
 PATCH = "patch_size"
 CLAIM_COLUMNS = (
     "claim", "kind", "arm", "reference", "about", "estimate", "ci_low", "ci_high", "p", "se", "df", "n_seeds", "n_images",
-    "seed_variance", "image_variance", "not_learned", "cells", "text", "tail", "line",
+    "seed_variance", "image_variance", "not_learned", "censored", "cells", "text", "tail", "line",
 )
 KIND = {kind.letter: name for name, kind in CLAIM_KINDS.items()}  # "a" -> "complexity"
+TRIVIAL_GAIN = float(LearningGate.model_fields["min_gain"].default)
 _OBJECT = re.compile(r"^(?P<object>.+)_s\d+$")  # synthetic3d test ids: one object, several volume sizes
 
 
@@ -64,6 +73,7 @@ def claims(
     trials: pd.DataFrame | None = None,
     metric: str = "dice",
     design: Mapping[str, Sequence[Any]] | None = None,
+    trivial_gain: float = TRIVIAL_GAIN,
 ) -> pd.DataFrame:
     """Every claim the study's factors allow, one row (and sentence) each; see the module docstring.
 
@@ -79,6 +89,9 @@ def claims(
             study was designed with, so a level whose trials all failed leaves the claim without an
             estimate rather than quietly averaged over the levels that are left (None: the levels
             the rows hold).
+        trivial_gain: a model whose mean Dice under a (b) claim's condition is at most this above
+            the all-foreground Dice of those images is at the trivial answer there (the spec's
+            `evaluation.learning.min_gain`); the claim is censored.
 
     Returns:
         Columns CLAIM_COLUMNS; empty when the study has one arm and no patch-size factor.
@@ -88,8 +101,8 @@ def claims(
     others = [a for a in arms if a != reference] if reference in arms else []
     rows = [
         *_complexity(per_image, others, reference, factors, metric),
-        *_out_of_domain(per_image, others, reference, factors, metric),
-        *_shifted(shift_rows, others, reference, factors, metric),
+        *_out_of_domain(per_image, others, reference, factors, metric, trivial_gain),
+        *_shifted(shift_rows, others, reference, factors, metric, trivial_gain),
         *_context(per_image, arms, factors, metric),
     ]
     if fbr_positions is not None:
@@ -97,6 +110,7 @@ def claims(
     bad = {r.run_id: f"{r.cell} seed={r.seed}" for r in not_learned_trials(trials).itertuples()} if trials is not None else {}
     for row in rows:
         row["not_learned"] = "; ".join(sorted(bad[r] for r in row.pop("_runs") if r in bad))
+        row["censored"] = "; ".join(row.pop("_censored", []))
         row["line"] = statement_line(row, noun="claim")
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
 
@@ -123,7 +137,7 @@ def _complexity(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid, m
     return rows
 
 
-def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metric: str) -> list[dict]:
+def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metric: str, gain: float) -> list[dict]:
     """(b): each arm's loss under a perturbation at its highest severity, minus the reference's."""
     rows = []
     for condition in _worst_conditions(frame):
@@ -140,11 +154,12 @@ def _out_of_domain(frame: pd.DataFrame, arms: list[str], ref: str, factors: Grid
                                                        ({ARM: ref, "condition": condition, **w}, -1.0)])
             text = (f"(b) out of domain, {condition}: {arm} loses {own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; "
                     f"{arm}'s loss minus {ref}'s =")
-            rows.append(_row("b", arm, ref, condition, est, text, _over(used, factors), used, design=factors.cells([arm, ref])))
+            rows.append(_row("b", arm, ref, condition, est, text, _over(used, factors), used, design=factors.cells([arm, ref]),
+                             censored=at_trivial(used, [condition], [arm, ref], gain=gain, metric=metric)))
     return rows
 
 
-def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: Grid, metric: str) -> list[dict]:
+def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: Grid, metric: str, gain: float) -> list[dict]:
     """(b) under train/test shift: models trained at the easiest level (each level, for a factor
     whose levels are names: sites), tested at every other level (the reference study's
     out-of-domain experiment), their loss averaged over those levels; each arm's loss minus the
@@ -162,12 +177,13 @@ def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: Grid
         trained_at = [factors.extremes(shifted, factor)[0]] if numeric else sorted(shifted[factor].unique(), key=str)
         paired = paired_across_levels(rows, factor=factor)
         for trained in trained_at:
-            out += _shifted_from(rows, factor, trained, arms, ref, factors.without(factor), paired=paired)
+            out += _shifted_from(rows, factor, trained, arms, ref, factors.without(factor), paired=paired, gain=gain, metric=metric)
     return out
 
 
 def _shifted_from(
-    rows: pd.DataFrame, factor: str, trained: Hashable, arms: list[str], ref: str, rest: Grid, *, paired: bool
+    rows: pd.DataFrame, factor: str, trained: Hashable, arms: list[str], ref: str, rest: Grid, *, paired: bool,
+    gain: float = TRIVIAL_GAIN, metric: str = "dice",
 ) -> list[dict]:
     """(b) for the models trained at one level of a shifted factor."""
     column = M.test_level_column(factor)
@@ -201,7 +217,8 @@ def _shifted_from(
         text = (f"(b) out of domain, trained at {factor} {level_text(trained)}, tested at {levels} (mean){pairing}: "
                 f"{arm} loses {own.estimate:.3f} Dice, {ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
         out.append(_row("b", arm, ref, f"{factor} {level_text(trained)} -> {levels}", est, text, _over(used, rest), used,
-                        design=Grid((*rest.names, factor), rest.design).cells([arm, ref], **{factor: [trained]})))
+                        design=Grid((*rest.names, factor), rest.design).cells([arm, ref], **{factor: [trained]}),
+                        censored=at_trivial(used, conditions, [arm, ref], gain=gain, metric=metric)))
     return out
 
 
@@ -279,6 +296,23 @@ def fbr_losses(positions: pd.DataFrame, *, factors: Sequence[str], metric: str =
     return loss.rename(columns={"object": "image_id"})
 
 
+def at_trivial(rows: pd.DataFrame, conditions: Sequence[str], arms: Sequence[str], *, gain: float, metric: str = "dice") -> list[str]:
+    """The models (one line each) whose mean Dice under one of `conditions` is at most `gain` above
+    the trivial answer on the same images: every pixel foreground, Dice 2f / (1 + f) for an image
+    whose foreground share is f (from its foreground-to-background ratio `fbr`)."""
+    if metric != "dice" or not {"fbr", "run_id", ARM}.issubset(rows.columns):
+        return []
+    used = rows[rows["condition"].isin(conditions) & rows[ARM].isin(arms)]
+    share = used["fbr"].astype(float) / (1.0 + used["fbr"].astype(float))
+    share = share.where(np.isfinite(used["fbr"].astype(float)), 1.0)
+    scored = used.assign(trivial_dice=2.0 * share / (1.0 + share))
+    where = [c for c in ("cell", "seed") if c in scored.columns]
+    means = scored.groupby(["run_id", "condition", *where], dropna=False)[[metric, "trivial_dice"]].mean().reset_index()
+    low = means[means[metric] <= means["trivial_dice"] + gain]
+    return [f"{getattr(r, 'cell', r.run_id)} seed={getattr(r, 'seed', '?')} under {r.condition}: Dice "
+            f"{getattr(r, metric):.3f}, trivial {r.trivial_dice:.3f}" for r in low.sort_values([*where, "condition"]).itertuples()]
+
+
 def _worst_conditions(frame: pd.DataFrame) -> list[str]:
     """Each perturbation at the highest severity the study evaluated."""
     worst: dict[str, int] = {}
@@ -348,7 +382,7 @@ def _over(frame: pd.DataFrame, factors: Grid, *, how: str = "averaged", note: st
 
 def _row(
     claim: str, arm: str, ref: str, about: str, est: Estimate, text: str, over: str, used: pd.DataFrame, *,
-    unit: str = "images", design: set[str] = frozenset(),
+    unit: str = "images", design: set[str] = frozenset(), censored: Sequence[str] = (),
 ) -> dict:
     """One claim's numbers, the words around them, and the cells and runs it rests on: the cells its
     rows came from and, with a known design, every cell it was designed to rest on (a cell whose
@@ -360,7 +394,7 @@ def _row(
             "ci_low": est.ci_low, "ci_high": est.ci_high, "p": est.p, "se": est.se, "df": est.df, "n_seeds": est.n_seeds,
             "n_images": est.n_images, "seed_variance": est.seed_variance, "image_variance": est.image_variance,
             "cells": ";".join(cells), "text": text,
-            "tail": f"{est.n_seeds} seeds x {est.n_images} {unit}{over}", "_runs": runs}
+            "tail": f"{est.n_seeds} seeds x {est.n_images} {unit}{over}", "_runs": runs, "_censored": list(censored)}
 
 
-__all__ = ["CLAIM_COLUMNS", "COMPLEXITY", "KIND", "PATCH", "claims", "fbr_losses"]
+__all__ = ["CLAIM_COLUMNS", "COMPLEXITY", "KIND", "PATCH", "TRIVIAL_GAIN", "at_trivial", "claims", "fbr_losses"]

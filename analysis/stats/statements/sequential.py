@@ -54,15 +54,15 @@ import pandas as pd
 from scipy import stats
 
 from analysis.stats.core.inference import Estimate
-from analysis.stats.core.statement import EXACT
+from analysis.stats.core.statement import EXACT, flagged
 from study.spec.tuning import Confirm
 
-DIFFERENCE, NO_DIFFERENCE, OPEN, UNRESOLVED, NOT_LEARNED, FUTILE = (
+DIFFERENCE, NO_DIFFERENCE, OPEN, UNRESOLVED, NOT_LEARNED, CENSORED, FUTILE = (
     "difference", "no difference beyond the margin", "open", "unresolved at max seeds", "not learned",
-    "futile (cannot be resolved by max seeds)",
+    "at the trivial answer", "futile (cannot be resolved by max seeds)",
 )
 RESOLVED = (DIFFERENCE, NO_DIFFERENCE)
-CLOSED = (NOT_LEARNED, FUTILE)
+CLOSED = (NOT_LEARNED, CENSORED, FUTILE)
 Key = tuple[str, str, str]  # (claim letter, arm, about): a claim's identity across looks and studies
 HOPE = 1.5  # futility: how many standard errors more favourable the estimate may yet turn out
 
@@ -246,7 +246,8 @@ class SequentialState:
         else:
             text = f"after round {self.round - 1} of up to {len(looks)} ({looks[self.round - 2]} seeds)"
         text += f": {len(self.resolved)} of {len(self.decisions)} declared claims resolved"
-        for outcome, what in ((NOT_LEARNED, "closed (a model did not learn)"), (FUTILE, "closed as futile")):
+        for outcome, what in ((NOT_LEARNED, "closed (a model did not learn)"),
+                              (CENSORED, "closed (a model at the trivial answer out of domain)"), (FUTILE, "closed as futile")):
             closed = sum(d.outcome == outcome for d in self.decisions)
             if closed:
                 text += f", {closed} {what}"
@@ -323,6 +324,8 @@ def _look(design: Design, statement: Statement, row: Mapping | None, observed: O
     failed = any(seed < n for cell in statement.cells for seed in observed.not_learned.get(cell, ()))
     if failed:
         return Decision(statement, NOT_LEARNED, round_, n, est, row)
+    if flagged(row, "censored"):  # more seeds cannot make a loss at the trivial answer mean robustness
+        return Decision(statement, CENSORED, round_, n, est, row)
     result = outcome(est, margin=design.margin)
     if result == OPEN and futile(est, n=n, max_seeds=design.max_seeds, level=level, margin=design.margin):
         result = FUTILE
@@ -418,7 +421,7 @@ def _state(design: Design, round_: int, finished: bool, missing: dict, decisions
 
 
 __all__ = [
-    "CLOSED", "DIFFERENCE", "FUTILE", "NOT_LEARNED", "NO_DIFFERENCE", "OPEN", "RESOLVED", "UNRESOLVED", "ClaimsAt",
+    "CENSORED", "CLOSED", "DIFFERENCE", "FUTILE", "NOT_LEARNED", "NO_DIFFERENCE", "OPEN", "RESOLVED", "UNRESOLVED", "ClaimsAt",
     "Decision", "Design", "Observed", "SequentialState", "Statement", "by_cell", "claim_key", "decision_table",
     "design_of", "final_claims", "futile", "outcome", "projected_half_width", "replay", "seeds_table", "statement_of",
 ]

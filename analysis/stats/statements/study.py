@@ -31,10 +31,10 @@ from analysis.stats.core.decisions import decide_claims
 from analysis.stats.core.statement import statement_line
 from analysis.stats.describe.context import PATCH_FG_COLUMNS, fbr_shift
 from analysis.stats.statements.breakdown import breakdown_claims, breakdown_table
-from analysis.stats.statements.claims import CLAIM_COLUMNS, claims
+from analysis.stats.statements.claims import CLAIM_COLUMNS, TRIVIAL_GAIN, claims
 from analysis.stats.statements.findings import ARM, findings, reference_arm
 from analysis.stats.statements.sequential import (
-    FUTILE, NOT_LEARNED, Observed, SequentialState, design_of, final_claims, replay,
+    CENSORED, FUTILE, NOT_LEARNED, Observed, SequentialState, design_of, final_claims, replay,
 )
 from study import metrics_names as M
 
@@ -86,7 +86,7 @@ def trials_of(observed: Observed) -> pd.DataFrame:
 
 def all_claims(
     observed: Observed, *, reference: str, breakdown: float, trials: pd.DataFrame | None = None,
-    design: Mapping[str, Sequence[Any]] | None = None,
+    design: Mapping[str, Sequence[Any]] | None = None, trivial_gain: float = TRIVIAL_GAIN,
 ) -> pd.DataFrame:
     """Every claim the rows allow, undecided: (a)-(d) and (e) breakdown; averaged over the `design`'s
     levels (the spec's factors) where given."""
@@ -101,7 +101,7 @@ def all_claims(
     if not observed.patches.empty and "fbr" in in_domain.columns and in_domain["fbr"].notna().any():
         positions = fbr_shift(in_domain, observed.patches)
     table = claims(in_domain, reference=reference, fbr_positions=positions, shift_rows=parts.shift, trials=trials,
-                   design=design)
+                   design=design, trivial_gain=trivial_gain)
     levels = [f for f in factor_names(trials) if f != ARM] if "cell" in trials.columns else []
     extra = breakdown_claims(trials, reference=reference, threshold=breakdown, levels=levels)
     return pd.concat([table, pd.DataFrame(extra, columns=list(CLAIM_COLUMNS))], ignore_index=True) if extra else table
@@ -129,7 +129,8 @@ def _within(rows: pd.DataFrame, design: Mapping[str, Sequence[Any]] | None) -> p
 
 def declared_claims(observed: Observed, *, settings: Settings, reference: str) -> pd.DataFrame:
     """The declared claims of the rows, undecided: what the sequential procedure looks at."""
-    table = all_claims(observed, reference=reference, breakdown=settings.breakdown, design=settings.factors)
+    table = all_claims(observed, reference=reference, breakdown=settings.breakdown, design=settings.factors,
+                       trivial_gain=settings.trivial_gain)
     declared = settings.declared_or_default()
     keep = [declared.covers(k, a) for k, a in zip(table["kind"], table["arm"])]
     return table[keep].reset_index(drop=True)
@@ -161,7 +162,7 @@ def study_statements(
     found = findings(per_image, trials, levels=levels, reference=reference, q=stats.fdr, method=stats.fdr_method,
                      margin=settings.margin) if len(arms) > 1 else pd.DataFrame()
     table = all_claims(observed, reference=reference, breakdown=settings.breakdown, trials=trials,
-                       design=settings.factors) if reference else pd.DataFrame()
+                       design=settings.factors, trivial_gain=settings.trivial_gain) if reference else pd.DataFrame()
     state = None
     design = design_of(settings.confirm, alpha=stats.alpha)
     looks = None
@@ -193,7 +194,8 @@ def _noted(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty or "sequential" not in table.columns:
         return table
     out = table.copy()
-    notes = {FUTILE: "futile: could not be resolved by the budget's max seeds", NOT_LEARNED: "closed: a model did not learn"}
+    notes = {FUTILE: "futile: could not be resolved by the budget's max seeds", NOT_LEARNED: "closed: a model did not learn",
+             CENSORED: "closed: a model at the trivial answer out of domain"}
     for i, row in out.iterrows():
         note = notes.get(row.get("sequential"))
         if note and not row["resolved"]:

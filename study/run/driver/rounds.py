@@ -30,7 +30,7 @@ from ray import tune
 
 from analysis.read.study_spec import settings_of_spec
 from analysis.stats.statements.findings import reference_arm
-from analysis.stats.statements.sequential import FUTILE, NOT_LEARNED, Observed, SequentialState, design_of, replay
+from analysis.stats.statements.sequential import CENSORED, FUTILE, NOT_LEARNED, Observed, SequentialState, design_of, replay
 from analysis.stats.statements.study import declared_claims
 from study import metrics_names as M
 from study.run.record.reconcile import Reconciled, study_trial_runs
@@ -297,6 +297,7 @@ def round_tag(state: SequentialState) -> dict[str, str]:
         "finished": state.finished, "claims": len(state.decisions), "resolved": len(state.resolved),
         "not_learned": sum(d.outcome == NOT_LEARNED for d in state.decisions),
         "futile": sum(d.outcome == FUTILE for d in state.decisions),
+        "censored": sum(d.outcome == CENSORED for d in state.decisions),
         "open": [d.statement.label for d in state.open], "due": state.due,
     }
     text = json.dumps(value, sort_keys=True)
