@@ -100,6 +100,18 @@ def test_context_and_fbr_claims_on_paired_objects() -> None:
     assert "pooled over 2 levels of patch_size" in d["line"]
 
 
+def test_an_fbr_claim_whose_models_miss_the_objects_outside_the_range_is_censored() -> None:
+    """Claim (d) is a loss too: where attention_unet scores Dice 0.02 on the 64-voxel volumes outside
+    the training range (every voxel foreground scores about 0.03 there), its loss is its Dice inside."""
+    frame = _three_d().assign(fbr=lambda t: np.where(t["image_id"].str.endswith("_s64"), 0.015, 0.05))
+    assert claims(frame, reference="unet", fbr_positions=frame).set_index("claim").loc["d", "censored"] == ""
+    missed = frame["image_id"].str.endswith("_s64") & (frame["architecture"] == "attention_unet") & (frame["patch_size"] == 16)
+    frame.loc[missed, "dice"] = 0.02
+    d = claims(frame, reference="unet", fbr_positions=frame).set_index("claim").loc["d"]
+    assert d["censored"].split("; ") == [f"architecture=attention_unet,patch_size=16 seed={s} under FBR outside the training "
+                                         f"range: Dice 0.020, trivial 0.029" for s in range(SEEDS)]
+
+
 def test_fbr_claim_holds_when_levels_have_different_objects_outside_the_range() -> None:
     """The training range moves with the level, so each level has its own objects on both sides;
     pooled (level, object) pairs keep an interval where a per-level average would keep no object."""

@@ -22,11 +22,12 @@ Factor levels not in a claim (e.g. patch size in (b)) are averaged with equal we
 speaks for the whole study; the sentence says over how many levels.
 
 A loss out of domain means something only while the model still segments there. A model that
-falls to the trivial answer under a perturbation or shift (its mean Dice no more than `trivial_gain`
-above predicting every pixel foreground, the learning gate's `min_gain`) has lost all it had, so
-its loss is its in-domain Dice minus a constant: an arm's loss minus the reference's is then their
-in-domain difference, not robustness. Such a (b) claim is censored: it names the models
-(`censored`) and is never resolved (analysis.stats.core.decisions).
+falls to the trivial answer under a perturbation or shift, or on the volumes outside its FBR range
+(its mean Dice no more than `trivial_gain` above predicting every pixel foreground, the learning
+gate's `min_gain`), has lost all it had, so its loss is its in-domain Dice minus a constant: an
+arm's loss minus the reference's is then their in-domain difference, not robustness. Such a (b) or
+(d) claim is censored: it names the models (`censored`) and is never resolved
+(analysis.stats.core.decisions).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ CLAIM_COLUMNS = (
 )
 KIND = {kind.letter: name for name, kind in CLAIM_KINDS.items()}  # "a" -> "complexity"
 TRIVIAL_GAIN = float(LearningGate.model_fields["min_gain"].default)
+OUTSIDE = "FBR outside the training range"  # claim (d)'s condition, as `at_trivial` names it
 _OBJECT = re.compile(r"^(?P<object>.+)_s\d+$")  # synthetic3d test ids: one object, several volume sizes
 
 
@@ -106,7 +108,7 @@ def claims(
         *_context(per_image, arms, factors, metric),
     ]
     if fbr_positions is not None:
-        rows += _fbr(fbr_positions, others, reference, factors, metric)
+        rows += _fbr(fbr_positions, others, reference, factors, metric, trivial_gain)
     bad = {r.run_id: f"{r.cell} seed={r.seed}" for r in not_learned_trials(trials).itertuples()} if trials is not None else {}
     for row in rows:
         row["not_learned"] = "; ".join(sorted(bad[r] for r in row.pop("_runs") if r in bad))
@@ -238,7 +240,7 @@ def _context(frame: pd.DataFrame, arms: list[str], factors: Grid, metric: str) -
     return rows
 
 
-def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metric: str) -> list[dict]:
+def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metric: str, gain: float = TRIVIAL_GAIN) -> list[dict]:
     """(d): per object, Dice inside the training FBR range minus outside it; arm minus reference.
 
     Which objects have volumes on both sides of the range depends on the level (the training
@@ -258,6 +260,8 @@ def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metr
         level_key = pooled[levels].astype(str).agg("|".join, axis=1)
         pooled["image_id"] = level_key + "|" + pooled["image_id"].astype(str)
     over = _over(losses, Grid(factors.names), how="pooled", note=" (an object once per level)")  # the levels with pairs
+    outside = positions[(positions["condition"] == M.CLEAN) & positions["fbr_position"].notna()
+                        & (positions["fbr_position"] != INSIDE)].assign(condition=OUTSIDE)
     rows = []
     for arm in arms:
         est = frame_contrast(pooled, [({ARM: arm}, 1.0), ({ARM: ref}, -1.0)], metric=metric)
@@ -265,7 +269,8 @@ def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metr
         base = frame_contrast(pooled, [({ARM: ref}, 1.0)], metric=metric)
         text = (f"(d) FBR outside the training range: on the same objects {arm} loses {own.estimate:.3f} Dice, "
                 f"{ref} {base.estimate:.3f}; {arm}'s loss minus {ref}'s =")
-        rows.append(_row("d", arm, ref, "fbr outside vs inside", est, text, over, losses, unit="objects"))
+        rows.append(_row("d", arm, ref, "fbr outside vs inside", est, text, over, losses, unit="objects",
+                         censored=at_trivial(outside, [OUTSIDE], [arm, ref], gain=gain, metric=metric)))
     return rows
 
 
