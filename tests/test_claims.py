@@ -222,7 +222,7 @@ def test_a_shift_claim_whose_models_predict_nothing_at_a_test_level_is_censored(
     assert b["censored"].split("; ") == [f"alpha=0.1,architecture={arm} seed={s} under shift:alpha=0.9: Dice 0.000, trivial 0.167"
                                          for arm in ("noskip_unet", "unet") for s in range(SEEDS)]
     assert ("[AT THE TRIVIAL ANSWER: alpha=0.1,architecture=noskip_unet seed=0 under shift:alpha=0.9: Dice 0.000, trivial 0.167 "
-            "and 5 more (the `censored` column)") in b["line"]
+            "and 5 more (claims.csv, column censored)") in b["line"]
     segmenting = shift[shift["test_alpha"] < 0.9]
     kept = claims(in_domain, reference="unet", shift_rows=segmenting).set_index("claim").loc["b"]
     assert kept["censored"] == "" and kept["estimate"] == pytest.approx(0.2 - 0.1) and "TRIVIAL" not in kept["line"]

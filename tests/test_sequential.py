@@ -160,6 +160,12 @@ def test_a_claim_censored_at_the_trivial_answer_closes_without_more_seeds():
     assert outcomes(state) == {ATTENTION: DIFFERENCE, NOSKIP: CENSORED}
     assert state.finished and state.round == 1 and state.missing == {}
     assert "1 closed (a model at the trivial answer out of domain)" in state.summary()
+    # `segstudy status` reads the round state from the study run's tag and says the same
+    from analysis.commands.status import rounds_line
+    from study import metrics_names as M
+    from study.run.driver.rounds import round_tag
+
+    assert "1 closed (a model at the trivial answer out of domain)" in rounds_line(round_tag(state)[M.ROUNDS_TAG])
 
 
 def test_a_failed_seed_leaves_the_claim_open_for_the_next_seed():

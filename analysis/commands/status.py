@@ -193,6 +193,8 @@ def rounds_line(tag: str) -> str:
                 f"cell), {state['resolved']} of {total} declared claims resolved")
         if state.get("not_learned"):
             line += f", {state['not_learned']} closed (a model did not learn)"
+        if state.get("censored"):
+            line += f", {state['censored']} closed (a model at the trivial answer out of domain)"
         if state.get("futile"):
             line += f", {state['futile']} closed as futile"
     except (json.JSONDecodeError, KeyError, TypeError):

@@ -71,7 +71,7 @@ def _with_warning(line: str, row: Mapping[str, Any], noun: str) -> str:
         line += f"  [NOT LEARNED: {row['not_learned']}; this {noun} means nothing]"
     if flagged(row, "censored"):
         models = str(row["censored"]).split("; ")
-        more = f" and {len(models) - 1} more (the `censored` column)" if len(models) > 1 else ""
+        more = f" and {len(models) - 1} more (claims.csv, column censored)" if len(models) > 1 else ""
         line += f"  [AT THE TRIVIAL ANSWER: {models[0]}{more}; this {noun} compares in-domain Dice, not robustness]"
     return line
 
