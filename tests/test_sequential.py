@@ -400,7 +400,8 @@ def test_futility_saves_seeds_and_never_declares_anything():
 # always stays open: at lr 1e38 Adam overflows in the first step (a real NaN loss), every trial there
 # fails, the claim has no interval and asks its cells for the next seed each round up to max. At lr
 # 0.005 the models learn (Dice about 0.8 at alpha 0.2 in 10 epochs; a model that did not learn would
-# close the claim and end the rounds).
+# close the claim and end the rounds, and so would one at the trivial answer under the perturbation:
+# a mild speckle, as at severity 5 a seed-3 model of these fell to it).
 SPEC = """
 name: {name}
 data: {{dataset: synthetic2d, image_size: 32, n_images: 60, seed: 0, placement: anywhere, split: {{train: 0.6, val: 0.1, calib: 0.1, test: 0.2}}}}
@@ -408,7 +409,7 @@ model: {{unet: {{channels: [8, 16, 32], strides: [2, 2], num_res_units: 0}}}}
 factors: {{architecture: [unet, noskip_unet], alpha: [0.2], lr: [0.005, 1.0e+38]}}
 hyperparameters: {{batch_size: 6, optimizer: adam}}
 training: {{epochs: 10, loss: dice_ce}}
-evaluation: {{perturbations: [speckle], severities: [5]}}
+evaluation: {{perturbations: [speckle], severities: [2]}}
 confirm: {{seeds: {{min: 2, max: 4}}, resolve: {{margin: 0.02}}}}
 resources: {{cpu: 1, gpu: 0}}
 """
@@ -486,7 +487,7 @@ def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ra
     from analysis.commands.status import study_status
 
     table = study_status(name, tracking_uri=uri)
-    open_label = "(b) noskip_unet - unet, speckle:5"  # averaged over both lr levels
+    open_label = "(b) noskip_unet - unet, speckle:2"  # averaged over both lr levels
     assert "finished after round 3 of up to 3 (4 seeds per cell)" in table.attrs["rounds"]
     assert f"unresolved at max seeds: {open_label}" in table.attrs["rounds"]
     confirm = table[table["phase"] == M.PHASE_CONFIRM].set_index("cell")["seeds"]
