@@ -88,21 +88,47 @@ LOCAL_RAY_FILES = {"test_interrupt.py", "test_ray_reaper.py", "test_own_study.py
 HEAVY_FIXTURES = {"ray_head", "postgres_server", "postgres", "s3_server"}
 
 
+def test_group(nodeid: str) -> str:
+    """The group a test runs in under `make test`: its file, or `local_ray` for the local-Ray files."""
+    name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return "local_ray" if name in LOCAL_RAY_FILES else name
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist sorts the groups by their number of tests unless told not to, which would undo the
+    order `pytest_collection_modifyitems` gives them (heaviest first)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` with the groups of `test_group`, read from the node ids. Not xdist's own
+    `xdist_group` marks: pytest-xdist 3.8 writes a mark's group into `item._nodeid`, which pytest 9
+    no longer reads, so under pytest 9 every test was a group of its own (a file's module fixtures
+    made on both workers, two local Ray instances at once)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    return FileGroups(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs two pytest workers (`-n 2 --dist loadgroup`): a file's tests stay on one
-    worker, so its module fixtures (a reference study, a built dataset) are made once. The files
-    with the most real-process tests go first, so the short ones fill the end instead of one long
-    file running alone on one worker."""
-    def group(item: pytest.Item) -> str:
-        return "local_ray" if item.path.name in LOCAL_RAY_FILES else item.path.name
-
+    worker (`pytest_xdist_make_scheduler`), so its module fixtures (a reference study, a built
+    dataset) are made once. The files with the most real-process tests go first, so the short ones
+    fill the end instead of one long file running alone on one worker."""
     weight: dict[str, int] = {}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
         heavy = bool(HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))) or item.get_closest_marker("slow") is not None
-        weight[group(item)] = weight.get(group(item), 0) + heavy
+        weight[test_group(item.nodeid)] = weight.get(test_group(item.nodeid), 0) + heavy
     # Stable: the tests of a file keep their order and stay together (module fixtures are made once).
-    items.sort(key=lambda item: -weight[group(item)])
+    items.sort(key=lambda item: -weight[test_group(item.nodeid)])
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,10 @@ def resumed_to_the_end(store: Store, ray_head, tmp: Path, reference: dict[str, p
 
 
 @pytest.mark.slow
-def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(ray_head, reference, tmp_path):
+def test_stops_in_tune_between_phases_in_confirm_and_in_the_summary_then_resume_gives_the_uninterrupted_result(
+        ray_head, reference, tmp_path):
+    """One study stopped at every phase in turn, each stop by a fresh driver (`run`, then `resume`),
+    and resumed to the end: the numbers of the uninterrupted study."""
     # 1. Ctrl-C in the tune phase: one tune trial ended, another running.
     store, env, run = start_study(ray_head, tmp_path, "stopa")
     run.wait_for(lambda: store.trials(M.PHASE_TUNE, "RUNNING"))
@@ -97,29 +100,24 @@ def test_stop_in_tune_then_in_confirm_and_resume_gives_the_uninterrupted_result(
         assert "PRUNED" not in states
     assert sum(s.count("RUNNING") for s in store.optuna_states().values()) >= len(killed)
 
-    # 2. SIGTERM (`ray job stop`, a pod deletion) in the confirm phase of the resumed study.
+    # 2. SIGHUP (its terminal closed) as the confirm phase begins in the resumed study: every tune
+    # trial finished, no confirm trial (the driver and the trial workers paused while that is checked
+    # and the signal sent). A stop like SIGTERM's, not a kill without clean-up.
+    hangup = resume_driver(store, ray_head, env, tmp_path / "hangup")
+    hangup.signal_while_paused(lambda: "confirm phase" in hangup.stdout.read_text()
+                               and not store.trials(M.PHASE_CONFIRM, "FINISHED"), signal.SIGHUP, workers=True)
+    interrupted_as(store, hangup, signal.SIGHUP)
+    assert len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL
+    assert store.trials(M.PHASE_CONFIRM, "FINISHED") == []
+
+    # 3. SIGTERM (`ray job stop`, a pod deletion) in the confirm phase.
     again = resume_driver(store, ray_head, env, tmp_path / "resume")
     again.signal_when(lambda: store.trials(M.PHASE_CONFIRM, "RUNNING"), signal.SIGTERM)
     interrupted_as(store, again, signal.SIGTERM)
     assert "chosen" in store.manifest()
     assert len(store.trials(M.PHASE_CONFIRM, "FINISHED")) < len(CELLS) * 2
 
-    resumed_to_the_end(store, ray_head, tmp_path, reference, env)
-
-
-@pytest.mark.slow
-def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_path):
-    # 1. SIGHUP (its terminal closed) as the confirm phase begins: every tune trial finished, no
-    # confirm trial (the driver and the trial workers paused while that is checked and the signal
-    # sent). A stop like SIGTERM's, not a kill without clean-up.
-    store, env, run = start_study(ray_head, tmp_path, "stopb")
-    run.signal_while_paused(lambda: "confirm phase" in run.stdout.read_text() and not store.trials(M.PHASE_CONFIRM, "FINISHED"),
-                            signal.SIGHUP, workers=True)
-    interrupted_as(store, run, signal.SIGHUP)
-    assert len(store.trials(M.PHASE_TUNE, "FINISHED")) == len(CELLS) * TRIALS_PER_CELL
-    assert store.trials(M.PHASE_CONFIRM, "FINISHED") == []
-
-    # 2. Ctrl-C twice in the confirm phase: the second ends the driver at once, skipping the clean-up.
+    # 4. Ctrl-C twice in the confirm phase: the second ends the driver at once, skipping the clean-up.
     twice = resume_driver(store, ray_head, env, tmp_path / "twice")
     twice.signal_when(lambda: store.trials(M.PHASE_CONFIRM, "RUNNING"), signal.SIGINT, again_after=1.0)
     assert twice.wait() == 130
@@ -127,7 +125,7 @@ def test_stop_between_phases_twice_and_in_the_summary(ray_head, reference, tmp_p
     assert store.study_run().info.status != "FINISHED"
     stands(store, rf"driver gone without clean-up \(killed, or its machine lost\); resumable: `segstudy resume {store.folder()}` continues")
 
-    # 3. Ctrl-C while the finished study writes its summary: the study stays finished.
+    # 5. Ctrl-C while the finished study writes its summary: the study stays finished.
     summary = resume_driver(store, ray_head, env, tmp_path / "summary")
     summary.signal_while_paused(lambda: "trials finished;" in summary.stdout.read_text()
                                 and "report:" not in summary.stdout.read_text(), signal.SIGINT)

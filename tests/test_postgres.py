@@ -68,29 +68,6 @@ def rows(uri: str, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
-def test_study_through_a_server_on_postgresql(ray_head, write_spec, postgres, pg_server, tmp_path):
-    result = run_study(two_cell_spec(write_spec, "pgstudy"), address=ray_head.gcs_address, tracking_uri=pg_server.uri,
-                       storage=tmp_path / "r")
-    assert result.ok, result
-    client = MlflowClient(tracking_uri=pg_server.uri)
-    trials = check_study(client, "pgstudy")
-    per_image = Path(client.download_artifacts(trials[0].info.run_id, M.PER_IMAGE_FILE, str(tmp_path / "dl")))
-    assert len(per_image.read_text().splitlines()) > 1
-    # The server stored it all in PostgreSQL, and the files in its artifact root.
-    assert rows(postgres, "SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'") == [(3,)]
-    assert sorted(r[0] for r in rows(postgres, "SELECT run_id FROM model_versions")) == sorted(r.info.run_id for r in trials)
-    assert list((tmp_path / "artifacts").rglob(M.PER_IMAGE_FILE))
-    # A reading command goes to the database directly: driver installed, URI without password.
-    status = run_app("status", "pgstudy", "--tracking-uri", postgres, cwd=tmp_path)
-    assert status.returncode == 0, status.stderr
-    assert "alpha=0.2,architecture=unet" in status.stdout and "alpha=0.8,architecture=unet" in status.stdout
-    password = os.environ["PGPASSWORD"]
-    assert password not in pg_server.log.read_text()
-    for path in result.storage_path.rglob("*"):
-        if path.is_file() and path.stat().st_size < 5_000_000:
-            assert password.encode() not in path.read_bytes(), path
-
-
 def test_two_studies_at_once_through_one_server(ray_head, write_spec, pg_server, tmp_path):
     """Two real drivers of one study name start together: one experiment, two study runs, each
     cell's registered model gets a version from each; nothing is lost to the race."""
@@ -114,9 +91,11 @@ def test_two_studies_at_once_through_one_server(ray_head, write_spec, pg_server,
     assert sorted(v.version for v in versions) == ["1", "2"] and {v.run_id for v in versions} == {r.info.run_id for r in trials}
 
 
-def test_study_outlives_a_postgresql_restart(ray_head, write_spec, postgres_server, pg_server, tmp_path):
-    """PostgreSQL goes down while trials train; the MLflow server stays up and answers 5xx, which
-    the writer takes as "away": writes wait in the outbox and arrive, in order, once it is back."""
+def test_study_through_a_server_on_postgresql_outlives_a_restart(ray_head, write_spec, postgres, postgres_server,
+                                                                 pg_server, tmp_path):
+    """A study logs through the server into PostgreSQL. PostgreSQL goes down while trials train;
+    the MLflow server stays up and answers 5xx, which the writer takes as "away": writes wait in
+    the outbox and arrive, in order, once it is back."""
     epochs = 25
     spec = two_cell_spec(write_spec, "pgrestart", epochs=epochs)
     study = BackgroundStudy(spec, address=ray_head.gcs_address, tracking_uri=pg_server.uri, storage=tmp_path / "r")
@@ -130,10 +109,26 @@ def test_study_outlives_a_postgresql_restart(ray_head, write_spec, postgres_serv
         assert pg_server.proc.poll() is None
     finally:
         postgres_server.start()
-    study.result()
+    result = study.result()
     # The server itself answered, 5xx, without its database (503, or 500 where the rollback failed too).
     assert re.search(r'"POST /api/2\.0/mlflow/\S+ HTTP/1\.1" 5\d\d ', pg_server.log.read_text())
-    check_study(MlflowClient(tracking_uri=pg_server.uri), "pgrestart", epochs=epochs)
+    client = MlflowClient(tracking_uri=pg_server.uri)
+    trials = check_study(client, "pgrestart", epochs=epochs)
+    per_image = Path(client.download_artifacts(trials[0].info.run_id, M.PER_IMAGE_FILE, str(tmp_path / "dl")))
+    assert len(per_image.read_text().splitlines()) > 1
+    # The server stored it all in PostgreSQL, and the files in its artifact root.
+    assert rows(postgres, "SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'") == [(3,)]
+    assert sorted(r[0] for r in rows(postgres, "SELECT run_id FROM model_versions")) == sorted(r.info.run_id for r in trials)
+    assert list((tmp_path / "artifacts").rglob(M.PER_IMAGE_FILE))
+    # A reading command goes to the database directly: driver installed, URI without password.
+    status = run_app("status", "pgrestart", "--tracking-uri", postgres, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "alpha=0.2,architecture=unet" in status.stdout and "alpha=0.8,architecture=unet" in status.stdout
+    password = os.environ["PGPASSWORD"]
+    assert password not in pg_server.log.read_text()
+    for path in result.storage_path.rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert password.encode() not in path.read_bytes(), path
 
 
 def test_direct_postgresql_store_keeps_writes_while_the_database_restarts(postgres, postgres_server, tmp_path):

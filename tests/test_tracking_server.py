@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BackgroundStudy, TrackingServer, free_port, run_cli, two_cell_spec
+from conftest import BackgroundStudy, TrackingServer, free_port, run_app, run_cli, two_cell_spec
 from study import metrics_names as M
 from study.tracking.server import server_command
 
@@ -88,7 +88,7 @@ def test_credentials_in_the_uri_are_refused_without_echoing_them(write_spec, tmp
 def test_server_binds_loopback_unless_told(tmp_path):
     cmd = server_command(backend=f"sqlite:///{tmp_path / 'x.db'}", artifacts=tmp_path / "a")
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
-    proc = run_cli("tracking", "serve", "--backend-store-uri", "file:///tmp/mlruns", cwd=tmp_path)
+    proc = run_app("tracking", "serve", "--backend-store-uri", "file:///tmp/mlruns", cwd=tmp_path)
     assert proc.returncode == 2 and "accepted are sqlite:///PATH and postgresql://" in proc.stderr
     proc = run_cli("tracking", "serve", "--backend-store-uri", f"postgresql://u:{SECRET}@db/mlflow", cwd=tmp_path)
     assert proc.returncode == 2 and "PGPASSWORD" in proc.stderr and SECRET not in proc.stderr
