@@ -168,6 +168,34 @@ def test_searcher_requeues_trials_a_dead_driver_left_running(tmp_path):
     assert fresh[:3] == [a["hparams"] for a in asked]  # per-ask seeding: same draws as an uninterrupted run
 
 
+def test_a_trial_whose_run_finished_but_whose_telling_was_cut_is_told_not_run_again(tmp_path):
+    """The worker ends a trial's MLflow run, then the driver tells Optuna; a stop between the two (a
+    full disk under optuna.db) leaves the trial RUNNING in Optuna with a FINISHED run. Resume tells
+    Optuna the run's outcome (its value, or pruned) instead of running the trial a second time."""
+    from types import SimpleNamespace
+
+    from study.run.tune.searcher import finished_in_mlflow
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = make_searcher(storage)
+    for i in range(4):
+        first.suggest(f"t{i}")  # all four running when the driver stopped
+
+    def run(value, pruned="false"):
+        return SimpleNamespace(data=SimpleNamespace(metrics={"m": value}, tags={"segstudy.stopped_early": pruned}))
+
+    cell = "architecture=unet"
+    finished = finished_in_mlflow({f"tune|{cell}|optuna=0": run(0.7), f"tune|{cell}|optuna=2": run(0.4, "true"),
+                                   f"confirm|{cell}|seed=0": run(0.9)}, "m")
+    assert set(finished) == {(cell, 0), (cell, 2)}  # confirm trials are not Optuna's
+    second = make_searcher(storage)
+    assert second.requeue_interrupted(finished) == 2  # t1 and t3 run again, t0 and t2 do not
+    assert second.remaining() == 2
+    study = optuna.load_study(study_name="s/architecture=unet", storage=storage)
+    assert [t.state.name for t in study.trials[:4]] == ["COMPLETE", "FAIL", "PRUNED", "FAIL"]
+    assert study.trials[0].value == 0.7
+
+
 def test_searcher_state_is_json_data_not_code(tmp_path):
     """The study folder is data: the searcher's state is JSON, and a pickle planted there is refused."""
     searcher = make_searcher(f"sqlite:///{tmp_path / 'optuna.db'}")

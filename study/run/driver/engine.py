@@ -364,7 +364,8 @@ def _drive(
         if searcher is not None:
             chosen = study.manifest.get("chosen")
             if chosen is None:
-                chosen, tuned, failed, lost = tune_phase(spec, searcher, trainable, tracker, study, display)
+                chosen, tuned, failed, lost = tune_phase(spec, searcher, trainable, tracker, study, display,
+                                                         finished=done.results)
                 n_trials, n_failed = n_trials + tuned, n_failed + failed
                 if lost:  # the phase is not over: resume runs those trials before anything is chosen
                     chosen = {}

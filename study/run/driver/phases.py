@@ -17,7 +17,7 @@ from study.run.display.console import Display
 from study.run.driver.fit import fit
 from study.run.record.study_dir import OPTUNA_DB, StudyDir
 from study.run.tune.scheduler import PerCellScheduler
-from study.run.tune.searcher import CellSearcher
+from study.run.tune.searcher import CellSearcher, finished_in_mlflow
 from study.run.tune.tune_callback import TrackingCallback
 from study.spec import StudySpec
 from study.spec.cells import cell_key
@@ -73,20 +73,22 @@ def retry_trial(searcher: CellSearcher | None, study: StudyDir, key: str) -> boo
 
 
 def tune_phase(
-    spec: StudySpec, searcher: CellSearcher, trainable: Any, tracker: StudyTracker, study: StudyDir, display: Display
+    spec: StudySpec, searcher: CellSearcher, trainable: Any, tracker: StudyTracker, study: StudyDir, display: Display,
+    finished: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], int, int, int]:
     """Per-cell Optuna search with per-cell early stopping; returns (chosen per cell, trials
     ended, trials failed, of them failed by a fault of the machine) for the trials this driver
     ran. With such a trial the phase is not over: resume runs it again before anything is chosen.
 
     On resume, trials the dead driver left running are re-queued with their parameters and only
-    the budget not yet spent is run.
+    the budget not yet spent is run; one whose MLflow run FINISHED (`finished`: trial key -> run,
+    from `reconcile`) ran to its end and is told its outcome instead.
     """
     tuning = spec.tuning
     assert tuning is not None
     stopping = tuning.early_stopping
     max_t = stopping.max_t or spec.training.epochs
-    searcher.requeue_interrupted()
+    searcher.requeue_interrupted(finished_in_mlflow(finished or {}, spec.objective))
     remaining = searcher.remaining()
     if not remaining:
         return searcher.best(), 0, 0, 0

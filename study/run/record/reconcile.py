@@ -10,6 +10,11 @@ KILLED belonged to a trial a stopped driver cut (docs/ARCHITECTURE.md 3, "Stoppi
 - otherwise the trial was interrupted: its run is marked KILLED and deleted (so no trial shows
   twice), and the trial runs again.
 
+A FINISHED run is a result even where Optuna holds its trial RUNNING: the worker ends the run, then
+the driver tells Optuna, and a stop between the two (a full disk under the Optuna database) cuts the
+telling. `Reconciled.results` carries those runs, and the tune phase tells Optuna their outcome
+instead of running the trial again (`study.run.tune.searcher.finished_in_mlflow`).
+
 A run FAILED by a fault of the machine (`segstudy.fault=machine`: a killed worker, a lost node, a
 full disk), or any FAILED run when the user asks for it (`segstudy resume --retry-failed`), is
 not a result either: it is tagged `segstudy.retried`, kept as the record of a failed attempt, and
@@ -41,6 +46,9 @@ class Reconciled:
 
     finished: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
+    # The FINISHED runs by trial key: a tune trial's result, for an Optuna record the stop cut short
+    # (the worker ends its run, the driver then tells Optuna; a full disk can fail the telling).
+    results: dict[str, Run] = field(default_factory=dict)
     interrupted: int = 0
     recovered: int = 0
     retried: int = 0  # failed runs whose trials run again (a fault of the machine, or --retry-failed)
@@ -95,6 +103,7 @@ def reconcile(
                 state.interrupted += 1
         elif status == "FINISHED":
             state.finished.add(key)
+            state.results[key] = run
         elif status == "FAILED" and run.data.tags.get(M.RETRIED_TAG) != "true":
             if retry_failed or run.data.tags.get(M.FAULT_TAG) == M.FAULT_MACHINE:
                 again.append(run)

@@ -10,10 +10,11 @@ diverged (never a made-up bad value, which would mislead the sampler).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from study.spec.cells import Cell, cell_key
 from study.spec.samplers import get_sampler, make_sampler
 from study.run.tune.stopping import full_disk_stops
 from study.run.tune.tune_report import FAILURE
-from study.training.plan import TrialPlan
+from study.training.plan import TrialPlan, optuna_trial_of
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,19 @@ class CellSearcher(Searcher):
         ]
         self.asked = [_counted(study) for study in self.studies]
 
-    def requeue_interrupted(self) -> int:
+    def requeue_interrupted(self, finished: Mapping[tuple[str, int], Finished] | None = None) -> int:
         """Fail the trials a dead driver left RUNNING and queue them again with the same
-        parameters; returns how many. Call after the MLflow runs were reconciled."""
-        n = sum(_requeue_interrupted(study) for study in self.studies)
+        parameters; returns how many. Call after the MLflow runs were reconciled.
+
+        Args:
+            finished: (cell key, trial number) -> the outcome of a trial whose MLflow run
+                FINISHED (`finished_in_mlflow`). Such a trial ran to its end: a stop that cut the
+                driver's telling (a full disk under the Optuna database) left it RUNNING in Optuna,
+                and it is told its outcome instead of being run a second time.
+        """
+        finished = finished or {}
+        n = sum(_requeue_interrupted(study, {number: f for (cell, number), f in finished.items() if cell == cell_key(c)})
+                for c, study in zip(self.cells, self.studies))
         self.asked = [_counted(study) for study in self.studies]
         return n
 
@@ -229,7 +239,28 @@ class CellSearcher(Searcher):
         self._handles = {}
 
 
-def _requeue_interrupted(study: optuna.Study) -> int:
+@dataclass(frozen=True)
+class Finished:
+    """A tune trial's outcome as its FINISHED MLflow run recorded it."""
+
+    value: float | None
+    pruned: bool
+
+
+def finished_in_mlflow(runs: Mapping[str, Any], metric: str) -> dict[tuple[str, int], Finished]:
+    """(cell key, trial number) -> outcome, for the tune trials among `runs` (trial key -> FINISHED
+    MLflow run, `study.run.record.reconcile.Reconciled.results`)."""
+    out = {}
+    for key, run in runs.items():
+        trial = optuna_trial_of(key)
+        if trial is not None:
+            value = run.data.metrics.get(metric)
+            out[trial] = Finished(None if value is None else float(value),
+                                  run.data.tags.get(M.STOPPED_EARLY_TAG) == "true")
+    return out
+
+
+def _requeue_interrupted(study: optuna.Study, finished: Mapping[int, Finished] | None = None) -> int:
     """Trials left RUNNING by a driver that died or was stopped are failed and queued again with
     the same parameters (what Optuna's RetryFailedTrialCallback does for crashed workers).
 
@@ -240,6 +271,13 @@ def _requeue_interrupted(study: optuna.Study) -> int:
     queued = {t.user_attrs.get(REQUEUED_FROM) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     n = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        done = (finished or {}).get(trial.number)
+        if done is not None and (done.pruned or (done.value is not None and math.isfinite(done.value))):
+            if done.pruned:
+                study.tell(trial.number, state=TrialState.PRUNED)
+            else:
+                study.tell(trial.number, done.value)
+            continue
         if trial.number not in queued:
             study.enqueue_trial(trial.params, user_attrs={REQUEUED_FROM: trial.number})
         study.tell(trial.number, state=TrialState.FAIL)
