@@ -185,7 +185,7 @@ def _shifted(rows: pd.DataFrame | None, arms: list[str], ref: str, factors: Grid
 
 def _shifted_from(
     rows: pd.DataFrame, factor: str, trained: Hashable, arms: list[str], ref: str, rest: Grid, *, paired: bool,
-    gain: float = TRIVIAL_GAIN, metric: str = "dice",
+    gain: float, metric: str,
 ) -> list[dict]:
     """(b) for the models trained at one level of a shifted factor."""
     column = M.test_level_column(factor)
@@ -240,7 +240,7 @@ def _context(frame: pd.DataFrame, arms: list[str], factors: Grid, metric: str) -
     return rows
 
 
-def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metric: str, gain: float = TRIVIAL_GAIN) -> list[dict]:
+def _fbr(positions: pd.DataFrame, arms: list[str], ref: str, factors: Grid, metric: str, gain: float) -> list[dict]:
     """(d): per object, Dice inside the training FBR range minus outside it; arm minus reference.
 
     Which objects have volumes on both sides of the range depends on the level (the training
