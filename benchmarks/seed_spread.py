@@ -44,7 +44,7 @@ from study.spec import Hyperparameters, load_spec  # noqa: E402
 from study.training.evaluation.evaluate import dice_per_image  # noqa: E402
 from study.training.inputs.strategies import WholeImages  # noqa: E402
 from study.training.inputs.study_data import build_study_data  # noqa: E402
-from study.training.loop import build_loss, build_optimizer  # noqa: E402
+from study.training.loop import build_loss, build_optimizer, build_schedule  # noqa: E402
 
 SPEC = ROOT / "search_spaces" / "skip_vs_complexity.yaml"
 LAST_K = 5  # "mean of the last epochs": how many
@@ -62,14 +62,14 @@ def parse() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--epochs", type=int, default=None, help="default: the spec's")
-    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default=None, help="default: the spec's")
     p.add_argument("--loss", choices=["dice", "dice_ce"], default=None, help="default: the spec's")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None, help="default: the spec's")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--flips", action="store_true", help="random flips of image and mask (the same per pair)")
     p.add_argument("--shifts", type=int, default=0, help="random translation of image and mask by up to this many pixels")
-    p.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs")
-    p.add_argument("--clip", type=float, default=0.0, help="gradient-norm clip (0: none)")
+    p.add_argument("--warmup", type=int, default=None, help="linear warm-up epochs (default: the spec's)")
+    p.add_argument("--clip", type=float, default=None, help="gradient-norm clip (0: none; default: the spec's)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay per step (0: none)")
     p.add_argument("--swa-start", type=float, default=0.0, help="SWA from this share of the epochs (0: none)")
     p.add_argument("--n-images", type=int, default=None)
@@ -107,7 +107,15 @@ def train_one(args: argparse.Namespace, spec, level, arm: str, seed: int) -> dic
     optimizer = build_optimizer(model, hp)
     epochs = args.epochs or spec.training.epochs
     steps_per_epoch = math.ceil(len(level.train) / args.batch)
-    schedule = lr_schedule(optimizer, args, epochs * steps_per_epoch, steps_per_epoch)
+    update: dict = {"epochs": epochs}
+    if args.schedule is not None:
+        update["schedule"] = args.schedule
+    if args.warmup is not None:
+        update["warmup_epochs"] = args.warmup
+    if args.clip is not None:
+        update["grad_clip"] = args.clip or None
+    training = spec.training.model_copy(update=update)  # the study's recipe unless a flag changes it
+    schedule = build_schedule(optimizer, training, steps_per_epoch)
     loss_fn = build_loss(spec.training.model_copy(update={"loss": args.loss}) if args.loss else spec.training)
     inputs = WholeImages(batch_size=args.batch)
     rng = np.random.default_rng([order_seed, 7919])
@@ -125,8 +133,8 @@ def train_one(args: argparse.Namespace, spec, level, arm: str, seed: int) -> dic
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             loss.backward()
-            if args.clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            if training.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
             optimizer.step()
             if schedule is not None:
                 schedule.step()
@@ -162,19 +170,6 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, args: argpar
             dy, dx = rng.integers(-args.shifts, args.shifts + 1, size=2)
             x[i], y[i] = np.roll(x[i], (dy, dx), axis=(-2, -1)), np.roll(y[i], (dy, dx), axis=(-2, -1))
     return x, y
-
-
-def lr_schedule(optimizer, args, total_steps: int, steps_per_epoch: int):
-    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
-
-    warm = args.warmup * steps_per_epoch
-    if args.schedule == "constant" and not warm:
-        return None
-    after = (CosineAnnealingLR(optimizer, T_max=total_steps - warm) if args.schedule == "cosine"
-             else torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0))
-    if not warm:
-        return after
-    return SequentialLR(optimizer, [LinearLR(optimizer, start_factor=0.1, total_iters=warm), after], milestones=[warm])
 
 
 def averaging(model, args):

@@ -84,6 +84,8 @@ def test_validate_command_reports_trial_count():
         ({"data__n_images": 10**12}, "data.n_images"),
         ({"model__unet__channels": [8, 10**9]}, "channels must be at most 16 values of at most 4096"),
         ({"training__epochs": 10**9}, "training.epochs"),
+        ({"training__warmup_epochs": 99}, "training: warmup_epochs must be fewer than epochs"),
+        ({"training__grad_clip": 0}, "training.grad_clip"),
         # Seeds outside what torch and numpy accept failed inside every trial; levels that are not numbers.
         ({"seeds": [-1, 0, 1]}, "seeds: seed -1 (item 0) is out of range: a seed is a whole number from 0 to 2**64-1"),
         ({"seeds": DELETE, "confirm": {"seeds": [0, 99999999999999999999]}},

@@ -81,20 +81,68 @@ def test_weights_round_trip_and_code_in_a_checkpoint_is_refused(setup, tmp_path)
         load_weights(tmp_path / "broken.pt")
 
 
-def test_cosine_schedule_decays_to_zero_and_constant_keeps_the_rate():
+def _rates(schedule, opt, steps: int) -> list[float]:
+    rates = []
+    for _ in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    return rates
+
+
+def test_cosine_schedule_decays_to_zero_per_step_and_constant_keeps_the_rate():
     from study.spec import Training
     from study.training import build_schedule
 
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    assert build_schedule(opt, Training(epochs=5)) is None
-    schedule = build_schedule(opt, Training(epochs=5, schedule="cosine"))
-    rates = []
-    for _ in range(5):
-        opt.step()
-        schedule.step()
-        rates.append(opt.param_groups[0]["lr"])
-    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert build_schedule(opt, Training(epochs=5), steps_per_epoch=4) is None
+    schedule = build_schedule(opt, Training(epochs=5, schedule="cosine"), steps_per_epoch=4)
+    rates = _rates(schedule, opt, 20)
+    assert rates[0] == 0.01 and rates == sorted(rates, reverse=True) and len(set(rates)) == 20
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["constant", "cosine"])
+def test_warm_up_ramps_per_step_from_a_tenth_of_the_rate_then_follows_the_schedule(kind):
+    from study.spec import Training
+    from study.training import build_schedule
+
+    opt = torch.optim.Adam(torch.nn.Linear(2, 1).parameters(), lr=0.01)
+    schedule = build_schedule(opt, Training(epochs=10, schedule=kind, warmup_epochs=2), steps_per_epoch=5)
+    rates = _rates(schedule, opt, 50)
+    ramp = rates[:10]
+    assert ramp[0] == pytest.approx(0.001) and ramp == sorted(ramp) and len(set(ramp)) == 10  # a ramp, not epochs
+    assert rates[10] == pytest.approx(0.01)
+    if kind == "constant":
+        assert rates[10:] == pytest.approx([0.01] * 40)
+    else:
+        assert rates[10:] == sorted(rates[10:], reverse=True) and rates[-1] < 0.0001
+
+
+def test_warm_up_must_end_before_the_last_epoch():
+    from pydantic import ValidationError
+
+    from study.spec import Training
+
+    with pytest.raises(ValidationError, match=r"warmup_epochs must be fewer than epochs \(5\), got 5"):
+        Training(epochs=5, warmup_epochs=5)
+
+
+def test_grad_clip_bounds_each_step_of_plain_sgd():
+    from study.training.loop import train_one_epoch
+
+    def step_size(clip):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 1)
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        batch = (torch.full((4, 8), 100.0), torch.zeros(4, 1))
+        train_one_epoch(model, opt, torch.nn.MSELoss(), [batch], device=torch.device("cpu"), grad_clip=clip)
+        return float(torch.linalg.vector_norm(torch.cat([p.detach().flatten() for p in model.parameters()]) - before))
+
+    assert step_size(None) > 10.0
+    assert step_size(0.5) == pytest.approx(0.5, rel=1e-4)
 
 
 def test_an_error_of_the_trials_own_code_ends_it_failed_without_a_retry(monkeypatch):

@@ -60,12 +60,28 @@ class Training(_Strict):
     # Learning-rate schedule over the epochs: cosine decays lr to 0 by the last epoch (as the
     # context-vs-FBR reference did); constant keeps it (the skip-connection reference).
     schedule: Literal["constant", "cosine"] = "constant"
+    # Linear warm-up of the learning rate over the first epochs, per optimiser step from a tenth of
+    # the rate (Goyal et al. 2017, "Accurate, large minibatch SGD"), then the schedule above. Adam's
+    # first steps at the full rate left some seeds late to find the texture cue at the 2D flagship's
+    # hardest level; 3 epochs cut the U-Net's between-seed SD there from 0.09 to 0.015
+    # (benchmarks/RESULTS.md, "Where the spread at the breakdown comes from").
+    warmup_epochs: int = Field(0, ge=0)
+    # Clip the gradients' global L2 norm to this before every step (None: never).
+    grad_clip: float | None = Field(None, gt=0)
     # Which weights the test split sees: the reference study mixed these up between arms.
     test_weights: Literal["best", "last"] = "best"
     # Mixed precision of the forward pass (study.training.device.accelerator): auto = bf16 autocast on a
     # CUDA device that supports it and fp32 everywhere else, so CPU numbers never change; bf16 =
     # bf16 autocast on CUDA and CPU alike; fp32 = never. bf16 needs no loss scaling.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self) -> Training:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs must be fewer than epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
+        return self
 
 
 class LearningGate(_Strict):

@@ -116,11 +116,11 @@ def train_plan(
         plan.arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, img_size=img_size
     ).to(device)
     optimizer = build_optimizer(model, plan.hparams)
-    schedule = build_schedule(optimizer, spec.training)
     loss_fn = build_loss(spec.training)
     inputs = input_strategy(plan, spec)
     inputs.amp = resolve_precision(spec.training.precision, device)  # None on CPU unless bf16 is asked for
     train, val_split = _sources(inputs, level, device, spec)
+    schedule = build_schedule(optimizer, spec.training, steps_per_epoch=math.ceil(len(train) / inputs.batch_size))
     rng = np.random.default_rng([plan.seed, 7919])
     memory = PeakMemory(device)
     best_dice, best_state = -1.0, None
@@ -128,11 +128,12 @@ def train_plan(
     with sampler_for(device) as gpu:
         for epoch in range(1, spec.training.epochs + 1):
             with out_of_memory_as_failure(epoch, device):
-                loss = train_one_epoch(model, optimizer, loss_fn, inputs.batches(train, rng), device=device, amp=inputs.amp)
+                loss = train_one_epoch(
+                    model, optimizer, loss_fn, inputs.batches(train, rng), device=device, amp=inputs.amp,
+                    schedule=schedule, grad_clip=spec.training.grad_clip,
+                )
                 if not math.isfinite(loss):
                     raise LossDivergedError(f"loss diverged at epoch {epoch}")
-                if schedule is not None:
-                    schedule.step()
                 probs = inputs.predict(model, val_split, device=device)
                 val = dice_of(probs, level.val, threshold=spec.evaluation.threshold)
             memory.sample()
