@@ -272,7 +272,8 @@ def tracking_serve(
     from study.storage.s3 import check_bucket, require_boto3
 
     root = place(artifacts, option="--artifacts")
-    server_command(backend=backend_store_uri, artifacts=root, host=host, port=port, workers=workers)  # validates
+    destination = root.uri if isinstance(root, BucketPath) else root
+    server_command(backend=backend_store_uri, artifacts=destination, host=host, port=port, workers=workers)  # validates
     if backend_store_uri.startswith("sqlite:///"):
         backend_store_uri = resolve_tracking_uri(backend_store_uri, None)
         db = Path(backend_store_uri.removeprefix("sqlite:///"))
@@ -286,7 +287,7 @@ def tracking_serve(
     check_port_free(host, port)  # before the banner: a taken port is exit 2, not a server that never comes up
     check_database(backend_store_uri, what="--backend-store-uri")  # likewise a database that does not answer
     say(f"MLflow server on http://{host}:{port} (backend {mask_uri(backend_store_uri)}, artifacts {artifacts})", err=True)
-    code = serve(backend=backend_store_uri, artifacts=root, host=host, port=port, workers=workers)
+    code = serve(backend=backend_store_uri, artifacts=destination, host=host, port=port, workers=workers)
     if code not in (0, -signal.SIGTERM, -signal.SIGINT):  # stopped on request is a clean end
         raise typer.Exit(code=1)
 

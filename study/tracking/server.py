@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from study.errors import SegstudyError, embeds_credentials
 from study.redact import mask_uri
-from study.storage.roots import BucketPath
 from study.tracking.sqlite_seed import seed_sqlite_store
 from study.tracking.stores import check_database, is_database, require_driver
 from study.watchdog import start_watchdog
@@ -32,10 +31,10 @@ LOOPBACK = "127.0.0.1"
 
 
 def server_command(
-    *, backend: str, artifacts: Path | BucketPath, host: str = LOOPBACK, port: int = 5000, workers: int = 1
+    *, backend: str, artifacts: Path | str, host: str = LOOPBACK, port: int = 5000, workers: int = 1
 ) -> list[str]:
     """The `mlflow server` command line for a SQLite/PostgreSQL backend and an artifact root: a local
-    folder, or a bucket (MLflow writes it through boto3, with the same AWS environment as
+    folder (a Path), or a bucket's URI (a str: MLflow writes it through boto3, with the same AWS environment as
     `study.storage.s3`; clients reach the artifacts through the server, `--serve-artifacts`)."""
     if not (backend.startswith("sqlite:///") or is_database(backend)):
         raise SegstudyError(
@@ -59,7 +58,7 @@ def server_command(
         mlflow, "server",
         "--host", host, "--port", str(port), "--workers", str(workers),
         "--backend-store-uri", backend,
-        "--artifacts-destination", artifacts.uri if isinstance(artifacts, BucketPath) else str(artifacts.resolve()),
+        "--artifacts-destination", str(artifacts.resolve()) if isinstance(artifacts, Path) else artifacts,
         "--serve-artifacts",
     ]
 
@@ -117,7 +116,7 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def serve(*, backend: str, artifacts: Path | BucketPath, host: str = LOOPBACK, port: int = 5000, workers: int = 1) -> int:
+def serve(*, backend: str, artifacts: Path | str, host: str = LOOPBACK, port: int = 5000, workers: int = 1) -> int:
     """Run the MLflow server until it ends or this process is stopped; returns its exit code."""
     command = server_command(backend=backend, artifacts=artifacts, host=host, port=port, workers=workers)
     check_port_free(host, port)
