@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 from monai.metrics import compute_dice
-from monai.metrics.utils import get_edge_surface_distance
+from monai.metrics.utils import get_mask_edges, get_surface_distance
 
 from study import metrics_names as M
 
@@ -50,6 +50,9 @@ def _quiet_monai() -> Iterator[None]:
         yield
 
 
+CROP_ABOVE = 2**16  # voxels; a 256 x 256 image is not cropped, a 64^3 volume is
+
+
 class Pair:
     """One image's binary prediction and truth (both present), with the surface distances every
     distance metric reads: MONAI's edge extraction and distance transform run once per image, not
@@ -64,9 +67,15 @@ class Pair:
         """(prediction edge -> truth, truth edge -> prediction) distances in mm, as MONAI's
         Hausdorff, surface-distance and surface-Dice metrics compute them."""
         if self._distances is None:
+            # MONAI's get_edge_surface_distance, with the crop to the masks' bounding box only where
+            # it pays: on a 64 x 64 image the crop's transforms cost twice the distances themselves,
+            # on a 128^3 volume with a small object the crop saves more than half (same distances).
             with _quiet_monai():
-                _, distances, _ = get_edge_surface_distance(self.pred, self.gt, spacing=self.spacing, symmetric=True)
-            self._distances = (distances[0], distances[1])
+                pred, gt = get_mask_edges(self.pred, self.gt, crop=self.pred.numel() > CROP_ABOVE)
+                self._distances = (
+                    torch.as_tensor(get_surface_distance(pred, gt, "euclidean", self.spacing)),
+                    torch.as_tensor(get_surface_distance(gt, pred, "euclidean", self.spacing)),
+                )
         return self._distances
 
 
