@@ -108,9 +108,10 @@ class CellSearcher(Searcher):
                 driver's telling (a full disk under the Optuna database) left it RUNNING in Optuna,
                 and it is told its outcome instead of being run a second time.
         """
-        finished = finished or {}
-        n = sum(_requeue_interrupted(study, {number: f for (cell, number), f in finished.items() if cell == cell_key(c)})
-                for c, study in zip(self.cells, self.studies))
+        by_cell: dict[str, dict[int, Finished]] = {}
+        for (cell, number), outcome in (finished or {}).items():
+            by_cell.setdefault(cell, {})[number] = outcome
+        n = sum(_requeue_interrupted(study, by_cell.get(cell_key(c), {})) for c, study in zip(self.cells, self.studies))
         self.asked = [_counted(study) for study in self.studies]
         return n
 
@@ -260,23 +261,24 @@ def finished_in_mlflow(runs: Mapping[str, Any], metric: str) -> dict[tuple[str, 
     return out
 
 
-def _requeue_interrupted(study: optuna.Study, finished: Mapping[int, Finished] | None = None) -> int:
+def _requeue_interrupted(study: optuna.Study, finished: Mapping[int, Finished]) -> int:
     """Trials left RUNNING by a driver that died or was stopped are failed and queued again with
     the same parameters (what Optuna's RetryFailedTrialCallback does for crashed workers).
 
     Queued first, failed second, and never queued twice: a driver cut between the two steps
     leaves the trial RUNNING with its copy queued, and the next one only fails it. Failed first,
-    a cut would leave a FAIL that counts as spent budget and is never run again.
+    a cut would leave a FAIL that counts as spent budget and is never run again. A trial in
+    `finished` (its MLflow run FINISHED) is told its outcome instead.
     """
     queued = {t.user_attrs.get(REQUEUED_FROM) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     n = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        done = (finished or {}).get(trial.number)
-        if done is not None and (done.pruned or (done.value is not None and math.isfinite(done.value))):
-            if done.pruned:
-                study.tell(trial.number, state=TrialState.PRUNED)
-            else:
-                study.tell(trial.number, done.value)
+        done = finished.get(trial.number)
+        if done is not None and done.pruned:
+            study.tell(trial.number, state=TrialState.PRUNED)
+            continue
+        if done is not None and done.value is not None and math.isfinite(done.value):
+            study.tell(trial.number, done.value)
             continue
         if trial.number not in queued:
             study.enqueue_trial(trial.params, user_attrs={REQUEUED_FROM: trial.number})
