@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -106,7 +105,7 @@ def train_one(args: argparse.Namespace, spec, level, arm: str, seed: int) -> dic
     hp = Hyperparameters.model_validate({**spec.fixed_hyperparameters.model_dump(), "lr": args.lr, "batch_size": args.batch, **extra})
     optimizer = build_optimizer(model, hp)
     epochs = args.epochs or spec.training.epochs
-    steps_per_epoch = math.ceil(len(level.train) / args.batch)
+    inputs = WholeImages(batch_size=args.batch)
     update: dict = {"epochs": epochs}
     if args.schedule is not None:
         update["schedule"] = args.schedule
@@ -115,9 +114,8 @@ def train_one(args: argparse.Namespace, spec, level, arm: str, seed: int) -> dic
     if args.clip is not None:
         update["grad_clip"] = args.clip or None
     training = spec.training.model_copy(update=update)  # the study's recipe unless a flag changes it
-    schedule = build_schedule(optimizer, training, steps_per_epoch)
+    schedule = build_schedule(optimizer, training, inputs.steps(level.train))
     loss_fn = build_loss(spec.training.model_copy(update={"loss": args.loss}) if args.loss else spec.training)
-    inputs = WholeImages(batch_size=args.batch)
     rng = np.random.default_rng([order_seed, 7919])
     averaged = averaging(model, args)
     swa_from = int(args.swa_start * epochs) if args.swa_start else None

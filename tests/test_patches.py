@@ -97,3 +97,17 @@ def test_read_only_volumes_from_the_object_store_are_cropped_without_a_warning()
 
     proc = subprocess.run([sys.executable, "-c", READ_ONLY], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+@pytest.mark.parametrize("n, batch", [(7, 3), (6, 3), (1, 4)])
+def test_steps_per_epoch_counts_the_batches_each_strategy_yields(n, batch):
+    """A per-step learning-rate schedule is sized from `steps`: it must be what `batches` yields."""
+    from study.data import Split
+    from study.training.inputs.strategies import Patches, WholeImages
+
+    image, mask = known_volume()
+    split = Split(np.stack([image] * n), np.stack([mask] * n), tuple(f"v{i}" for i in range(n)), np.full(n, np.nan), (1.0, 1.0, 1.0))
+    rng = np.random.default_rng(0)
+    for inputs in (WholeImages(batch_size=batch),
+                   Patches(batch_size=batch, patch_size=16, pos_fraction=0.5, samples_per_volume=2, sw_batch_size=1, overlap=0.25)):
+        assert inputs.steps(split) == len(list(inputs.batches(split, rng))) == -(-n // batch)

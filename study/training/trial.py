@@ -120,7 +120,7 @@ def train_plan(
     inputs = input_strategy(plan, spec)
     inputs.amp = resolve_precision(spec.training.precision, device)  # None on CPU unless bf16 is asked for
     train, val_split = _sources(inputs, level, device, spec)
-    schedule = build_schedule(optimizer, spec.training, steps_per_epoch=math.ceil(len(train) / inputs.batch_size))
+    schedule = build_schedule(optimizer, spec.training, steps_per_epoch=inputs.steps(train))
     rng = np.random.default_rng([plan.seed, 7919])
     memory = PeakMemory(device)
     best_dice, best_state = -1.0, None

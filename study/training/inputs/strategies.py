@@ -10,6 +10,7 @@ from a split kept on the device (`ResidentSplit`); on CPU `amp` is None and noth
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -30,6 +31,10 @@ class WholeImages:
 
     batch_size: int
     amp: torch.dtype | None = None
+
+    def steps(self, split: Split | ResidentSplit) -> int:
+        """Optimiser steps per epoch: the batches `batches` yields (a learning-rate schedule counts them)."""
+        return math.ceil(len(split) / self.batch_size)
 
     def batches(self, split: Split | ResidentSplit, rng: np.random.Generator) -> Iterator[Batch]:
         order = rng.permutation(len(split))
@@ -72,6 +77,10 @@ class Patches:
     overlap: float
     patch_foreground: list[float] = field(default_factory=list)
     amp: torch.dtype | None = None
+
+    def steps(self, split: Split) -> int:
+        """Optimiser steps per epoch: one per `batch_size` volumes, as `batches` yields them."""
+        return math.ceil(len(split) / self.batch_size)
 
     def batches(self, split: Split, rng: np.random.Generator) -> Iterator[Batch]:
         order = rng.permutation(len(split))
