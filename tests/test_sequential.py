@@ -102,7 +102,10 @@ def test_round_one_asks_every_cell_for_the_first_seeds():
 def test_after_round_one_only_the_cells_of_open_claims_get_the_next_seed():
     state = replay(DESIGN, observed_of(known_scores(2)), claims_at, cells=sorted(CELLS))
     assert outcomes(state) == {ATTENTION: DIFFERENCE, NOSKIP: OPEN}
-    assert state.statements == 2 and state.confidence == pytest.approx(1 - 0.05 / (3 * 2))  # K = 3 looks, m = 2 claims
+    # Holm over m = 2 claims, each p-value times K = 3 looks: the resolved claim at the first step's
+    # level, the open one at the level of the step where Holm stopped (one claim left).
+    levels = {d.statement.label: d.confidence for d in state.decisions}
+    assert state.statements == 2 and levels == pytest.approx({ATTENTION: 1 - 0.05 / 2 / 3, NOSKIP: 1 - 0.05 / 1 / 3})
     assert state.round == 2 and not state.finished
     noskip_cells = sorted(key(a, l) for a in ("noskip_unet", "unet") for l in (EASY, HARD))
     assert state.missing == {cell: (2,) for cell in noskip_cells}
@@ -166,6 +169,43 @@ def test_a_claim_censored_at_the_trivial_answer_closes_without_more_seeds():
     from study.run.driver.rounds import round_tag
 
     assert "1 closed (a model at the trivial answer out of domain)" in rounds_line(round_tag(state)[M.ROUNDS_TAG])
+
+
+def test_one_claim_gets_one_verdict_in_the_sequential_lines_and_the_claims_section():
+    """The looking decides the declared family by Holm (each p-value times K looks), and when it
+    ends the breakdown claim enters with its p-value: a contrast Holm could not resolve beside an
+    undecided count claim is resolved then, in the sequential line as in the claims section."""
+    from scipy import stats as st
+
+    from analysis.stats.core.decisions import decide_claims
+    from analysis.stats.core.statement import EXACT
+    from analysis.stats.statements.sequential import final_claims
+
+    def row(claim: str, kind: str, estimate: float, se: float, p: float | None = None) -> dict:
+        p = 2 * st.t.sf(abs(estimate / se), 10) if p is None else p
+        return {"claim": claim, "kind": kind, "arm": "arm0", "reference": "ref0", "about": "sim", "cells": "arm0;ref0",
+                "estimate": estimate, "ci_low": estimate - 2 * se, "ci_high": estimate + 2 * se, "p": p, "se": se,
+                "df": 10.0, "n_seeds": 2, "n_images": 10, "text": claim, "tail": "two-sided", "line": ""}
+
+    contrast = row("a", "complexity", 0.0291, 0.01)  # p = 0.015: K p = 0.03, Holm beside one claim at p = 1: 0.06
+    count = row("e", EXACT, -0.5, 0.1, p=0.001)
+    design = Design(looks=(2, 3), margin=0.001)
+    obs = simple_observed(simulated_study(np.random.default_rng(0), 0.0, seeds=3))
+    state = replay(design, obs, lambda _: pd.DataFrame([contrast, count]), cells=sorted(obs.ended))
+    (decision,) = state.decisions
+    assert state.finished and decision.outcome == DIFFERENCE and decision.round == 2
+    assert decision.confidence == pytest.approx(1 - 0.05 / 1 / 2)  # Holm's second step, over 2 looks
+    # Without the count claim's p-value (still 1) the same contrast stays unresolved.
+    unsettled = replay(design, obs, lambda _: pd.DataFrame([contrast, {**count, "p": 1.0}]), cells=sorted(obs.ended))
+    assert unsettled.decisions[0].outcome == UNRESOLVED
+    # The claims section (analysis.stats.statements.study) decides the same rows the same way.
+    table = pd.concat([final_claims(state), pd.DataFrame([count])], ignore_index=True)
+    looks = [int(k) if np.isfinite(k) else 1 for k in table["looks"].astype(float)]
+    decided = decide_claims(table, Declared({"complexity": None, "breakdown": None}), alpha=0.05, q=0.05, looks=looks)
+    assert decided["resolved"].tolist() == [True, True]
+    assert decided["confidence"].iloc[0] == pytest.approx(decision.confidence)
+    assert (decided["ci_low"].iloc[0], decided["ci_high"].iloc[0]) == pytest.approx(
+        (decision.estimate.ci_low, decision.estimate.ci_high))
 
 
 def test_a_failed_seed_leaves_the_claim_open_for_the_next_seed():
@@ -269,7 +309,8 @@ def test_the_report_gives_the_decisions_seeds_per_cell_and_why(tmp_path):
     assert lines[0].endswith("2 seeds x 10 images, round 1: difference")
     assert lines[1].endswith("round 1: futile (cannot be resolved by max seeds)")
     assert "finished after round 1 of up to 3 (2 seeds): 1 of 2 declared claims resolved, 1 closed as futile" in html
-    assert "alpha 0.05 is shared by the 3 looks and 2 declared claims (99.17% intervals)" in html
+    assert ("at every look the 2 declared claims are decided by Holm at alpha 0.05, each p-value times the 3 looks"
+            in html)
     rows = {cells[0]: cells[1:] for cells in (re.findall(r"<td>(.*?)</td>", row) for row in re.findall(
         r"<tr>(.*?)</tr>", re.search(r'<table id="seeds-per-cell">(.*?)</table>', html, re.S).group(1), re.S)) if cells}
     assert rows[key("unet", HARD)] == ["2", "2", "round 1 (every cell)"]
@@ -502,7 +543,7 @@ def test_stop_and_kill_in_the_middle_of_rounds_resume_where_the_procedure_was(ra
     report = (store.folder() / "report" / "report.html").read_text()
     assert 'id="sequential"' in report and 'id="unresolved"' in report and 'id="seeds-per-cell"' in report
     assert f"{open_label}: a cell has no scored seed (its trials failed), round 3: unresolved at max seeds" in report
-    assert "alpha 0.05 is shared by the 3 looks and 1 declared claim (98.33% intervals)" in report
+    assert "at every look the 1 declared claim is decided by Holm at alpha 0.05, each p-value times the 3 looks" in report
 
 
 @pytest.mark.slow

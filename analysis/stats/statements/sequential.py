@@ -17,12 +17,18 @@ stops when they look resolved (docs/ARCHITECTURE.md 5, "Sequential confirm"):
   else, so its interval is the fixed-n interval of `analysis.stats.core.inference.contrast`
   whatever happened at earlier looks (seed s of a cell is the same training run whether or not the
   procedure asked for it).
-* While looking, each of the m declared claims' intervals has coverage 1 - alpha/(K m)
-  (Bonferroni over looks and claims). By the union bound all of them cover their true values at
-  every look at once with probability >= 1 - alpha, and on that event no declaration is wrong
-  whatever the stopping rule. The printed claims are then decided by Holm over the m claims, each
-  with p-value min(1, K p) at the look that decided it (`analysis.stats.core.decisions`), which
-  resolves at least what the looking resolved.
+* At every look the m declared claims are one family under Holm's step-down at alpha, each with
+  p-value min(1, K p) at the look where it stands (Bonferroni over its own K looks; a claim closed
+  at an earlier look keeps that look's p, a void one and a count claim not yet decided enter at 1).
+  min(1, K p) is a valid p-value for a claim whatever the stopping rule (the union bound over its
+  looks), and Holm over valid p-values controls the chance of any false claim. A later look
+  changes only the p-values of open claims, which Holm had not rejected; for every i up to the r
+  rejected, the i-th smallest p-value is then at most the i-th smallest rejected one, so those r
+  stay rejected: what a look resolved stays resolved. Each claim's interval is at the level matching its Holm decision
+  (`analysis.stats.core.multiplicity`).
+* When the looking ends, the count claims (breakdown, an exact test on every seed) enter with their
+  p-values and the family is decided once more: that is the verdict the sequential lines and the
+  study's claims section both print, so one claim never gets two.
 * A claim is decided at the first look that resolves it and keeps that decision and estimate.
 * Futility: a claim whose interval could not exclude 0 nor fit inside the margin by `max` seeds,
   even if its estimate were 1.5 standard errors more favourable (`HOPE`), gets no more seeds
@@ -39,9 +45,8 @@ The state after any set of finished trials is `replay`: a deterministic function
 ended and their scores, so a resumed study re-derives its round and the seeds it still needs.
 
 Example:
-    >>> design = Design(looks=(3, 4, 5), margin=0.01)
-    >>> round(design.confidence(statements=2), 4)
-    0.9917
+    >>> Design(looks=(3, 4, 5), margin=0.01).max_seeds
+    5
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.stats.core.inference import Estimate
+from analysis.stats.core.multiplicity import holm_decisions
 from analysis.stats.core.statement import EXACT, flagged
 from study.spec.tuning import Confirm
 
@@ -79,22 +85,18 @@ class Design:
         if not self.looks or list(self.looks) != sorted(set(self.looks)) or self.looks[0] < 2:
             raise ValueError(f"looks must be increasing seed counts >= 2, got {self.looks}")
 
-    def confidence(self, *, statements: int) -> float:
-        """Each look's interval level while looking: 1 - alpha/(K m) for K looks and m declared claims."""
-        return 1.0 - self.alpha / (len(self.looks) * max(statements, 1))
-
     @property
     def max_seeds(self) -> int:
         return self.looks[-1]
 
     def describe(self, statements: int | None = None) -> str:
         """How the decisions were made, for the report and the console."""
-        m = f"{statements} declared claim{'s' * (statements != 1)}" if statements else "the declared claims"
-        level = f" ({100 * self.confidence(statements=statements):.2f}% intervals)" if statements else ""
+        m = f"the {statements} declared claim{'s are' if statements != 1 else ' is'}" if statements else "the declared claims are"
         return (
-            f"looks at {', '.join(map(str, self.looks))} seeds per cell; while looking, alpha {self.alpha:g} is shared by "
-            f"the {len(self.looks)} looks and {m}{level} (Bonferroni), so every decision holds whenever the study "
-            f"stopped; resolved: the interval excludes 0, or lies inside +-{self.margin:g} Dice"
+            f"looks at {', '.join(map(str, self.looks))} seeds per cell; at every look {m} decided by Holm at "
+            f"alpha {self.alpha:g}, each p-value times the {len(self.looks)} looks (Bonferroni over looks), so every "
+            f"decision holds whenever the study stopped and the claims section decides the same; resolved: the interval "
+            f"at the claim's Holm level excludes 0, or lies inside +-{self.margin:g} Dice"
         )
 
 
@@ -163,9 +165,10 @@ class Decision:
     seeds: int
     estimate: Estimate | None
     row: Mapping | None = None  # the claim's row at that look (text, tail, cells, ...)
+    confidence: float = float("nan")  # the interval's level: the claim's Holm level in its family
 
     def line(self) -> str:
-        """'(a) nested_unet - unet, alpha 0.1 -> 0.93 = +0.222 [-0.110, +0.554] (99.38% interval), 6 seeds x 20
+        """'(a) nested_unet - unet, alpha 0.1 -> 0.93 = +0.222 [-0.110, +0.554] at 99.38%, 6 seeds x 20
         images, round 4: open'."""
         est = self.estimate
         if est is None:
@@ -175,6 +178,8 @@ class Decision:
         interval = "no interval (needs >= 2 seeds per cell)"
         if np.isfinite(est.ci_low):
             interval = f"[{est.ci_low:+.3f}, {est.ci_high:+.3f}]"
+            if np.isfinite(self.confidence):
+                interval += f" at {100 * self.confidence:.2f}%"
         return (f"{self.statement.label} = {est.estimate:+.3f} {interval}, {est.n_seeds} seeds x {est.n_images} images, "
                 f"round {self.round}: {self.outcome}")
 
@@ -191,8 +196,8 @@ class SequentialState:
         due: cell -> seeds the procedure asked of it so far.
         kept_by: cell -> labels of the open claims that asked for its latest seeds (empty for a cell
             that got the first round's seeds only).
-        statements: m, the declared claims the looking alpha is shared by (0 before round 1 ended),
-            count claims (breakdown) among them although only contrasts are looked at.
+        statements: m, the declared claims of the Holm family (0 before round 1 ended), count claims
+            (breakdown) among them although only contrasts are looked at.
     """
 
     design: Design
@@ -213,10 +218,6 @@ class SequentialState:
     @property
     def resolved(self) -> list[Decision]:
         return [d for d in self.decisions if d.outcome in RESOLVED]
-
-    @property
-    def confidence(self) -> float:
-        return self.design.confidence(statements=self.statements)
 
     def next_trials(self, *, slots: int = 1) -> list[tuple[str, int]]:
         """(cell, seed) to run in the round in progress: the missing ones, then, while fewer than
@@ -270,6 +271,7 @@ def replay(design: Design, observed: Observed, claims_at: ClaimsAt, *, cells: Se
     """
     decisions: dict[Key, Decision] = {}
     statements: dict[Key, Statement] = {}
+    counts: list[Key] = []
     m = 0
     due = {cell: 0 for cell in cells}
     kept_by: dict[str, tuple[str, ...]] = {cell: () for cell in cells}
@@ -287,19 +289,58 @@ def replay(design: Design, observed: Observed, claims_at: ClaimsAt, *, cells: Se
         table = claims_at(observed.upto(n))
         rows = {claim_key(r): r for r in table.to_dict("records")}
         if k == 1:
-            # Every declared claim shares the alpha, but only the contrasts are looked at: a count
+            # Every declared claim is in the Holm family, but only the contrasts are looked at: a count
             # claim (breakdown, an exact test) is decided once, at the end, on every seed.
             m = len(rows)
             statements = {key: statement_of(row, cells) for key, row in rows.items() if row.get("kind") != EXACT}
+            counts = [key for key in rows if key not in statements]
             open_ = list(statements)
+        standing = {key: d.row for key, d in decisions.items()} | {key: rows.get(key) for key in open_}
+        family = _holm(design, standing, counts={key: None for key in counts})
         for key in open_:
-            decisions[key] = _look(design, statements[key], rows.get(key), observed, n=n, round_=k, m=m)
+            decisions[key] = _look(design, statements[key], rows.get(key), observed, n=n, round_=k, decided=family[key])
         open_ = [key for key in open_ if decisions[key].outcome == OPEN]
-        if not open_:
-            return _state(design, k, True, {}, decisions, due, kept_by, observed, m)
-    for key in open_:
-        decisions[key] = replace(decisions[key], outcome=UNRESOLVED)
-    return _state(design, len(design.looks), True, {}, decisions, due, kept_by, observed, m)
+        if not open_ or k == len(design.looks):
+            for key in open_:
+                decisions[key] = replace(decisions[key], outcome=UNRESOLVED)
+            final = {claim_key(r): r for r in claims_at(observed).to_dict("records")} if counts else {}
+            settled = _settle(design, decisions, counts={key: final.get(key) for key in counts})
+            return _state(design, k, True, {}, settled, due, kept_by, observed, m)
+    raise AssertionError("unreachable: the last look always ends the replay")
+
+
+def _holm(design: Design, standing: Mapping[Key, Mapping | None], *,
+          counts: Mapping[Key, Mapping | None]) -> dict[Key, tuple[bool, float]]:
+    """Holm over the declared family: key -> (resolved, the interval's level). A contrast's p-value
+    is multiplied by the K looks; a void row (a model that did not learn, or at the trivial answer),
+    a missing one and a count claim not yet decided (`counts` value None) enter at p = 1."""
+    keys = [*standing, *counts]
+    p, looks = [], []
+    for key in keys:
+        row = standing[key] if key in standing else counts[key]
+        value = float(row["p"]) if row is not None else np.nan
+        void = row is None or flagged(row, "not_learned") or flagged(row, "censored") or not np.isfinite(value)
+        p.append(1.0 if void else value)
+        looks.append(len(design.looks) if key in standing else 1)
+    decided = holm_decisions(p, alpha=design.alpha, looks=looks)
+    return {key: (bool(r), float(c)) for key, r, c in zip(keys, decided.resolved, decided.confidence, strict=True)}
+
+
+def _settle(design: Design, decisions: Mapping[Key, Decision], *, counts: Mapping[Key, Mapping | None]) -> dict[Key, Decision]:
+    """The family decided once more when the looking ends, with the count claims' p-values on every
+    seed: a claim it resolves is resolved (Holm only resolves more as p-values fall), and every
+    interval is at its final level, the level the study's claims section prints."""
+    family = _holm(design, {key: d.row for key, d in decisions.items()}, counts=counts)
+    out = {}
+    for key, d in decisions.items():
+        resolved, level = family[key]
+        if d.row is None or d.outcome in (NOT_LEARNED, CENSORED):
+            out[key] = replace(d, confidence=level)
+            continue
+        est = _estimate(d.row).at(level)
+        result = outcome(est, resolved=resolved, margin=design.margin)
+        out[key] = replace(d, outcome=result if result != OPEN else d.outcome, estimate=est, confidence=level)
+    return out
 
 
 def claim_key(row: Mapping) -> Key:
@@ -314,31 +355,31 @@ def statement_of(row: Mapping, cells: Sequence[str]) -> Statement:
 
 
 def _look(design: Design, statement: Statement, row: Mapping | None, observed: Observed, *, n: int, round_: int,
-          m: int) -> Decision:
-    """The claim at n seeds per cell, its interval at the looking level."""
+          decided: tuple[bool, float]) -> Decision:
+    """The claim at n seeds per cell, its interval at its Holm level in the family at this look."""
+    resolved, level = decided
     if row is None:  # its rows are gone at this look (every seed of a cell failed)
         nan = float("nan")
         return Decision(statement, OPEN, round_, n, Estimate(nan, nan, nan, nan, nan, nan, 0, 0), None)
-    level = design.confidence(statements=m)
     est = _estimate(row).at(level)
     failed = any(seed < n for cell in statement.cells for seed in observed.not_learned.get(cell, ()))
     if failed:
-        return Decision(statement, NOT_LEARNED, round_, n, est, row)
+        return Decision(statement, NOT_LEARNED, round_, n, est, row, level)
     if flagged(row, "censored"):  # more seeds cannot make a loss at the trivial answer mean robustness
-        return Decision(statement, CENSORED, round_, n, est, row)
-    result = outcome(est, margin=design.margin)
+        return Decision(statement, CENSORED, round_, n, est, row, level)
+    result = outcome(est, resolved=resolved, margin=design.margin)
     if result == OPEN and futile(est, n=n, max_seeds=design.max_seeds, level=level, margin=design.margin):
         result = FUTILE
-    return Decision(statement, result, round_, n, est, row)
+    return Decision(statement, result, round_, n, est, row, level)
 
 
-def outcome(est: Estimate, *, margin: float) -> str:
-    """DIFFERENCE (interval excludes 0), NO_DIFFERENCE (inside +-margin) or OPEN."""
-    if not (np.isfinite(est.ci_low) and np.isfinite(est.ci_high)):
-        return OPEN
-    if est.ci_low > 0 or est.ci_high < 0:
+def outcome(est: Estimate, *, resolved: bool, margin: float) -> str:
+    """DIFFERENCE (Holm resolved it: its interval at its level excludes 0), NO_DIFFERENCE (that
+    interval lies inside +-margin) or OPEN; the same rule as the claims section
+    (`analysis.stats.core.decisions`)."""
+    if resolved:
         return DIFFERENCE
-    if -margin <= est.ci_low and est.ci_high <= margin:
+    if np.isfinite(est.ci_low) and np.isfinite(est.ci_high) and -margin <= est.ci_low and est.ci_high <= margin:
         return NO_DIFFERENCE
     return OPEN
 
@@ -385,7 +426,7 @@ def decision_table(state: SequentialState) -> pd.DataFrame:
             "claim": d.statement.key[0], "arm": d.statement.key[1], "about": d.statement.key[2], "label": d.statement.label,
             "outcome": d.outcome, "round": d.round, "seeds": d.seeds,
             "diff": est.estimate if est else np.nan, "ci_low": est.ci_low if est else np.nan,
-            "ci_high": est.ci_high if est else np.nan, "confidence": state.confidence, "line": d.line(),
+            "ci_high": est.ci_high if est else np.nan, "confidence": d.confidence, "line": d.line(),
         })
     return pd.DataFrame(rows, columns=["claim", "arm", "about", "label", "outcome", "round", "seeds", "diff", "ci_low",
                                        "ci_high", "confidence", "line"])
@@ -415,7 +456,7 @@ def _estimate(row: Mapping) -> Estimate:
                     float(row.get("seed_variance", np.nan)), float(row.get("image_variance", np.nan)))
 
 
-def _state(design: Design, round_: int, finished: bool, missing: dict, decisions: dict[Key, Decision], due: dict,
+def _state(design: Design, round_: int, finished: bool, missing: dict, decisions: Mapping[Key, Decision], due: dict,
            kept_by: dict, observed: Observed, m: int) -> SequentialState:
     return SequentialState(design, round_, finished, missing, tuple(decisions.values()), due, kept_by, observed.ended, m)
 
