@@ -14,8 +14,11 @@ from study.models import (
     ACTS,
     NORMS,
     PRESETS,
+    FAMILIES,
     ArchConfig,
     SkipUNet,
+    get_family,
+    memory_format,
     UNetFamilyConfig,
     UNETRConfig,
     architecture_names,
@@ -151,6 +154,36 @@ def test_every_preset_runs_forward(name, spatial_dims):
     with torch.no_grad():
         y = net(torch.randn(1, 1, *size))
     assert y.shape == (1, 2, *size)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_a_preset_in_its_training_memory_format_trains_and_matches_the_plain_layout(name, spatial_dims):
+    """Families marked channels_last train so on a CPU (never on a GPU, never a custom network):
+    a forward and backward run in that layout and give the plain layout's output to float error."""
+    cfg = resolve_architecture(name, family_overrides=SMALL)
+    cpu = torch.device("cpu")
+    fmt = memory_format(cfg, spatial_dims=spatial_dims, device=cpu)
+    expected = {2: torch.channels_last, 3: torch.channels_last_3d}[spatial_dims] if get_family(cfg.kind).channels_last \
+        else torch.contiguous_format
+    assert fmt == expected
+    assert memory_format(cfg, spatial_dims=spatial_dims, device=torch.device("cuda")) == torch.contiguous_format
+    size = [32] * spatial_dims
+    torch.manual_seed(0)
+    plain = build_network(cfg, spatial_dims=spatial_dims, in_channels=1, out_channels=1, img_size=size)
+    laid = build_network(cfg, spatial_dims=spatial_dims, in_channels=1, out_channels=1, img_size=size)
+    laid.load_state_dict(plain.state_dict())
+    laid = laid.to(cpu, memory_format=fmt)
+    x = torch.randn(2, 1, *size)
+    with torch.no_grad():  # eval: no dropout, batch norm from the same running statistics
+        assert torch.allclose(laid.eval()(x), plain.eval()(x), atol=1e-4)
+    for net in (laid, plain):
+        net.train()(x).mean().backward()
+    assert [p.grad is None for p in laid.parameters()] == [p.grad is None for p in plain.parameters()]
+
+
+def test_only_the_families_measured_faster_train_channels_last():
+    assert {kind for kind, family in FAMILIES.items() if family.channels_last} == {"unet", "unetpp"}
 
 
 def test_unetr_config_reaches_monai_unetr():

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Any, Union
 
+import torch
 import torch.nn as nn
 from pydantic import Field, ValidationError
 
@@ -75,6 +76,7 @@ __all__ = [
     "build_network",
     "check_input_size",
     "get_family",
+    "memory_format",
     "mismatched_arm",
     "parameter_count",
     "resolve_architecture",
@@ -98,6 +100,10 @@ class Family:
             arms of both: ``check(cfg, other_cfg, *, source) -> None or reason``, where
             ``other_cfg`` is the other family's config under the spec's ``model:`` section and
             ``source(field)`` the spec key an arm's field is set under.
+        channels_last: train and test in channels-last memory on a CPU, where the family's
+            convolutions run faster so (the U-Net family and U-Net++: 15-20% less time per training
+            step at 64^2, benchmarks/RESULTS.md); off where it is slower (DynUNet) or no faster, and
+            for a custom ``_target_`` network, whose code may reshape activations with ``view``.
     """
 
     config: type[StrictModel]
@@ -105,6 +111,7 @@ class Family:
     size_problem: Callable[[Any, Sequence[int]], str | None]
     presets: Mapping[str, StrictModel]
     matches: Mapping[str, Callable[..., str | None]] = dataclasses.field(default_factory=dict)
+    channels_last: bool = False
 
 
 FAMILIES: Mapping[str, Family] = MappingProxyType(
@@ -113,6 +120,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             config=UNetFamilyConfig,
             build=build_unet,
             size_problem=unet_size_problem,
+            channels_last=True,
             presets={
                 "unet": UNetFamilyConfig(),
                 "noskip_unet": UNetFamilyConfig(skips="none"),
@@ -148,6 +156,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             config=UNetPlusPlusConfig,
             build=build_unetpp,
             size_problem=unetpp_size_problem,
+            channels_last=True,
             presets={"unetpp": UNetPlusPlusConfig()},
             matches={"unet": unet_width_problem},
         ),
@@ -309,6 +318,13 @@ def build_network(
     return family.build(
         cfg, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, img_size=img_size
     )
+
+
+def memory_format(cfg: ArchConfig, *, spatial_dims: int, device: torch.device) -> torch.memory_format:
+    """The memory format a network of `cfg` trains in on `device` (`Family.channels_last`)."""
+    if device.type != "cpu" or not get_family(cfg.kind).channels_last:
+        return torch.contiguous_format
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
 def mismatched_arm(

@@ -25,7 +25,7 @@ from study.conformal import Calibration
 from study.data import LevelData, Split
 from study.errors import first_line
 from study.metrics import METRICS
-from study.models import build_network
+from study.models import build_network, memory_format
 from study.spec import StudySpec
 from study.training.device.accelerator import prepare_device, resident, resolve_precision
 from study.training.evaluation.calibrated import coverage_metrics, evaluate_with_bounds
@@ -114,7 +114,7 @@ def train_plan(
     spatial_dims, in_channels, img_size = network_input(plan, level)
     model = build_network(
         plan.arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, img_size=img_size
-    ).to(device)
+    ).to(device, memory_format=memory_format(plan.arch, spatial_dims=spatial_dims, device=device))
     optimizer = build_optimizer(model, plan.hparams)
     loss_fn = build_loss(spec.training)
     inputs = input_strategy(plan, spec)
