@@ -31,8 +31,8 @@ def test_smoke_spec_loads_and_expands():
 
 def test_skip_vs_complexity_spec_is_valid():
     spec = load_spec(Path(SMOKE).with_name("skip_vs_complexity.yaml"))
-    assert len(expand_cells(spec)) == 16 and spec.confirm_seeds == [0, 1, 2, 3, 4] and spec.tuning.trials_per_cell == 3
-    assert spec.confirm.budget.looks == (3, 5)
+    assert len(expand_cells(spec)) == 16 and spec.confirm_seeds == list(range(8)) and spec.tuning.trials_per_cell == 3
+    assert spec.confirm.budget.looks == (3, 8)
     # claims (a) and (b) over the levels where the arms learn; the breakdown level (0.95) left to (e)
     assert spec.factors["alpha"][-1] == 0.95 and spec.claim_design()["alpha"] == [0.1, 0.8, 0.93]
     assert set(spec.declared_claims().kinds) == {"complexity", "out_of_domain", "breakdown"}
