@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine  # noqa: E402
-from study.models import build_network, resolve_architecture  # noqa: E402
+from study.models import build_network, memory_format, resolve_architecture  # noqa: E402
 from study.spec import Hyperparameters, load_spec  # noqa: E402
 from study.training.evaluation.evaluate import dice_per_image  # noqa: E402
 from study.training.inputs.strategies import WholeImages  # noqa: E402
@@ -101,6 +101,9 @@ def train_one(args: argparse.Namespace, spec, level, arm: str, seed: int) -> dic
     image = level.train.volume(0)[0]
     model = build_network(arch, spatial_dims=image.ndim - 1, in_channels=image.shape[0], out_channels=1,
                           img_size=list(image.shape[1:]))
+    # The memory layout a trial trains in (channels-last for the U-Net family on a CPU), so the
+    # floats follow the study's kernels.
+    model = model.to(memory_format=memory_format(arch, spatial_dims=image.ndim - 1, device=torch.device("cpu")))
     extra = {k: v for k, v in {"optimizer": args.optimizer, "weight_decay": args.weight_decay}.items() if v is not None}
     hp = Hyperparameters.model_validate({**spec.fixed_hyperparameters.model_dump(), "lr": args.lr, "batch_size": args.batch, **extra})
     optimizer = build_optimizer(model, hp)
