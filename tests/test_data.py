@@ -113,6 +113,38 @@ def test_td_is_nan_for_empty_or_full_mask():
     assert np.isnan(texture_disparity(image, np.ones((32, 32), np.uint8)))
 
 
+def test_td_from_cached_lbp_codes_is_the_uncached_value_and_the_cache_keeps_its_budget(monkeypatch):
+    """The LBP codes are kept per image (a trial measures the same images again and again): a value
+    from the cache is the one computed afresh, a changed image is a new entry, and the cache drops
+    its oldest entries past its byte budget."""
+    import sys
+
+    from skimage.feature import local_binary_pattern
+
+    module = sys.modules["study.data.texture_disparity"]
+    monkeypatch.setattr(module, "_CODES", type(module._CODES)())
+    monkeypatch.setattr(module, "_CODES_BYTES", 0)
+    monkeypatch.setattr(module, "CODES_BUDGET", 10 * 2 * 32 * 32)  # ten 32 x 32 images and their codes
+    rng = np.random.default_rng(3)
+    images = [rng.random((32, 32)) for _ in range(12)]
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 4:30] = 1
+
+    def afresh(image: np.ndarray) -> float:
+        codes = local_binary_pattern(np.round(image * 255).astype(np.uint8), 24, 3, method="uniform").astype(np.int64)
+        p, q = (np.bincount(codes[sel], minlength=26) / sel.sum() for sel in (mask == 1, mask == 0))
+        both = (p > 0) & (q > 0)
+        return float(np.sum(p[both] * np.log2(p[both] / q[both])))
+
+    first = [texture_disparity(image, mask) for image in images]
+    assert first == [afresh(image) for image in images]
+    assert [texture_disparity(image, mask) for image in images] == first  # the last ten from the cache
+    assert len(module._CODES) == 10 and module._CODES_BYTES == 10 * 2 * 32 * 32
+    changed = images[-1].copy()
+    changed[0, 0] = 1.0 - changed[0, 0]
+    assert texture_disparity(changed, mask) == afresh(changed)
+
+
 def test_textures_are_normalised_and_seeded():
     for name, make in TEXTURES.items():
         a = make(np.random.default_rng(1), size=48, frequency=0.1)
