@@ -101,8 +101,8 @@ class Family:
             ``other_cfg`` is the other family's config under the spec's ``model:`` section and
             ``source(field)`` the spec key an arm's field is set under.
         channels_last: train and test in channels-last memory on a CPU, where the family's
-            convolutions run faster so (the U-Net family and U-Net++: 15-20% less time per training
-            step at 64^2, benchmarks/RESULTS.md); off where it is slower (DynUNet) or no faster, and
+            convolutions run faster so (the U-Net family and U-Net++: 0.70-0.92 x the time per
+            training step at 64^2, benchmarks/memory_format.py); off where it is slower (DynUNet) or no faster, and
             for a custom ``_target_`` network, whose code may reshape activations with ``view``.
     """
 
