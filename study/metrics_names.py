@@ -23,6 +23,7 @@ BEST_VAL_DICE = "best_val_dice"  # running maximum of val_dice: the tuning objec
 # The learning gate's verdict, in a confirm trial's final result (then MLflow tags, below).
 LEARNED = "learned"  # 1.0 learned, 0.0 not
 LEARNING_ISSUE = "learning_issue"
+TRAINED_IN = "trained_in"  # in a confirm trial's final result: the tune trial whose training it restored
 
 # The per-image scores of study/metrics/segmentation.py:METRICS (whose entries, with the MONAI
 # computation and the empty-mask policy, are keyed by these names; an import-time check keeps
@@ -187,6 +188,7 @@ TRIAL_KEY_TAG = "segstudy.trial_key"  # phase|cell|seed (confirm) or phase|cell|
 STUDY_DIR_TAG = "segstudy.study_dir"  # the study directory (spec copy, Optuna storage, outbox)
 RECOVERED_TAG = "segstudy.recovered"  # closed by resume from the Optuna record after the driver died
 LEARNED_TAG = "segstudy.learned"  # "true"/"false": the learning gate's verdict on a confirm trial
+TRAINED_IN_TAG = "segstudy.trained_in"  # a confirm trial that restored a tune trial's training: that trial's key
 LEARNING_ISSUE_TAG = "segstudy.learning_issue"  # why the gate said "false" (study.training.evaluation.learning)
 RETRIED_TAG = "segstudy.retried"  # a failed attempt that ran again (Tune's max_failures, or resume); not a result
 # On a FAILED trial run: "machine" when the failure was the machine's (a killed worker, a lost node,

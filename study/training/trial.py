@@ -108,7 +108,7 @@ def train_plan(
     """
     process_state.set_torch_threads(spec.resources.cpu)
     torch.manual_seed(plan.seed)
-    device = _device(spec)
+    device = device_of(spec)
     prepare_device(device)
     level = data[plan.data_key]
     spatial_dims, in_channels, img_size = network_input(plan, level)
@@ -192,16 +192,19 @@ def out_of_memory_as_failure(epoch: int, device: torch.device) -> Iterator[None]
 
 
 def run_plan(
-    plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Callable[[dict[str, float]], None] | None = None
+    plan: TrialPlan, *, spec: StudySpec, data: StudyData, on_epoch: Callable[[dict[str, float]], None] | None = None,
+    trained: Trained | None = None,
 ) -> PlanResult:
     """Train, calibrate and test one plan (clean, perturbed and, with `evaluation.shift`, on the
-    test split at other levels); Tune-free so a plain loop (or a benchmark) can call it."""
-    trained = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)
+    test split at other levels); Tune-free so a plain loop (or a benchmark) can call it.
+    `trained`: the plan's training done already (`study.training.reuse`): only calibrate and test."""
+    if trained is None:
+        trained = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)
     level = data[plan.data_key]
     clean_test: list[np.ndarray] = []
 
     def predict(split: Split) -> list[np.ndarray]:
-        probs = trained.inputs.predict(trained.model, split, device=_device(spec))
+        probs = trained.inputs.predict(trained.model, split, device=device_of(spec))
         if split is level.test:  # the clean test set: kept for the learning gate, not predicted twice
             clean_test[:] = probs
         return probs
@@ -258,7 +261,8 @@ class PeakMemory:
         self.peak_mb = max(self.peak_mb, now)
 
 
-def _device(spec: StudySpec) -> torch.device:
+def device_of(spec: StudySpec) -> torch.device:
+    """The device the spec's trials run on: CUDA when it asks for a GPU share and one is here."""
     return torch.device("cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu")
 
 

@@ -2,7 +2,9 @@
 
 Ray Tune calls `train_trial(config, spec=..., data=...)`; `spec` and `data` arrive once through
 `tune.with_parameters` (the object store), the config carries only cell, seed and phase. The work
-itself is `study.training.trial`; this module only reports it to Tune.
+itself is `study.training.trial`; this module only reports it to Tune. A tune trial that ran its
+whole schedule keeps its training, and the confirm trial that would repeat it restores it instead
+(`study.training.reuse`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from study import metrics_names as M
 from study.errors import first_line
+from study.run.tune.kept_training import keep, kept_for
 from study.run.tune.tune_report import EpochReporter
 from study.data import DATASETS, LevelData
 from study.serving import Preprocessing, write_package
@@ -40,12 +43,26 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
     plan = TrialPlan.from_config(spec, config)
     # Early stopping decides on every epoch in the tune phase: report each one as it ends.
     reporter = EpochReporter(interval_s=0.0 if plan.phase == M.PHASE_TUNE else CONFIRM_REPORT_INTERVAL_S)
+    kept = None
     try:
         if plan.phase == M.PHASE_TUNE:
-            train_plan(plan, spec=spec, data=data, on_epoch=reporter)  # validation only
+            epochs: list[dict[str, float]] = []
+
+            def on_epoch(values: dict[str, float]) -> None:
+                epochs.append(values)
+                if values[M.EPOCH] < spec.training.epochs:  # Tune ends the trial on its last epoch's report
+                    reporter(values)
+
+            trained = train_plan(plan, spec=spec, data=data, on_epoch=on_epoch)  # validation only
+            keep(trained, plan=plan, spec=spec, epochs=epochs)  # for the confirm trial of the tuning seed
+            reporter(epochs[-1])
             reporter.flush()
             return
-        result = run_plan(plan, spec=spec, data=data, on_epoch=reporter)
+        kept = kept_for(plan, spec=spec, data=data)
+        if kept is not None:  # trained in the tune phase already: its epochs are this run's too
+            for values in kept[1].epochs:
+                reporter(values)
+        result = run_plan(plan, spec=spec, data=data, on_epoch=reporter, trained=None if kept is None else kept[0])
     except TrialFailure as exc:
         reporter.failed(f"{type(exc).__name__}: {exc}", {spec.objective: math.nan})
         return
@@ -60,6 +77,8 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
         M.LEARNED: float(result.verdict.learned),
         M.LEARNING_ISSUE: result.verdict.reason,
     }
+    if kept is not None:
+        metrics[M.TRAINED_IN] = kept[1].key
 
     def write(directory: Path) -> None:
         result.per_image.to_csv(directory / M.PER_IMAGE_FILE, index=False)

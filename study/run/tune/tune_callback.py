@@ -101,6 +101,8 @@ class TrackingCallback(tune.Callback):
             tags[M.LEARNED_TAG] = "true" if final[M.LEARNED] else "false"
             if final.get(M.LEARNING_ISSUE):
                 tags[M.LEARNING_ISSUE_TAG] = str(final[M.LEARNING_ISSUE])
+        if final.get(M.TRAINED_IN):
+            tags[M.TRAINED_IN_TAG] = str(final[M.TRAINED_IN])
         self.tracker.set_tags(run_id, tags)
         with checkpoint_files(trial) as directory:
             if directory is not None:

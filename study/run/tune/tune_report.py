@@ -82,6 +82,13 @@ def stopped_early(final: Mapping[str, Any], *, full_epochs: int) -> bool:
     return int(final.get(M.EPOCH, 0) or 0) < full_epochs
 
 
+def study_storage() -> tuple[Any, str]:
+    """(pyarrow filesystem, path) of the storage the running trial's study lives in: the study
+    folder, or its folder in a bucket. Called inside a trial only."""
+    storage = tune.get_context().get_storage()
+    return storage.storage_filesystem, storage.storage_fs_path
+
+
 @contextlib.contextmanager
 def checkpoint_files(trial: object) -> Iterator[Path | None]:
     """A local folder holding a finished trial's latest checkpoint (None: it has none) while the

@@ -1,0 +1,65 @@
+"""Where tune trials keep their trainings for the confirm trials that repeat them (`study.training.reuse`).
+
+The folder `kept_training/` of the study's storage (the study folder, or its folder in a bucket),
+one file per training, named by its identity. The tune trial that trained it writes it whole (to a
+temporary name, then moved into place), and the confirm trial of the same name reads it. A file that
+is missing, partial or from another version is not an error: the confirm trial then trains, as it
+would without this. A full disk is an error, the same stop as anywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pyarrow import fs as pafs
+
+from study import disk
+from study.run.tune.tune_report import study_storage
+from study.spec import StudySpec
+from study.training.inputs.study_data import StudyData
+from study.training.plan import TrialPlan
+from study.training.reuse import Kept, identity, pack, restore, unpack
+from study.training.trial import Trained
+
+log = logging.getLogger(__name__)
+
+FOLDER = "kept_training"
+
+
+def keep(trained: Trained, *, plan: TrialPlan, spec: StudySpec, epochs: list[dict[str, float]]) -> None:
+    """Keep a tune trial's finished training where the confirm trial of its name will look."""
+    name, blob = pack(trained, plan=plan, spec=spec, epochs=epochs)
+    filesystem, root = study_storage()
+    folder = f"{root}/{FOLDER}"
+    temporary = f"{folder}/.{name}.{os.getpid()}.tmp"
+    try:
+        filesystem.create_dir(folder, recursive=True)
+        with filesystem.open_output_stream(temporary) as out:
+            out.write(blob)
+        filesystem.move(temporary, f"{folder}/{name}.pt")
+    except OSError as exc:
+        if disk.no_space(exc):
+            raise
+        log.warning("%s: training not kept (%s); the confirm trial of its seed trains again", plan.key, exc)
+
+
+def kept_for(plan: TrialPlan, *, spec: StudySpec, data: StudyData) -> tuple[Trained, Kept] | None:
+    """The training a tune trial kept under this plan's name, restored; None when there is none
+    to use (the trial then trains)."""
+    name = identity(plan, spec)
+    filesystem, root = study_storage()
+    path = f"{root}/{FOLDER}/{name}.pt"
+    try:
+        if filesystem.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with filesystem.open_input_stream(path) as source:
+            blob = source.readall()
+        kept = unpack(blob, name=name, epochs=spec.training.epochs)
+        return restore(kept, plan, spec=spec, data=data), kept
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the network
+        log.warning("%s: kept training %s not used (%s); training instead", plan.key, path, exc)
+        return None
+
+
+__all__ = ["FOLDER", "keep", "kept_for"]
