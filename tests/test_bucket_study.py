@@ -148,6 +148,11 @@ def _study_in_a_bucket(ray_head, bucket, s3_server, state_db, server, tmp_path, 
     names = {k.removeprefix(f"{prefix}/").split("/")[0] for k in objects if k.startswith(f"{prefix}/")}
     assert {"study.json", "spec.yaml", "segstudy.log", "tune", "tune-2", "confirm", "summary", "report"} <= names, names
     assert any(k.startswith("mlflow/") and k.endswith(M.PER_IMAGE_FILE) for k in objects)  # MLflow's artifacts
+    # Each cell's confirm trial of the tuning seed restored its winning tune trial's training from
+    # the bucket (study.training.reuse), whichever driver ran that trial.
+    assert "kept_training" in names
+    confirm_runs = [r for r in finished if r.data.tags[M.PHASE_TAG] == M.PHASE_CONFIRM]
+    assert sorted(r.data.tags[M.TRAINED_IN_TAG].split("|")[1] for r in confirm_runs) == sorted(CELLS)
     for home in (first, second):
         assert not (home / "s3:").exists() and not (home / "ray_results").exists()
     assert (second / "cache" / "segstudy" / "studies" / bucket / prefix / "study.json").is_file()

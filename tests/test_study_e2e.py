@@ -348,9 +348,20 @@ def test_smoke_tuning_study_tunes_each_cell_then_confirms_and_replicates(ray_hea
     summaries = optuna.get_all_study_summaries(storage)
     assert sorted(s.study_name for s in summaries) == sorted(f"smoke_tuning/{c}" for c in CELLS)
     assert all(s.n_trials == 4 for s in summaries)
+    history = lambda run: [m.value for m in client.get_metric_history(run.info.run_id, M.VAL_DICE)]  # noqa: E731
     for cell, params in chosen.items():  # the chosen config is that cell's best full-length trial
         study = optuna.load_study(study_name=f"smoke_tuning/{cell}", storage=storage)
         assert study.best_trial.params == params
+        # ... whose training the confirm trial of the tuning seed restores instead of repeating it
+        # (study.training.reuse): the same epochs in MLflow, tagged with the trial that trained them.
+        (seed0,) = [r for r in confirm_runs if r.data.tags[M.CELL_TAG] == cell and r.data.tags[M.SEED_TAG] == "0"]
+        key = f"tune|{cell}|optuna={study.best_trial.number}"
+        assert seed0.data.tags[M.TRAINED_IN_TAG] == key
+        (tuned,) = [r for r in tune_runs if r.data.tags[M.TRIAL_KEY_TAG] == key]
+        assert history(seed0) == history(tuned) and len(history(seed0)) == 20
+    assert sum(M.TRAINED_IN_TAG in r.data.tags for r in confirm_runs) == 4  # seeds 1 and 2 train
+    full_length = [r for r in tune_runs if r.data.tags["segstudy.stopped_early"] == "false"]
+    assert len(list((result.storage_path / "kept_training").glob("*.pt"))) == len(full_length)
 
     status = study_status("smoke_tuning", tracking_uri=uri)
     tune_rows = status[status["phase"] == "tune"]

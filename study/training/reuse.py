@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 
+from study import process_state
 from study.models import build_network, memory_format
 from study.spec import StudySpec
-from study.training.device.accelerator import resolve_precision
+from study.training.device.accelerator import prepare_device, resolve_precision
 from study.training.inputs.strategies import Patches
 from study.training.inputs.study_data import StudyData
 from study.training.plan import TrialPlan
@@ -109,7 +110,9 @@ def unpack(blob: bytes, *, name: str, epochs: int) -> Kept:
 def restore(kept: Kept, plan: TrialPlan, *, spec: StudySpec, data: StudyData) -> Trained:
     """The `Trained` that `train_plan(plan)` returned in the tune trial, rebuilt from `kept`: the
     network in its layout with the kept weights, in eval mode as validation left it."""
+    process_state.set_torch_threads(spec.resources.cpu)  # as training would have: testing runs on them
     device = device_of(spec)
+    prepare_device(device)
     spatial_dims, in_channels, img_size = network_input(plan, data[plan.data_key])
     model = build_network(
         plan.arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, img_size=img_size

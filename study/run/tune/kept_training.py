@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-
-from pyarrow import fs as pafs
+from typing import NamedTuple
 
 from study import disk
 from study.run.tune.tune_report import study_storage
@@ -29,8 +28,11 @@ FOLDER = "kept_training"
 
 def keep(trained: Trained, *, plan: TrialPlan, spec: StudySpec, epochs: list[dict[str, float]]) -> None:
     """Keep a tune trial's finished training where the confirm trial of its name will look."""
+    storage = study_storage()
+    if storage is None:
+        return
+    filesystem, root = storage
     name, blob = pack(trained, plan=plan, spec=spec, epochs=epochs)
-    filesystem, root = study_storage()
     folder = f"{root}/{FOLDER}"
     temporary = f"{folder}/.{name}.{os.getpid()}.tmp"
     try:
@@ -44,22 +46,30 @@ def keep(trained: Trained, *, plan: TrialPlan, spec: StudySpec, epochs: list[dic
         log.warning("%s: training not kept (%s); the confirm trial of its seed trains again", plan.key, exc)
 
 
-def kept_for(plan: TrialPlan, *, spec: StudySpec, data: StudyData) -> tuple[Trained, Kept] | None:
+class Restored(NamedTuple):
+    trained: Trained  # ready to calibrate and test
+    kept: Kept  # what was kept: the epochs to log, the tune trial's key
+
+
+def kept_for(plan: TrialPlan, *, spec: StudySpec, data: StudyData) -> Restored | None:
     """The training a tune trial kept under this plan's name, restored; None when there is none
     to use (the trial then trains)."""
+    storage = study_storage()
+    if storage is None:
+        return None
+    filesystem, root = storage
     name = identity(plan, spec)
-    filesystem, root = study_storage()
     path = f"{root}/{FOLDER}/{name}.pt"
     try:
-        if filesystem.get_file_info(path).type != pafs.FileType.File:
+        if filesystem.get_file_info(path).type.name != "File":  # pyarrow's FileType, by name: pyarrow is study.storage's
             return None
         with filesystem.open_input_stream(path) as source:
             blob = source.readall()
         kept = unpack(blob, name=name, epochs=spec.training.epochs)
-        return restore(kept, plan, spec=spec, data=data), kept
+        return Restored(restore(kept, plan, spec=spec, data=data), kept)
     except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the network
         log.warning("%s: kept training %s not used (%s); training instead", plan.key, path, exc)
         return None
 
 
-__all__ = ["FOLDER", "keep", "kept_for"]
+__all__ = ["FOLDER", "Restored", "keep", "kept_for"]

@@ -43,7 +43,7 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
     plan = TrialPlan.from_config(spec, config)
     # Early stopping decides on every epoch in the tune phase: report each one as it ends.
     reporter = EpochReporter(interval_s=0.0 if plan.phase == M.PHASE_TUNE else CONFIRM_REPORT_INTERVAL_S)
-    kept = None
+    restored = None
     try:
         if plan.phase == M.PHASE_TUNE:
             epochs: list[dict[str, float]] = []
@@ -58,11 +58,11 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
             reporter(epochs[-1])
             reporter.flush()
             return
-        kept = kept_for(plan, spec=spec, data=data)
-        if kept is not None:  # trained in the tune phase already: its epochs are this run's too
-            for values in kept[1].epochs:
+        restored = kept_for(plan, spec=spec, data=data)
+        if restored is not None:  # trained in the tune phase already: its epochs are this run's too
+            for values in restored.kept.epochs:
                 reporter(values)
-        result = run_plan(plan, spec=spec, data=data, on_epoch=reporter, trained=None if kept is None else kept[0])
+        result = run_plan(plan, spec=spec, data=data, on_epoch=reporter, trained=None if restored is None else restored.trained)
     except TrialFailure as exc:
         reporter.failed(f"{type(exc).__name__}: {exc}", {spec.objective: math.nan})
         return
@@ -77,8 +77,8 @@ def train_trial(config: dict[str, Any], *, spec: StudySpec, data: StudyData) -> 
         M.LEARNED: float(result.verdict.learned),
         M.LEARNING_ISSUE: result.verdict.reason,
     }
-    if kept is not None:
-        metrics[M.TRAINED_IN] = kept[1].key
+    if restored is not None:
+        metrics[M.TRAINED_IN] = restored.kept.key
 
     def write(directory: Path) -> None:
         result.per_image.to_csv(directory / M.PER_IMAGE_FILE, index=False)

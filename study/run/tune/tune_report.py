@@ -16,6 +16,7 @@ import contextlib
 import json
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,13 @@ def stopped_early(final: Mapping[str, Any], *, full_epochs: int) -> bool:
     return int(final.get(M.EPOCH, 0) or 0) < full_epochs
 
 
-def study_storage() -> tuple[Any, str]:
+def study_storage() -> tuple[Any, str] | None:
     """(pyarrow filesystem, path) of the storage the running trial's study lives in: the study
-    folder, or its folder in a bucket. Called inside a trial only."""
-    storage = tune.get_context().get_storage()
-    return storage.storage_filesystem, storage.storage_fs_path
+    folder, or its folder in a bucket; None outside a Tune trial (the trainable called directly)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Ray's "only inside a Tuner": the None says it
+        storage = tune.get_context().get_storage()
+    return None if storage is None else (storage.storage_filesystem, storage.storage_fs_path)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,139 @@
+"""A tune trial's training, kept and restored by the confirm trial of its seed (study.training.reuse):
+the restored trial gives the numbers a second training would; anything else is trained again."""
+
+from __future__ import annotations
+
+import errno
+
+import pandas as pd
+import pytest
+import yaml
+from pyarrow import fs as pafs
+
+from conftest import SMOKE, SMOKE_3D
+from study.run.tune import kept_training
+from study.spec import parse_spec
+from study.training import TrialPlan
+from study.training.inputs.study_data import build_study_data
+from study.training.reuse import identity, pack, restore, unpack
+from study.training.trial import run_plan, train_plan
+
+
+def _setup(base, **training):
+    raw = yaml.safe_load(base.read_text())
+    raw["training"] = {**raw["training"], **training}
+    spec = parse_spec(raw)
+    return spec, build_study_data(spec)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return _setup(SMOKE, epochs=3)
+
+
+def plan(spec, *, phase: str, seed: int = 0, lr: float | None = None, optuna_trial: int | None = None, cell=None, **levels):
+    cell = cell or {"alpha": 0.2, "architecture": "unet", **levels}
+    hparams = {} if lr is None else {"lr": lr}
+    return TrialPlan.from_config(spec, TrialPlan.config(cell, seed=seed, phase=phase, hparams=hparams, optuna_trial=optuna_trial))
+
+
+def _trained(spec, data, tune_plan):
+    epochs = []
+    return train_plan(tune_plan, spec=spec, data=data, on_epoch=epochs.append), epochs
+
+
+def test_a_confirm_trial_restoring_the_tune_training_gives_the_numbers_of_training_again(setup):
+    spec, data = setup
+    tune_plan = plan(spec, phase="tune", optuna_trial=4)
+    confirm_plan = plan(spec, phase="confirm")
+    trained, epochs = _trained(spec, data, tune_plan)
+    name, blob = pack(trained, plan=tune_plan, spec=spec, epochs=epochs)
+    assert name == identity(confirm_plan, spec)  # the phase and the Optuna trial are not part of the name
+    kept = unpack(blob, name=name, epochs=spec.training.epochs)
+    assert kept.key == tune_plan.key and kept.epochs == epochs and kept.val_curve == trained.val_curve
+    restored = run_plan(confirm_plan, spec=spec, data=data, trained=restore(kept, confirm_plan, spec=spec, data=data))
+    again = run_plan(confirm_plan, spec=spec, data=data)
+    pd.testing.assert_frame_equal(restored.per_image, again.per_image)
+    drop = lambda m: {k: v for k, v in m.items() if k != "peak_memory_mb"}  # noqa: E731
+    assert drop(restored.metrics) == drop(again.metrics)
+    assert restored.verdict == again.verdict
+
+
+def test_patches_keep_their_foreground_shares_and_a_3d_network_its_layout():
+    spec, data = _setup(SMOKE_3D, epochs=2)
+    cell = {k: v[0] for k, v in spec.factors.items()}
+    tune_plan = plan(spec, phase="tune", optuna_trial=0, cell=cell)
+    trained, epochs = _trained(spec, data, tune_plan)
+    name, blob = pack(trained, plan=tune_plan, spec=spec, epochs=epochs)
+    confirm_plan = plan(spec, phase="confirm", cell=cell)
+    back = restore(unpack(blob, name=name, epochs=2), confirm_plan, spec=spec, data=data)
+    assert back.inputs.patch_foreground == trained.inputs.patch_foreground and back.inputs.patch_foreground
+    restored = run_plan(confirm_plan, spec=spec, data=data, trained=back)
+    pd.testing.assert_frame_equal(restored.per_image, run_plan(confirm_plan, spec=spec, data=data).per_image)
+
+
+def test_the_name_changes_with_whatever_changes_the_training(setup):
+    spec, _ = setup
+    base = identity(plan(spec, phase="confirm"), spec)
+    assert identity(plan(spec, phase="tune", optuna_trial=7), spec) == base
+    others = [
+        identity(plan(spec, phase="confirm", seed=1), spec),
+        identity(plan(spec, phase="confirm", lr=0.002), spec),
+        identity(plan(spec, phase="confirm", alpha=0.8), spec),
+        identity(plan(spec, phase="confirm"), spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 4})})),
+    ]
+    assert len({base, *others}) == 5
+
+
+def test_a_training_that_is_not_this_plans_or_not_whole_is_refused(setup):
+    spec, data = setup
+    tune_plan = plan(spec, phase="tune", optuna_trial=0)
+    trained, epochs = _trained(spec, data, tune_plan)
+    name, blob = pack(trained, plan=tune_plan, spec=spec, epochs=epochs)
+    with pytest.raises(ValueError, match="another format or training"):
+        unpack(blob, name=identity(plan(spec, phase="confirm", seed=1), spec), epochs=3)
+    with pytest.raises(ValueError, match="unreadable"):
+        unpack(blob[: len(blob) // 2], name=name, epochs=3)  # a write cut short
+    with pytest.raises(ValueError, match="3 of 5 epochs"):
+        unpack(blob, name=name, epochs=5)
+
+
+@pytest.fixture
+def local_storage(tmp_path, monkeypatch):
+    """The study's storage as a trial sees it, on a local folder (no Ray needed)."""
+    monkeypatch.setattr(kept_training, "study_storage", lambda: (pafs.LocalFileSystem(), str(tmp_path)))
+    return tmp_path
+
+
+def test_kept_in_the_study_storage_and_found_by_the_confirm_trial_or_trained_again(setup, local_storage, caplog):
+    spec, data = setup
+    tune_plan, confirm_plan = plan(spec, phase="tune", optuna_trial=2), plan(spec, phase="confirm")
+    assert kept_training.kept_for(confirm_plan, spec=spec, data=data) is None  # nothing kept: it trains
+    trained, epochs = _trained(spec, data, tune_plan)
+    kept_training.keep(trained, plan=tune_plan, spec=spec, epochs=epochs)
+    (file,) = (local_storage / kept_training.FOLDER).iterdir()  # whole, under its name; no temporary left
+    assert file.name == f"{identity(confirm_plan, spec)}.pt"
+    found = kept_training.kept_for(confirm_plan, spec=spec, data=data)
+    assert found is not None and found.kept.key == "tune|alpha=0.2,architecture=unet|optuna=2"
+    assert kept_training.kept_for(plan(spec, phase="confirm", seed=1), spec=spec, data=data) is None
+    file.write_bytes(file.read_bytes()[:100])  # a partial file (another writer's crash, a copy cut short)
+    assert kept_training.kept_for(confirm_plan, spec=spec, data=data) is None
+    assert "kept training" in caplog.text and "not used (unreadable" in caplog.text
+
+
+class _FullDisk(pafs.LocalFileSystem):
+    def open_output_stream(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_keeping_is_raised_and_other_write_errors_only_warn(setup, tmp_path, monkeypatch, caplog):
+    spec, data = setup
+    tune_plan = plan(spec, phase="tune", optuna_trial=0)
+    trained, epochs = _trained(spec, data, tune_plan)
+    monkeypatch.setattr(kept_training, "study_storage", lambda: (_FullDisk(), str(tmp_path)))
+    with pytest.raises(OSError, match="No space left"):
+        kept_training.keep(trained, plan=tune_plan, spec=spec, epochs=epochs)
+    (tmp_path / "file").write_text("")  # a file where the folder should be: the write fails, the trial goes on
+    monkeypatch.setattr(kept_training, "study_storage", lambda: (pafs.LocalFileSystem(), str(tmp_path / "file")))
+    kept_training.keep(trained, plan=tune_plan, spec=spec, epochs=epochs)
+    assert "training not kept" in caplog.text
