@@ -4,9 +4,11 @@ the restored trial gives the numbers a second training would; anything else is t
 from __future__ import annotations
 
 import errno
+import io
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from pyarrow import fs as pafs
 
@@ -96,6 +98,12 @@ def test_a_training_that_is_not_this_plans_or_not_whole_is_refused(setup):
         unpack(blob[: len(blob) // 2], name=name, epochs=3)  # a write cut short
     with pytest.raises(ValueError, match="3 of 5 epochs"):
         unpack(blob, name=name, epochs=5)
+    payload = torch.load(io.BytesIO(blob), weights_only=True)
+    for broken in ({k: v for k, v in payload.items() if k != "val_curve"}, {**payload, "epochs": 3}):
+        buffer = io.BytesIO()
+        torch.save(broken, buffer)
+        with pytest.raises(ValueError, match="malformed"):
+            unpack(buffer.getvalue(), name=name, epochs=3)
 
 
 @pytest.fixture

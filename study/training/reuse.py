@@ -101,8 +101,12 @@ def unpack(blob: bytes, *, name: str, epochs: int) -> Kept:
         raise ValueError(f"unreadable ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("name") != name:
         raise ValueError("another format or training")
-    kept = Kept(**{field: payload[field] for field in Kept.__dataclass_fields__})
-    if len(kept.epochs) != epochs or len(kept.val_curve) != epochs or not math.isfinite(kept.best_val):
+    try:
+        kept = Kept(**{field: payload[field] for field in Kept.__dataclass_fields__})
+        whole = len(kept.epochs) == epochs and len(kept.val_curve) == epochs and math.isfinite(kept.best_val)
+    except (KeyError, TypeError) as exc:  # a field missing or of another kind
+        raise ValueError(f"malformed ({type(exc).__name__}: {exc})") from None
+    if not whole:
         raise ValueError(f"{len(kept.epochs)} of {epochs} epochs")
     return kept
 
