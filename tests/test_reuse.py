@@ -130,7 +130,12 @@ def test_kept_in_the_study_storage_and_found_by_the_confirm_trial_or_trained_aga
 
 
 class _FullDisk(pafs.LocalFileSystem):
+    """Fills up after the first bytes of a file, as a real disk does."""
+
     def open_output_stream(self, path, *args, **kwargs):
+        stream = super().open_output_stream(path, *args, **kwargs)
+        stream.write(b"part")
+        stream.close()
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
@@ -141,6 +146,7 @@ def test_a_full_disk_while_keeping_is_raised_and_other_write_errors_only_warn(se
     monkeypatch.setattr(kept_training, "study_storage", lambda: (_FullDisk(), str(tmp_path)))
     with pytest.raises(OSError, match="No space left"):
         kept_training.keep(trained, plan=tune_plan, spec=spec, epochs=epochs)
+    assert list((tmp_path / kept_training.FOLDER).iterdir()) == []  # nothing half-written left
     (tmp_path / "file").write_text("")  # a file where the folder should be: the write fails, the trial goes on
     monkeypatch.setattr(kept_training, "study_storage", lambda: (pafs.LocalFileSystem(), str(tmp_path / "file")))
     kept_training.keep(trained, plan=tune_plan, spec=spec, epochs=epochs)

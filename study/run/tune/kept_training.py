@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from study import disk
 from study.run.tune.tune_report import study_storage
@@ -41,9 +41,17 @@ def keep(trained: Trained, *, plan: TrialPlan, spec: StudySpec, epochs: list[dic
             out.write(blob)
         filesystem.move(temporary, f"{folder}/{name}.pt")
     except OSError as exc:
+        _remove_quietly(filesystem, temporary)  # a part written before a full disk gives its space back
         if disk.no_space(exc):
             raise
         log.warning("%s: training not kept (%s); the confirm trial of its seed trains again", plan.key, exc)
+
+
+def _remove_quietly(filesystem: Any, path: str) -> None:
+    try:
+        filesystem.delete_file(path)
+    except OSError:
+        pass  # never written, or the error that brought us here stands for it
 
 
 class Restored(NamedTuple):
