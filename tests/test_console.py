@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -215,3 +216,11 @@ def test_the_browse_command_offers_make_only_in_the_project_folder(tmp_path, mon
     assert summary.browse == f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'} --port 5000, then {page}"
     (tmp_path / "Makefile").write_text("mlflow-ui: $(STAMP)\n")
     assert summary.browse.startswith("make mlflow-ui (= mlflow ui --backend-store-uri")
+
+
+def test_a_confirm_trial_that_restored_its_tune_training_says_which():
+    p = StudyProgress("demo")
+    p.begin("confirm", {"c": 1})
+    e = dataclasses.replace(end("c", DONE), test_dice=0.871, trained_in="tune|c|optuna=3")
+    p.trial_ended(e)
+    assert ", test Dice 0.871, trained in tune trial 3 (" in trial_line(p, e)

@@ -67,6 +67,8 @@ def trial_line(p: StudyProgress, end: TrialEnd) -> str:
     value = f"val {_dice(end.value)} at epoch {end.epoch}"
     if not math.isnan(end.test_dice):
         value += f", test Dice {end.test_dice:.3f}"
+    if end.trained_in:  # 'tune|<cell>|optuna=3': the tune trial whose training it tested
+        value += f", trained in tune trial {end.trained_in.rsplit('=', 1)[-1]}"
     why = f": {end.reason}" if end.reason else ""
     return f"[{p.phase} {p.ended}/{p.count('total')}] {end.cell} seed={end.seed}: {end.outcome}, {value} ({duration(end.seconds)}){why}"
 

@@ -53,6 +53,7 @@ class TrialEnd:
     seconds: float
     reason: str = ""  # why it failed, or why its model did not learn
     test_dice: float = math.nan
+    trained_in: str = ""  # a confirm trial that restored a tune trial's training: that trial's key
 
 
 @dataclass
@@ -204,6 +205,7 @@ class ProgressCallback(tune.Callback):
             seconds=self.progress.clock() - self._started.pop(trial.trial_id, self.progress.clock()),
             reason=reason,
             test_dice=float(final.get(M.TEST_DICE, math.nan)),
+            trained_in=str(final.get(M.TRAINED_IN) or ""),
         )
         self.progress.trial_ended(end)
         self.sink.trial_ended(self.progress, end)
