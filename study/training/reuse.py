@@ -27,13 +27,12 @@ from typing import Any
 import torch
 
 from study import process_state
-from study.models import build_network, memory_format
 from study.spec import StudySpec
-from study.training.device.accelerator import prepare_device, resolve_precision
+from study.training.device.accelerator import prepare_device
 from study.training.inputs.strategies import Patches
 from study.training.inputs.study_data import StudyData
 from study.training.plan import TrialPlan
-from study.training.trial import Trained, device_of, input_strategy, network_input
+from study.training.trial import Trained, build_model, device_of, inputs_on
 
 FORMAT = 1  # bump when the packed layout changes: an older file is then not restored, only retrained
 
@@ -117,14 +116,10 @@ def restore(kept: Kept, plan: TrialPlan, *, spec: StudySpec, data: StudyData) ->
     process_state.set_torch_threads(spec.resources.cpu)  # as training would have: testing runs on them
     device = device_of(spec)
     prepare_device(device)
-    spatial_dims, in_channels, img_size = network_input(plan, data[plan.data_key])
-    model = build_network(
-        plan.arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, img_size=img_size
-    ).to(device, memory_format=memory_format(plan.arch, spatial_dims=spatial_dims, device=device))
+    model = build_model(plan, level=data[plan.data_key], device=device)
     model.load_state_dict(kept.state_dict)
     model.eval()
-    inputs = input_strategy(plan, spec)
-    inputs.amp = resolve_precision(spec.training.precision, device)
+    inputs = inputs_on(plan, spec, device)
     if isinstance(inputs, Patches):
         inputs.patch_foreground = list(kept.patch_foreground or [])
     return Trained(

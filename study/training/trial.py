@@ -111,14 +111,10 @@ def train_plan(
     device = device_of(spec)
     prepare_device(device)
     level = data[plan.data_key]
-    spatial_dims, in_channels, img_size = network_input(plan, level)
-    model = build_network(
-        plan.arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, img_size=img_size
-    ).to(device, memory_format=memory_format(plan.arch, spatial_dims=spatial_dims, device=device))
+    model = build_model(plan, level=level, device=device)
     optimizer = build_optimizer(model, plan.hparams)
     loss_fn = build_loss(spec.training)
-    inputs = input_strategy(plan, spec)
-    inputs.amp = resolve_precision(spec.training.precision, device)  # None on CPU unless bf16 is asked for
+    inputs = inputs_on(plan, spec, device)
     train, val_split = _sources(inputs, level, device, spec)
     schedule = build_schedule(optimizer, spec.training, steps_per_epoch=inputs.steps(train))
     rng = np.random.default_rng([plan.seed, 7919])
@@ -149,6 +145,22 @@ def train_plan(
         model=model, best_val=best_dice, inputs=inputs, peak_memory_mb=memory.peak_mb, val_curve=curve,
         gpu=_gpu_figures(gpu.snapshot(), memory),
     )
+
+
+def build_model(plan: TrialPlan, *, level: LevelData, device: torch.device) -> torch.nn.Module:
+    """The cell's network for the level's input size, on `device`, in the memory layout its family
+    trains fastest in there (`study.models.memory_format`)."""
+    spatial_dims, in_channels, img_size = network_input(plan, level)
+    return build_network(
+        plan.arch, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, img_size=img_size
+    ).to(device, memory_format=memory_format(plan.arch, spatial_dims=spatial_dims, device=device))
+
+
+def inputs_on(plan: TrialPlan, spec: StudySpec, device: torch.device) -> WholeImages | Patches:
+    """The plan's input strategy with the autocast dtype of `device` (None on CPU unless bf16 is asked for)."""
+    inputs = input_strategy(plan, spec)
+    inputs.amp = resolve_precision(spec.training.precision, device)
+    return inputs
 
 
 def _sources(inputs: WholeImages | Patches, level: LevelData, device: torch.device, spec: StudySpec) -> tuple[Any, Any]:
