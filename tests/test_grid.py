@@ -126,3 +126,26 @@ def test_a_trials_estimate_orders_the_confirm_trials_longest_first(write_spec):
     assert trial_seconds(spec, data, checked, unet, {"batch_size": 2}) > trial_seconds(spec, data, checked, unet, {"batch_size": 8})
     assert trial_seconds(spec, data, checked, unet, epochs=1, tested=False) < trial_seconds(spec, data, checked, unet)
     assert trial_seconds(spec, data, checked, nested) == trial_seconds(spec, data, checked, nested, {})  # cell alone
+
+
+def test_the_estimate_counts_the_tuning_seeds_confirm_trial_as_testing_only(write_spec):
+    """With per-cell tuning, each cell's confirm trial of the tuning seed restores its winning
+    tune trial's training (study.training.reuse): the estimate counts only its testing."""
+    from study.run.driver.preflight import estimate_seconds, preflight, trial_seconds
+    from study.spec.cells import expand_cells
+    from study.training.inputs.study_data import build_study_data
+
+    tuning = {"trials_per_cell": 2, "sampler": "random", "seed": 0, "early_stopping": {"kind": "none"}}
+    spec = load_spec(write_spec(factors={"architecture": ["unet"], "alpha": [0.2]}, tuning=tuning,
+                                hyperparameters={"lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 4},
+                                seeds=[0, 1, 2]))
+    data = build_study_data(spec)
+    checked = preflight(spec, data)
+    (cell,) = expand_cells(spec)
+    confirm, testing = trial_seconds(spec, data, checked, cell), trial_seconds(spec, data, checked, cell, epochs=0)
+    tune = 2 * trial_seconds(spec, data, checked, cell, tested=False)
+    assert 0 < testing < confirm
+    assert estimate_seconds(spec, data, checked) == pytest.approx(2 * confirm + testing + tune)
+    other_seed = spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"seed": 7})})
+    assert estimate_seconds(other_seed, data, checked) == pytest.approx(3 * confirm + tune)
+    assert estimate_seconds(spec, data, checked, tuned=True) == pytest.approx(3 * confirm)  # a replicate: none kept

@@ -238,12 +238,16 @@ def _subset(split: Split, indices: Any) -> Split:
 
 def estimate_seconds(spec: StudySpec, data: StudyData, result: Preflight, *, tuned: bool = False) -> float:
     """Compute-seconds of every trial of the study, from the preflight's step times (`trial_seconds`).
-    `tuned`: the tune phase is over, so it costs nothing."""
+    `tuned`: the tune phase is over, so it costs nothing. A confirm trial of the tuning seed restores
+    its cell's winning training (`study.training.reuse`) when tune trials run the whole schedule:
+    it only tests."""
     tuning = None if tuned else spec.tuning
     tune_epochs = (tuning.early_stopping.max_t or spec.training.epochs) if tuning is not None else 0
+    restored = int(tuning is not None and tune_epochs >= spec.training.epochs and tuning.seed in spec.confirm_seeds)
     total = 0.0
     for cell in expand_cells(spec):
-        total += len(spec.confirm_seeds) * trial_seconds(spec, data, result, cell)
+        total += (len(spec.confirm_seeds) - restored) * trial_seconds(spec, data, result, cell)
+        total += restored * trial_seconds(spec, data, result, cell, epochs=0)
         if tuning is not None:
             total += tuning.trials_per_cell * trial_seconds(spec, data, result, cell, epochs=tune_epochs, tested=False)
     return total
