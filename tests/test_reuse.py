@@ -17,13 +17,19 @@ from study.run.tune import kept_training
 from study.spec import parse_spec
 from study.training import TrialPlan
 from study.training.inputs.study_data import build_study_data
-from study.training.reuse import identity, pack, restore, unpack
+from study.training.reuse import identity, pack, restore, restores, unpack
 from study.training.trial import run_plan, train_plan
 
 
-def _setup(base, **training):
+TUNING = {"trials_per_cell": 2, "sampler": "random", "seed": 0, "early_stopping": {"kind": "none"}}
+
+
+def _setup(base, tuning=None, **training):
     raw = yaml.safe_load(base.read_text())
     raw["training"] = {**raw["training"], **training}
+    if tuning is not None:  # the lr searched, tune trials trained under `tuning.seed`
+        raw["tuning"] = tuning
+        raw["hyperparameters"] = {**raw["hyperparameters"], "lr": {"loguniform": [1e-3, 1e-2]}}
     spec = parse_spec(raw)
     return spec, build_study_data(spec)
 
@@ -106,6 +112,21 @@ def test_a_training_that_is_not_this_plans_or_not_whole_is_refused(setup):
             unpack(buffer.getvalue(), name=name, epochs=3)
 
 
+@pytest.fixture(scope="module")
+def tuned():
+    """A tuned study whose confirm seed 0 is the tuning seed: its tune trials keep their trainings."""
+    return _setup(SMOKE, tuning=TUNING, epochs=3)
+
+
+def test_only_a_study_whose_confirm_seeds_include_the_tuning_seed_restores(tuned, setup):
+    spec, _ = tuned
+    assert restores(spec) and not restores(setup[0])  # the second does not tune
+    other = spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"seed": 7})})
+    cut = spec.model_copy(update={"tuning": spec.tuning.model_copy(
+        update={"early_stopping": spec.tuning.early_stopping.model_copy(update={"max_t": 2})})})
+    assert not restores(other) and not restores(cut)  # seed 7 is no confirm seed; tune trials cut at epoch 2
+
+
 @pytest.fixture
 def local_storage(tmp_path, monkeypatch):
     """The study's storage as a trial sees it, on a local folder (no Ray needed)."""
@@ -113,9 +134,9 @@ def local_storage(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_kept_in_the_study_storage_and_found_by_the_confirm_trial_or_trained_again(setup, local_storage, caplog):
-    spec, data = setup
-    tune_plan, confirm_plan = plan(spec, phase="tune", optuna_trial=2), plan(spec, phase="confirm")
+def test_kept_in_the_study_storage_and_found_by_the_confirm_trial_or_trained_again(tuned, local_storage, caplog):
+    spec, data = tuned
+    tune_plan, confirm_plan = plan(spec, phase="tune", optuna_trial=2, lr=0.005), plan(spec, phase="confirm", lr=0.005)
     assert kept_training.kept_for(confirm_plan, spec=spec, data=data) is None  # nothing kept: it trains
     trained, epochs = _trained(spec, data, tune_plan)
     kept_training.keep(trained, plan=tune_plan, spec=spec, epochs=epochs)
@@ -123,7 +144,7 @@ def test_kept_in_the_study_storage_and_found_by_the_confirm_trial_or_trained_aga
     assert file.name == f"{identity(confirm_plan, spec)}.pt"
     found = kept_training.kept_for(confirm_plan, spec=spec, data=data)
     assert found is not None and found.kept.key == "tune|alpha=0.2,architecture=unet|optuna=2"
-    assert kept_training.kept_for(plan(spec, phase="confirm", seed=1), spec=spec, data=data) is None
+    assert kept_training.kept_for(plan(spec, phase="confirm", seed=1, lr=0.005), spec=spec, data=data) is None
     file.write_bytes(file.read_bytes()[:100])  # a partial file (another writer's crash, a copy cut short)
     assert kept_training.kept_for(confirm_plan, spec=spec, data=data) is None
     assert "kept training" in caplog.text and "not used (unreadable" in caplog.text
@@ -139,9 +160,9 @@ class _FullDisk(pafs.LocalFileSystem):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_a_full_disk_while_keeping_is_raised_and_other_write_errors_only_warn(setup, tmp_path, monkeypatch, caplog):
-    spec, data = setup
-    tune_plan = plan(spec, phase="tune", optuna_trial=0)
+def test_a_full_disk_while_keeping_is_raised_and_other_write_errors_only_warn(tuned, tmp_path, monkeypatch, caplog):
+    spec, data = tuned
+    tune_plan = plan(spec, phase="tune", optuna_trial=0, lr=0.005)
     trained, epochs = _trained(spec, data, tune_plan)
     monkeypatch.setattr(kept_training, "study_storage", lambda: (_FullDisk(), str(tmp_path)))
     with pytest.raises(OSError, match="No space left"):
@@ -151,3 +172,12 @@ def test_a_full_disk_while_keeping_is_raised_and_other_write_errors_only_warn(se
     monkeypatch.setattr(kept_training, "study_storage", lambda: (pafs.LocalFileSystem(), str(tmp_path / "file")))
     kept_training.keep(trained, plan=tune_plan, spec=spec, epochs=epochs)
     assert "training not kept" in caplog.text
+
+
+def test_nothing_is_kept_where_no_confirm_trial_will_look(tuned, local_storage):
+    spec, data = tuned
+    other = spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"seed": 7})})
+    tune_plan = plan(other, phase="tune", seed=7, optuna_trial=0, lr=0.005)
+    trained, epochs = _trained(other, data, tune_plan)
+    kept_training.keep(trained, plan=tune_plan, spec=other, epochs=epochs)
+    assert not (local_storage / kept_training.FOLDER).exists()

@@ -26,15 +26,24 @@ from typing import Any
 
 import torch
 
-from study import process_state
 from study.spec import StudySpec
-from study.training.device.accelerator import prepare_device
 from study.training.inputs.strategies import Patches
 from study.training.inputs.study_data import StudyData
 from study.training.plan import TrialPlan
-from study.training.trial import Trained, build_model, device_of, inputs_on
+from study.training.trial import Trained, build_model, inputs_on, prepared_device
 
 FORMAT = 1  # bump when the packed layout changes: an older file is then not restored, only retrained
+
+
+def restores(spec: StudySpec) -> bool:
+    """Whether the study's confirm phase restores a tune trial's training: it tunes, its tune trials
+    run the whole schedule (no `max_t` cut short), and its confirm seeds include the tuning seed.
+    Otherwise no tune trial keeps anything and no confirm trial looks."""
+    tuning = spec.tuning
+    if tuning is None:
+        return False
+    full = (tuning.early_stopping.max_t or spec.training.epochs) >= spec.training.epochs
+    return full and tuning.seed in spec.confirm_seeds
 
 
 def identity(plan: TrialPlan, spec: StudySpec) -> str:
@@ -113,9 +122,7 @@ def unpack(blob: bytes, *, name: str, epochs: int) -> Kept:
 def restore(kept: Kept, plan: TrialPlan, *, spec: StudySpec, data: StudyData) -> Trained:
     """The `Trained` that `train_plan(plan)` returned in the tune trial, rebuilt from `kept`: the
     network in its layout with the kept weights, in eval mode as validation left it."""
-    process_state.set_torch_threads(spec.resources.cpu)  # as training would have: testing runs on them
-    device = device_of(spec)
-    prepare_device(device)
+    device = prepared_device(spec)  # the threads training would have set: testing runs on them
     model = build_model(plan, level=data[plan.data_key], device=device)
     model.load_state_dict(kept.state_dict)
     model.eval()
@@ -128,4 +135,4 @@ def restore(kept: Kept, plan: TrialPlan, *, spec: StudySpec, data: StudyData) ->
     )
 
 
-__all__ = ["FORMAT", "Kept", "identity", "pack", "restore", "unpack"]
+__all__ = ["FORMAT", "Kept", "identity", "pack", "restore", "restores", "unpack"]

@@ -106,10 +106,8 @@ def train_plan(
     Raises:
         LossDivergedError: the loss became NaN or infinite.
     """
-    process_state.set_torch_threads(spec.resources.cpu)
     torch.manual_seed(plan.seed)
-    device = device_of(spec)
-    prepare_device(device)
+    device = prepared_device(spec)
     level = data[plan.data_key]
     model = build_model(plan, level=level, device=device)
     optimizer = build_optimizer(model, plan.hparams)
@@ -271,6 +269,15 @@ class PeakMemory:
         else:
             now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.peak_mb = max(self.peak_mb, now)
+
+
+def prepared_device(spec: StudySpec) -> torch.device:
+    """The trial's device, with the process set up for it: the spec's CPU threads, and cuDNN
+    autotuning on CUDA. Training and restoring a kept training both start here."""
+    process_state.set_torch_threads(spec.resources.cpu)
+    device = device_of(spec)
+    prepare_device(device)
+    return device
 
 
 def device_of(spec: StudySpec) -> torch.device:

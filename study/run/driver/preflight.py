@@ -35,6 +35,7 @@ from study.training import TrialPlan, build_loss
 from study.training.evaluation.evaluate import evaluate_split
 from study.training.inputs.study_data import StudyData, data_key
 from study.training.trial import input_strategy, network_input
+from study.training.reuse import restores
 
 _ERRORS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AssertionError, NotImplementedError)
 
@@ -243,7 +244,7 @@ def estimate_seconds(spec: StudySpec, data: StudyData, result: Preflight, *, tun
     it only tests."""
     tuning = None if tuned else spec.tuning
     tune_epochs = (tuning.early_stopping.max_t or spec.training.epochs) if tuning is not None else 0
-    restored = int(tuning is not None and tune_epochs >= spec.training.epochs and tuning.seed in spec.confirm_seeds)
+    restored = int(tuning is not None and restores(spec))
     total = 0.0
     for cell in expand_cells(spec):
         total += (len(spec.confirm_seeds) - restored) * trial_seconds(spec, data, result, cell)

@@ -8,8 +8,9 @@ The estimate is built from the preflight (the bytes of each network's weights) a
 many images each confirm model is tested on), so it follows the study: a confirm trial keeps its
 weights twice in its Tune checkpoint (the package and the MLflow model made from it) and its
 per-image table; a local MLflow store gets the model and tables again as artifacts, and a row per
-metric value. A tune trial that runs its whole schedule keeps its weights once, for the confirm
-trial of its seed (`study.training.reuse`); the estimate counts that for every tune trial.
+metric value. Where the confirm phase restores a tune trial's training (`study.training.reuse`),
+a tune trial that runs its whole schedule keeps its weights once; the estimate counts that for
+every tune trial.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from study.spec import StudySpec
 from study.spec.cells import expand_cells
 from study.tracking import StudyTracker
 from study.training.inputs.study_data import StudyData, data_key
+from study.training.reuse import restores
 
 ROW_BYTES = 200  # one per_image.csv row: image, condition and every score
 METRIC_BYTES = 300  # one metric value in a SQLite store, with its indexes
@@ -80,7 +82,7 @@ def estimate_writes(spec: StudySpec, data: StudyData, checked: Preflight, *, at_
         metrics = spec.training.epochs * EPOCH_METRICS + (conditions + len(level.shifted)) * FINAL_METRICS
         confirm = Writes(folder=2 * weights + rows * ROW_BYTES + TRIAL_BYTES,
                          store=weights + rows * ROW_BYTES + metrics * METRIC_BYTES)
-        tune = Writes(folder=TRIAL_BYTES + weights, store=tune_epochs * EPOCH_METRICS * METRIC_BYTES)
+        tune = Writes(folder=TRIAL_BYTES + weights * restores(spec), store=tune_epochs * EPOCH_METRICS * METRIC_BYTES)
         whole = whole + confirm * len(spec.confirm_seeds) + (tune * tuning.trials_per_cell if tuning else Writes())
         largest = max(largest, confirm, key=lambda w: w.total)
     return StudyWrites(whole=whole, at_once=largest * max(1, at_once))

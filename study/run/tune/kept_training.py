@@ -18,7 +18,7 @@ from study.run.tune.tune_report import study_storage
 from study.spec import StudySpec
 from study.training.inputs.study_data import StudyData
 from study.training.plan import TrialPlan
-from study.training.reuse import Kept, identity, pack, restore, unpack
+from study.training.reuse import Kept, identity, pack, restore, restores, unpack
 from study.training.trial import Trained
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,9 @@ FOLDER = "kept_training"
 
 
 def keep(trained: Trained, *, plan: TrialPlan, spec: StudySpec, epochs: list[dict[str, float]]) -> None:
-    """Keep a tune trial's finished training where the confirm trial of its name will look."""
-    storage = study_storage()
+    """Keep a tune trial's finished training where the confirm trial of its name will look (only
+    where one will: `restores`)."""
+    storage = study_storage() if restores(spec) else None
     if storage is None:
         return
     filesystem, root = storage
@@ -62,7 +63,8 @@ class Restored(NamedTuple):
 def kept_for(plan: TrialPlan, *, spec: StudySpec, data: StudyData) -> Restored | None:
     """The training a tune trial kept under this plan's name, restored; None when there is none
     to use (the trial then trains)."""
-    storage = study_storage()
+    tuning_seed = spec.tuning.seed if spec.tuning is not None else None
+    storage = study_storage() if restores(spec) and plan.seed == tuning_seed else None
     if storage is None:
         return None
     filesystem, root = storage
