@@ -17,7 +17,8 @@ import torch
 
 def machine() -> str:
     """The machine a record was made on: cores, CPU model and the vector ISA torch's kernels use
-    (AVX2 against AVX512 alone can halve a CPU's time per step, so records without it do not compare)."""
+    (two 2-core AMD EPYC VMs differed 2.4 x in time per step, benchmarks/RESULTS.md: a record's
+    seconds compare only with records of the same machine)."""
     cpus = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     return (f"{platform.node() or 'host'}: {cpus} CPU cores, {_cpu_model() or platform.processor() or platform.machine()}, "
             f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})")
